@@ -1,0 +1,1 @@
+"""CYBER-0 client daemon: honest, Byzantine and observer roles."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install cyber0 with everything the demo and the tests need.
+# torch is pinned first: an open range in a fresh environment would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.cyber0-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q "torch==2.13.0"
+  python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
