@@ -1,0 +1,183 @@
+"""Two-point zero-order estimation and the aggregate update, for any ``torch.nn.Module``.
+
+For local step k and direction j, on one minibatch B_k::
+
+    g_{k,j} = (F(w_k + μ z_{k,j}; B_k) − F(w_k − μ z_{k,j}; B_k)) / (2μ)
+    w_{k+1} = w_k − η Σ_j g_{k,j} z_{k,j}
+
+Unbiased variant: fresh directions z_{t,k,j} at every local step; the update vector is
+(g_{0,0}, …, g_{0,ν−1}, g_{1,0}, …) of length K·ν. Biased variant: the directions z_{t,0,j} of the
+first step are reused at all K steps; the update vector is s_j = Σ_k g_{k,j}, of length ν.
+
+Every party then applies an aggregate R of the same length with the regenerated directions only:
+``w ← w − η Σ R z`` (see :func:`update_terms`). The local trajectory of a round never leaks into
+the global model: after its K steps the client returns to the round's starting weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .perturbation import DirectionGenerator, apply_directions_, canonical_parameters, perturbed
+from .plan import ZOSettings
+
+#: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
+LossFn = Callable[[nn.Module, Any], Tensor]
+Path = Literal["batched", "inplace"]
+
+
+def direction_step(zo: ZOSettings, step: int) -> int:
+    """The step coordinate of the directions used at local step ``step``."""
+    return step if zo.variant == "unbiased" else 0
+
+
+def update_terms(
+    zo: ZOSettings, values: Sequence[float] | Tensor, scale: float
+) -> list[tuple[int, int, float]]:
+    """``(step, direction, scale · value)`` terms for a vector laid out as the variant sends it."""
+    flat = [float(v) for v in values]
+    if len(flat) != zo.scalars_per_round:
+        raise ValueError(f"expected {zo.scalars_per_round} values; got {len(flat)}")
+    nu = zo.nu
+    return [(i // nu, i % nu, scale * v) for i, v in enumerate(flat)]
+
+
+def apply_aggregate_(
+    model: nn.Module, generator: DirectionGenerator, zo: ZOSettings, round: int, aggregate: Any
+) -> None:
+    """The global update of round ``round``: ``w ← w − η Σ_{k,j} R_{k,j} z_{t,k,j}``."""
+    params = [p for _, p in canonical_parameters(model)]
+    apply_directions_(params, generator, round, update_terms(zo, aggregate, zo.lr))
+
+
+class _LossModule(nn.Module):
+    """Wraps (model, loss_fn) so ``functional_call`` can swap the model's parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: Any) -> Tensor:
+    """Losses at each row of ``weights`` (P, d), a flat vector in canonical parameter order,
+    evaluated in one vectorised call (``torch.func.vmap`` over ``functional_call``)."""
+    named = canonical_parameters(model)
+    wrapper = _LossModule(model, loss_fn)
+    shapes = [(f"model.{name}", p.shape, p.numel()) for name, p in named]
+
+    def one(flat: Tensor) -> Tensor:
+        params, offset = {}, 0
+        for name, shape, numel in shapes:
+            params[name] = flat[offset : offset + numel].view(shape)
+            offset += numel
+        return functional_call(wrapper, params, (batch,))
+
+    return vmap(one)(weights)
+
+
+def flat_parameters(model: nn.Module) -> Tensor:
+    """The parameters concatenated in canonical order (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for _, p in canonical_parameters(model)])
+
+
+def _untouched_message(model: nn.Module, touched: set[int]) -> str:
+    names = [name for i, (name, _) in enumerate(canonical_parameters(model)) if i not in touched]
+    return (
+        f"the in-place path could not perturb {names}: a parameter must be used inside the "
+        "forward of the module that owns it (freeze unused ones with requires_grad=False, or "
+        "use path='batched')"
+    )
+
+
+class ZOEstimator:
+    """Runs a client's K local ZO steps of one round and returns the scalars it sends.
+
+    ``path="batched"`` evaluates all 2ν perturbed losses of a step in one vectorised call from a
+    (ν, d) direction matrix (small models); ``path="inplace"`` evaluates them one by one through
+    :func:`~cyber0.common.perturbation.perturbed`, holding one tensor's worth of z at a time
+    (large models). Both see bitwise the same perturbed weights.
+
+    With K > 1 the round's starting weights are kept in a snapshot (one copy of the weights)
+    and restored exactly after the local steps.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        generator: DirectionGenerator,
+        zo: ZOSettings,
+        path: Path = "inplace",
+    ) -> None:
+        if path not in ("batched", "inplace"):
+            raise ValueError(f"path must be 'batched' or 'inplace'; got {path!r}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.generator = generator
+        self.zo = zo
+        self.path = path
+
+    @torch.inference_mode()
+    def step_scalars(self, round: int, step: int, batch: Any) -> Tensor:
+        """g_{step, j} for j < ν at the current weights, as float64 (ν,)."""
+        zo, dstep = self.zo, direction_step(self.zo, step)
+        if self.path == "batched":
+            params = canonical_parameters(self.model)
+            flat = flat_parameters(self.model)
+            z = self.generator.matrix(
+                [p.numel() for _, p in params], round, dstep, zo.nu, flat.device, flat.dtype
+            )
+            z.mul_(zo.mu)
+            weights = torch.cat([flat + z, flat - z])
+            losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
+            plus, minus = losses[: zo.nu], losses[zo.nu :]
+        else:
+            plus = torch.empty(zo.nu, dtype=torch.float64)
+            minus = torch.empty(zo.nu, dtype=torch.float64)
+            n_params = len(canonical_parameters(self.model))
+            for j in range(zo.nu):
+                for sign, out in ((1.0, plus), (-1.0, minus)):
+                    with perturbed(
+                        self.model, self.generator, round, dstep, j, sign * zo.mu
+                    ) as touched:
+                        out[j] = float(self.loss_fn(self.model, batch))
+                    if len(touched) != n_params:
+                        raise ValueError(_untouched_message(self.model, touched))
+        return (plus - minus) / (2.0 * zo.mu)
+
+    def local_round(self, round: int, batches: Sequence[Any]) -> Tensor:
+        """The update vector (float32, length ``zo.scalars_per_round``) for ``round``, computed on
+        ``batches`` (one per local step). The model's weights are unchanged afterwards."""
+        zo = self.zo
+        if len(batches) != zo.local_steps:
+            raise ValueError(
+                f"need {zo.local_steps} batches (one per local step); got {len(batches)}"
+            )
+        params = [p for _, p in canonical_parameters(self.model)]
+        snapshot = [p.detach().clone() for p in params] if zo.local_steps > 1 else None
+        rows = []
+        try:
+            for k, batch in enumerate(batches):
+                g = self.step_scalars(round, k, batch)
+                rows.append(g)
+                if k + 1 < zo.local_steps:
+                    terms = [(direction_step(zo, k), j, zo.lr * float(v)) for j, v in enumerate(g)]
+                    with torch.no_grad():
+                        apply_directions_(params, self.generator, round, terms)
+        finally:
+            if snapshot is not None:
+                with torch.no_grad():
+                    for p, saved in zip(params, snapshot, strict=True):
+                        p.copy_(saved)
+        stacked = torch.stack(rows)
+        out = stacked.reshape(-1) if zo.variant == "unbiased" else stacked.sum(dim=0)
+        return out.to(torch.float32)
