@@ -125,18 +125,27 @@ class ZOEstimator:
         self.generator = generator
         self.zo = zo
         self.path = path
+        self._directions: dict[tuple[int, int], Tensor] = {}
+
+    def _scaled_directions(self, round: int, dstep: int, flat: Tensor) -> Tensor:
+        """μ·Z for the batched path, cached for the current round (clients of a simulator and
+        the local steps of a round share them)."""
+        key = (round, dstep)
+        if key not in self._directions:
+            if any(r != round for r, _ in self._directions):
+                self._directions.clear()
+            sizes = [p.numel() for _, p in canonical_parameters(self.model)]
+            z = self.generator.matrix(sizes, round, dstep, self.zo.nu, flat.device, flat.dtype)
+            self._directions[key] = z.mul_(self.zo.mu)
+        return self._directions[key]
 
     @torch.inference_mode()
     def step_scalars(self, round: int, step: int, batch: Any) -> Tensor:
         """g_{step, j} for j < ν at the current weights, as float64 (ν,)."""
         zo, dstep = self.zo, direction_step(self.zo, step)
         if self.path == "batched":
-            params = canonical_parameters(self.model)
             flat = flat_parameters(self.model)
-            z = self.generator.matrix(
-                [p.numel() for _, p in params], round, dstep, zo.nu, flat.device, flat.dtype
-            )
-            z.mul_(zo.mu)
+            z = self._scaled_directions(round, dstep, flat)
             weights = torch.cat([flat + z, flat - z])
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
             plus, minus = losses[: zo.nu], losses[zo.nu :]

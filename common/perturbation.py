@@ -47,6 +47,8 @@ MIX_C1 = 0xBF58476D1CE4E5B9
 MIX_C2 = 0x94D049BB133111EB
 #: Pairs (Gaussian) or elements (Rademacher) generated per block: keeps temporaries in cache.
 BLOCK = 1 << 16
+#: Below this many elements (terms × tensor size) an update generates all its directions at once.
+BATCH_UPDATE_ELEMENTS = 1 << 22
 _TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
 
 
@@ -83,28 +85,29 @@ def _mix64_(z: Tensor, tmp: Tensor) -> None:
             z.mul_(_signed(mult))
 
 
-def _hash_block(key: int, start: int, count: int, device: torch.device) -> Tensor:
-    """``x_c`` for counters ``start .. start + count - 1`` as int64 (uint64 bits)."""
-    z = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=device)
-    z.mul_(_signed(GAMMA)).add_(_signed(key))
+def _hash_block(keys: Tensor, start: int, count: int) -> Tensor:
+    """``x_c`` for counters ``start .. start + count - 1`` under each key of ``keys`` (T, 1):
+    a (T, count) int64 tensor holding the uint64 bits."""
+    counters = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=keys.device)
+    z = counters.mul_(_signed(GAMMA)).unsqueeze(0) + keys
     _mix64_(z, torch.empty_like(z))
     return z
 
 
 def _gaussian_block(x: Tensor, out: Tensor) -> None:
-    """Box-Muller from hashes ``x`` (pairs) into float32 ``out`` of length ``2 * len(x)``."""
+    """Box-Muller from hashes ``x`` (T, c) into float32 ``out`` (T, 2c): pairs (cos, sin)."""
     h = (x >> 40).bitwise_and_(0xFFFFFF)
     low = (x >> 8).bitwise_and_(0xFFFFFF)
     v = torch.sub(1 << 24, h).to(torch.float32).mul_(2.0**-24)
     r = v.log_().mul_(-2.0).sqrt_()
     theta = low.to(torch.float32).mul_(_TWO_PI_2M24)
-    pairs = out.view(-1, 2)
-    torch.mul(r, torch.cos(theta), out=pairs[:, 0])
-    torch.mul(r, theta.sin_(), out=pairs[:, 1])
+    pairs = out.view(*x.shape, 2)
+    torch.mul(r, torch.cos(theta), out=pairs[..., 0])
+    torch.mul(r, theta.sin_(), out=pairs[..., 1])
 
 
 def _rademacher_block(x: Tensor, out: Tensor) -> None:
-    """Signs from bit 32 of the hashes: ``1 - 2 * bit`` as float32."""
+    """Signs from bit 32 of the hashes (T, c): ``1 - 2 * bit`` as float32 into ``out`` (T, c)."""
     bits = (x >> 32).bitwise_and_(1)
     torch.sub(1.0, bits.to(torch.float32).mul_(2.0), out=out)
 
@@ -132,24 +135,37 @@ class DirectionGenerator:
         """Overwrite ``out`` (any float dtype, any device, contiguous) with one direction tensor."""
         if not out.is_contiguous():
             raise ValueError("fill_ needs a contiguous tensor")
-        key = stream_key(self.seed, round, step, direction, index)
-        flat = out.view(-1)
-        n = flat.numel()
+        self.fill_rows_(out.view(1, -1), [(round, step, direction, index)])
+        return out
+
+    def fill_rows_(self, out: Tensor, coords: Sequence[tuple[int, int, int, int]]) -> Tensor:
+        """Row i of the 2-D ``out`` (rows may be strided, each row contiguous) becomes the
+        direction with coordinates ``coords[i] = (round, step, direction, index)``.
+
+        Generating many small rows in one pass is what makes the batched path cheap; values are
+        elementwise functions of (key, counter), so they equal the one-row results bit for bit.
+        """
+        rows, n = out.shape
+        if rows != len(coords):
+            raise ValueError(f"{rows} rows but {len(coords)} coordinates")
+        keys = torch.tensor([_signed(stream_key(self.seed, *c)) for c in coords], dtype=torch.int64)
+        keys = keys.to(out.device).view(rows, 1)
         gaussian = self.distribution == "gaussian"
         per_hash = 2 if gaussian else 1
-        staging = None if flat.dtype == torch.float32 else torch.empty(0)
-        for start in range(0, n, BLOCK * per_hash):
-            stop = min(n, start + BLOCK * per_hash)
-            hashes = _hash_block(key, start // per_hash, -(-(stop - start) // per_hash), out.device)
-            width = hashes.numel() * per_hash
-            exact = stop - start == width and staging is None
-            buf = flat[start:stop] if exact else torch.empty(width, device=out.device)
+        cols = max(per_hash, BLOCK * per_hash // rows // per_hash * per_hash)
+        direct = rows == 1 and out.dtype == torch.float32
+        for start in range(0, n, cols):
+            stop = min(n, start + cols)
+            hashes = _hash_block(keys, start // per_hash, -(-(stop - start) // per_hash))
+            width = hashes.shape[1] * per_hash
+            fits = direct and stop - start == width
+            buf = out[:, start:stop] if fits else torch.empty(rows, width, device=out.device)
             if gaussian:
                 _gaussian_block(hashes, buf)
             else:
                 _rademacher_block(hashes, buf)
-            if not exact:
-                flat[start:stop].copy_(buf[: stop - start])
+            if not fits:
+                out[:, start:stop].copy_(buf[:, : stop - start])
         return out
 
     def direction(self, like: Tensor, round: int, step: int, direction: int, index: int) -> Tensor:
@@ -175,9 +191,8 @@ class DirectionGenerator:
         for n in numels:
             offsets.append(offsets[-1] + n)
         out = torch.empty(nu, offsets[-1], dtype=dtype, device=device)
-        for j in range(nu):
-            for index, (lo, hi) in enumerate(itertools.pairwise(offsets)):
-                self.fill_(out[j, lo:hi], round, step, j, index)
+        for index, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+            self.fill_rows_(out[:, lo:hi], [(round, step, j, index) for j in range(nu)])
         return out
 
 
@@ -205,11 +220,17 @@ def apply_directions_(
     so every party computing the same update on the same device gets the same bits.
     """
     for index, param in enumerate(params):
+        if len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
+            coords = [(round, step, direction, index) for step, direction, _ in terms]
+            zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
+            generator.fill_rows_(zs, coords)
+            for z, (_, _, coefficient) in zip(zs, terms, strict=True):
+                param.sub_(z.view_as(param).mul_(coefficient))
+            continue
         z = torch.empty_like(param)
         for step, direction, coefficient in terms:
             generator.fill_(z, round, step, direction, index)
-            z.mul_(coefficient)
-            param.sub_(z)
+            param.sub_(z.mul_(coefficient))
 
 
 @contextmanager

@@ -203,3 +203,16 @@ def test_apply_directions_is_a_pure_function_of_the_terms() -> None:
     for step, j, c in terms:
         expected -= g.direction(expected, 4, step, j, 0) * c
     assert torch.equal(a[0], expected)
+
+
+def test_batched_and_per_term_updates_are_bitwise_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cyber0.common.perturbation as perturbation
+
+    g = DirectionGenerator(5)
+    terms = [(k, j, 0.1 * (k + 1) - 0.03 * j) for k in range(2) for j in range(5)]
+    a = [torch.linspace(-1, 1, 1001), torch.ones(4, 5)]
+    b = [t.clone() for t in a]
+    apply_directions_(a, g, 9, terms)
+    monkeypatch.setattr(perturbation, "BATCH_UPDATE_ELEMENTS", 0)
+    apply_directions_(b, g, 9, terms)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

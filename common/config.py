@@ -1,0 +1,109 @@
+"""Strict construction of frozen config dataclasses from YAML mappings.
+
+Unknown keys, wrong types and invalid values raise :class:`ConfigError` whose message starts
+with the dotted path of the offending field (``zo.nu: must be >= 1; got nu=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _field_error(path: str, exc: Exception) -> ConfigError:
+    return ConfigError(f"{path}: {exc}" if path else str(exc))
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+    """Check ``value`` against a (simple) annotation, building nested dataclasses."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return from_mapping(annotation, value, path)
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{path}: must be one of {list(allowed)}; got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping; got {value!r}")
+        return dict(value)
+    if origin in (tuple, list) or annotation in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list; got {value!r}")
+        args = typing.get_args(annotation)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or annotation) is tuple else items
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number; got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer; got {value!r}")
+        return value
+    if annotation in (str, bool) and not isinstance(value, annotation):
+        raise ConfigError(f"{path}: expected {annotation.__name__}; got {value!r}")
+    return value
+
+
+def from_mapping(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and naming bad fields."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key (known keys: {', '.join(sorted(fields))})"
+        )
+    kwargs = {
+        key: _coerce(value, hints[key], f"{path}.{key}" if path else key)
+        for key, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise _field_error(path, exc) from exc
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,124 @@
+"""Models by name, their evaluation and their identity (:func:`model_digest`).
+
+Construction never touches the global RNG: parameters are allocated uninitialised
+(``torch.nn.utils.skip_init``) and then filled explicitly (zeros, or from a seeded generator).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression ``logits = x.flatten(1) @ Wᵀ + b``, W ``(C, D)``, b ``(C,)``.
+
+    ``init_seed=None`` (default): W = 0 and b = 0, so every party starts from the same point and
+    the initial loss is exactly ``log C``. With a seed: W and b ~ U(−1/√D, 1/√D) (the bound
+    ``nn.Linear`` uses) drawn from ``torch.Generator().manual_seed(init_seed)``, W first.
+    """
+
+    def __init__(
+        self, in_features: int = 784, num_classes: int = 10, init_seed: int | None = None
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"in_features must be >= 1; got in_features={in_features}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2; got num_classes={num_classes}")
+        self.linear = nn.utils.skip_init(nn.Linear, in_features, num_classes)
+        with torch.no_grad():
+            if init_seed is None:
+                self.linear.weight.zero_()
+                self.linear.bias.zero_()
+            else:
+                gen = torch.Generator().manual_seed(init_seed)
+                bound = 1.0 / math.sqrt(in_features)
+                self.linear.weight.uniform_(-bound, bound, generator=gen)
+                self.linear.bias.uniform_(-bound, bound, generator=gen)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x.flatten(1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model by registry name and shape; ``init_seed=None`` means the model's default init."""
+
+    name: str = "logreg"
+    in_features: int = 784
+    num_classes: int = 10
+    init_seed: int | None = None
+
+
+def _logreg(spec: ModelSpec) -> nn.Module:
+    return LogisticRegression(spec.in_features, spec.num_classes, spec.init_seed)
+
+
+#: Registry name → builder. New entries (e.g. "hf-sequence-classification" from a local folder)
+#: add a builder here and, if they need them, new defaulted fields on :class:`ModelSpec`.
+MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {"logreg": _logreg}
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A fresh model for ``spec``; ValueError listing the known names for an unknown one."""
+    try:
+        builder = MODELS[spec.name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model name={spec.name!r}; known: {', '.join(sorted(MODELS))}"
+        ) from None
+    return builder(spec)
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``.
+
+    Runs in eval mode under ``torch.inference_mode`` (the previous train/eval mode is restored);
+    per-batch sums are accumulated in Python floats and divided by ``len(y)``. A tie in the
+    logits counts for the lowest class index (``argmax``).
+    """
+    n = y.numel()
+    if n == 0 or x.shape[0] != n:
+        raise ValueError(f"need len(x) == len(y) > 0; got len(x)={x.shape[0]}, len(y)={n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got batch_size={batch_size}")
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                logits = model(x[start : start + batch_size]).float()
+                target = y[start : start + batch_size]
+                loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+                correct += int((logits.argmax(dim=1) == target).sum().item())
+    finally:
+        model.train(was_training)
+    return correct / n, loss_sum / n
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 hex of all parameters: the model identity used by the simulator, the clients and
+    the federator logs.
+
+    Parameters (trainable or frozen; tied ones once) are taken sorted by name; for each, the
+    hash absorbs ``len(header)`` (8 bytes, little-endian), ``header = "name|dtype|shape"`` in
+    UTF-8, then the tensor's raw bytes (``detach().contiguous().cpu()``, native little-endian).
+    Registration order does not matter; names, shapes, dtypes and every bit of every value do.
+    """
+    h = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        tensor = param.detach().contiguous().cpu()
+        header = f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode()
+        h.update(struct.pack("<Q", len(header)))
+        h.update(header)
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

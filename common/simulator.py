@@ -1,0 +1,378 @@
+"""In-process simulator: n clients, f of them Byzantine, CYBER-0 next to the first-order baseline.
+
+``cyber0-sim --config FILE.yaml --out DIR`` writes ``DIR/results.json`` and ``DIR/accuracy.png``.
+Byzantine clients are clients ``0 .. f-1``; their shards exist (colluding attackers and label
+flipping compute on them). The declared f of the robust rule is the same f.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .aggregators import Aggregator, get_aggregator
+from .attacks import Attack, get_attack
+from .baseline import apply_update_, flat_gradient
+from .config import ConfigError, from_mapping, load_yaml
+from .data import ShardSpec, batch_indices, load_mnist, load_shard
+from .estimator import ZOEstimator, apply_aggregate_
+from .models import ModelSpec, build_model, evaluate, model_digest
+from .perturbation import DirectionGenerator, canonical_parameters
+from .plan import ZOSettings
+
+Method = Literal["zo", "first_order"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and how it is split across the n clients."""
+
+    dataset: Literal["mnist"] = "mnist"
+    partition: Literal["iid", "dirichlet"] = "dirichlet"
+    alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """A registry name plus its keyword parameters (aggregator or attack)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The Byzantine behaviour: an attack name, its parameters and what the attackers see."""
+
+    name: str = "none"
+    mode: Literal["omniscient", "colluding"] = "omniscient"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FirstOrderConfig:
+    """The robust FedSGD baseline: one d-dimensional gradient per client per round."""
+
+    lr: float = 0.1
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A whole simulated experiment (see ``configs/*.yaml``)."""
+
+    seed: int = 0
+    rounds: int = 300
+    eval_every: int = 10
+    n_clients: int = 10
+    f: int = 2
+    model: Literal["logreg"] = "logreg"
+    data: DataConfig = field(default_factory=DataConfig)
+    zo: ZOSettings = field(default_factory=ZOSettings)
+    aggregator: RuleConfig = field(default_factory=lambda: RuleConfig("cwtm"))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    methods: tuple[Method, ...] = ("zo",)
+    first_order: FirstOrderConfig = field(default_factory=FirstOrderConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("rounds", self.rounds >= 1, f"must be >= 1; got {self.rounds}"),
+            ("eval_every", self.eval_every >= 1, f"must be >= 1; got {self.eval_every}"),
+            ("n_clients", self.n_clients >= 1, f"must be >= 1; got {self.n_clients}"),
+            ("f", self.f >= 0, f"must be >= 0; got {self.f}"),
+            (
+                "f",
+                self.n_clients > 2 * self.f,
+                f"needs n_clients > 2f; got n_clients={self.n_clients}, f={self.f}",
+            ),
+            ("data.alpha", self.data.alpha > 0, f"must be > 0; got {self.data.alpha}"),
+            ("methods", len(self.methods) >= 1, "needs at least one of 'zo', 'first_order'"),
+            ("first_order.lr", self.first_order.lr > 0, f"must be > 0; got {self.first_order.lr}"),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{name}: {message}")
+
+
+def build_config(data: Any) -> SimConfig:
+    """Validate a parsed YAML mapping; also instantiates the named rules to check them."""
+    config = from_mapping(SimConfig, data)
+    make_aggregator(config)
+    make_attack(config, make_aggregator(config))
+    return config
+
+
+def make_aggregator(config: SimConfig) -> Aggregator:
+    """The robust rule named by the config, with the declared f."""
+    try:
+        return get_aggregator(config.aggregator.name, f=config.f, **config.aggregator.params)
+    except ValueError as exc:
+        raise ConfigError(f"aggregator: {exc}") from exc
+
+
+def make_attack(config: SimConfig, aggregator: Aggregator) -> Attack | None:
+    """The attack named by the config (None for ``none``); adaptive attacks get the rule."""
+    if config.attack.name == "none" or config.f == 0:
+        return None
+    params = dict(config.attack.params)
+    if config.attack.name == "adaptive":
+        params.setdefault("aggregator", aggregator)
+    try:
+        return get_attack(config.attack.name, **params)
+    except ValueError as exc:
+        raise ConfigError(f"attack: {exc}") from exc
+
+
+def cross_entropy(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """The forward-only loss closure used for MNIST."""
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+@dataclass
+class Client:
+    """One simulated client's data (labels already flipped for a label-flipping attacker)."""
+
+    index: int
+    x: Tensor
+    y: Tensor
+    byzantine: bool
+
+    def batch(
+        self, config: SimConfig, batch_size: int, round: int, step: int
+    ) -> tuple[Tensor, Tensor]:
+        idx = batch_indices(self.y.numel(), batch_size, config.seed, self.index, round, step)
+        return self.x[idx], self.y[idx]
+
+
+def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:
+    clients = []
+    for i in range(config.n_clients):
+        spec = ShardSpec(
+            dataset=config.data.dataset,
+            partition=config.data.partition,
+            alpha=config.data.alpha,
+            n_clients=config.n_clients,
+            client_index=i,
+            seed=config.seed,
+        )
+        x, y = load_shard(spec)
+        byzantine = i < config.f
+        if byzantine and attack is not None and attack.kind == "data":
+            y = attack.flip_labels(y, 10)  # type: ignore[attr-defined]
+        clients.append(Client(i, x, y, byzantine))
+    return clients
+
+
+def byzantine_vectors(
+    config: SimConfig,
+    attack: Attack | None,
+    honest: Tensor,
+    own: Callable[[], Tensor],
+) -> Tensor:
+    """The f Byzantine rows: attack output, or honest computations (no attack / data attack).
+
+    ``own()`` computes the Byzantine clients' honest vectors on their own (possibly flipped)
+    data; colluding attackers see only those, omniscient ones see ``honest``."""
+    if config.f == 0:
+        return honest[:0]
+    if attack is None or attack.kind == "data":
+        return own()
+    seen = honest if config.attack.mode == "omniscient" else own()
+    return attack(seen, config.n_clients, config.f)
+
+
+@dataclass
+class RunResult:
+    """What one method's run produced."""
+
+    method: Method
+    history: list[dict[str, float]]
+    final_test_accuracy: float
+    final_test_loss: float
+    uplink_scalars_per_client_round: int
+    uplink_bytes_per_client_round: int
+    model_digest: str
+    wall_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _evaluate_into(
+    history: list[dict[str, float]], model: nn.Module, round: int, bytes_cum: int
+) -> None:
+    data = load_mnist()
+    accuracy, loss = evaluate(model, data.test_x, data.test_y)
+    history.append(
+        {
+            "round": round,
+            "test_accuracy": accuracy,
+            "test_loss": loss,
+            "uplink_bytes_cum": bytes_cum,
+        }
+    )
+
+
+def _run(
+    config: SimConfig,
+    method: Method,
+    model: nn.Module,
+    round_update: Callable[[int], None],
+    scalars: int,
+    progress: bool,
+) -> RunResult:
+    history: list[dict[str, float]] = []
+    per_round = 4 * scalars * config.n_clients
+    start = time.perf_counter()
+    bar = tqdm(range(config.rounds), desc=method, disable=not progress, file=sys.stderr)
+    for t in bar:
+        round_update(t)
+        done = t + 1
+        if done % config.eval_every == 0 or done == config.rounds:
+            _evaluate_into(history, model, done, per_round * done // config.n_clients)
+            bar.set_postfix(acc=f"{history[-1]['test_accuracy']:.4f}")
+    last = history[-1]
+    return RunResult(
+        method=method,
+        history=history,
+        final_test_accuracy=last["test_accuracy"],
+        final_test_loss=last["test_loss"],
+        uplink_scalars_per_client_round=scalars,
+        uplink_bytes_per_client_round=4 * scalars,
+        model_digest=model_digest(model),
+        wall_seconds=time.perf_counter() - start,
+    )
+
+
+def run_zo(config: SimConfig, progress: bool = False) -> RunResult:
+    """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions."""
+    aggregator = make_aggregator(config)
+    attack = make_attack(config, aggregator)
+    clients = make_clients(config, attack)
+    zo = config.zo
+    generator = DirectionGenerator(config.seed, zo.distribution)
+    model = build_model(ModelSpec(name=config.model))
+    estimator = ZOEstimator(model, cross_entropy, generator, zo, "batched")
+
+    def round_update(t: int) -> None:
+        def vectors(group: Sequence[Client]) -> Tensor:
+            rows = [
+                estimator.local_round(
+                    t, [c.batch(config, zo.batch_size, t, k) for k in range(zo.local_steps)]
+                )
+                for c in group
+            ]
+            return torch.stack(rows) if rows else torch.empty(0, zo.scalars_per_round)
+
+        honest = vectors([c for c in clients if not c.byzantine])
+        byz = byzantine_vectors(
+            config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
+        )
+        aggregate = aggregator(torch.cat([byz, honest]))
+        apply_aggregate_(model, generator, zo, t, aggregate)
+
+    return _run(config, "zo", model, round_update, zo.scalars_per_round, progress)
+
+
+def run_first_order(config: SimConfig, progress: bool = False) -> RunResult:
+    """The baseline: robust FedSGD on d-dimensional autograd gradients."""
+    aggregator = make_aggregator(config)
+    attack = make_attack(config, aggregator)
+    clients = make_clients(config, attack)
+    lr, batch_size = config.first_order.lr, config.first_order.batch_size
+    model = build_model(ModelSpec(name=config.model))
+    dims = sum(p.numel() for _, p in canonical_parameters(model))
+
+    def round_update(t: int) -> None:
+        def vectors(group: Sequence[Client]) -> Tensor:
+            rows = [flat_gradient(model, *c.batch(config, batch_size, t, 0)) for c in group]
+            return torch.stack(rows) if rows else torch.empty(0, dims)
+
+        honest = vectors([c for c in clients if not c.byzantine])
+        byz = byzantine_vectors(
+            config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
+        )
+        apply_update_(model, aggregator(torch.cat([byz, honest])), lr)
+
+    return _run(config, "first_order", model, round_update, dims, progress)
+
+
+RUNNERS: dict[Method, Callable[[SimConfig, bool], RunResult]] = {
+    "zo": run_zo,
+    "first_order": run_first_order,
+}
+
+
+def simulate(config: SimConfig, progress: bool = False) -> dict[str, Any]:
+    """Run every method of the config; the first one's figures are the top-level fields."""
+    runs = {method: RUNNERS[method](config, progress) for method in config.methods}
+    main = runs[config.methods[0]]
+    result: dict[str, Any] = {"config": dataclasses.asdict(config), "rounds": config.rounds}
+    result.update(main.as_dict())
+    result["runs"] = {method: run.as_dict() for method, run in runs.items()}
+    return result
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Accuracy against rounds and against cumulative uplink bytes, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = {"zo": "CYBER-0 (zero-order)", "first_order": "first-order FedSGD"}
+    for method, run in result["runs"].items():
+        rounds = [h["round"] for h in run["history"]]
+        acc = [h["test_accuracy"] for h in run["history"]]
+        sent = [h["uplink_bytes_cum"] for h in run["history"]]
+        left.plot(rounds, acc, label=labels[method])
+        right.plot(sent, acc, label=labels[method])
+    left.set(xlabel="round", ylabel="test accuracy")
+    right.set(xlabel="uplink bytes per client (cumulative)", ylabel="test accuracy", xscale="log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``cyber0-sim``."""
+    parser = argparse.ArgumentParser(prog="cyber0-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML experiment file")
+    parser.add_argument("--out", required=True, help="output folder (results.json, accuracy.png)")
+    parser.add_argument("--no-plot", action="store_true", help="skip accuracy.png")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        config = build_config(load_yaml(args.config))
+    except ConfigError as exc:
+        print(f"cyber0-sim: invalid config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = simulate(config, progress=not args.quiet)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    if not args.no_plot:
+        plot(result, out / "accuracy.png")
+    print(
+        f"final test accuracy {result['final_test_accuracy']:.4f}, "
+        f"{result['uplink_bytes_per_client_round']} uplink bytes per client per round, "
+        f"digest {result['model_digest'][:16]}, {result['wall_seconds']:.1f} s"
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""Model registry, deterministic initialisation, evaluation and the model digest."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cyber0.common.models import LogisticRegression, ModelSpec, build_model, evaluate, model_digest
+
+
+def test_logreg_shapes_and_zero_init() -> None:
+    model = build_model(ModelSpec(name="logreg"))
+    assert isinstance(model, LogisticRegression)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {"linear.weight": (10, 784), "linear.bias": (10,)}
+    assert all(p.count_nonzero().item() == 0 for p in model.parameters())
+    out = model(torch.rand(5, 1, 28, 28))  # images are flattened
+    assert out.shape == (5, 10)
+    acc, loss = evaluate(model, torch.rand(7, 784), torch.arange(7))
+    assert loss == pytest.approx(math.log(10), rel=1e-6)
+    assert acc == pytest.approx(1 / 7)  # all logits tie: argmax is class 0
+
+
+def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=4))
+    b = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=4))
+    c = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=5))
+    build_model(ModelSpec())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert model_digest(a) == model_digest(b) != model_digest(c)
+    weight = a.get_parameter("linear.weight")
+    assert weight.abs().max().item() <= 1 / math.sqrt(20)
+    assert weight.std().item() > 0.05
+
+
+def test_unknown_model_lists_names() -> None:
+    with pytest.raises(ValueError, match="logreg"):
+        build_model(ModelSpec(name="resnet"))
+
+
+def test_evaluate_matches_direct_computation() -> None:
+    model = build_model(ModelSpec(name="logreg", in_features=6, num_classes=4, init_seed=0))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=gen)
+    y = torch.randint(0, 4, (50,), generator=gen)
+    model.train()
+    acc, loss = evaluate(model, x, y, batch_size=7)  # uneven last batch
+    assert model.training  # mode restored
+    logits = model(x)
+    assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert acc == (logits.argmax(1) == y).sum().item() / 50
+    with pytest.raises(ValueError, match="len"):
+        evaluate(model, x[:3], y)
+
+
+def test_digest_changes_with_one_ulp() -> None:
+    model = build_model(ModelSpec(name="logreg", init_seed=1))
+    before = model_digest(model)
+    assert model_digest(model) == before
+    with torch.no_grad():
+        w = model.get_parameter("linear.weight")
+        w[3, 100] = torch.nextafter(w[3, 100], torch.tensor(math.inf))
+    after = model_digest(model)
+    assert after != before
+    assert len(after) == 64 and int(after, 16) >= 0
+
+
+class AB(nn.Module):
+    def __init__(self, a: Tensor, b: Tensor) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a.clone())
+        self.b = nn.Parameter(b.clone())
+
+
+class BA(nn.Module):
+    def __init__(self, a: Tensor, b: Tensor) -> None:
+        super().__init__()
+        self.b = nn.Parameter(b.clone())
+        self.a = nn.Parameter(a.clone())
+
+
+def test_digest_ignores_registration_order_but_not_names_shapes_or_dtypes() -> None:
+    a, b = torch.arange(6.0).reshape(2, 3), torch.tensor([7.0, 8.0])
+    names_ab = [n for n, _ in AB(a, b).named_parameters()]
+    assert names_ab == ["a", "b"] and [n for n, _ in BA(a, b).named_parameters()] == ["b", "a"]
+    assert model_digest(AB(a, b)) == model_digest(BA(a, b))
+    assert model_digest(AB(a, b)) != model_digest(AB(b, a))  # names swapped with values
+    assert model_digest(AB(a, b)) != model_digest(AB(a.reshape(3, 2), b))  # same bytes, shape
+    assert model_digest(AB(a, b)) != model_digest(AB(a.double(), b.double()))
+    frozen = AB(a, b)
+    frozen.b.requires_grad_(False)
+    assert model_digest(frozen) == model_digest(AB(a, b))  # frozen parameters count too
