@@ -9,8 +9,6 @@ ruff format --check .
 # The package's folders are remapped (common/ -> cyber0.common, ...); give mypy a link tree
 # with the installed layout so that module names match the import names.
 rm -rf .typecheck && mkdir -p .typecheck/cyber0
-ln -s ../../proto/cyber0/__init__.py .typecheck/cyber0/__init__.py
-ln -s ../../proto/cyber0/py.typed .typecheck/cyber0/py.typed
-ln -s ../../proto/cyber0/v1 .typecheck/cyber0/v1
+for entry in proto/cyber0/*; do ln -s "../../$entry" ".typecheck/cyber0/$(basename "$entry")"; done
 for pkg in common server client; do ln -s "../../$pkg" ".typecheck/cyber0/$pkg"; done
 MYPYPATH=.typecheck mypy -p cyber0

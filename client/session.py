@@ -1,0 +1,374 @@
+"""The network half of a client daemon: protocol v1 driven for a model-agnostic :class:`Trainer`.
+
+A :class:`Session` is one identity (client id) talking to one federator:
+Join → ``trainer.setup(plan, shard)`` (first join only) → catch up with GetAggregates pages →
+Train stream (Hello; on RoundStart(t): ``compute_update(t)`` in a worker thread and send the
+Update; on Aggregate(t): ``apply_aggregate`` in order, catching up first on a gap) → after the
+last round's aggregate, a final Report with the model digest, half-close, done. On a lost
+connection it reconnects with capped exponential backoff, jittered by a seeded RNG.
+
+Several sessions may run concurrently in one process, e.g. the identities of a colluding
+Byzantine daemon sharing one trainer: give them one :class:`LocalModel`, which serializes the
+trainer's calls and applies each round's aggregate once whichever session receives it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+import grpc
+
+from cyber0 import wire
+from cyber0.common.plan import PlanError, TrainingPlan
+from cyber0.v1 import federation_pb2 as pb
+from cyber0.v1 import federation_pb2_grpc as pb_grpc
+
+Role = Literal["train", "observer"]
+ChannelFactory = Callable[[str], grpc.aio.Channel]
+Evaluate = Callable[[], tuple[float, float]]
+"""An observer's evaluation of the current model: (accuracy in [0, 1], loss). Blocking."""
+
+T = TypeVar("T")
+
+_log = logging.getLogger("cyber0.client")
+
+_FATAL_AT_JOIN = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+class Trainer(Protocol):
+    """What a session needs from the model side (implemented in ``cyber0.client.trainer``).
+
+    Calls are blocking and run in worker threads, never two at a time on one trainer.
+    """
+
+    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+        """Load data and model for ``plan``; ``shard_index`` is −1 for an observer. Called once
+        per session (so once per identity when sessions share the trainer)."""
+        ...
+
+    @property
+    def applied_round(self) -> int:
+        """Last round whose aggregate was applied (−1: none)."""
+        ...
+
+    def compute_update(self, round: int) -> Sequence[float]:
+        """The m scalars of this party for ``round`` (model at ``round − 1`` applied)."""
+        ...
+
+    def apply_aggregate(self, round: int, values: Sequence[float]) -> None:
+        """Apply the aggregate of ``round`` (always ``applied_round + 1``)."""
+        ...
+
+    def digest(self) -> str:
+        """Lowercase hex digest (≤ 128 characters) of the current model."""
+        ...
+
+
+class SessionError(RuntimeError):
+    """The session cannot go on (refused at Join, plan changed, federator lost its log, ...)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: attempt k waits U(d/2, d) seconds, d = min(maximum, initial·factor^k)."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnect ``attempt`` (0-based)."""
+        d = min(self.maximum, self.initial * self.factor**attempt)
+        return rng.uniform(d / 2, d)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """One identity's connection settings.
+
+    ``call_timeout``: seconds for each unary call. ``eval_every``: an observer evaluates and
+    reports after every E-th round (and after the last). ``max_retries``: consecutive failed
+    attempts before giving up (None: never). ``jitter_seed``: seeds the backoff jitter (default:
+    CRC-32 of the client id, so the identities of one process do not reconnect in lockstep).
+    """
+
+    target: str
+    client_id: str
+    token: str = ""
+    role: Role = "train"
+    call_timeout: float = 10.0
+    eval_every: int = 10
+    backoff: Backoff = field(default_factory=Backoff)
+    max_retries: int | None = None
+    jitter_seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """How a finished session ended."""
+
+    client_id: str
+    applied_round: int
+    digest: str
+    reconnects: int
+
+
+class LocalModel:
+    """A trainer plus the lock that serializes its (blocking, threaded) calls.
+
+    Share one instance between the sessions of one process that drive the same model.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self._lock = asyncio.Lock()
+
+    @property
+    def applied_round(self) -> int:
+        """The trainer's last applied round."""
+        return self.trainer.applied_round
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+        """``trainer.setup`` in a worker thread."""
+        await self._call(self.trainer.setup, plan, shard_index)
+
+    async def compute(self, round: int) -> Sequence[float]:
+        """``trainer.compute_update(round)`` in a worker thread."""
+        return await self._call(self.trainer.compute_update, round)
+
+    async def apply(self, round: int, values: Sequence[float]) -> bool:
+        """Apply ``round`` if it is the next one; False if it was already applied.
+        Raises :class:`SessionError` on a gap (a bug: callers catch up first)."""
+        async with self._lock:
+            applied = self.trainer.applied_round
+            if round <= applied:
+                return False
+            if round != applied + 1:
+                raise SessionError(f"aggregate {round} cannot follow applied round {applied}")
+            await asyncio.to_thread(self.trainer.apply_aggregate, round, values)
+            return True
+
+    async def digest(self) -> str:
+        """``trainer.digest()`` in a worker thread."""
+        return await self._call(self.trainer.digest)
+
+    async def evaluate(self, evaluate: Evaluate) -> tuple[float, float]:
+        """``evaluate()`` in a worker thread, with no trainer call running."""
+        return await self._call(evaluate)
+
+
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    """The default channel factory: plaintext (loopback and tests; TLS comes with auth)."""
+    return grpc.aio.insecure_channel(target)
+
+
+class _Retryable(Exception):
+    """Internal: this attempt failed in a way a reconnect may fix."""
+
+
+class Session:
+    """Drives one identity through the federation until the plan's rounds are done.
+
+    ``model``: a :class:`Trainer` or a :class:`LocalModel` shared with other sessions.
+    ``evaluate``: an observer's evaluation hook (required for ``role="observer"``).
+    ``channel_factory``: builds a fresh channel for every connection attempt.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        model: Trainer | LocalModel,
+        *,
+        evaluate: Evaluate | None = None,
+        channel_factory: ChannelFactory = insecure_channel,
+    ) -> None:
+        if config.role not in ("train", "observer"):
+            raise ValueError(f"role must be 'train' or 'observer'; got {config.role!r}")
+        if config.role == "observer" and evaluate is None:
+            raise ValueError("an observer session needs an evaluate hook")
+        if config.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1; got {config.eval_every}")
+        self.config = config
+        self.model = model if isinstance(model, LocalModel) else LocalModel(model)
+        self._evaluate = evaluate
+        self._channel_factory = channel_factory
+        seed = config.jitter_seed
+        self._rng = random.Random(zlib.crc32(config.client_id.encode()) if seed is None else seed)
+        self._credentials = pb.Credentials(client_id=config.client_id, token=config.token)
+        self.plan: TrainingPlan | None = None
+        self.shard_index: int | None = None
+        self.reconnects = 0
+
+    async def run(self) -> SessionResult:
+        """Take part until the last round is applied and reported; raise :class:`SessionError`
+        when refused at Join, on an inconsistent federator, or after ``max_retries``."""
+        failures = 0
+        while True:
+            before = self.model.applied_round
+            channel = self._channel_factory(self.config.target)
+            try:
+                await self._attempt(pb_grpc.FederationStub(channel))
+                return SessionResult(
+                    self.config.client_id,
+                    self.model.applied_round,
+                    await self.model.digest(),
+                    self.reconnects,
+                )
+            except grpc.aio.AioRpcError as exc:
+                _log.warning("%s: %s: %s", self.config.client_id, exc.code().name, exc.details())
+            except _Retryable as exc:
+                _log.warning("%s: %s", self.config.client_id, exc)
+            finally:
+                await channel.close()
+            failures = 0 if self.model.applied_round > before else failures + 1
+            if self.config.max_retries is not None and failures > self.config.max_retries:
+                raise SessionError(
+                    f"{self.config.client_id}: gave up after {failures} failed attempts"
+                )
+            self.reconnects += 1
+            await asyncio.sleep(self.config.backoff.delay(max(failures - 1, 0), self._rng))
+
+    async def _attempt(self, stub: pb_grpc.FederationStub) -> None:
+        joined = await self._join(stub)
+        plan = self._require_plan()
+        await self._catch_up(stub, joined.current_round)
+        if joined.model_digest and self.model.applied_round == joined.model_digest_round:
+            mine = await self.model.digest()
+            if mine != joined.model_digest:
+                _log.warning(
+                    "%s: model digest after round %d is %s; the observer reported %s",
+                    self.config.client_id,
+                    joined.model_digest_round,
+                    mine,
+                    joined.model_digest,
+                )
+        call = stub.Train()
+        try:
+            await call.write(pb.ClientMessage(hello=pb.Hello(credentials=self._credentials)))
+            if self.model.applied_round == plan.rounds - 1:
+                await self._finish(call, plan.rounds - 1)
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                await self._handle(stub, call, msg)
+        except asyncio.InvalidStateError:  # wrote to a stream the federator had ended
+            status = f"{(await call.code()).name}: {await call.details()}"
+            raise _Retryable(f"stream ended: {status}") from None
+        finally:
+            call.cancel()
+        if self.model.applied_round < plan.rounds - 1:
+            raise _Retryable("the federator ended the stream before the last round")
+
+    async def _join(self, stub: pb_grpc.FederationStub) -> pb.JoinResponse:
+        role = pb.ROLE_OBSERVER if self.config.role == "observer" else pb.ROLE_TRAIN
+        request = pb.JoinRequest(
+            credentials=self._credentials, role=role, protocol_version=wire.PROTOCOL_VERSION
+        )
+        try:
+            joined: pb.JoinResponse = await stub.Join(request, timeout=self.config.call_timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _FATAL_AT_JOIN:
+                raise SessionError(
+                    f"{self.config.client_id}: Join refused: {exc.code().name}: {exc.details()}"
+                ) from exc
+            raise
+        try:
+            plan = wire.plan_from_proto(joined.plan)
+        except PlanError as exc:
+            raise SessionError(f"the federator sent an invalid plan: {exc}") from exc
+        shard = joined.shard_index if self.config.role == "train" else -1
+        if self.plan is None:
+            await self.model.setup(plan, shard)
+            self.plan, self.shard_index = plan, shard
+        elif plan != self.plan or shard != self.shard_index:
+            raise SessionError(
+                f"{self.config.client_id}: the federator now serves another plan or shard "
+                f"(shard {shard}, was {self.shard_index}); restart the client"
+            )
+        if self.model.applied_round >= joined.current_round:
+            raise SessionError(
+                f"{self.config.client_id}: this model applied round {self.model.applied_round} "
+                f"but the federator has completed only {joined.current_round} rounds "
+                "(its log was lost or belongs to another run)"
+            )
+        return joined
+
+    def _require_plan(self) -> TrainingPlan:
+        if self.plan is None:
+            raise SessionError("no plan: Join first")
+        return self.plan
+
+    async def _catch_up(self, stub: pb_grpc.FederationStub, until: int) -> None:
+        """Apply the aggregates of every completed round before ``until``."""
+        while self.model.applied_round < until - 1:
+            start = self.model.applied_round + 1
+            request = pb.GetAggregatesRequest(
+                credentials=self._credentials, from_round=start, to_round=until
+            )
+            page: pb.GetAggregatesResponse = await stub.GetAggregates(
+                request, timeout=self.config.call_timeout
+            )
+            if not page.aggregates:
+                raise _Retryable(
+                    f"no aggregate for round {start} ({page.completed_rounds} completed)"
+                )
+            for expected, agg in enumerate(page.aggregates, start):
+                if agg.round != expected:
+                    raise SessionError(f"catch-up page has round {agg.round}; wanted {expected}")
+                await self.model.apply(agg.round, list(agg.values))
+
+    async def _handle(
+        self,
+        stub: pb_grpc.FederationStub,
+        call: grpc.aio.StreamStreamCall,
+        msg: pb.ServerMessage,
+    ) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "round_start":
+            t = msg.round_start.round
+            await self._catch_up(stub, t)
+            # A model shared with faster sessions may already be past t: nothing to compute.
+            if self.config.role == "train" and self.model.applied_round == t - 1:
+                values = await self.model.compute(t)
+                await call.write(wire.update_message(t, values))
+        elif kind == "aggregate":
+            t = msg.aggregate.round
+            await self._catch_up(stub, t)
+            await self.model.apply(t, list(msg.aggregate.values))
+            await self._after_round(call, t)
+
+    async def _after_round(self, call: grpc.aio.StreamStreamCall, t: int) -> None:
+        plan = self._require_plan()
+        if t == plan.rounds - 1:
+            await self._finish(call, t)
+        elif self.config.role == "observer" and (t + 1) % self.config.eval_every == 0:
+            await call.write(await self._report(t))
+
+    async def _report(self, t: int) -> pb.ClientMessage:
+        report = pb.Report(round=t, digest=await self.model.digest())
+        if self.config.role == "observer" and self._evaluate is not None:
+            report.accuracy, report.loss = await self.model.evaluate(self._evaluate)
+        return pb.ClientMessage(report=report)
+
+    async def _finish(self, call: grpc.aio.StreamStreamCall, t: int) -> None:
+        """Report the final model, then half-close: the federator ends the stream with OK."""
+        await call.write(await self._report(t))
+        await call.done_writing()

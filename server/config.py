@@ -1,0 +1,174 @@
+"""The federator's configuration: a training plan plus how to serve it.
+
+YAML layout: the :class:`~cyber0.common.plan.TrainingPlan` fields at the top level (``seed``,
+``zo: {nu, local_steps, ...}``, ``model``, ``dataset``, ``partition``, ``alpha``, ``n_clients``,
+``f``, ``aggregator``, ``rounds``) and a ``federator:`` section with the
+:class:`FederatorSettings` fields. Unknown keys are an error naming the key. Command-line flags
+override file values (see :mod:`cyber0.server.cli`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from cyber0 import wire
+from cyber0.common.aggregators import Aggregator, get_aggregator
+from cyber0.common.config import ConfigError, from_mapping, load_yaml
+from cyber0.common.plan import TrainingPlan
+
+FLOOR_RECEIVE_BYTES = 1024
+"""Receive limit floor: bounds Join, Hello, Report and GetAggregates requests (ids ≤ 128, tokens
+≤ 256, digests ≤ 128 characters, each message well under 1 KiB)."""
+
+UPDATE_FRAMING_BYTES = 64
+"""Allowance above 4·m bytes for an Update: oneof tag and lengths, round number (≤ 18 bytes)."""
+
+
+def max_receive_bytes(plan: TrainingPlan) -> int:
+    """The server's ``grpc.max_receive_message_length``: max(1024, 4·m + 64), m = scalars a round.
+
+    A message above it is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
+    """
+    return max(FLOOR_RECEIVE_BYTES, 4 * plan.zo.scalars_per_round + UPDATE_FRAMING_BYTES)
+
+
+@dataclass(frozen=True)
+class FederatorSettings:
+    """How the federator serves a plan.
+
+    ``round_timeout``: seconds a round stays open for stragglers once opened. ``quorum``: updates
+    needed to close a round at its deadline (default n − f); a round whose deadline passes with
+    fewer stays open until the quorum is reached. ``enrolment``: the training client ids, shard
+    index = position (empty: the first n distinct ids to join, in join order). ``linger``: seconds
+    the federator keeps serving after the last round so clients can fetch the last aggregate and
+    report. ``hello_timeout``: seconds a new stream has to send its Hello.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    round_timeout: float = 30.0
+    quorum: int | None = None
+    log_db: str | None = None
+    metrics: str | None = None
+    linger: float = 5.0
+    hello_timeout: float = 10.0
+    enrolment: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("port", 0 <= self.port <= 65535, f"must be in [0, 65535]; got {self.port}"),
+            ("round_timeout", self.round_timeout > 0, f"must be > 0; got {self.round_timeout}"),
+            ("quorum", self.quorum is None or self.quorum >= 1, f"must be >= 1; got {self.quorum}"),
+            ("linger", self.linger >= 0, f"must be >= 0; got {self.linger}"),
+            ("hello_timeout", self.hello_timeout > 0, f"must be > 0; got {self.hello_timeout}"),
+            (
+                "enrolment",
+                len(set(self.enrolment)) == len(self.enrolment),
+                "client ids must be distinct",
+            ),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise ConfigError(f"federator.{name}: {message}")
+        for client_id in self.enrolment:
+            if not wire.CLIENT_ID_PATTERN.fullmatch(client_id):
+                raise ConfigError(
+                    f"federator.enrolment: {client_id!r} is not 1..128 characters of [A-Za-z0-9._-]"
+                )
+
+
+@dataclass(frozen=True)
+class FederatorConfig:
+    """A validated plan and its settings; ``quorum`` is resolved and checked against the rule."""
+
+    plan: TrainingPlan
+    settings: FederatorSettings
+
+    def __post_init__(self) -> None:
+        n = self.plan.n_clients
+        if not 1 <= self.quorum <= n:
+            raise ConfigError(f"federator.quorum: must be in [1, n_clients={n}]; got {self.quorum}")
+        if self.settings.enrolment and len(self.settings.enrolment) != n:
+            raise ConfigError(
+                f"federator.enrolment: must list n_clients={n} ids; "
+                f"got {len(self.settings.enrolment)}"
+            )
+        self.aggregator()
+
+    @property
+    def quorum(self) -> int:
+        """Updates needed to close a round at its deadline (n − f unless configured)."""
+        q = self.settings.quorum
+        return self.plan.n_clients - self.plan.f if q is None else q
+
+    def aggregator(self) -> Aggregator:
+        """The plan's rule with its declared f, checked to accept ``quorum`` rows."""
+        plan = self.plan
+        try:
+            rule = get_aggregator(plan.aggregator, f=plan.f)
+            probe = torch.randn(
+                self.quorum,
+                plan.zo.scalars_per_round,
+                generator=torch.Generator().manual_seed(0),
+            )
+            rule(probe)
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(
+                f"aggregator: {plan.aggregator!r} with f={plan.f} cannot aggregate "
+                f"quorum={self.quorum} updates: {exc}"
+            ) from exc
+        return rule
+
+
+_PLAN_KEYS = {f.name for f in fields(TrainingPlan)}
+
+
+def build_config(
+    data: Any,
+    plan_overrides: Mapping[str, Any] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+) -> FederatorConfig:
+    """Validate a parsed YAML mapping (may be None) with overrides applied on top.
+
+    ``plan_overrides`` may hold a nested ``zo`` mapping; a missing ``seed`` defaults to 0.
+    Raises :class:`ConfigError` naming the offending key.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping; got {data!r}")
+    known = sorted([*_PLAN_KEYS, "federator"])
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown key (known keys: {', '.join(known)})")
+    plan_data = {k: v for k, v in data.items() if k != "federator"}
+    for key, value in (plan_overrides or {}).items():
+        if key == "zo":
+            zo = plan_data.get("zo") or {}
+            if not isinstance(zo, Mapping):
+                raise ConfigError(f"zo: expected a mapping; got {zo!r}")
+            plan_data["zo"] = {**zo, **value}
+        else:
+            plan_data[key] = value
+    plan_data.setdefault("seed", 0)
+    settings_data = data.get("federator") or {}
+    if not isinstance(settings_data, Mapping):
+        raise ConfigError(f"federator: expected a mapping; got {settings_data!r}")
+    settings_data = {**settings_data, **(settings_overrides or {})}
+    plan = from_mapping(TrainingPlan, plan_data)
+    settings = from_mapping(FederatorSettings, settings_data, "federator")
+    return FederatorConfig(plan, settings)
+
+
+def load_config(
+    path: str | None,
+    plan_overrides: Mapping[str, Any] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+) -> FederatorConfig:
+    """:func:`build_config` on the YAML file at ``path`` (or on nothing when ``path`` is None)."""
+    data = load_yaml(path) if path is not None else None
+    return build_config(data, plan_overrides, settings_overrides)

@@ -1,0 +1,187 @@
+"""The federator's durable log: the plan, the shard assignments and every completed round.
+
+One SQLite file (WAL journal, ``synchronous=FULL``): a round is durable once
+:meth:`DurableLog.append_round` returns, and the federator broadcasts an aggregate only after
+that. Tables::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema' = '1', 'plan' = canonical JSON
+    rounds(round INTEGER PRIMARY KEY, aggregate BLOB,  -- float32 little-endian, m values
+           participants TEXT, rejected TEXT,        -- JSON lists
+           closed_at REAL)                          -- Unix time
+    shards(client_id TEXT PRIMARY KEY, shard INTEGER UNIQUE)
+
+The object is not thread-safe: after :meth:`open` the federator calls it from one thread only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cyber0.common.plan import TrainingPlan
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds(
+    round INTEGER PRIMARY KEY,
+    aggregate BLOB NOT NULL,
+    participants TEXT NOT NULL,
+    rejected TEXT NOT NULL,
+    closed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shards(client_id TEXT PRIMARY KEY, shard INTEGER NOT NULL UNIQUE);
+"""
+
+
+class LogError(RuntimeError):
+    """The log cannot be used: another plan, a gap in its rounds, an unknown schema."""
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A completed round: its aggregate (float32 bytes), who took part, who was refused why."""
+
+    round: int
+    aggregate: bytes
+    participants: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def plan_json(plan: TrainingPlan) -> str:
+    """Canonical JSON of ``plan`` (sorted keys), as stored in the log."""
+    return json.dumps(dataclasses.asdict(plan), sort_keys=True)
+
+
+class DurableLog:
+    """An opened log; use :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | None, plan: TrainingPlan) -> DurableLog:
+        """Open (creating if needed) the log at ``path`` (None: in memory, not durable).
+
+        A new log records ``plan``; an existing one must hold the same plan, else
+        :class:`LogError` lists the differing fields.
+        """
+        where = ":memory:" if path is None else path
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            log = cls(conn, where)
+            log._check_or_store_plan(plan)
+            log._check_rounds()
+        except BaseException:
+            conn.close()
+            raise
+        return log
+
+    def _check_or_store_plan(self, plan: TrainingPlan) -> None:
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        if not meta:
+            with self._transaction():
+                self._conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [("schema", SCHEMA_VERSION), ("plan", plan_json(plan))],
+                )
+            return
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise LogError(
+                f"log {self.path} has schema {meta.get('schema')!r}; "
+                f"this federator reads schema {SCHEMA_VERSION!r}"
+            )
+        logged = _flatten(json.loads(meta["plan"]))
+        configured = _flatten(json.loads(plan_json(plan)))
+        diffs = [
+            f"{key}: logged {logged.get(key)!r}, configured {configured.get(key)!r}"
+            for key in sorted(set(logged) | set(configured))
+            if logged.get(key) != configured.get(key)
+        ]
+        if diffs:
+            raise LogError(
+                f"log {self.path} was written for another plan ({'; '.join(diffs)}); "
+                "configure the logged plan to resume it, or use a new log file"
+            )
+
+    def _check_rounds(self) -> None:
+        count, top = self._conn.execute("SELECT COUNT(*), MAX(round) FROM rounds").fetchone()
+        if count and top != count - 1:
+            raise LogError(f"log {self.path} is damaged: {count} rounds but the last is {top}")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def aggregates(self) -> list[bytes]:
+        """The aggregates of all completed rounds, in round order."""
+        rows = self._conn.execute("SELECT aggregate FROM rounds ORDER BY round").fetchall()
+        return [bytes(row[0]) for row in rows]
+
+    def shards(self) -> dict[str, int]:
+        """The persisted client id → shard index assignments."""
+        return dict(self._conn.execute("SELECT client_id, shard FROM shards").fetchall())
+
+    def append_round(self, record: RoundRecord) -> None:
+        """Commit ``record`` in one transaction; its round must be the next one."""
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM rounds").fetchone()
+        if record.round != count:
+            raise LogError(f"round {record.round} appended after {count} logged rounds")
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO rounds(round, aggregate, participants, rejected, closed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.round,
+                    record.aggregate,
+                    json.dumps(list(record.participants)),
+                    json.dumps([{"client": c, "reason": r} for c, r in record.rejected]),
+                    time.time(),
+                ),
+            )
+
+    def assign_shard(self, client_id: str, shard: int) -> None:
+        """Persist that ``client_id`` holds ``shard`` (one transaction)."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO shards(client_id, shard) VALUES (?, ?)", (client_id, shard)
+            )
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._conn.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")

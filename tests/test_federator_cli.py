@@ -1,0 +1,144 @@
+"""``cyber0-federator``: configuration errors, flags over file values, and real processes that
+exit 0 when the rounds are done or on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_federator import FakeTrainer, run, sessions_for
+
+from cyber0.server.cli import build_parser, config_from_args, main
+from cyber0.server.log import DurableLog
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "federator.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("seed: 1\nroundz: 3\n", "roundz: unknown key"),
+        ("seed: 1\nzo:\n  nu: 4\n  kappa: 2\n", "zo.kappa: unknown key"),
+        ("federator:\n  port: 0\n  deadline: 3\n", "federator.deadline: unknown key"),
+        (
+            "n_clients: 4\nf: 1\nfederator:\n  quorum: 9\n",
+            "federator.quorum: must be in [1, n_clients=4]; got 9",
+        ),
+        ("n_clients: 4\nf: 1\naggregator: krum\n", "'krum' with f=1 cannot aggregate quorum=3"),
+    ],
+)
+def test_a_bad_config_is_an_error_naming_the_key(
+    text: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", write(tmp_path, text)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cyber0-federator: error: ")
+    assert named in err
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "seed: 1\nzo: {nu: 8, mu: 0.01}\nn_clients: 7\nrounds: 9\nfederator: {port: 1234}\n",
+    )
+    args = build_parser().parse_args(
+        ["--config", path, "--nu", "2", "--local-steps", "3", "--seed", "5", "--port", "0"]
+    )
+    config = config_from_args(args)
+    assert (config.plan.seed, config.plan.rounds, config.plan.n_clients) == (5, 9, 7)
+    assert (config.plan.zo.nu, config.plan.zo.local_steps, config.plan.zo.mu) == (2, 3, 0.01)
+    assert config.settings.port == 0
+    assert config.quorum == 7 - 2
+
+
+def test_a_log_of_another_plan_stops_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "log.db")
+    config = config_from_args(build_parser().parse_args(["--seed", "1", "--log-db", db]))
+    DurableLog.open(db, config.plan).close()
+    assert main(["--seed", "2", "--log-db", db, "--port", "0"]) == 2
+    assert "seed: logged 1, configured 2" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port), "--rounds", "1"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def federator_command() -> list[str]:
+    script = Path(sys.executable).with_name("cyber0-federator")
+    found = str(script) if script.exists() else shutil.which("cyber0-federator")
+    return [found] if found else [sys.executable, "-m", "cyber0.server.cli"]
+
+
+def start(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    """A federator process and the address from its ready line."""
+    proc = subprocess.Popen(
+        [*federator_command(), "--port", "0", "--log-level", "WARNING", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    prefix = "cyber0-federator listening on "
+    if not line.startswith(prefix):
+        proc.kill()
+        raise AssertionError(f"no ready line: {line!r} {proc.communicate()[1]}")
+    return proc, line[len(prefix) :].strip()
+
+
+def test_sigterm_stops_a_serving_federator_promptly(tmp_path: Path) -> None:
+    proc, address = start("--rounds", "100", "--log-db", str(tmp_path / "log.db"))
+    try:
+        with grpc.insecure_channel(address) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_the_process_exits_0_after_its_last_round_and_the_linger() -> None:
+    proc, address = start(
+        "--clients", "3", "--byzantine", "0", "--aggregator", "mean", "--nu", "4",
+        "--rounds", "3", "--linger", "0.2",
+    )  # fmt: skip
+    try:
+        trainers = [FakeTrainer(seed=i) for i in range(3)]
+
+        async def main() -> None:
+            await asyncio.gather(*(s.run() for s in sessions_for(address, trainers)))
+
+        run(main())
+        assert {t.applied_round for t in trainers} == {2}
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

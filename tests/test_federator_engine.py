@@ -1,0 +1,202 @@
+"""The round engine driven directly, without sockets: close conditions, the late-update rule,
+exclusion after a refusal, shard assignment that survives a restart, page sizes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from test_federator import make_config, run
+
+from cyber0 import wire
+from cyber0.common.aggregators import get_aggregator
+from cyber0.server import engine as engine_module
+from cyber0.server.engine import Closing, RoundEngine, Stream
+from cyber0.server.errors import Refusal
+from cyber0.server.log import DurableLog
+from cyber0.v1 import federation_pb2 as pb
+
+
+def make_engine(
+    log_db: str | None = None, metrics: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> RoundEngine:
+    config = make_config(**kwargs)
+    return RoundEngine(
+        config.plan,
+        get_aggregator(config.plan.aggregator, f=config.plan.f),
+        DurableLog.open(log_db, config.plan),
+        round_timeout=config.settings.round_timeout,
+        quorum=config.quorum,
+        metrics=None if metrics is None else metrics.append,
+    )
+
+
+def drain(stream: Stream) -> list[pb.ServerMessage | Closing]:
+    items = []
+    while not stream.outbox.empty():
+        items.append(stream.outbox.get_nowait())
+    return items
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+def with_engine(body: Callable[[RoundEngine], Awaitable[None]], **kwargs: Any) -> None:
+    async def main() -> None:
+        engine = make_engine(**kwargs)
+        try:
+            await body(engine)
+        finally:
+            await engine.close()
+            engine._log.close()
+
+    run(main())
+
+
+def test_round_closes_once_everyone_answered_and_late_updates_are_dropped() -> None:
+    metrics: list[dict[str, Any]] = []
+
+    async def body(engine: RoundEngine) -> None:
+        streams = []
+        for cid in ("a", "b", "c"):
+            await engine.join(cid, "train")
+            streams.append(engine.connect(cid))
+        engine.start()
+        await until(lambda: all(not s.outbox.empty() for s in streams))
+        for s in streams:
+            (start,) = drain(s)
+            assert isinstance(start, pb.ServerMessage) and start.round_start.round == 0
+        a, b, c = streams
+        engine.submit_update(a, 0, [1.0] * 4, 10)
+        engine.submit_update(b, 0, [3.0] * 4, 10)
+        with pytest.raises(Refusal) as refused:
+            engine.submit_update(b, 0, [3.0] * 4, 10)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        # b is now both received and excluded; c is still missing: the round stays open.
+        await asyncio.sleep(0.05)
+        assert engine.completed_rounds == 0
+        engine.submit_update(c, 0, [5.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 1)
+        # c was invited and answered; a late copy from an invited silent client would be
+        # dropped without error, but a's second update is a refusal (round 1 now open).
+        with pytest.raises(Refusal):
+            engine.submit_update(a, 0, [1.0] * 4, 10)
+
+    with_engine(body, n=3, f=0, aggregator="mean", rounds=2, metrics=metrics)
+    (line,) = [r for r in metrics if r["event"] == "round"]
+    assert line["participants"] == ["a", "b", "c"]
+    assert [r["client"] for r in line["rejected"]] == ["b"]
+    assert line["uplink_payload_bytes"] == 30
+
+
+def test_an_update_after_the_deadline_from_an_invited_client_is_late_not_wrong() -> None:
+    async def body(engine: RoundEngine) -> None:
+        streams = {}
+        for cid in ("a", "b", "slow"):
+            await engine.join(cid, "train")
+            streams[cid] = engine.connect(cid)
+        engine.start()
+        await until(lambda: not streams["slow"].outbox.empty())
+        engine.submit_update(streams["a"], 0, [1.0] * 4, 10)
+        engine.submit_update(streams["b"], 0, [2.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 1)  # at the 0.2 s deadline
+        engine.submit_update(streams["slow"], 0, [9.0] * 4, 10)  # late: silently dropped
+        with pytest.raises(Refusal):  # but only once
+            engine.submit_update(streams["slow"], 0, [9.0] * 4, 10)
+        (_start, aggregate, _next_start) = drain(streams["slow"])
+        assert isinstance(aggregate, pb.ServerMessage)
+        assert list(aggregate.aggregate.values) == [1.5] * 4
+
+    with_engine(body, n=3, f=0, aggregator="mean", rounds=2, timeout=0.2, quorum=2)
+
+
+def test_deadline_without_quorum_keeps_the_round_open() -> None:
+    async def body(engine: RoundEngine) -> None:
+        streams = {}
+        for cid in ("a", "b", "c"):
+            await engine.join(cid, "train")
+            streams[cid] = engine.connect(cid)
+        engine.start()
+        await until(lambda: not streams["a"].outbox.empty())
+        engine.submit_update(streams["a"], 0, [1.0] * 4, 10)
+        await asyncio.sleep(0.3)  # deadline 0.1 s passed with 1 of 2
+        assert engine.completed_rounds == 0
+        engine.submit_update(streams["b"], 0, [3.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 1)
+
+    with_engine(body, n=3, f=0, aggregator="mean", rounds=1, timeout=0.1, quorum=2)
+
+
+def test_shards_persist_and_the_federation_fills_up(tmp_path: Path) -> None:
+    db = str(tmp_path / "log.db")
+
+    async def first(engine: RoundEngine) -> None:
+        assert (await engine.join("x", "train")).shard_index == 0
+        assert (await engine.join("y", "train")).shard_index == 1
+        assert (await engine.join("x", "train")).shard_index == 0
+        assert (await engine.join("o", "observer")).shard_index is None
+        with pytest.raises(Refusal) as refused:
+            await engine.join("z", "train")
+        assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(Refusal) as refused:
+            await engine.join("x", "observer")
+        assert "joined as train" in refused.value.message
+
+    async def second(engine: RoundEngine) -> None:
+        assert (await engine.join("y", "train")).shard_index == 1
+
+    with_engine(first, n=2, f=0, aggregator="mean", log_db=db)
+    with_engine(second, n=2, f=0, aggregator="mean", log_db=db)
+
+
+def test_a_stream_that_stops_reading_is_closed_not_buffered() -> None:
+    stream = Stream("slow", "train", limit=2)
+    msg = pb.ServerMessage(round_start=pb.RoundStart(round=1))
+    assert stream.push(msg) and stream.push(msg)
+    assert not stream.push(msg)
+    *_, closing = drain(stream)
+    assert isinstance(closing, Closing)
+    assert closing.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_reports_are_checked_and_recorded() -> None:
+    metrics: list[dict[str, Any]] = []
+
+    async def body(engine: RoundEngine) -> None:
+        await engine.join("o", "observer")
+        stream = engine.connect("o")
+        engine._aggregates.append(wire.float32_bytes([0.0] * 4))  # one completed round
+        engine.submit_report(stream, 0, 0.5, 1.25, "ab12")
+        assert (await engine.join("late", "observer")).model_digest == "ab12"
+        for args, text in [
+            ((1, None, None, ""), "only 1 rounds are completed"),
+            ((0, 1.5, None, ""), "accuracy must be in [0, 1]"),
+            ((0, None, float("inf"), ""), "loss must be finite"),
+            ((0, None, None, "XYZ"), "lowercase hex"),
+        ]:
+            with pytest.raises(Refusal) as refused:
+                engine.submit_report(stream, *args)
+            assert text in refused.value.message
+
+    with_engine(body, metrics=metrics)
+    (report,) = [r for r in metrics if r["event"] == "report"]
+    assert (report["client"], report["accuracy"], report["loss"]) == ("o", 0.5, 1.25)
+
+
+def test_pages_hold_about_a_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body(engine: RoundEngine) -> None:
+        assert engine.page_rounds == engine_module.MAX_PAGE_ROUNDS
+        monkeypatch.setattr(engine_module, "MAX_PAGE_ROUNDS", 2)
+        assert engine.page_rounds == 2
+
+    async def big(engine: RoundEngine) -> None:
+        assert engine.page_rounds == (1 << 20) // (4 * 64 * 1024 + 16)
+
+    with_engine(big, nu=64 * 1024, n=4, f=1)
+    with_engine(body)
