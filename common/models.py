@@ -78,6 +78,12 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return builder(spec)
 
 
+def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """The forward-only loss closure of the classification tasks: mean cross-entropy."""
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -151,8 +150,9 @@ class Federator:
 
 
 async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
-    """Run a federator until its rounds are done (then serve ``linger`` more seconds) or until
-    SIGTERM/SIGINT; ``ready(address)`` is called once it serves. Returns the exit code."""
+    """Run a federator until its rounds are done and every stream has closed (serving at most
+    ``linger`` more seconds for parties still catching up) or until SIGTERM/SIGINT;
+    ``ready(address)`` is called once it serves. Returns the exit code."""
     federator = Federator(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -173,9 +173,15 @@ async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
                 _log.error("rounds stopped: %s", rounds.exception())
                 code = 1
             else:
-                _log.info("all rounds done; serving %g s more", config.settings.linger)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), config.settings.linger)
+                _log.info(
+                    "all rounds done; serving until every stream has closed (at most %g s)",
+                    config.settings.linger,
+                )
+                idle = asyncio.ensure_future(
+                    federator.engine.wait_streams_closed(config.settings.linger)
+                )
+                await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                idle.cancel()
         rounds.cancel()
         stopped.cancel()
         return code

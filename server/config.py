@@ -43,9 +43,10 @@ class FederatorSettings:
     ``round_timeout``: seconds a round stays open for stragglers once opened. ``quorum``: updates
     needed to close a round at its deadline (default n − f); a round whose deadline passes with
     fewer stays open until the quorum is reached. ``enrolment``: the training client ids, shard
-    index = position (empty: the first n distinct ids to join, in join order). ``linger``: seconds
-    the federator keeps serving after the last round so clients can fetch the last aggregate and
-    report. ``hello_timeout``: seconds a new stream has to send its Hello.
+    index = position (empty: the first n distinct ids to join, in join order). ``linger``: at most
+    this many seconds the federator keeps serving after the last round, until every stream has
+    closed, so that clients can fetch the last aggregate and report. ``hello_timeout``: seconds
+    a new stream has to send its Hello.
     """
 
     host: str = "127.0.0.1"
@@ -54,7 +55,7 @@ class FederatorSettings:
     quorum: int | None = None
     log_db: str | None = None
     metrics: str | None = None
-    linger: float = 5.0
+    linger: float = 30.0
     hello_timeout: float = 10.0
     enrolment: tuple[str, ...] = ()
 

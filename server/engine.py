@@ -432,6 +432,12 @@ class RoundEngine:
         assert self._task is not None, "start() first"
         await asyncio.shield(self._task)
 
+    async def wait_streams_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no stream is open; True if none is."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        await self._wait_until(lambda: not self._streams, deadline)
+        return not self._streams
+
     async def _run(self) -> None:
         while self._round.index < self.plan.rounds:
             await self._wait_until(lambda: self._trainers_connected() >= self._quorum)

@@ -1,0 +1,139 @@
+"""``cyber0-client``: a client daemon (honest, Byzantine or observer) for one federator.
+
+Prints one JSON line per identity when it is done (``client``, ``applied_round``, ``digest``,
+``reconnects``) and exits 0; exits 2 on a usage error and 1 when a session fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cyber0.common.attacks import get_attack
+
+from .session import LocalModel, Role, Session, SessionConfig, SessionError, SessionResult
+from .trainer import ColludingTrainer, ZOTrainer, resolve_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="cyber0-client", description=__doc__.splitlines()[0])
+    p.add_argument("--target", default="127.0.0.1:50051", help="federator HOST:PORT")
+    p.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        required=True,
+        help="client id; a Byzantine daemon may repeat it to hold several identities",
+    )
+    p.add_argument("--token", default="", help="the identity's token (same for all --id)")
+    p.add_argument("--role", choices=("honest", "byzantine", "observer"), default="honest")
+    p.add_argument("--attack", default="alie", help="Byzantine attack (engine registry name)")
+    p.add_argument(
+        "--attack-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attack parameter (numbers are parsed), e.g. tau=1.5",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    p.add_argument("--eval-every", type=int, default=10, help="observer: report every E rounds")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per unary call")
+    p.add_argument("--max-retries", type=int, default=None, help="give up after N failed tries")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--attack-param needs KEY=VALUE; got {item!r}")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        params[key] = value
+    return params
+
+
+def build_sessions(args: argparse.Namespace) -> list[Session]:
+    """One session per identity, sharing one model (ValueError on a bad combination)."""
+    device = resolve_device(args.device)
+    if args.role != "byzantine" and len(args.ids) != 1:
+        raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
+    trainer: ZOTrainer
+    if args.role == "byzantine":
+        attack = get_attack(args.attack, **_parse_params(args.attack_param))
+        trainer = ColludingTrainer(device=device, flip_labels=attack.kind == "data", attack=attack)
+    else:
+        trainer = ZOTrainer(device=device)
+    model = LocalModel(trainer)
+    role: Role = "observer" if args.role == "observer" else "train"
+    return [
+        Session(
+            SessionConfig(
+                target=args.target,
+                client_id=client_id,
+                token=args.token,
+                role=role,
+                call_timeout=args.timeout,
+                eval_every=args.eval_every,
+                max_retries=args.max_retries,
+            ),
+            model,
+            evaluate=trainer.evaluate if role == "observer" else None,
+        )
+        for client_id in args.ids
+    ]
+
+
+async def run(sessions: Sequence[Session]) -> list[SessionResult]:
+    """Run every identity's session concurrently until all are done."""
+    return list(await asyncio.gather(*(s.run() for s in sessions)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        sessions = build_sessions(args)
+    except ValueError as exc:
+        print(f"cyber0-client: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        results = uvloop.run(run(sessions))
+    except SessionError as exc:
+        print(f"cyber0-client: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    for result in results:
+        print(
+            json.dumps(
+                {
+                    "client": result.client_id,
+                    "applied_round": result.applied_round,
+                    "digest": result.digest,
+                    "reconnects": result.reconnects,
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

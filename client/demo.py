@@ -1,0 +1,216 @@
+"""``cyber0-demo``: the whole federation on loopback, every party its own process.
+
+Starts a federator, honest client daemons, one colluding Byzantine daemon holding the Byzantine
+identities, and an observer; prints a line per round (accuracy as last reported by the
+observer, payload bytes up and down per client) and a final summary. Exits 0 when every party
+finished with the same model digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+
+def default_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo's training plan (MNIST logistic regression, Dirichlet(1) label skew)."""
+    return {
+        "seed": args.seed,
+        "model": "logreg",
+        "dataset": "mnist",
+        "partition": "dirichlet",
+        "alpha": 1.0,
+        "n_clients": args.honest + args.byzantine,
+        "f": args.byzantine,
+        "aggregator": args.aggregator,
+        "rounds": args.rounds,
+        "zo": {"nu": args.nu, "local_steps": 1, "mu": 0.001, "lr": 0.002, "batch_size": 64},
+        "federator": {"round_timeout": 30.0, "linger": 60.0},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cyber0-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--honest", type=int, default=8)
+    p.add_argument("--byzantine", type=int, default=2)
+    p.add_argument("--attack", default="alie")
+    p.add_argument("--aggregator", default="cwtm")
+    p.add_argument("--nu", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--workdir", default="runs/demo", help="config, metrics, log and outputs")
+    p.add_argument("--quiet", action="store_true", help="only the final summary")
+    return p
+
+
+@dataclass
+class Party:
+    """A started daemon and where its output goes."""
+
+    name: str
+    process: subprocess.Popen[str]
+    ids: list[str]
+    stdout: IO[str] | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def spawn(args: Sequence[str], out: Path, err: Path) -> subprocess.Popen[str]:
+    """Start ``python ARGS`` with stdout and stderr appended to files (closed here at once:
+    the child keeps its own descriptors)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    with out.open("a") as stdout, err.open("a") as stderr:
+        return subprocess.Popen(
+            [sys.executable, *args], stdout=stdout, stderr=stderr, text=True, env=env
+        )
+
+
+def wait_ready(proc: subprocess.Popen[str], out: Path, timeout: float = 120.0) -> int:
+    """The port from the federator's ``listening on HOST:PORT`` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in out.read_text().splitlines() if out.exists() else []:
+            if "listening on" in line:
+                return int(line.rsplit(":", 1)[1])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the federator did not start; see {out.with_suffix('.log')}")
+
+
+def start_federator(workdir: Path, config: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start the federator on a free loopback port; return it and the port."""
+    out = workdir / "federator.out"
+    args = ["-m", "cyber0.server.cli", "--config", str(config), "--host", "127.0.0.1"]
+    args += ["--port", "0", "--metrics", str(workdir / "metrics.jsonl")]
+    args += ["--log-db", str(workdir / "federator.db")]
+    proc = spawn(args, out, workdir / "federator.log")
+    return proc, wait_ready(proc, out)
+
+
+def start_clients(args: argparse.Namespace, workdir: Path, port: int) -> list[Party]:
+    """The honest daemons, the colluding Byzantine daemon and the observer."""
+    target = f"127.0.0.1:{port}"
+    base = ["-m", "cyber0.client.cli", "--target", target]
+    parties = []
+    # The observer first: rounds wait for training clients only, so it must not start behind.
+    specs: list[tuple[str, list[str], list[str]]] = [
+        ("observer", ["observer"], ["--role", "observer", "--eval-every", str(args.eval_every)])
+    ]
+    specs += [(f"honest-{i}", [f"honest-{i}"], []) for i in range(args.honest)]
+    if args.byzantine:
+        ids = [f"byzantine-{i}" for i in range(args.byzantine)]
+        specs.append(("byzantine", ids, ["--role", "byzantine", "--attack", args.attack]))
+    for name, ids, extra in specs:
+        id_args = [a for i in ids for a in ("--id", i)]
+        proc = spawn([*base, *id_args, *extra], workdir / f"{name}.out", workdir / f"{name}.log")
+        parties.append(Party(name, proc, ids))
+    return parties
+
+
+def round_line(record: dict[str, Any], accuracy: dict[str, Any]) -> str:
+    """One live line: round, the observer's latest accuracy, payload bytes per client."""
+    acc = f"{accuracy['value']:.4f} (round {accuracy['round']})" if accuracy else "-"
+    up = record["uplink_payload_bytes"] // max(len(record["participants"]), 1)
+    down = record["downlink_payload_bytes"] // max(record["recipients"], 1)
+    return (
+        f"round {record['round']:4d}  accuracy {acc:>20}  "
+        f"up {up:5d} B/client  down {down:5d} B/client  {record['round_ms']:7.1f} ms"
+    )
+
+
+def follow(
+    metrics: Path, rounds: int, procs: Sequence[subprocess.Popen[str]], quiet: bool
+) -> dict[str, Any]:
+    """Print a line per round from the federator's metrics until the last round and the
+    observer's last report are in (or a process ends); return the summary figures."""
+    accuracy: dict[str, Any] = {}
+    totals = {"rounds": 0, "up": 0, "down": 0}
+    offset = 0
+    while True:
+        lines: list[str] = []
+        if metrics.exists():
+            with metrics.open() as fh:
+                fh.seek(offset)
+                lines = [line for line in fh if line.endswith("\n")]
+            offset += sum(len(line.encode()) for line in lines)
+        for record in map(json.loads, lines):
+            if record.get("event") == "report" and record.get("accuracy") is not None:
+                accuracy = {"round": record["round"], "value": record["accuracy"]}
+            elif record.get("event") == "round":
+                totals["rounds"] = record["round"] + 1
+                totals["up"] += record["uplink_payload_bytes"]
+                totals["down"] += record["downlink_payload_bytes"]
+                if not quiet:
+                    print(round_line(record, accuracy), flush=True)
+        done = totals["rounds"] >= rounds and accuracy.get("round") == rounds - 1
+        if done or any(p.poll() is not None for p in procs):
+            return {**totals, "accuracy": accuracy}
+        time.sleep(0.2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("*"):
+        if stale.is_file():
+            stale.unlink()
+    config = workdir / "federation.yaml"
+    config.write_text(yaml.safe_dump(default_plan(args), sort_keys=False))
+    started = time.perf_counter()
+    federator, port = start_federator(workdir, config)
+    print(f"federator on 127.0.0.1:{port}; logs and metrics in {workdir}/", flush=True)
+    parties: list[Party] = []
+    try:
+        parties = start_clients(args, workdir, port)
+        summary = follow(
+            workdir / "metrics.jsonl",
+            args.rounds,
+            [federator, *(p.process for p in parties)],
+            args.quiet,
+        )
+        codes = {p.name: p.process.wait(timeout=120) for p in parties}
+        federator_code = federator.wait(timeout=60)
+    finally:
+        for proc in [*(p.process for p in parties), federator]:
+            if proc.poll() is None:
+                proc.terminate()
+    digests: dict[str, str] = {}
+    for party in parties:
+        for line in (workdir / f"{party.name}.out").read_text().splitlines():
+            result = json.loads(line)
+            digests[result["client"]] = result["digest"]
+    failed = {name: code for name, code in codes.items() if code != 0}
+    n = args.honest + args.byzantine
+    rounds = max(summary["rounds"], 1)
+    agree = len(set(digests.values())) == 1 and len(digests) == n + 1
+    acc = summary["accuracy"]
+    print(
+        f"\n{summary['rounds']} rounds in {time.perf_counter() - started:.1f} s; "
+        f"final test accuracy (observer) {acc.get('value', float('nan')):.4f}\n"
+        f"payload per client per round: up {summary['up'] / rounds / n:.0f} B, "
+        f"down {summary['down'] / rounds / (n + 1):.0f} B\n"
+        f"final model digests: {len(digests)} parties, "
+        f"{'all equal' if agree else 'DIFFERENT'} ({next(iter(digests.values()), '')[:16]})"
+    )
+    if failed or federator_code != 0 or not agree:
+        print(f"failures: {failed or ''} federator exit {federator_code}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The model half of a client daemon: the engine's ZO steps behind the session's Trainer protocol.
+
+:class:`ZOTrainer` is an honest client (or, with ``flip_labels``, a label-flipping one) and an
+observer; :class:`ColludingTrainer` holds several Byzantine identities that craft their vectors
+together from their own honest computations. All of them keep the global model: they apply every
+aggregate with the regenerated directions, so their digests match every other party's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from cyber0.common.attacks import Attack
+from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
+from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
+from cyber0.common.models import (
+    ModelSpec,
+    build_model,
+    cross_entropy_loss,
+    evaluate,
+    model_digest,
+)
+from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.plan import TrainingPlan
+
+#: Models with at most this many parameters use the batched (vectorised) ZO path.
+BATCHED_MAX_PARAMETERS = 1_000_000
+NUM_CLASSES = 10
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto``: the first CUDA device when one is available, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: CUDA is not available on this machine")
+    return device
+
+
+@dataclass
+class Shard:
+    """One identity's training data, on the trainer's device."""
+
+    index: int
+    x: Tensor
+    y: Tensor
+
+
+@dataclass
+class ZOTrainer:
+    """Follows the global model; as a training client computes its ZO scalars each round."""
+
+    device: torch.device = field(default_factory=resolve_device)
+    flip_labels: bool = False
+    plan: TrainingPlan | None = None
+    shards: list[Shard] = field(default_factory=list)
+    _model: nn.Module | None = None
+    _estimator: ZOEstimator | None = None
+    _applied: int = -1
+
+    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+        """Build the model (first call) and load the shard of ``shard_index`` (−1: observer)."""
+        if self.plan is None:
+            self.plan = plan
+            model = build_model(ModelSpec(name=plan.model)).to(self.device)
+            size = sum(p.numel() for _, p in canonical_parameters(model))
+            path: Path = "batched" if size <= BATCHED_MAX_PARAMETERS else "inplace"
+            generator = DirectionGenerator(plan.seed, plan.zo.distribution)
+            self._model = model
+            self._estimator = ZOEstimator(model, cross_entropy_loss, generator, plan.zo, path)
+        elif plan != self.plan:
+            raise ValueError("one trainer cannot follow two different plans")
+        if shard_index >= 0 and all(s.index != shard_index for s in self.shards):
+            x, y = load_shard(
+                ShardSpec(
+                    dataset=plan.dataset,
+                    partition=plan.partition,
+                    alpha=plan.alpha,
+                    n_clients=plan.n_clients,
+                    client_index=shard_index,
+                    seed=plan.seed,
+                )
+            )
+            if self.flip_labels:
+                y = NUM_CLASSES - 1 - y
+            self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
+
+    @property
+    def applied_round(self) -> int:
+        """Last round whose aggregate was applied (−1: none)."""
+        return self._applied
+
+    def _ready(self) -> tuple[TrainingPlan, nn.Module, ZOEstimator]:
+        if self.plan is None or self._model is None or self._estimator is None:
+            raise RuntimeError("setup() has not been called")
+        return self.plan, self._model, self._estimator
+
+    def honest_update(self, shard: Shard, round: int) -> Tensor:
+        """The shard's K local ZO steps of ``round`` (batches keyed by seed, shard, round, step)."""
+        plan, _, estimator = self._ready()
+        batches = []
+        for step in range(plan.zo.local_steps):
+            idx = batch_indices(
+                shard.y.numel(), plan.zo.batch_size, plan.seed, shard.index, round, step
+            ).to(self.device)
+            batches.append((shard.x[idx], shard.y[idx]))
+        return estimator.local_round(round, batches).cpu()
+
+    def compute_update(self, round: int) -> Sequence[float]:
+        """This identity's m scalars (the first shard: a plain client holds exactly one)."""
+        if not self.shards:
+            raise RuntimeError("an observer has no shard to compute on")
+        return self.honest_update(self.shards[0], round).tolist()
+
+    def apply_aggregate(self, round: int, values: Sequence[float]) -> None:
+        """``w ← w − η Σ R z`` for the aggregate of ``round`` (must be ``applied_round + 1``)."""
+        plan, model, estimator = self._ready()
+        if round != self._applied + 1:
+            raise ValueError(f"aggregate {round} cannot follow applied round {self._applied}")
+        apply_aggregate_(model, estimator.generator, plan.zo, round, values)
+        self._applied = round
+
+    def digest(self) -> str:
+        """SHA-256 of the current global model."""
+        return model_digest(self._ready()[1])
+
+    def evaluate(self) -> tuple[float, float]:
+        """(accuracy, loss) of the current model on the test set (observers)."""
+        _, model, _ = self._ready()
+        data = load_mnist()
+        return evaluate(model, data.test_x.to(self.device), data.test_y.to(self.device))
+
+
+@dataclass
+class ColludingTrainer(ZOTrainer):
+    """Several Byzantine identities in one daemon, sharing one model and crafting together.
+
+    At the first ``compute_update(t)`` of a round it computes every identity's honest vector on
+    its own shard, feeds them to the attack (``attack(own, n, f)``, the colluding mode: no honest
+    client's vector is ever seen) and hands out one row per call. ``setup`` is called once per
+    identity, so identities are served in the order they joined.
+    """
+
+    attack: Attack | None = None
+    _round: int = -1
+    _rows: list[list[float]] = field(default_factory=list)
+    _served: int = 0
+
+    def compute_update(self, round: int) -> Sequence[float]:
+        """Row i of the round's colluding vectors for the i-th request of the round (cycling, so
+        an identity that asks again after a reconnect still gets a row)."""
+        plan, _, _ = self._ready()
+        if round != self._round:
+            own = torch.stack([self.honest_update(s, round) for s in self.shards])
+            attack = self.attack
+            if attack is None or attack.kind == "data":
+                rows = own
+            else:
+                rows = attack(own, plan.n_clients, len(self.shards))
+            self._round, self._rows, self._served = round, rows.tolist(), 0
+        row = self._rows[self._served % len(self._rows)]
+        self._served += 1
+        return row
