@@ -115,7 +115,10 @@ async def federation(config: FederatorConfig) -> AsyncIterator[Federator]:
 
 @asynccontextmanager
 async def stub_for(address: str) -> AsyncIterator[pb_grpc.FederationStub]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    # A local subchannel pool: grpc otherwise shares subchannels between channels of a process,
+    # and a fresh stub would inherit the connect backoff of sessions whose federator went away.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
         yield pb_grpc.FederationStub(channel)
 
 
