@@ -16,7 +16,19 @@ from typing import Any
 
 from cyber0.common.attacks import get_attack
 
-from .session import LocalModel, Role, Session, SessionConfig, SessionError, SessionResult
+from .session import (
+    DEFAULT_KEEPALIVE,
+    Backoff,
+    ChannelFactory,
+    LocalModel,
+    Role,
+    Session,
+    SessionConfig,
+    SessionError,
+    SessionResult,
+    TLSFiles,
+    channel_factory,
+)
 from .trainer import ColludingTrainer, ZOTrainer, resolve_device
 
 
@@ -32,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="client id; a Byzantine daemon may repeat it to hold several identities",
     )
     p.add_argument("--token", default="", help="the identity's token (same for all --id)")
+    p.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE ({id}: the identity)"
+    )
+    p.add_argument("--tls-ca", metavar="PEM", help="CA of the federator's certificate (TLS)")
+    p.add_argument(
+        "--tls-cert", metavar="PEM", help="client certificate for mutual TLS ({id}: the identity)"
+    )
+    p.add_argument("--tls-key", metavar="PEM", help="its private key ({id}: the identity)")
+    p.add_argument("--tls-server-name", help="name to check in the federator's certificate")
+    p.add_argument(
+        "--keepalive", type=float, default=DEFAULT_KEEPALIVE, help="seconds between pings (20)"
+    )
+    p.add_argument(
+        "--max-backoff", type=float, default=Backoff().maximum, help="longest reconnect wait (10)"
+    )
     p.add_argument("--role", choices=("honest", "byzantine", "observer"), default="honest")
     p.add_argument("--attack", default="alie", help="Byzantine attack (engine registry name)")
     p.add_argument(
@@ -66,11 +93,46 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+def _per_id(template: str | None, client_id: str) -> str | None:
+    return None if template is None else template.replace("{id}", client_id)
+
+
+def _channel_factory(args: argparse.Namespace, client_id: str) -> ChannelFactory:
+    if args.tls_ca is None:
+        if args.tls_cert or args.tls_key or args.tls_server_name:
+            raise ValueError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return channel_factory(None, args.keepalive)
+    tls = TLSFiles(
+        args.tls_ca,
+        _per_id(args.tls_cert, client_id),
+        _per_id(args.tls_key, client_id),
+        args.tls_server_name,
+    )
+    try:
+        return channel_factory(tls, args.keepalive)
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS files of {client_id}: {exc}") from exc
+
+
+def _token(args: argparse.Namespace, client_id: str) -> str:
+    path = _per_id(args.token_file, client_id)
+    if path is None:
+        return str(args.token)
+    try:
+        with open(path) as token_file:
+            return token_file.read().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token of {client_id}: {exc}") from exc
+
+
 def build_sessions(args: argparse.Namespace) -> list[Session]:
-    """One session per identity, sharing one model (ValueError on a bad combination)."""
+    """One session per identity, sharing one model (ValueError on a bad combination or an
+    unreadable TLS or token file)."""
     device = resolve_device(args.device)
     if args.role != "byzantine" and len(args.ids) != 1:
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
+    if args.token and args.token_file:
+        raise ValueError("give --token or --token-file, not both")
     trainer: ZOTrainer
     if args.role == "byzantine":
         attack = get_attack(args.attack, **_parse_params(args.attack_param))
@@ -84,14 +146,16 @@ def build_sessions(args: argparse.Namespace) -> list[Session]:
             SessionConfig(
                 target=args.target,
                 client_id=client_id,
-                token=args.token,
+                token=_token(args, client_id),
                 role=role,
                 call_timeout=args.timeout,
                 eval_every=args.eval_every,
+                backoff=Backoff(maximum=args.max_backoff),
                 max_retries=args.max_retries,
             ),
             model,
             evaluate=trainer.evaluate if role == "observer" else None,
+            channel_factory=_channel_factory(args, client_id),
         )
         for client_id in args.ids
     ]

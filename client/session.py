@@ -174,9 +174,71 @@ class LocalModel:
         return await self._call(evaluate)
 
 
+DEFAULT_KEEPALIVE = 20.0
+"""Seconds between a client's HTTP/2 pings while its stream is open (≥ 1: the federator refuses
+faster pings)."""
+
+
+def channel_options(keepalive: float = DEFAULT_KEEPALIVE) -> list[tuple[str, int]]:
+    """Channel options: keepalive while a call is open (a federator that stops answering pings
+    for ``keepalive / 2`` seconds fails the stream with UNAVAILABLE, and the session
+    reconnects) and a connection of its own."""
+    if keepalive < 1.0:
+        raise ValueError(f"keepalive must be >= 1 second; got {keepalive}")
+    keepalive_ms = int(keepalive * 1000)
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+        ("grpc.http2.ping_timeout_ms", keepalive_ms // 2),  # else 1 min, whatever keepalive says
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        # One TCP connection per channel, so per identity: gRPC would otherwise share one
+        # connection between the sessions of a process (and its 16-stream cap, and its fate).
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
 def insecure_channel(target: str) -> grpc.aio.Channel:
-    """The default channel factory: plaintext (loopback and tests; TLS comes with auth)."""
-    return grpc.aio.insecure_channel(target)
+    """The default channel factory: plaintext with keepalive (loopback and tests)."""
+    return grpc.aio.insecure_channel(target, options=channel_options())
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A client's TLS material: the CA that signed the federator's certificate, and for mutual
+    TLS the client's own certificate and key. ``server_name`` overrides the name checked
+    against the federator's certificate (default: the host of the target)."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Channel credentials from the files (OSError when one cannot be read)."""
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate and its key go together")
+        with open(self.ca, "rb") as ca:
+            root = ca.read()
+        chain = key = None
+        if self.cert is not None and self.key is not None:
+            with open(self.cert, "rb") as cert_file, open(self.key, "rb") as key_file:
+                chain, key = cert_file.read(), key_file.read()
+        return grpc.ssl_channel_credentials(root, key, chain)
+
+
+def channel_factory(
+    tls: TLSFiles | None = None, keepalive: float = DEFAULT_KEEPALIVE
+) -> ChannelFactory:
+    """A factory of plaintext (``tls`` None) or TLS channels with keepalive; the files are read
+    once, here."""
+    options: list[tuple[str, int | str]] = list(channel_options(keepalive))
+    if tls is None:
+        return lambda target: grpc.aio.insecure_channel(target, options=options)
+    credentials = tls.credentials()
+    if tls.server_name is not None:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return lambda target: grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class _Retryable(Exception):

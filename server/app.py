@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -16,13 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cyber0.v1 import federation_pb2 as pb
-from cyber0.v1 import federation_pb2_grpc as pb_grpc
 
-from .auth import Authenticator, ClaimedIdentity
-from .config import FederatorConfig, max_receive_bytes
+from .auth import Authenticator, ClaimedIdentity, build_authenticator, server_credentials
+from .config import FederatorConfig, FederatorSettings, is_loopback, max_receive_bytes
 from .engine import RoundEngine
 from .log import DurableLog
-from .servicer import FederationServicer
+from .servicer import FederationServicer, add_federation_to_server
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 """``cyber0.v1.Federation``, as health checking and reflection name it."""
@@ -51,6 +51,39 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+MAX_STREAMS_PER_CONNECTION = 16
+"""HTTP/2 concurrent streams per connection (a client uses one Train stream and short calls)."""
+MAX_METADATA_BYTES = 8192
+"""Largest request metadata (headers) accepted; larger is RESOURCE_EXHAUSTED."""
+MIN_CLIENT_PING_INTERVAL_MS = 1000
+"""Clients may ping this often (their keepalive must be ≥ 1 s); faster pings earn a GOAWAY."""
+
+
+def server_options(config: FederatorConfig) -> list[tuple[str, int]]:
+    """gRPC core options: the receive limit from the plan, keepalive (a dead peer's connection
+    and streams are dropped within 1.5 × ``keepalive``), the handshake deadline (a connection
+    that does not finish TLS/HTTP/2 within ``hello_timeout`` is closed), the stream cap and the
+    metadata cap."""
+    settings: FederatorSettings = config.settings
+    keepalive_ms = int(settings.keepalive * 1000)
+    return [
+        ("grpc.max_receive_message_length", max_receive_bytes(config.plan)),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+        ("grpc.http2.ping_timeout_ms", keepalive_ms // 2),  # else 1 min, whatever keepalive says
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.server_handshake_timeout_ms", int(settings.hello_timeout * 1000)),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # Refuse metadata over 8 KiB every time (between a soft and a hard limit gRPC refuses
+        # at random); the protocol's clients send a few hundred bytes.
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
+
+
 class Federator:
     """A federator serving ``config`` on a grpc.aio server.
 
@@ -61,7 +94,7 @@ class Federator:
 
     def __init__(self, config: FederatorConfig, authenticator: Authenticator | None = None) -> None:
         self.config = config
-        self._auth = authenticator or ClaimedIdentity()
+        self._auth = authenticator
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._log: DurableLog | None = None
@@ -75,8 +108,11 @@ class Federator:
         return _address(self.config.settings.host, self.port)
 
     async def start(self) -> None:
-        """Open the log, start the rounds and serve."""
+        """Read the TLS and authentication files (:class:`ConfigError` if they are unusable),
+        open the log, start the rounds and serve."""
         config, settings = self.config, self.config.settings
+        credentials = server_credentials(settings)
+        authenticator = self._auth or build_authenticator(settings)
         aggregator = config.aggregator()
         self._log = await asyncio.to_thread(DurableLog.open, settings.log_db, config.plan)
         if settings.metrics is not None:
@@ -90,14 +126,9 @@ class Federator:
             enrolment=settings.enrolment,
             metrics=self._metrics,
         )
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_receive_bytes(config.plan)),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        pb_grpc.add_FederationServicer_to_server(
-            FederationServicer(self.engine, self._auth, hello_timeout=settings.hello_timeout),
+        server = grpc.aio.server(options=server_options(config))
+        add_federation_to_server(
+            FederationServicer(self.engine, authenticator, hello_timeout=settings.hello_timeout),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -107,7 +138,10 @@ class Federator:
         self._server = server
         address = _address(settings.host, settings.port)
         try:
-            self.port = server.add_insecure_port(address)
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
             raise OSError(f"cannot listen on {address}: {exc}") from exc
         await server.start()
@@ -116,6 +150,13 @@ class Federator:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if settings.log_db is None:
             _log.warning("no log file: completed rounds are not durable")
+        if not is_loopback(settings.host):
+            if credentials is None:
+                _log.warning("serving %s in plaintext (insecure: true)", self.address)
+            if isinstance(authenticator, ClaimedIdentity):
+                _log.warning(
+                    "no client authentication: anyone reaching %s may claim any id", self.address
+                )
         _log.info(
             "serving %s: %d rounds, %d completed",
             self.address,
@@ -149,6 +190,20 @@ class Federator:
         await self.stop()
 
 
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The federator process's cyclic-GC thresholds (Python's default: 700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Make Python's cyclic garbage collector cheap for a long-running federator: freeze what
+    start-up allocated (modules, torch, the plan) out of every future collection and collect the
+    young generation every 20,000 net allocations rather than 700. grpc.aio allocates several
+    objects per message, so with the defaults collections ran every few messages and took about
+    a quarter of the federator's CPU with 2,000 clients (``bench/scale.py``, BENCHMARKS.md)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
     """Run a federator until its rounds are done and every stream has closed (serving at most
     ``linger`` more seconds for parties still catching up) or until SIGTERM/SIGINT;
@@ -161,6 +216,7 @@ async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
     try:
         await federator.start()
         assert federator.engine is not None
+        tune_gc()
         ready(federator.address)
         rounds = asyncio.ensure_future(federator.engine.wait())
         stopped = asyncio.ensure_future(stop.wait())
@@ -170,7 +226,7 @@ async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
         code = 0
         if rounds.done():
             if rounds.exception() is not None:
-                _log.error("rounds stopped: %s", rounds.exception())
+                _log.error("rounds stopped, the federator exits: %s", rounds.exception())
                 code = 1
             else:
                 _log.info(

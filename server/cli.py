@@ -37,6 +37,14 @@ _SETTINGS_FLAGS = (
     "log_db",
     "metrics",
     "linger",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_crl",
+    "tokens",
+    "keepalive",
+    "enrolment_file",
+    "insecure",
 )
 
 
@@ -60,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-db", metavar="FILE", help="SQLite durable log (resumes from it)")
     p.add_argument("--metrics", metavar="FILE", help="per-round metrics, JSON lines")
     p.add_argument("--linger", type=float, help="seconds to keep serving after the last round")
+    p.add_argument("--tls-cert", metavar="PEM", help="the federator's certificate (serve TLS)")
+    p.add_argument("--tls-key", metavar="PEM", help="the federator's private key")
+    p.add_argument(
+        "--tls-client-ca", metavar="PEM", help="CA of the client certificates (mutual TLS)"
+    )
+    p.add_argument("--tls-crl", metavar="PEM", help="the client CA's revocation list")
+    p.add_argument(
+        "--enrolment", dest="enrolment_file", metavar="FILE", help="training ids, one a line"
+    )
+    p.add_argument("--tokens", metavar="FILE", help="per-client tokens: 'ID SHA256HEX' lines")
+    p.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        help="allow plaintext on a non-loopback address",
+    )
+    p.add_argument("--keepalive", type=float, help="seconds between HTTP/2 pings (20)")
     p.add_argument("--log-level", default="INFO", help="logging level on stderr (INFO)")
     return p
 
@@ -101,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(serve(config, ready))
-    except (LogError, OSError) as exc:
+    except (ConfigError, LogError, OSError) as exc:
         print(f"cyber0-federator: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,8 +9,10 @@ override file values (see :mod:`cyber0.server.cli`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +38,27 @@ def max_receive_bytes(plan: TrainingPlan) -> int:
     return max(FLOOR_RECEIVE_BYTES, 4 * plan.zo.scalars_per_round + UPDATE_FRAMING_BYTES)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names the loopback interface (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_id_list(path: str) -> tuple[str, ...]:
+    """Client ids from a file, one a line, in order; blank lines and ``#`` comments ignored.
+    Raises :class:`ConfigError` when the file cannot be read."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"federator.enrolment_file: cannot read {path}: {exc}") from exc
+    ids = (line.split("#", 1)[0].strip() for line in lines)
+    return tuple(i for i in ids if i)
+
+
 @dataclass(frozen=True)
 class FederatorSettings:
     """How the federator serves a plan.
@@ -46,7 +69,15 @@ class FederatorSettings:
     index = position (empty: the first n distinct ids to join, in join order). ``linger``: at most
     this many seconds the federator keeps serving after the last round, until every stream has
     closed, so that clients can fetch the last aggregate and report. ``hello_timeout``: seconds
-    a new stream has to send its Hello.
+    a new stream has to send its Hello (and a new connection to finish its TLS/HTTP/2 handshake).
+
+    Security (see docs/security.md): ``tls_cert``/``tls_key`` serve TLS; ``tls_client_ca``
+    makes it mutual (clients must present a certificate from that CA, and their id is the one in
+    it); ``tls_crl``: the CA's revocation list, re-read when it changes. ``tokens``: a file of
+    ``ID SHA256HEX`` lines; each client must present its token. ``insecure``: allow plaintext on
+    an address other than loopback (refused otherwise). ``keepalive``: seconds between HTTP/2
+    pings on each connection; a peer that does not answer within ``keepalive / 2`` more is
+    dropped and its stream closed, so a client whose network died can come back.
     """
 
     host: str = "127.0.0.1"
@@ -58,8 +89,16 @@ class FederatorSettings:
     linger: float = 30.0
     hello_timeout: float = 10.0
     enrolment: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_crl: str | None = None
+    tokens: str | None = None
+    insecure: bool = False
+    keepalive: float = 20.0
 
     def __post_init__(self) -> None:
+        tls = self.tls_cert is not None
         checks = [
             ("port", 0 <= self.port <= 65535, f"must be in [0, 65535]; got {self.port}"),
             ("round_timeout", self.round_timeout > 0, f"must be > 0; got {self.round_timeout}"),
@@ -70,6 +109,20 @@ class FederatorSettings:
                 "enrolment",
                 len(set(self.enrolment)) == len(self.enrolment),
                 "client ids must be distinct",
+            ),
+            ("tls_key", (self.tls_key is not None) == tls, "tls_cert and tls_key go together"),
+            ("tls_client_ca", tls or self.tls_client_ca is None, "needs tls_cert and tls_key"),
+            (
+                "tls_crl",
+                self.tls_crl is None or self.tls_client_ca is not None,
+                "needs tls_client_ca",
+            ),
+            ("keepalive", self.keepalive >= 1.0, f"must be >= 1 second; got {self.keepalive}"),
+            (
+                "host",
+                tls or self.insecure or is_loopback(self.host),
+                f"{self.host} is not a loopback address: serve it with TLS (tls_cert, tls_key) "
+                "or, knowingly, with insecure: true",
             ),
         ]
         for name, ok, message in checks:
@@ -159,7 +212,17 @@ def build_config(
     settings_data = data.get("federator") or {}
     if not isinstance(settings_data, Mapping):
         raise ConfigError(f"federator: expected a mapping; got {settings_data!r}")
-    settings_data = {**settings_data, **(settings_overrides or {})}
+    overrides = dict(settings_overrides or {})
+    if "enrolment_file" in overrides:  # a flag's file replaces the YAML's list
+        settings_data = {k: v for k, v in settings_data.items() if k != "enrolment"}
+    settings_data = {**settings_data, **overrides}
+    enrolment_file = settings_data.pop("enrolment_file", None)
+    if enrolment_file is not None:
+        if settings_data.get("enrolment"):
+            raise ConfigError("federator.enrolment_file: give either enrolment or enrolment_file")
+        if not isinstance(enrolment_file, str):
+            raise ConfigError(f"federator.enrolment_file: expected a path; got {enrolment_file!r}")
+        settings_data["enrolment"] = list(read_id_list(enrolment_file))
     plan = from_mapping(TrainingPlan, plan_data)
     settings = from_mapping(FederatorSettings, settings_data, "federator")
     return FederatorConfig(plan, settings)

@@ -41,7 +41,7 @@ from cyber0.common.plan import TrainingPlan
 from cyber0.v1 import federation_pb2 as pb
 
 from .errors import Refusal
-from .log import DurableLog, RoundRecord
+from .log import DurableLog, LogError, RoundRecord
 
 Role = Literal["train", "observer"]
 MetricsSink = Callable[[dict[str, Any]], None]
@@ -174,6 +174,7 @@ class RoundEngine:
         self._round = _Round(len(self._aggregates))
         self._late: tuple[int, set[str]] = (-1, set())
         self._digest: tuple[int, str] = (0, "")
+        self._reported: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
@@ -249,6 +250,12 @@ class RoundEngine:
             await asyncio.get_running_loop().run_in_executor(
                 self._db, self._log.assign_shard, client_id, shard
             )
+        except LogError as exc:
+            del self._shards[client_id]
+            _log.error("%s", exc)
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE, "the federator cannot write its log; try again later"
+            ) from exc
         except BaseException:
             del self._shards[client_id]
             raise
@@ -264,11 +271,18 @@ class RoundEngine:
         return role
 
     def connect(self, client_id: str) -> Stream:
-        """Open the stream of a joined client; a previous stream of the same id is superseded."""
+        """Open the stream of a joined client. While the client has another open stream the new
+        one is refused (PERMISSION_DENIED): one identity, one stream. A stream the engine closed
+        (refusal, lagging) no longer counts; one whose connection died counts until gRPC drops
+        the connection (keepalive) and the servicer calls :meth:`disconnect`."""
         role = self._require_joined(client_id)
         old = self._streams.get(client_id)
-        if old is not None:
-            old.close(grpc.StatusCode.ABORTED, f"superseded by a newer stream of {client_id}")
+        if old is not None and not old.closed:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {client_id} already has an open stream; a second concurrent stream "
+                "is refused (a stream whose connection died is dropped once keepalive fails)",
+            )
         stream = Stream(client_id, role, self._outbox_limit)
         self._streams[client_id] = stream
         r = self._round
@@ -363,9 +377,11 @@ class RoundEngine:
 
     def refuse(self, stream: Stream, refusal: Refusal) -> NoReturn:
         """Record that ``stream``'s client was refused (a training client is left out of the
-        current round), then raise ``refusal``."""
+        current round; only its first refusal in a round is recorded, so a client repeating bad
+        messages cannot grow the round's record), then raise ``refusal``."""
         r, reason = self._round, refusal.message
-        r.rejected.append((stream.client_id, reason))
+        if all(client != stream.client_id for client, _ in r.rejected):
+            r.rejected.append((stream.client_id, reason))
         if stream.role == "train":
             r.excluded.setdefault(stream.client_id, reason)
         _log.warning("refused %s: %s", stream.client_id, reason)
@@ -381,11 +397,16 @@ class RoundEngine:
         digest: str,
     ) -> None:
         """Record a client's evaluation of its model after round ``round``, or raise
-        :class:`Refusal`. An observer's digest becomes the model digest handed out at Join."""
+        :class:`Refusal`. An observer's digest becomes the model digest handed out at Join.
+        A report for a round the client already reported (or an earlier one) is checked, then
+        dropped without a record: at most one metrics line per client and round."""
         try:
             self._check_report(round, accuracy, loss, digest)
         except Refusal as refusal:
             self.refuse(stream, refusal)
+        if round <= self._reported.get(stream.client_id, -1):
+            return
+        self._reported[stream.client_id] = round
         if stream.role == "observer" and digest and round >= self._digest[0]:
             self._digest = (round, digest)
         self._emit(
@@ -472,7 +493,7 @@ class RoundEngine:
                 return
 
     def _trainers_connected(self) -> int:
-        return sum(1 for s in self._streams.values() if s.role == "train")
+        return sum(1 for s in self._streams.values() if s.role == "train" and not s.closed)
 
     def _can_close_early(self) -> bool:
         r = self._round

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS shards(client_id TEXT PRIMARY KEY, shard INTEGER NOT 
 
 
 class LogError(RuntimeError):
-    """The log cannot be used: another plan, a gap in its rounds, an unknown schema."""
+    """The log cannot be used: another plan, a gap in its rounds, an unknown schema, a file
+    that cannot be opened or written (disk full, I/O error)."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,12 @@ class DurableLog:
         :class:`LogError` lists the differing fields.
         """
         where = ":memory:" if path is None else path
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+        try:
+            if path is not None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise LogError(f"cannot open log {where}: {exc}") from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -95,6 +99,9 @@ class DurableLog:
             log = cls(conn, where)
             log._check_or_store_plan(plan)
             log._check_rounds()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LogError(f"cannot use log {where}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -145,7 +152,18 @@ class DurableLog:
         return dict(self._conn.execute("SELECT client_id, shard FROM shards").fetchall())
 
     def append_round(self, record: RoundRecord) -> None:
-        """Commit ``record`` in one transaction; its round must be the next one."""
+        """Commit ``record`` in one transaction; its round must be the next one. Raises
+        :class:`LogError` if it cannot be written (the transaction is rolled back: the log
+        keeps exactly the rounds before)."""
+        try:
+            self._append_round(record)
+        except sqlite3.Error as exc:
+            raise LogError(
+                f"cannot commit round {record.round} to log {self.path}: {exc}; "
+                f"the log is intact and holds rounds 0..{record.round - 1}"
+            ) from exc
+
+    def _append_round(self, record: RoundRecord) -> None:
         (count,) = self._conn.execute("SELECT COUNT(*) FROM rounds").fetchone()
         if record.round != count:
             raise LogError(f"round {record.round} appended after {count} logged rounds")
@@ -163,11 +181,15 @@ class DurableLog:
             )
 
     def assign_shard(self, client_id: str, shard: int) -> None:
-        """Persist that ``client_id`` holds ``shard`` (one transaction)."""
-        with self._transaction():
-            self._conn.execute(
-                "INSERT INTO shards(client_id, shard) VALUES (?, ?)", (client_id, shard)
-            )
+        """Persist that ``client_id`` holds ``shard`` (one transaction; :class:`LogError` if it
+        cannot be written)."""
+        try:
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT INTO shards(client_id, shard) VALUES (?, ?)", (client_id, shard)
+                )
+        except sqlite3.Error as exc:
+            raise LogError(f"cannot record the shard of {client_id} in {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file (idempotent)."""
@@ -175,7 +197,8 @@ class DurableLog:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; ``ROLLBACK`` when the body
+    or the ``COMMIT`` itself fails (a full disk fails at ``COMMIT``, when the WAL is written)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -184,4 +207,15 @@ class _Transaction:
         self._conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")

@@ -2,15 +2,22 @@
 
 No round logic here: every decision is :class:`~cyber0.server.engine.RoundEngine`'s, and every
 refusal becomes ``context.abort(code, message)`` with the engine's message.
+
+Requests are decoded here rather than by gRPC (:func:`add_federation_to_server`): gRPC answers
+a message it cannot parse with UNKNOWN and the parser's exception, where the protocol promises
+INVALID_ARGUMENT and a plain message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import NoReturn
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped]
 
 from cyber0 import wire
 from cyber0.v1 import federation_pb2 as pb
@@ -23,6 +30,63 @@ from .errors import Refusal
 _log = logging.getLogger("cyber0.federator")
 
 _ROLES: dict[int, Role] = {pb.ROLE_TRAIN: "train", pb.ROLE_OBSERVER: "observer"}
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Bytes that do not parse as the expected message: what they should have been and why."""
+
+    expected: str
+    reason: str
+
+    def refusal(self) -> Refusal:
+        """INVALID_ARGUMENT naming the message type and the parser's complaint."""
+        return Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"malformed {self.expected}: {self.reason}"
+        )
+
+
+def decoder(cls: type[M]) -> Callable[[bytes], M | Malformed]:
+    """A request deserializer that returns :class:`Malformed` instead of raising."""
+    name = cls.DESCRIPTOR.name
+    prefix = f"Error parsing message with type '{cls.DESCRIPTOR.full_name}': "
+
+    def decode(data: bytes) -> M | Malformed:
+        msg = cls()
+        try:
+            msg.ParseFromString(data)
+        except DecodeError as exc:
+            return Malformed(name, str(exc).removeprefix(prefix))
+        return msg
+
+    return decode
+
+
+def add_federation_to_server(servicer: FederationServicer, server: grpc.aio.Server) -> None:
+    """Register ``cyber0.v1.Federation`` with :func:`decoder` deserializers (what
+    ``federation_pb2_grpc.add_FederationServicer_to_server`` does with strict ones)."""
+    handlers = {
+        "Join": grpc.unary_unary_rpc_method_handler(
+            servicer.Join,
+            request_deserializer=decoder(pb.JoinRequest),
+            response_serializer=pb.JoinResponse.SerializeToString,
+        ),
+        "Train": grpc.stream_stream_rpc_method_handler(
+            servicer.Train,
+            request_deserializer=decoder(pb.ClientMessage),
+            response_serializer=pb.ServerMessage.SerializeToString,
+        ),
+        "GetAggregates": grpc.unary_unary_rpc_method_handler(
+            servicer.GetAggregates,
+            request_deserializer=decoder(pb.GetAggregatesRequest),
+            response_serializer=pb.GetAggregatesResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["Federation"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 async def _abort(context: grpc.aio.ServicerContext, refusal: Refusal) -> NoReturn:
@@ -41,10 +105,12 @@ class FederationServicer(pb_grpc.FederationServicer):
         self._hello_timeout = hello_timeout
 
     async def Join(
-        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
+        self, request: pb.JoinRequest | Malformed, context: grpc.aio.ServicerContext
     ) -> pb.JoinResponse:
         """Admit the caller and hand it the plan, its shard and the current round."""
         try:
+            if isinstance(request, Malformed):
+                raise request.refusal()
             if request.protocol_version != wire.PROTOCOL_VERSION:
                 raise Refusal(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -71,10 +137,12 @@ class FederationServicer(pb_grpc.FederationServicer):
         )
 
     async def GetAggregates(
-        self, request: pb.GetAggregatesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetAggregatesRequest | Malformed, context: grpc.aio.ServicerContext
     ) -> pb.GetAggregatesResponse:
         """One page of completed rounds' aggregates."""
         try:
+            if isinstance(request, Malformed):
+                raise request.refusal()
             client_id = self._auth.authenticate(request.credentials, context)
             page, completed = self._engine.aggregates(
                 client_id, request.from_round, request.to_round
@@ -111,6 +179,8 @@ class FederationServicer(pb_grpc.FederationServicer):
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no Hello within {self._hello_timeout:g} s of opening the stream",
             ) from None
+        if isinstance(first, Malformed):
+            raise first.refusal()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first message of a stream must be Hello"
@@ -126,7 +196,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                 if msg is grpc.aio.EOF:
                     stream.close(grpc.StatusCode.OK, "")
                     return
-                self._dispatch(stream, msg)
+                self.dispatch(stream, msg)
         except Refusal as refusal:
             stream.close(refusal.code, refusal.message)
         except asyncio.CancelledError:
@@ -137,7 +207,11 @@ class FederationServicer(pb_grpc.FederationServicer):
             _log.exception("stream of %s failed", stream.client_id)
             stream.close(grpc.StatusCode.INTERNAL, "internal error while reading the stream")
 
-    def _dispatch(self, stream: Stream, msg: pb.ClientMessage) -> None:
+    def dispatch(self, stream: Stream, msg: pb.ClientMessage | Malformed) -> None:
+        """Hand one message read after the Hello to the engine; raises :class:`Refusal` (the
+        stream then ends with its status). The fuzzing target of tests/test_hostile.py."""
+        if isinstance(msg, Malformed):
+            self._engine.refuse(stream, msg.refusal())
         kind = msg.WhichOneof("kind")
         if kind == "update":
             update = msg.update
