@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build the wheelhouse that docker/Dockerfile installs from with --no-index (no network in the
+# image build): dist/wheelhouse/project/ holds the cyber0 wheel, dist/wheelhouse/deps/ every
+# dependency as a binary wheel for CPython ${PYTHON_VERSION} on ${WHEEL_PLATFORM}. The two are
+# copied in separate image layers, so a change to the project's code does not reinstall torch.
+#
+# Environment: PYTHON (the interpreter whose pip runs; default .venv/bin/python, else python3),
+# EXTRAS (cyber0 extras to include, default "mnist"), TORCH_SPEC (default torch==2.13.0: pip's
+# configured find-links supply the CPU wheel on this project's machines; elsewhere point
+# PIP_EXTRA_INDEX_URL at a CPU wheel index or the CUDA build comes), PYTHON_VERSION (3.11, the
+# image's), WHEEL_ARCH (x86_64) and WHEEL_GLIBC (2.36, the image's glibc: every manylinux tag up
+# to it is accepted).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+EXTRAS=${EXTRAS:-mnist}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+PYTHON_VERSION=${PYTHON_VERSION:-3.11}
+WHEEL_ARCH=${WHEEL_ARCH:-x86_64}
+WHEEL_GLIBC=${WHEEL_GLIBC:-2.36}
+platforms=(--platform "manylinux1_$WHEEL_ARCH" --platform "manylinux2010_$WHEEL_ARCH"
+  --platform "manylinux2014_$WHEEL_ARCH")
+for minor in $(seq 5 "${WHEEL_GLIBC#2.}"); do
+  platforms+=(--platform "manylinux_2_${minor}_$WHEEL_ARCH")
+done
+out=dist/wheelhouse
+
+echo "== wheelhouse: cyber0 wheel =="
+rm -rf "$out"
+mkdir -p "$out/project" "$out/deps"
+"$PYTHON" -m pip wheel -q --no-deps -w "$out/project" .
+wheel=$(ls "$out"/project/cyber0-*.whl)
+
+echo "== wheelhouse: dependencies ($TORCH_SPEC, extras: ${EXTRAS:-none}) for cp${PYTHON_VERSION/./}, glibc <= $WHEEL_GLIBC, $WHEEL_ARCH =="
+# Same versions as the environment the tests ran in, where PYTHON's environment has them.
+constraints=()
+"$PYTHON" -m pip freeze --exclude-editable 2>/dev/null | grep -E '^[A-Za-z0-9._-]+==' \
+  > "$out/constraints.txt" || true
+[ -s "$out/constraints.txt" ] && constraints=(-c "$out/constraints.txt")
+spec="$wheel"
+[ -n "$EXTRAS" ] && spec="${wheel}[$EXTRAS]"
+"$PYTHON" -m pip download -q -d "$out/deps" \
+  --only-binary=:all: --python-version "$PYTHON_VERSION" --implementation cp \
+  "${platforms[@]}" \
+  "${constraints[@]}" "$TORCH_SPEC" "$spec"
+rm -f "$out"/deps/cyber0-*.whl
+# The image's venv gets pip from ensurepip; nothing else is needed at install time.
+count=$(find "$out/deps" -name "*.whl" | wc -l)
+echo "$count dependency wheels, $(du -sh "$out" | cut -f1) in $out/"

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Image build step 2 (docker/Dockerfile): cyber0 itself, --no-deps, into /opt/cyber0. From
+# /tmp/wheelhouse/project/cyber0-*.whl when there (and checked against the source in /tmp/src:
+# a wheel built before the last edit would run old code), else built from /tmp/src offline
+# (setuptools came with the dependencies).
+set -eu
+wheels=/tmp/wheelhouse/project
+pip="/opt/cyber0/bin/python -m pip --disable-pip-version-check --no-cache-dir"
+if ls "$wheels"/cyber0-*.whl >/dev/null 2>&1; then
+  echo "installing cyber0 from the wheelhouse"
+  $pip install --no-index --no-deps "$wheels"/cyber0-*.whl
+  /opt/cyber0/bin/python - <<'PY'
+import filecmp
+import sys
+from pathlib import Path
+
+import cyber0
+
+installed = Path(cyber0.__file__).parent
+src = Path("/tmp/src")
+trees = {src / "proto" / "cyber0": installed}
+trees |= {src / name: installed / name for name in ("common", "server", "client")}
+stale = [
+    str(path.relative_to(src))
+    for tree, target in trees.items()
+    for path in sorted(tree.rglob("*.py"))
+    if not (target / path.relative_to(tree)).exists()
+    or not filecmp.cmp(path, target / path.relative_to(tree), shallow=False)
+]
+if stale:
+    more = " ..." if len(stale) > 8 else ""
+    sys.exit(
+        f"the wheelhouse's cyber0 wheel differs from the source in {', '.join(stale[:8])}{more}: "
+        "rebuild it (bash docker/build-wheelhouse.sh)"
+    )
+PY
+else
+  echo "no wheelhouse: building cyber0 from the source"
+  $pip install --no-index --no-deps --no-build-isolation /tmp/src
+fi
+/opt/cyber0/bin/python -c "import cyber0.server.cli, cyber0.client.cli, grpc_health.v1, torch"
+rm -rf /tmp/src /tmp/wheelhouse

@@ -1,0 +1,195 @@
+"""Helpers the container entrypoint calls (stdlib + cyber0's own dependencies only).
+
+python stack.py config FILE       write the federator's YAML plan from the environment
+python stack.py index SERVICE LIMIT
+                                  this container's replica number (1..LIMIT) among SERVICE's
+python stack.py ids PREFIX COUNT [DAEMON DAEMONS]
+                                  identities PREFIX-1..PREFIX-COUNT (those of daemon DAEMON of
+                                  DAEMONS, dealt round-robin)
+python stack.py health [TARGET]   exit 0 when the federator answers SERVING to gRPC health checking
+python stack.py summary DIR       print and write DIR/summary.json from DIR/metrics.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+SERVICE = "cyber0.v1.Federation"
+
+
+def env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value if value else default
+
+
+def n_clients() -> int:
+    """N_CLIENTS, or the stack's own training clients plus the remote ones."""
+    explicit = env("N_CLIENTS", "")
+    if explicit:
+        return int(explicit)
+    remote = env("REMOTE_CLIENTS", "").replace(",", " ").split()
+    return int(env("HONEST_CLIENTS", "6")) + int(env("BYZANTINE_CLIENTS", "2")) + len(remote)
+
+
+def plan_from_env() -> dict[str, Any]:
+    """The training plan and federator settings named by the .env knobs."""
+    byzantine = int(env("BYZANTINE_CLIENTS", "2"))
+    return {
+        "seed": int(env("SEED", "0")),
+        "model": env("MODEL", "logreg"),
+        "dataset": env("DATASET", "mnist"),
+        "partition": env("PARTITION", "dirichlet"),
+        "alpha": float(env("ALPHA", "1.0")),
+        "n_clients": n_clients(),
+        "f": int(env("F", str(byzantine))),
+        "aggregator": env("AGGREGATOR", "cwtm"),
+        "rounds": int(env("ROUNDS", "300")),
+        "zo": {
+            "nu": int(env("NU", "64")),
+            "local_steps": int(env("LOCAL_STEPS", "1")),
+            "mu": float(env("MU", "0.001")),
+            "lr": float(env("LR", "0.002")),
+            "batch_size": int(env("BATCH_SIZE", "64")),
+        },
+        "federator": {
+            "round_timeout": float(env("ROUND_TIMEOUT", "30")),
+            "linger": float(env("LINGER", "60")),
+        },
+    }
+
+
+def write_config(path: str) -> None:
+    import yaml
+
+    plan = plan_from_env()
+    Path(path).write_text(yaml.safe_dump(plan, sort_keys=False))
+    print(f"plan: {json.dumps(plan)}", flush=True)
+
+
+def replica_index(service: str, limit: int) -> int:
+    """This container's number among the replicas of ``service``: 1, 2, ... up to ``limit``.
+
+    Each replica claims the lowest free number by creating ``RESULTS_DIR/.replicas/SERVICE-N``
+    (mkdir is atomic) and writing its hostname (the container id) in it; a restarted container
+    finds its own claim again. The federator clears the claims when a fresh federation starts.
+    REPLICA_INDEX overrides it all.
+    """
+    given = env("REPLICA_INDEX", "")
+    if given:
+        return int(given)
+    claims = Path(env("RESULTS_DIR", "/results")) / ".replicas"
+    claims.mkdir(parents=True, exist_ok=True)
+    me = socket.gethostname()
+    for claim in sorted(claims.glob(f"{service}-*")):
+        owner = claim / "owner"
+        if owner.exists() and owner.read_text().strip() == me:
+            return int(claim.name.rsplit("-", 1)[1])
+    for number in range(1, limit + 1):
+        claim = claims / f"{service}-{number}"
+        try:
+            claim.mkdir()
+        except FileExistsError:
+            continue
+        (claim / "owner").write_text(me + "\n")
+        return number
+    raise SystemExit(
+        f"{service}: all {limit} replica numbers are taken (in {claims}); scale the service to "
+        "its count in .env, or start a fresh federation (docker compose down -v)"
+    )
+
+
+def identities(prefix: str, count: int, daemon: int = 1, daemons: int = 1) -> list[str]:
+    return [f"{prefix}-{j}" for j in range(1, count + 1) if (j - 1) % daemons == daemon - 1]
+
+
+def health(target: str) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ca = env("TLS_CA", "")
+    if ca:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca).read_bytes(),
+            private_key=Path(env("TLS_KEY", "")).read_bytes() if env("TLS_KEY", "") else None,
+            certificate_chain=Path(env("TLS_CERT", "")).read_bytes()
+            if env("TLS_CERT", "")
+            else None,
+        )
+        options = []
+        if env("TLS_SERVER_NAME", ""):
+            options.append(("grpc.ssl_target_name_override", env("TLS_SERVER_NAME", "")))
+        channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=3)
+        except grpc.RpcError as exc:
+            print(f"health: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"health: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def summary(folder: str) -> dict[str, Any]:
+    """Final figures from the federator's metrics: rounds, observer accuracy, payload, digests."""
+    path = Path(folder) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rounds = [r for r in records if r["event"] == "round"]
+    reports = [r for r in records if r["event"] == "report"]
+    observer = [r for r in reports if r["role"] == "observer" and r["accuracy"] is not None]
+    last_round = rounds[-1]["round"] if rounds else -1
+    digests = {r["client"]: r["digest"] for r in reports if r["round"] == last_round}
+    participants = sorted({c for r in rounds for c in r["participants"]})
+    up = sum(r["uplink_payload_bytes"] for r in rounds)
+    sent = sum(len(r["participants"]) for r in rounds)
+    result = {
+        "rounds": len(rounds),
+        "final_accuracy": observer[-1]["accuracy"] if observer else None,
+        "final_accuracy_round": observer[-1]["round"] if observer else None,
+        "accuracy": [[r["round"], r["accuracy"]] for r in observer],
+        "participants": participants,
+        "uplink_payload_bytes_per_update": up / sent if sent else None,
+        "final_digests": digests,
+        "digests_agree": len(set(digests.values())) == 1,
+    }
+    (Path(folder) / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    acc = result["final_accuracy"]
+    print(
+        f"summary: {len(rounds)} rounds, observer accuracy "
+        f"{'-' if acc is None else f'{acc:.4f}'} (round {result['final_accuracy_round']}), "
+        f"{len(digests)} final digests"
+        + ("" if not digests else ", all equal" if result["digests_agree"] else ", DIFFERENT"),
+        flush=True,
+    )
+    return result
+
+
+def main(argv: list[str]) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "config":
+        write_config(args[0])
+    elif command == "index":
+        print(replica_index(args[0], int(args[1])))
+    elif command == "ids":
+        numbers = [int(a) for a in args[1:]]
+        print(" ".join(identities(args[0], *numbers)))
+    elif command == "health":
+        return health(args[0] if args else env("HEALTH_TARGET", "127.0.0.1:50051"))
+    elif command == "summary":
+        summary(args[0])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

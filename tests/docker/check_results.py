@@ -1,0 +1,142 @@
+"""Checks of a finished Compose run, from its mounted results folder (run inside the image).
+
+Usage: python check_results.py RESULTS --rounds R --nu NU --local-steps K --honest H
+       --byzantine B --attack NAME --bar ACCURACY [--compose-log FILE]
+
+Prints one line per check and exits 1 if any fails:
+  rounds      every round 0..R-1 closed once, with all H+B training clients and nothing rejected
+  accuracy    the observer's last report is for round R-1 and its test accuracy is >= the bar
+  byzantine   byzantine-1..B took part in every round, their daemon ran --role byzantine with the
+              attack (its log line), and it ended like the others
+  payload     each round's uplink payload is exactly participants x ByteSize(ClientMessage with an
+              Update of K*NU floats), computed with the protocol's own protobuf classes
+  digests     every party (H + B + observer) reported a digest after round R-1 and all are equal;
+              each daemon's own final line (results/clients/*.json) says the same
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from cyber0.v1 import federation_pb2 as pb
+
+
+def update_bytes(round_index: int, m: int) -> int:
+    """Protobuf payload of one client's update in ``round_index``: m float32 values."""
+    return pb.ClientMessage(update=pb.Update(round=round_index, values=[0.5] * m)).ByteSize()
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("results", type=Path)
+    p.add_argument("--rounds", type=int, required=True)
+    p.add_argument("--nu", type=int, required=True)
+    p.add_argument("--local-steps", type=int, required=True)
+    p.add_argument("--honest", type=int, required=True)
+    p.add_argument("--byzantine", type=int, required=True)
+    p.add_argument("--attack", required=True)
+    p.add_argument("--bar", type=float, required=True)
+    p.add_argument("--compose-log", type=Path)
+    args = p.parse_args(argv)
+
+    failures: list[str] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {detail}", flush=True)
+        if not ok:
+            failures.append(name)
+
+    records: list[dict[str, Any]] = [
+        json.loads(line) for line in (args.results / "metrics.jsonl").read_text().splitlines()
+    ]
+    rounds = [r for r in records if r["event"] == "round"]
+    reports = [r for r in records if r["event"] == "report"]
+    honest = {f"honest-{i}" for i in range(1, args.honest + 1)}
+    byzantine = {f"byzantine-{i}" for i in range(1, args.byzantine + 1)}
+    training = honest | byzantine
+    last = args.rounds - 1
+
+    indices = [r["round"] for r in rounds]
+    incomplete = [r["round"] for r in rounds if set(r["participants"]) != training]
+    rejected = [r["round"] for r in rounds if r["rejected"]]
+    check(
+        "rounds",
+        indices == list(range(args.rounds)) and not incomplete and not rejected,
+        f"{len(rounds)} rounds closed (expected {args.rounds}); rounds without all "
+        f"{len(training)} clients: {incomplete[:10]}; rounds with refusals: {rejected[:10]}",
+    )
+
+    observed = [r for r in reports if r["role"] == "observer" and r["accuracy"] is not None]
+    final = observed[-1] if observed else None
+    check(
+        "accuracy",
+        final is not None and final["round"] == last and final["accuracy"] >= args.bar,
+        "no observer report"
+        if final is None
+        else f"observer's test accuracy {final['accuracy']:.4f} after round {final['round']} "
+        f"(bar {args.bar}); curve: "
+        + ", ".join(f"{r['round']}:{r['accuracy']:.3f}" for r in observed),
+    )
+
+    missing = [r["round"] for r in rounds if not byzantine <= set(r["participants"])]
+    log = args.compose_log.read_text() if args.compose_log else ""
+    ids = " ".join(sorted(byzantine, key=lambda i: int(i.rsplit("-", 1)[1])))
+    announced = re.search(rf"\[byzantine\] attack {re.escape(args.attack)}\b.* as {ids} ", log)
+    check(
+        "byzantine",
+        bool(rounds) and not missing and announced is not None,
+        f"{', '.join(sorted(byzantine))} sent an update in {len(rounds) - len(missing)} of "
+        f"{len(rounds)} rounds; daemon log: "
+        + (announced.group(0).strip() if announced else f"no '[byzantine] attack {args.attack}'"),
+    )
+
+    m = args.nu * args.local_steps
+    wrong = [
+        r["round"]
+        for r in rounds
+        if r["uplink_payload_bytes"] != len(r["participants"]) * update_bytes(r["round"], m)
+    ]
+    per_update = {update_bytes(r["round"], m) for r in rounds}
+    check(
+        "payload",
+        bool(rounds) and not wrong,
+        f"K*nu = {m} floats a client a round: {sorted(per_update)} bytes per update "
+        f"(4*{m} = {4 * m} of values + framing); rounds that differ: {wrong[:10]}",
+    )
+
+    final_digests = {r["client"]: r["digest"] for r in reports if r["round"] == last}
+    parties = training | {"observer"}
+    own: dict[str, tuple[str, int]] = {}
+    for path in sorted((args.results / "clients").glob("*.json")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                result = json.loads(line)
+                own[result["client"]] = (result["digest"], result["applied_round"])
+    values = set(final_digests.values()) | {d for d, _ in own.values()}
+    check(
+        "digests",
+        set(final_digests) == parties
+        and set(own) == parties
+        and all(applied == last for _, applied in own.values())
+        and len(values) == 1,
+        f"{len(final_digests)} parties reported after round {last} "
+        f"(missing: {sorted(parties - set(final_digests))}), {len(own)} daemons' final lines "
+        f"(missing: {sorted(parties - set(own))}); distinct digests: "
+        + ", ".join(sorted(v[:16] for v in values)),
+    )
+
+    # The plain closing line CI reads: "checks: N passed, N failed".
+    print(f"checks: {5 - len(failures)} passed, {len(failures)} failed", flush=True)
+    if failures:
+        print(f"failed checks: {', '.join(failures)}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
