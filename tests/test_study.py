@@ -1,0 +1,196 @@
+"""The MNIST study's validation split and its report generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from cyber0.common.data import (
+    Partition,
+    ShardSpec,
+    load_mnist,
+    shard_indices,
+    validation_split,
+)
+from cyber0.common.simulator import build_config, eval_set, simulate
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _module(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _module("report_mnist")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation split
+
+
+def test_validation_split_is_a_deterministic_partition() -> None:
+    pool, held = validation_split(1000, 100)
+    assert held.numel() == 100 and pool.numel() == 900
+    assert torch.equal(torch.cat([pool, held]).sort().values, torch.arange(1000))
+    assert torch.equal(pool, pool.sort().values) and torch.equal(held, held.sort().values)
+    again_pool, again_held = validation_split(1000, 100)
+    assert torch.equal(held, again_held) and torch.equal(pool, again_pool)
+    assert not torch.equal(held, validation_split(1000, 100, seed=1)[1])
+    # the held-out set is the tail of one fixed permutation: a larger split contains a smaller one
+    assert set(held.tolist()) <= set(validation_split(1000, 200)[1].tolist())
+    zero_pool, zero_held = validation_split(10, 0)
+    assert torch.equal(zero_pool, torch.arange(10)) and zero_held.numel() == 0
+    with pytest.raises(ValueError, match="validation must be in"):
+        validation_split(10, 10)
+
+
+@pytest.mark.parametrize("partition", ["dirichlet", "iid"])
+def test_held_out_examples_are_in_no_shard(partition: Partition) -> None:
+    n, validation = 20, 10_000
+    shards = [
+        shard_indices(
+            ShardSpec(
+                n_clients=n,
+                client_index=i,
+                seed=0,
+                partition=partition,
+                alpha=1.0,
+                validation=validation,
+            )
+        )
+        for i in range(n)
+    ]
+    _, held = validation_split(60_000, validation)
+    joined = torch.cat(shards)
+    assert joined.numel() == 60_000 - validation  # shards are disjoint and cover the pool
+    assert torch.equal(torch.cat([joined, held]).sort().values, torch.arange(60_000))
+    assert not set(held.tolist()) & set(joined.tolist())
+
+
+def test_validation_zero_keeps_the_old_shards() -> None:
+    from cyber0.common.data import dirichlet_partition
+
+    spec = ShardSpec(n_clients=20, client_index=3, seed=0, partition="dirichlet", alpha=0.1)
+    expected = dirichlet_partition(load_mnist().train_y, 20, 0.1, 0)[3]
+    assert torch.equal(shard_indices(spec), expected)
+
+
+def test_simulator_evaluates_on_the_validation_split() -> None:
+    config: dict[str, Any] = {
+        "rounds": 2,
+        "eval_every": 1,
+        "n_clients": 4,
+        "f": 1,
+        "data": {"validation": 500},
+        "zo": {"nu": 2, "batch_size": 8},
+        "attack": {"name": "none"},
+    }
+    built = build_config(config)
+    x, y = eval_set(built)
+    _, held = validation_split(60_000, 500)
+    assert torch.equal(y, load_mnist().train_y[held]) and x.shape == (500, 784)
+    result = simulate(built)
+    assert result["eval_split"] == "validation"
+    # accuracies are multiples of 1/500: measured on the 500 held-out examples
+    assert all(
+        abs(h["test_accuracy"] * 500 - round(h["test_accuracy"] * 500)) < 1e-6
+        for h in result["history"]
+    )
+    assert simulate(build_config({**config, "data": {}}))["eval_split"] == "test"
+
+
+# ----------------------------------------------------------------------------------------------
+# Report generator
+
+
+def _results(
+    method: str, accuracies: list[float], per_round: int, every: int = 10, **over: Any
+) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "data": {"alpha": over.get("alpha", 1.0), "validation": 0},
+        "zo": {
+            "nu": 64,
+            "local_steps": 1,
+            "variant": "unbiased",
+            "lr": 0.002,
+            "mu": 0.001,
+            "batch_size": 32,
+        },
+        "first_order": {"lr": 0.1, "batch_size": 32},
+        "aggregator": {"name": over.get("aggregator", "cwtm")},
+        "attack": {"name": over.get("attack", "none")},
+        "methods": [method],
+    }
+    history = [
+        {
+            "round": every * (i + 1),
+            "test_accuracy": a,
+            "test_loss": 1.0,
+            "uplink_bytes_cum": per_round * every * (i + 1),
+        }
+        for i, a in enumerate(accuracies)
+    ]
+    return {
+        "config": cfg,
+        "rounds": every * len(accuracies),
+        "eval_split": over.get("eval_split", "test"),
+        "history": history,
+        "final_test_accuracy": accuracies[-1],
+        "uplink_bytes_per_client_round": per_round,
+        "wall_seconds": 1.5,
+    }
+
+
+def _write(root: Path, cell: str, data: dict[str, Any]) -> None:
+    (root / cell).mkdir(parents=True)
+    (root / cell / "results.json").write_text(json.dumps(data))
+
+
+def test_bytes_to_target_and_not_reached() -> None:
+    history = _results("zo", [0.5, 0.84, 0.85, 0.9], 256)["history"]
+    assert report.bytes_to(history) == 30 * 256  # the first evaluation at >= 0.85
+    assert report.bytes_to(history, 0.95) is None
+    assert report.human_bytes(None) == "not reached"
+    assert report.human_bytes(7680) == "7.7 kB"
+
+
+def test_report_from_synthetic_results(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write(results, "zo-a1.0-nu64-k1-cwtm-none", _results("zo", [0.7, 0.86, 0.91], 256))
+    _write(results, "zo-a1.0-nu64-k1-cwtm-sf", _results("zo", [0.6, 0.8, 0.84], 256, attack="sf"))
+    _write(results, "fo-a1.0-cwtm-none", _results("first_order", [0.86, 0.9], 31400, every=2))
+    _write(results, "fo-a1.0-cwtm-sf", _results("first_order", [0.8, 0.9], 31400, 2, attack="sf"))
+    _write(results, "sweep/zo-x", _results("zo", [0.8, 0.88], 256, eval_split="validation"))
+    doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
+    assert (
+        report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
+    )
+    text = doc.read_text()
+    rows = {
+        line.split("|")[3].strip(): line
+        for line in text.splitlines()
+        if line.startswith("| α=1.0, ν=64, K=1 | cwtm |")
+    }
+    # none: ZO reaches 85% at round 20 -> 20 * 256 = 5120 B; first-order at round 2 -> 62.8 kB
+    assert "| 5.1 kB | 20 | 62.8 kB | 2 | 12.3× |" in rows["none"]
+    # sf: ZO never reaches 85%; first-order reaches it at round 4
+    assert "| not reached | — | 125.6 kB | 4 | — |" in rows["sf"]
+    assert "| CYBER-0 cwtm | 91.00 | 84.00 |" in text
+    assert "**not met**" in text  # sf drops 7 points, more than 3
+    assert "| CYBER-0 ν=64 | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
+    assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
