@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -148,7 +149,6 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     fed.wait_for("federator-1", 20)
     fed.procs["federator-1"].send_signal(signal.SIGKILL)
     fed.procs["federator-1"].wait()
-    completed = fed.rounds_done("federator-1")
     fed.start_federator("federator-2")  # same port, same log: the clients reconnect by themselves
     for name in ("observer", "client-0", "client-1", "client-2"):
         assert fed.procs[name].wait(timeout=180) == 0, (fed.workdir / f"{name}.log").read_text()
@@ -160,10 +160,15 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     second = [
         r["round"] for r in read_metrics(fed.workdir / "federator-2.jsonl") if r["event"] == "round"
     ]
-    assert first == list(range(completed))
-    assert second == list(range(completed, 40))  # resumed at the next round: none lost or redone
+    # The log commits a round before its metrics line is written, so a SIGKILL in between leaves
+    # one durable round without a line: the restarted federator's own count is the truth.
     second_log = (fed.workdir / "federator-2.log").read_text()
-    assert f"{completed} completed" in second_log
+    found = re.search(r"serving \S+: 40 rounds, (\d+) completed", second_log)
+    assert found is not None, second_log
+    completed = int(found.group(1))
+    assert completed >= 20 and first == list(range(len(first)))
+    assert len(first) in (completed, completed - 1)
+    assert second == list(range(completed, 40))  # resumed at the next round: none lost or redone
     restarted = [
         r for r in read_metrics(fed.workdir / "federator-1.jsonl") if r["event"] == "round"
     ]
