@@ -1,5 +1,13 @@
 """The model half of a client daemon: the engine's ZO steps behind the session's Trainer protocol.
 
+The plan's ``dataset`` picks the task (:data:`TASKS`): ``mnist`` (the plan's model, e.g.
+``logreg``) or ``rotten_tomatoes[?shots=S&max_length=L]`` (a Hugging Face model named
+``minilm`` or ``hf:<id>``, resolved to a local folder by :mod:`cyber0.common.hf`; its weight
+dtype is the model name's ``dtype`` option, so it is part of the plan). Small models use the
+batched ZO path, transformers the in-place one under ``torch.inference_mode``: no gradients, no
+optimizer state, no second copy of the weights (with K = 1 local step). Directions are generated
+on the model's device.
+
 :class:`ZOTrainer` is an honest client (or, with ``flip_labels``, a label-flipping one) and an
 observer; :class:`ColludingTrainer` holds several Byzantine identities that craft their vectors
 together from their own honest computations. All of them keep the global model: they apply every
@@ -8,8 +16,9 @@ aggregate with the regenerated directions, so their digests match every other pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +38,79 @@ from cyber0.common.plan import TrainingPlan
 
 #: Models with at most this many parameters use the batched (vectorised) ZO path.
 BATCHED_MAX_PARAMETERS = 1_000_000
-NUM_CLASSES = 10
+
+
+class Task(Protocol):
+    """What a trainer needs from a dataset: shards, a test set and the label count."""
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def eval_batch_size(self) -> int: ...
+
+    def shard(self, plan: TrainingPlan, index: int) -> tuple[Tensor, Tensor]:
+        """Shard ``index`` of the plan's partition: ``(x, y)`` on the CPU."""
+        ...
+
+    def test_set(self) -> tuple[Tensor, Tensor]:
+        """The evaluation examples ``(x, y)`` on the CPU."""
+        ...
+
+
+@dataclass(frozen=True)
+class MnistTask:
+    """MNIST 60k/10k, shards by :class:`~cyber0.common.data.ShardSpec`."""
+
+    num_classes: int = 10
+    eval_batch_size: int = 4096
+
+    def shard(self, plan: TrainingPlan, index: int) -> tuple[Tensor, Tensor]:
+        return load_shard(
+            ShardSpec(
+                dataset=plan.dataset,
+                partition=plan.partition,
+                alpha=plan.alpha,
+                n_clients=plan.n_clients,
+                client_index=index,
+                seed=plan.seed,
+            )
+        )
+
+    def test_set(self) -> tuple[Tensor, Tensor]:
+        data = load_mnist()
+        return data.test_x, data.test_y
+
+
+def _mnist_task(plan: TrainingPlan) -> Task:
+    return MnistTask()
+
+
+def _text_task(plan: TrainingPlan) -> Task:
+    from cyber0.common.hf import is_hf_name, tokenizer_folder
+    from cyber0.common.text import TextTask, parse_dataset_name
+
+    if not is_hf_name(plan.model):
+        raise ValueError(
+            f"dataset {plan.dataset!r} needs a Hugging Face model (minilm or hf:<id>); "
+            f"got model={plan.model!r}"
+        )
+    return TextTask(parse_dataset_name(plan.dataset), tokenizer_folder(plan.model))
+
+
+#: Dataset base name (before ``?``) → task builder.
+TASKS: dict[str, Callable[[TrainingPlan], Task]] = {
+    "mnist": _mnist_task,
+    "rotten_tomatoes": _text_task,
+}
+
+
+def build_task(plan: TrainingPlan) -> Task:
+    """The task of ``plan.dataset``; ValueError listing the known datasets."""
+    base = plan.dataset.partition("?")[0]
+    if base not in TASKS:
+        raise ValueError(f"unknown dataset {plan.dataset!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[base](plan)
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -40,6 +121,13 @@ def resolve_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {requested}: CUDA is not available on this machine")
     return device
+
+
+def is_text_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face text classifier (in-place ZO path only)."""
+    from cyber0.common.hf import TextClassifier
+
+    return isinstance(model, TextClassifier)
 
 
 @dataclass
@@ -59,35 +147,33 @@ class ZOTrainer:
     flip_labels: bool = False
     plan: TrainingPlan | None = None
     shards: list[Shard] = field(default_factory=list)
+    _task: Task | None = None
     _model: nn.Module | None = None
     _estimator: ZOEstimator | None = None
     _applied: int = -1
 
     def setup(self, plan: TrainingPlan, shard_index: int) -> None:
-        """Build the model (first call) and load the shard of ``shard_index`` (−1: observer)."""
+        """Build the task and model (first call) and load the shard of ``shard_index``
+        (−1: observer)."""
         if self.plan is None:
-            self.plan = plan
-            model = build_model(ModelSpec(name=plan.model)).to(self.device)
+            task = build_task(plan)
+            spec = ModelSpec(name=plan.model, num_classes=task.num_classes)
+            model = build_model(spec).to(self.device)
             size = sum(p.numel() for _, p in canonical_parameters(model))
-            path: Path = "batched" if size <= BATCHED_MAX_PARAMETERS else "inplace"
+            small = size <= BATCHED_MAX_PARAMETERS and not is_text_model(model)
+            path: Path = "batched" if small else "inplace"
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
-            self._model = model
+            self.plan, self._task, self._model = plan, task, model
             self._estimator = ZOEstimator(model, cross_entropy_loss, generator, plan.zo, path)
         elif plan != self.plan:
             raise ValueError("one trainer cannot follow two different plans")
+        if self._task is None:
+            raise RuntimeError("the task was not built")
+        task = self._task
         if shard_index >= 0 and all(s.index != shard_index for s in self.shards):
-            x, y = load_shard(
-                ShardSpec(
-                    dataset=plan.dataset,
-                    partition=plan.partition,
-                    alpha=plan.alpha,
-                    n_clients=plan.n_clients,
-                    client_index=shard_index,
-                    seed=plan.seed,
-                )
-            )
+            x, y = task.shard(plan, shard_index)
             if self.flip_labels:
-                y = NUM_CLASSES - 1 - y
+                y = task.num_classes - 1 - y
             self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
 
     @property
@@ -130,10 +216,13 @@ class ZOTrainer:
         return model_digest(self._ready()[1])
 
     def evaluate(self) -> tuple[float, float]:
-        """(accuracy, loss) of the current model on the test set (observers)."""
+        """(accuracy, loss) of the current model on the task's test set (observers)."""
         _, model, _ = self._ready()
-        data = load_mnist()
-        return evaluate(model, data.test_x.to(self.device), data.test_y.to(self.device))
+        assert self._task is not None
+        x, y = self._task.test_set()
+        return evaluate(
+            model, x.to(self.device), y.to(self.device), batch_size=self._task.eval_batch_size
+        )
 
 
 @dataclass

@@ -62,15 +62,27 @@ def _logreg(spec: ModelSpec) -> nn.Module:
     return LogisticRegression(spec.in_features, spec.num_classes, spec.init_seed)
 
 
-#: Registry name → builder. New entries (e.g. "hf-sequence-classification" from a local folder)
-#: add a builder here and, if they need them, new defaulted fields on :class:`ModelSpec`.
-MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {"logreg": _logreg}
+def _hf(spec: ModelSpec) -> nn.Module:
+    from .hf import build_text_classifier  # deferred: transformers is the optional text extra
+
+    return build_text_classifier(spec.name, spec.num_classes, spec.init_seed)
+
+
+#: Registry key → builder. A name's key is the part before ``?`` (its options), and ``hf`` for
+#: every ``hf:<id>`` (a Hugging Face model from a local folder, see :mod:`cyber0.common.hf`).
+MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {"logreg": _logreg, "minilm": _hf, "hf": _hf}
+
+
+def registry_key(name: str) -> str:
+    """``logreg`` → ``logreg``; ``minilm?head=mean`` → ``minilm``; ``hf:roberta-large`` → ``hf``."""
+    base = name.partition("?")[0]
+    return "hf" if base.startswith("hf:") else base
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """A fresh model for ``spec``; ValueError listing the known names for an unknown one."""
     try:
-        builder = MODELS[spec.name]
+        builder = MODELS[registry_key(spec.name)]
     except KeyError:
         raise ValueError(
             f"unknown model name={spec.name!r}; known: {', '.join(sorted(MODELS))}"

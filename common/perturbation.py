@@ -260,7 +260,9 @@ def perturbed(
             if param is None or id(param) not in index_of:
                 continue
             z = generator.direction(param, round, step, direction, index_of[id(param)])
-            mod._parameters[name] = param.detach() + z.mul_(scale)  # type: ignore[assignment]
+            # w + scale·z written into z's own buffer: one tensor's worth of extra memory, not
+            # two (IEEE addition commutes, so the bits equal param + z·scale).
+            mod._parameters[name] = z.mul_(scale).add_(param.detach())  # type: ignore[assignment]
             touched.add(index_of[id(param)])
             originals[id(mod)].append((name, param))
 

