@@ -1,0 +1,784 @@
+"""Generate ``BENCHMARKS.md`` and ``docs/figures/bench-*.png`` from ``bench/results/*.json``.
+
+    python bench/report.py                  # reads bench/results/, writes BENCHMARKS.md
+    python bench/report.py --results DIR --out FILE.md --figures DIR
+
+Reads the documents written by ``bench/wire.py`` (``wire.json``), ``bench/scale.py``
+(``scale.json``), ``bench/step.py`` (``step-cpu.json``, ``step-cuda.json``) and
+``bench/memory.py`` (``memory-cpu.json``, ``memory-cuda.json``); a missing one is reported as
+not run. For every figure: the command, the machine and its load, the median and the spread of
+the runs, the target beside it and whether it is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT
+
+SECTIONS = [
+    ("wire", ["wire"]),
+    ("scale", ["scale"]),
+    ("step", ["step-cpu", "step-cuda"]),
+    ("memory", ["memory-cpu", "memory-cuda"]),
+]
+
+
+ROW_NAMES = {
+    "protobuf": "protobuf payload",
+    "grpc_prefix": "gRPC message prefixes (5 B each)",
+    "data_frame_headers": "DATA frame headers (9 B each)",
+    "WINDOW_UPDATE_connection_bytes": "WINDOW_UPDATE, connection (13 B each)",
+    "WINDOW_UPDATE_stream_bytes": "WINDOW_UPDATE, stream (13 B each)",
+    "PING_bytes": "PING (17 B each)",
+    "bytes": "**total TCP payload**",
+}
+
+
+# --------------------------------------------------------------------------- formatting
+def fmt(value: float | None, unit: str = "") -> str:
+    """A number for a table: 3 significant digits, thousands separators, 10^k for big ratios."""
+    if value is None:
+        return "–"
+    v = float(value)
+    if v != v:  # NaN: not measured
+        return "–"
+    if unit == "×" and abs(v) >= 1e5:
+        exp = len(str(int(abs(v)))) - 1
+        return f"{v / 10**exp:.2f}×10<sup>{exp}</sup>"
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if v == 0 or abs(v) >= 0.01:
+        return f"{v:.2f}"
+    return f"{v:.2e}"
+
+
+def spread(fig: dict[str, Any]) -> str:
+    runs = fig.get("runs") or []
+    if len(runs) <= 1:
+        return "1 run" if runs else "–"
+    return f"{fmt(fig['min'], fig['unit'])} – {fmt(fig['max'], fig['unit'])} ({len(runs)} runs)"
+
+
+def met(fig: dict[str, Any]) -> str:
+    if fig.get("target") is None:
+        return ""
+    return "**met**" if fig.get("met") else "**not met**"
+
+
+def target_text(fig: dict[str, Any]) -> str:
+    """``<= 64`` → ``≤ 64 B``."""
+    target = fig.get("target")
+    if not target:
+        return ""
+    op, _, value = target.partition(" ")
+    op = {"<=": "≤", ">=": "≥"}.get(op, op)
+    number = float(value)
+    shown = fmt(number, fig["unit"]) if number >= 1e5 else value
+    suffix = unit_suffix(fig["unit"]) if fig["unit"] != "×" else "" if "<sup>" in shown else "×"
+    return f"{op} {shown}{suffix}"
+
+
+def unit_suffix(unit: str) -> str:
+    return "" if unit in ("", "×") else f" {unit}"
+
+
+def figure_table(figs: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["| figure | median | spread (min – max) | target | met |", "|---|---|---|---|---|"]
+    for f in figs:
+        unit = f["unit"]
+        median = fmt(f["median"], unit)
+        median += ("" if "<sup>" in median else "×") if unit == "×" else unit_suffix(unit)
+        label = f["label"] + (f"<br><sub>{f['note']}</sub>" if f.get("note") else "")
+        label = label.replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| {label} | {median} | {spread(f)} | {target_text(f)} | {met(f)} |")
+    return lines
+
+
+def machine_line(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    env = m.get("env") or {}
+    if env:
+        gpu += "; environment " + ", ".join(f"`{k}={v}`" for k, v in sorted(env.items()))
+    return (
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB"
+        f"{gpu}; Python {m.get('python', '?')}, torch {m.get('torch', '?')}, grpcio "
+        f"{m.get('grpcio', '?')}. Load average (1, 5, 15 min) at start "
+        f"{m.get('loadavg_at_start')}, at end {doc.get('loadavg_at_end')}; "
+        f"run {doc.get('started', '?')} → {doc.get('finished', '?')}."
+    )
+
+
+def header(doc: dict[str, Any]) -> list[str]:
+    return [
+        f"Command: `{doc.get('command', '?')}`  ",
+        f"Machine: {machine_line(doc)}",
+        "",
+    ]
+
+
+def load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    if not path.exists():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+# --------------------------------------------------------------------------- plots
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_wire(doc: dict[str, Any], path: Path) -> None:
+    plt = _plt()
+    cases = doc["cases"]
+    keys = sorted({(c["nu"], c["k"], c["tls"]) for c in cases})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    labels, ups, downs, payload = [], [], [], []
+    for nu, k, tls in keys:
+        runs = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (nu, k, tls)]
+        labels.append(f"ν={nu} K={k} {'TLS' if tls else 'plain'}")
+        ups.append(statistics.median(c["per_round"]["up"] for c in runs))
+        downs.append(statistics.median(c["per_round"]["down"] for c in runs))
+        payload.append(statistics.median(c["metrics_payload"]["total"] for c in runs))
+    x = range(len(labels))
+    ax.bar(x, ups, label="uplink (TCP payload)")
+    ax.bar(x, downs, bottom=ups, label="downlink (TCP payload)")
+    ax.plot(list(x), payload, "k_", markersize=18, label="protobuf payload (federator metrics)")
+    ax.axhline(64, color="r", linestyle="--", linewidth=1, label="target 64 B (ν=1, K=1)")
+    ax.set_xticks(list(x), labels, fontsize=7, rotation=40, ha="right")
+    ax.set_ylabel("bytes per client per round")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title("CYBER-0 on the wire (median over runs)")
+    ax = axes[1]
+    plain = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (1, 1, False)]
+    if plain:
+        kinds: dict[str, list[float]] = {}
+        for direction in ("up", "down"):
+            for c in plain:
+                for pc in c["per_client"]:
+                    for kind, v in _breakdown(pc[direction]).items():
+                        kinds.setdefault(f"{direction}|{kind}", []).append(v)
+        parts = sorted({k.split("|")[1] for k in kinds})
+        left = {"up": 0.0, "down": 0.0}
+        for part in parts:
+            vals = [statistics.median(kinds.get(f"{d}|{part}", [0.0])) for d in ("up", "down")]
+            ax.barh(["uplink", "downlink"], vals, left=[left["up"], left["down"]], label=part)
+            left["up"] += vals[0]
+            left["down"] += vals[1]
+        ax.set_xlabel("bytes per client per round (ν=1, K=1, plaintext)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title("where the bytes go")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_scale(doc: dict[str, Any], path: Path) -> None:
+    plt = _plt()
+    cases = doc["cases"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for rule in sorted({c["aggregator"] for c in cases}):
+        ns = sorted({c["n"] for c in cases if c["aggregator"] == rule})
+        med, lo, hi = [], [], []
+        for n in ns:
+            vals = [
+                statistics.median(c["federator_cpu_ms_per_round"])
+                for c in cases
+                if (c["aggregator"], c["n"]) == (rule, n)
+            ]
+            med.append(statistics.median(vals))
+            lo.append(statistics.median(vals) - min(vals))
+            hi.append(max(vals) - statistics.median(vals))
+        ax.errorbar(ns, med, yerr=[lo, hi], marker="o", capsize=3, label=rule)
+    ax.axhline(500, color="r", linestyle="--", linewidth=1, label="target 500 ms (CWTM, 2,000)")
+    ax.set_xlabel("training clients n (ν=64, K=1)")
+    ax.set_ylabel("federator CPU ms per round")
+    ax.legend()
+    ax.set_title("federator cost per round")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_step_memory(step: dict[str, Any] | None, mem: dict[str, Any] | None, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    if step:
+        figs = [f for f in step["figures"] if f["id"].endswith(".ratio")]
+        ax = axes[0]
+        ax.bar(
+            [f["id"].split(".", 2)[2].removesuffix(".ratio") for f in figs],
+            [f["median"] for f in figs],
+            yerr=[
+                [f["median"] - f["min"] for f in figs],
+                [f["max"] - f["median"] for f in figs],
+            ],
+            capsize=3,
+        )
+        ax.axhline(2, color="k", linestyle=":", linewidth=1, label="floor 2 (two forwards)")
+        ax.axhline(2.3, color="r", linestyle="--", linewidth=1, label="target 2.3")
+        ax.set_ylabel("ZO step time / forward time")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title("client step cost (CPU)")
+    if mem:
+        ax = axes[1]
+        models = sorted({r["model"] for r in mem["runs"]})
+        modes = ("inference", "zo", "backprop_adam")
+        width = 0.25
+        for i, mode in enumerate(modes):
+            vals = [
+                statistics.median(
+                    r["peak_mib"] for r in mem["runs"] if (r["model"], r["mode"]) == (m, mode)
+                )
+                for m in models
+            ]
+            ax.bar([j + i * width for j in range(len(models))], vals, width, label=mode)
+        ax.set_xticks([j + width for j in range(len(models))], models)
+        ax.set_ylabel("peak memory (MiB)")
+        ax.legend(fontsize=8)
+        ax.set_title("peak memory (CPU: peak RSS)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- sections
+def _breakdown(direction: dict[str, Any]) -> dict[str, float]:
+    """Bytes of one direction by kind (plaintext: frame-level; TLS: record overhead + inner)."""
+    out = {}
+    for key, v in direction.items():
+        if key == "bytes" or key.endswith("_frames") or key in ("grpc_messages", "data_frames"):
+            continue
+        if key in ("tls_records",):
+            continue
+        out[key.removesuffix("_bytes")] = float(v)
+    return out
+
+
+def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
+    lines = ["## 1. Bytes on the wire per client per round (`bench/wire.py`)", ""]
+    lines += header(doc)
+    cases = doc["cases"]
+    plain = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (1, 1, False)]
+    lines += [
+        "Federator and clients are separate processes (the shipped `cyber0-federator` CLI; one "
+        "process holding the training sessions, each with its own channel, TCP connection, "
+        "stream and identity, and a trivial trainer), connected through a byte-counting TCP "
+        "relay that parses every HTTP/2 frame (and the gRPC message prefixes inside DATA "
+        "frames; TLS records with TLS). Bytes per round are counted on established streams "
+        "between two rounds' aggregates (set-up and tear-down excluded); "
+        f"{doc['cases'][0]['clients']} clients, {doc['cases'][0]['rounds']} rounds per run, "
+        "the window skips the first fifth. With TLS: mutual TLS 1.3 with `cyber0-certs` "
+        "certificates."
+        if cases
+        else "No case was run.",
+        "",
+    ]
+    if doc.get("tls_note"):
+        lines += [f"*{doc['tls_note']}*", ""]
+    wire_figs = [f for f in doc["figures"] if f["id"].startswith("wire.nu")]
+    table_figs = [f for f in wire_figs if f["id"].endswith(".total") or "nu1.k1.plain" in f["id"]]
+    lines += figure_table(table_figs)
+    lines += [""]
+    # per-case up/down table
+    lines += [
+        "| case | uplink B | downlink B | total B | protobuf payload (federator metrics) B "
+        "| overhead B |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(c["nu"], c["k"], c["tls"]) for c in cases})
+    for nu, k, tls in keys:
+        runs = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (nu, k, tls)]
+        up = statistics.median(c["per_round"]["up"] for c in runs)
+        down = statistics.median(c["per_round"]["down"] for c in runs)
+        pay = statistics.median(c["metrics_payload"]["total"] for c in runs)
+        lines.append(
+            f"| ν={nu}, K={k}, {'TLS' if tls else 'plaintext'} | {fmt(up)} | {fmt(down)} | "
+            f"{fmt(up + down)} | {fmt(pay)} | {fmt(up + down - pay)} |"
+        )
+    lines += [""]
+    if plain:
+        lines += [
+            "### Frame by frame (ν=1, K=1, plaintext)",
+            "",
+            "Median over clients and runs, bytes per round (frames per round in brackets):",
+            "",
+            "| | uplink (client → federator) | downlink (federator → client) |",
+            "|---|---|---|",
+        ]
+        pcs = [pc for c in plain for pc in c["per_client"]]
+        present = {k for pc in pcs for d in ("up", "down") for k in pc[d]}
+        first = ["protobuf", "grpc_prefix", "data_frame_headers"]
+        rows = (
+            [k for k in first if k in present]
+            + sorted(k for k in present if k.endswith("_bytes") and k not in first)
+            + ["bytes"]
+        )
+        for key in rows:
+            cells = []
+            for d in ("up", "down"):
+                vals = [pc[d].get(key, 0.0) for pc in pcs]
+                frames_key = (
+                    key.replace("_bytes", "_frames")
+                    if key.endswith("_bytes")
+                    else {"grpc_prefix": "grpc_messages", "data_frame_headers": "data_frames"}.get(
+                        key, ""
+                    )
+                )
+                frames = [pc[d].get(frames_key, 0.0) for pc in pcs] if frames_key else []
+                cell = fmt(statistics.median(vals))
+                if frames:
+                    cell += f" ({statistics.median(frames):.2f})"
+                cells.append(cell)
+            name = ROW_NAMES.get(key, key.removesuffix("_bytes").replace("_", " "))
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines += [""]
+        lines += wire_analysis(doc, plain)
+    exp = [f for f in doc["figures"] if f["id"].startswith("wire.experiment")]
+    if exp:
+        lines += [
+            "### Flow-control settings tried (ν=1, K=1, plaintext, both ends)",
+            "",
+            *figure_table(exp),
+            "",
+        ]
+    fo = [f for f in doc["figures"] if f["id"].startswith(("wire.fo.", "wire.ratio."))]
+    if fo:
+        lines += [
+            "### First-order baseline on the same gRPC stack",
+            "",
+            "A generic grpc.aio bidirectional stream through the same relay, channel options "
+            "and processes layout; each round the client sends a d-float gradient (an `Update` "
+            "message of d floats) and receives the d-float aggregate. Sizes: "
+            + ", ".join(f"{k} d = {v:,}" for k, v in doc.get("sizes", {}).items())
+            + ". The ratio divides by the CYBER-0 ν=1, K=1 plaintext figure of the same run.",
+            "",
+            *figure_table(fo),
+            "",
+        ]
+    large = doc.get("large")
+    if large:
+        measured = [f for f in large["figures"] if f["id"] == "wire.fo.roberta_large_shape.total"]
+        extrapolated = [f for f in fo if f["id"] == "wire.fo.roberta_large_shape.total"]
+        if measured:
+            lines += [
+                "The 355M-float baseline was also sent for real, in a separate run "
+                f"(`{large['command']}`, load {large['machine'].get('loadavg_at_start')}): "
+                f"{fmt(measured[0]['median'])} B per round"
+                + (
+                    f" against {fmt(extrapolated[0]['median'])} B extrapolated above "
+                    f"({(measured[0]['median'] / extrapolated[0]['median'] - 1) * 100:+.4f} %)."
+                    if extrapolated
+                    else "."
+                ),
+                "",
+            ]
+    if cases:
+        png = figures_dir / "bench-wire.png"
+        plot_wire(doc, png)
+        lines += [f"![wire bytes]({_link(png)})", ""]
+    return lines
+
+
+def wire_analysis(doc: dict[str, Any], plain: list[dict[str, Any]]) -> list[str]:
+    """Why ν=1, K=1 costs what it costs: the floor of protocol v1 on gRPC's HTTP/2."""
+    pcs = [pc for c in plain for pc in c["per_client"]]
+
+    def med(d: str, key: str) -> float:
+        return float(statistics.median(pc[d].get(key, 0.0) for pc in pcs))
+
+    data = sum(
+        med(d, "protobuf") + med(d, "grpc_prefix") + med(d, "data_frame_headers")
+        for d in ("up", "down")
+    )
+    wu = sum(
+        med(d, k)
+        for d in ("up", "down")
+        for k in ("WINDOW_UPDATE_connection_bytes", "WINDOW_UPDATE_stream_bytes")
+    )
+    ping = sum(med(d, "PING_bytes") for d in ("up", "down"))
+    total = statistics.median(c["per_round"]["total"] for c in plain)
+    return [
+        "**Why ν=1, K=1 is not under 64 bytes.** A round of protocol v1 is three gRPC messages "
+        "on the client's stream: `RoundStart(t)` down, `Update(t)` up, `Aggregate(t)` down. "
+        "Each travels in its own HTTP/2 DATA frame (9-byte frame header + 5-byte gRPC prefix "
+        "+ protobuf): 18 + 24 + 24 = 66 bytes for t < 128 (one more byte per message for "
+        f"larger t), measured {fmt(data)} B. That alone is above 64. On top, gRPC core's "
+        "HTTP/2 flow control returns credit for every DATA byte it receives: when it next "
+        "writes (here: always, the protocol is ping-pong), it piggybacks a connection-level "
+        "WINDOW_UPDATE (13 B) if anything arrived since its last write and a stream-level one "
+        "(13 B) for what the application consumed. The client's `Update` and the federator's "
+        "`Aggregate` each follow a read, so each carries both: 4 × 13 = 52 B a round "
+        f"(measured {fmt(wu)} B). PINGs add {fmt(ping)} B a round (gRPC's BDP probes, and "
+        f"keepalive every 20 s). Total measured: {fmt(total)} B.",
+        "",
+        "Settings do not remove the updates (table below): `grpc.http2.bdp_probe=0` removes "
+        "the BDP PINGs only; a small `grpc.http2.lookahead_bytes` makes the receiver's "
+        "target window smaller than the 65,535-byte window HTTP/2 starts a connection with, "
+        "so the connection-level update is skipped — but only until the first 64 KiB have "
+        "arrived (about 2,000 rounds at ν=1, a few hundred at ν=64: seen in a side run of 400 "
+        "rounds at ν=64), after which it returns on every write, and it throttles large messages "
+        "(catch-up pages) to one window per round trip. None is shipped. gRPC core has no "
+        "setting for the piggyback policy (`TransportFlowControl::MaybeSendUpdate(writing_"
+        "anyway)` and `StreamFlowControl::DesiredAnnounceSize` in chttp2).",
+        "",
+        "What would go under 64 B: a protocol change merging `RoundStart(t+1)` into "
+        "`Aggregate(t)` (−18 B and one write per round) brings the DATA floor to 48 B, but the "
+        "two WINDOW_UPDATE pairs (52 B) would still make it ~100 B on gRPC; only a transport "
+        "without per-message flow-control credit (a plain length-prefixed TCP or QUIC stream) "
+        "reaches ~2 × (header + 8..10 B). The ratio target against the first-order baseline "
+        "(≥ 10⁷) is met with the current ~120 B.",
+        "",
+    ]
+
+
+def scale_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
+    lines = ["## 2. Federator scale (`bench/scale.py`)", ""]
+    lines += header(doc)
+    if doc.get("extra_command"):
+        lines += [f"Largest n: `{doc['extra_command']}` (same machine, run after).", ""]
+    cases = doc["cases"]
+    lines += [
+        "One federator process (the shipped CLI, default settings: keepalive 20 s, in-memory "
+        "log) and 1–4 client processes holding all the training identities as sessions with a "
+        "fixed-vector trainer, each its own channel, TCP connection, stream and identity; ν = "
+        "64, K = 1, f = n/5. Per run, medians over the rounds after the first three (joins and "
+        "the connection storm). *Federator CPU per round* is the federator process's user + "
+        "system CPU time between consecutive rounds (`/proc/<pid>/stat`): its own work for a "
+        "round, with no client compute in it. `round_ms` is RoundStart → broadcast on the wall "
+        "clock and includes the clients' response time on the same 2 cores. Runs = separate "
+        "runs.",
+        "",
+        *figure_table(doc["figures"]),
+        "",
+        "| rule | n | rounds/s | federator CPU ms/round | of which system (kernel) | "
+        "round_ms | aggregate_ms | federator peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rule, n in sorted({(c["aggregator"], c["n"]) for c in cases}):
+        runs = [c for c in cases if (c["aggregator"], c["n"]) == (rule, n)]
+        lines.append(
+            f"| {rule} | {n:,} | "
+            f"{fmt(statistics.median(c['rounds_per_s'] or 0 for c in runs))} | "
+            f"{fmt(statistics.median(statistics.median(c['federator_cpu_ms_per_round']) for c in runs))} | "  # noqa: E501
+            f"{statistics.median(c.get('federator_sys_fraction', 0) for c in runs):.0%} | "
+            f"{fmt(statistics.median(statistics.median(c['round_ms']) for c in runs))} | "
+            f"{fmt(statistics.median(statistics.median(c['aggregate_ms']) for c in runs))} | "
+            f"{fmt(statistics.median(c['federator_peak_rss_mib'] for c in runs))} |"
+        )
+    lines += [""]
+    for failure in doc.get("failures", []):
+        lines += [
+            f"*{failure['aggregator']}, n = {failure['n']:,} (run {failure['repeat']}) did not "
+            f"complete:* `{failure['error'][:300]}`",
+            "",
+        ]
+    ab = doc.get("gc_ab")
+    if ab and ab.get("compared"):
+        lines += [
+            "### A/B: the garbage-collector tuning",
+            "",
+            f"`{ab['command']}` — each run of the shipped federator is followed by the same "
+            "case with the tuning switched off in the federator process (prelude "
+            f"`{ab['compare_prelude']}`), so both see the same load (start "
+            f"{ab['machine'].get('loadavg_at_start')}, end {ab.get('loadavg_at_end')}).",
+            "",
+            "| run | shipped (GC tuned): federator CPU ms/round | GC tuning off | change |",
+            "|---|---|---|---|",
+        ]
+        for a, b in zip(ab["cases"], ab["compared"], strict=False):
+            x = statistics.median(a["federator_cpu_ms_per_round"])
+            y = statistics.median(b["federator_cpu_ms_per_round"])
+            lines.append(
+                f"| {a['aggregator']}, n = {a['n']:,}, run {a['repeat']} | {fmt(x)} | {fmt(y)} "
+                f"| {(x / y - 1) * 100:+.0f} % |"
+            )
+        lines += [""]
+    lines += scale_analysis()
+    if cases:
+        png = figures_dir / "bench-scale.png"
+        plot_scale(doc, png)
+        lines += [f"![federator scale]({_link(png)})", ""]
+    return lines
+
+
+def scale_analysis() -> list[str]:
+    return [
+        "**Where the federator's time goes** (py-spy on the federator, `python bench/scale.py "
+        "--profile`, CWTM, n = 2,000, after the change below): `context.write` in the "
+        "servicer's Train loop 43 % of the samples, the event loop itself 25 %, grpc.aio's "
+        "completion-queue thread 7 %, `context.read` 4 %; the round engine's own Python "
+        "(update checks, bookkeeping, RoundStart/Aggregate fan-out, the rule — CWTM on 2,000 × "
+        "64 floats takes ~16 ms, Krum ~250 ms for its 2,000 × 2,000 distances) is under 10 %. "
+        "Each client costs one read (`Update`) and two writes (`Aggregate(t)`, then "
+        "`RoundStart(t+1)`) a round, every write a `sendmsg` on the client's own connection, "
+        "done inline in the event-loop thread: 40–50 % of the federator's CPU is kernel time "
+        "(on loopback the sender also pays for the receiver's TCP processing). The cost is "
+        "linear in n, ~0.3 ms of federator CPU per client per round, so 2,000 clients land at "
+        "~600 ms on this shared 2-core machine.",
+        "",
+        "**Changed:** the federator process freezes its start-up objects out of Python's "
+        "cyclic garbage collector and collects the young generation every 20,000 net "
+        "allocations instead of 700 (`cyber0.server.app.tune_gc`, called by `serve`; grpc.aio "
+        "allocates several objects per message). Measured effect: the A/B table above "
+        "(a few to ~10 % of federator CPU at n = 2,000; earlier unrecorded A/B runs under "
+        "heavier load showed up to 25–30 %). No other server change: the engine's Python is "
+        "not where the time goes.",
+        "",
+        "**Not changed, proposed (a protocol v1 change, for the protocol's owner):** let "
+        "`Aggregate(t)` also open round t + 1 when the federator opens it at once (the usual "
+        "case), instead of a separate `RoundStart(t+1)`. That removes one of the two writes "
+        "per client per round — about a third of the federator's per-round CPU by the profile "
+        "above, which would bring n = 2,000 under the 500 ms target — and 18 B per client per "
+        "round from the wire (section 1).",
+        "",
+    ]
+
+
+def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str]:
+    lines = ["## 3. Client step cost (`bench/step.py`)", ""]
+    for name, doc in docs.items():
+        lines += [f"### {name}", ""]
+        lines += header(doc)
+        r = doc["results"]
+        lines += [
+            f"Device {r['device']}, {r['threads']} torch threads. A ZO step is "
+            "`ZOEstimator.step_scalars` (ν = 1; MiniLM on the in-place path, logistic "
+            "regression on the batched path the trainer uses, and the in-place path for "
+            "comparison) plus the update `apply_directions_`; forward = the same loss under "
+            "`inference_mode`, same batch; timed alternately in one process, the ratio taken "
+            "per pair. MiniLM: `AutoModelForSequenceClassification` from the offline folder, 2 "
+            "labels, batch 32 × 64 random token ids. Generator: one 22.7M-float tensor, "
+            "`fill_` and `torch.randn` alternately.",
+            "",
+            *figure_table(doc["figures"]),
+            "",
+        ]
+    if docs:
+        lines += step_analysis(docs)
+    return lines
+
+
+def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
+    """The ratio's anatomy, with the numbers of the default-settings CPU run."""
+    doc = docs.get("step-cpu") or next(iter(docs.values()))
+    r = doc["results"]
+    g = r["generator"]
+    randn = statistics.median(g["randn_s"])
+    lines = []
+    if "minilm" in r:
+        m = r["minilm"]
+        fwd = statistics.median(m["forward_s"])
+        zo = statistics.median(m["zo_step_s"])
+        upd = statistics.median(m["update_s"])
+        lines += [
+            "**Anatomy of the MiniLM ratio** (medians of the default-settings run): forward "
+            f"F = {fwd:.3f} s, ZO step {zo:.3f} s = two perturbed forwards + the update "
+            f"(U = {upd:.3f} s). The ± perturbations regenerate z tensor by tensor instead of "
+            "storing it (that is what keeps the memory at inference level, section 4) and the "
+            "update regenerates it once more: three generations of all d = 22.7M directions a "
+            f"step, each costing about U (a generation plus an axpy): 2F + 3U = "
+            f"{2 * fwd + 3 * upd:.2f} s against {zo:.2f} s measured. The 2.3 target needs "
+            f"3U ≤ 0.3F, i.e. U ≤ {0.1 * fwd * 1e3:.0f} ms for 22.7M floats, "
+            f"{upd / (0.1 * fwd):.1f}× faster than now and {randn / (0.1 * fwd):.1f}× faster "
+            f"than `torch.randn` ({randn * 1e3:.0f} ms here). Not met, and not reachable by "
+            "the generator alone; "
+            "what would close most of the gap: (a) for embedding tables, perturb only the rows "
+            "the batch looks up (directions are counter-based, so row r's slice is computable "
+            "alone; the 30,522 × 384 word embedding is half of MiniLM's parameters), (b) a "
+            "fused generator.",
+            "",
+        ]
+    compiled = g.get("compiled") or {}
+    lines += [
+        f"**The generator** is {statistics.median(g['fill_over_randn']):.1f}× slower than "
+        "`torch.randn` (target: no slower). It is an eager-mode counter hash + Box-Muller: ~27 "
+        "small torch ops per 65,536-pair block, each a 2-thread OpenMP region. Under CPU "
+        "contention that is what hurts most — with OpenMP's default spin-waiting, a barrier "
+        "waits for a descheduled thread: the same fill_ took up to "
+        f"{max(g['fill_s']):.1f} s in this run, and in side runs at load 10–16 it took 5–25 s "
+        "with 2 threads against 0.5 s with `OMP_WAIT_POLICY=PASSIVE` and 1.1 s with 1 thread "
+        "(`torch.randn`, a single op, stays at 0.15–0.5 s). The `OMP_WAIT_POLICY=PASSIVE` run "
+        "(`step-cpu-omp-passive` above) shows steadier figures; **recommended for clients on "
+        "shared CPUs** "
+        "(an environment setting: it must be set before torch is imported).",
+        "",
+    ]
+    if compiled.get("available"):
+        lines += [
+            "A `torch.compile`-fused version of the same arithmetic (prototype in "
+            f"`bench/step.py`, not shipped) runs at "
+            f"{statistics.median(compiled['fill_s']) / randn:.1f}× `torch.randn`, and is **not "
+            f"bitwise equal** to the shipped generator ({compiled['differing_elements']:,} of "
+            f"{g['floats']:,} elements differ, max |Δ| {compiled['max_abs_diff']:.1e}: "
+            "inductor's vectorised log/sin/cos round differently): adopting it changes every "
+            "party's model bits, a decision for the engine's owner, not made here.",
+            "",
+        ]
+    lines += [
+        "Logistic regression (d = 7,850) is all fixed overhead — hooks, `vmap`, dozens of "
+        "small ops for a few-µs forward — so its ratio says little about large models.",
+        "",
+    ]
+    return lines
+
+
+def memory_section(docs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## 4. Peak memory (`bench/memory.py`)", ""]
+    for name, doc in docs.items():
+        lines += [f"### {name}", ""]
+        lines += header(doc)
+        batches = sorted({(r["model"], tuple(r["batch"])) for r in doc["runs"]})
+        lines += [
+            "Each measurement in a fresh process; the operation runs twice (Adam's moments "
+            "exist in the second). CPU: peak RSS (`VmHWM`), which includes the interpreter and "
+            "torch (~350 MiB); the note gives the peak above the resident set once the model "
+            "is built. ZO step = ν = 1 on the in-place path plus the update. Batches: "
+            + ", ".join(f"{m} {b[0]} × {b[1]}" for m, b in batches)
+            + " (the 355M-parameter model runs at a smaller batch on CPU: a backprop step at "
+            "32 × 64 on 2 cores takes minutes).",
+            "",
+            *figure_table(doc["figures"]),
+            "",
+        ]
+    if docs:
+        lines += [
+            "The CPU measurements ran with `OMP_WAIT_POLICY=PASSIVE` (it changes timing, not "
+            "memory: the 355M model's ZO steps take minutes with the default spin-waiting "
+            "under this machine's load).",
+            "",
+            "**Changed:** the in-place path now writes w + μz into z's own buffer "
+            "(`z.mul_(scale).add_(param)` in `cyber0.common.perturbation.perturbed`, bitwise "
+            "equal to the former `param + z·scale`): one tensor's worth of extra memory instead "
+            "of two. MiniLM's largest tensor is the 30,522 × 384 word embedding (45 MiB): the "
+            "ZO peak went from 1.15× to ~1.06× the inference peak (CPU RSS).",
+            "",
+            "MeZO's 12× is measured on a GPU with OPT-13B, where weights, gradients and Adam "
+            "state dominate; on CPU the interpreter and torch's own footprint are in every "
+            "figure, so the backprop/ZO ratio is smaller (the GPU script measures tensors "
+            "only).",
+            "",
+        ]
+    return lines
+
+
+def summary_section(all_figs: list[dict[str, Any]]) -> list[str]:
+    targets = [f for f in all_figs if f.get("target")]
+    lines = ["## Targets at a glance", ""]
+    lines += figure_table(targets)
+    lines += [""]
+    return lines
+
+
+def _link(png: Path) -> str:
+    return Path(os.path.relpath(png, _DOC_DIR)).as_posix()
+
+
+_DOC_DIR = ROOT
+
+
+def build(results: Path, figures_dir: Path, doc_dir: Path = ROOT) -> str:
+    global _DOC_DIR
+    _DOC_DIR = doc_dir
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    wire = load(results, "wire")
+    wire_large = load(results, "wire-large")  # bench/wire.py --baseline-only --send-large
+    if wire and wire_large:
+        wire = dict(wire)
+        wire["large"] = wire_large
+    scale = load(results, "scale")
+    scale_max = load(results, "scale-max")  # python bench/scale.py --clients N --name scale-max
+    if scale and scale_max:
+        scale = dict(scale)
+        scale["cases"] = [*scale["cases"], *scale_max["cases"]]
+        scale["figures"] = [*scale["figures"], *scale_max["figures"]]
+        scale["extra_command"] = scale_max.get("command")
+    gc_ab = load(results, "scale-gc-ab")  # bench/scale.py --compare-prelude (GC tuning off)
+    if scale and gc_ab:
+        scale = dict(scale)
+        scale["gc_ab"] = gc_ab
+
+    def by_name(pattern: str) -> dict[str, dict[str, Any]]:
+        """Result documents matching ``pattern``, the plain ``<x>-cpu`` one first."""
+        names = sorted((p.stem for p in results.glob(pattern)), key=lambda n: (len(n), n))
+        return {n: doc for n in names if (doc := load(results, n))}
+
+    steps = by_name("step-*.json")
+    mems = by_name("memory-*.json")
+    all_figs: list[dict[str, Any]] = []
+    for d in [wire, scale, *steps.values(), *mems.values()]:
+        if d:
+            all_figs += d["figures"]
+    lines = [
+        "# CYBER-0 benchmarks",
+        "",
+        "Generated by `python bench/report.py` from `bench/results/*.json`; do not edit by "
+        "hand. Each section gives the command that produced it, the machine and its load "
+        "average. The machines are shared: every figure is the median of several runs with "
+        "the spread (min – max), and ratios are measured side by side in one run. None of "
+        "these figures is asserted by a test (`tests/test_bench.py` only checks that the "
+        "scripts run and write well-formed results).",
+        "",
+    ]
+    lines += summary_section(all_figs)
+    lines += wire_section(wire, figures_dir) if wire else ["## 1. Wire bytes", "", "Not run.", ""]
+    lines += scale_section(scale, figures_dir) if scale else ["## 2. Scale", "", "Not run.", ""]
+    lines += step_section(steps, figures_dir) if steps else ["## 3. Step", "", "Not run.", ""]
+    lines += memory_section(mems) if mems else ["## 4. Memory", "", "Not run.", ""]
+    if "step-cpu" in steps or "memory-cpu" in mems:
+        png = figures_dir / "bench-step-memory.png"
+        plot_step_memory(steps.get("step-cpu"), mems.get("memory-cpu"), png)
+        lines += [f"![step and memory]({_link(png)})", ""]
+    lines += ["## 5. GPU (`bench/gpu.sh`)", ""]
+    if "step-cuda" in steps or "memory-cuda" in mems:
+        lines += ["See the `step-cuda` and `memory-cuda` parts above.", ""]
+    else:
+        lines += [
+            "Not run: no CUDA device was available when these results were produced. "
+            "`bash bench/gpu.sh` runs items 3 and 4 on a CUDA device in under 5 minutes "
+            "(`step-cuda.json`, `memory-cuda.json`, `gpu-card.txt` into `$OUT` or "
+            "`bench/results/`), including the CPU-vs-GPU agreement of the generator (Gaussian: "
+            "max |Δ| and differing elements; Rademacher: bitwise equality); without CUDA it "
+            "exits 2 having measured nothing.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    text = build(Path(args.results), Path(args.figures).resolve(), out.parent)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

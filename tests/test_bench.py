@@ -1,0 +1,217 @@
+"""Smoke tests of the benchmark scripts (bench/wire.py, scale.py, step.py, memory.py, report.py):
+tiny sizes, the output JSON's schema and basic sanity. No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+FIGURE_KEYS = {"id", "label", "unit", "median", "min", "max", "runs", "target", "met", "note"}
+
+
+def _module(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every script's quick mode, run concurrently (they mostly wait on process start-up)."""
+    out = tmp_path_factory.mktemp("bench-results")
+    commands = [
+        ["wire.py", "--quick", "--tls", "off"],
+        ["scale.py", "--quick", "--clients", "6"],
+        ["step.py", "--quick", "--no-compiled"],
+        ["memory.py", "--quick"],
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(BENCH / c[0]), *c[1:], "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in commands
+    ]
+    failures = []
+    for cmd, proc in zip(commands, procs, strict=True):
+        try:
+            text, _ = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        if proc.returncode != 0:
+            failures.append(f"{cmd}: exit {proc.returncode}\n{text[-3000:]}")
+    assert not failures, "\n".join(failures)
+    yield out
+
+
+def _doc(results: Path, name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((results / f"{name}.json").read_text())
+    assert doc["benchmark"] == name
+    assert {"command", "machine", "started", "finished", "figures"} <= set(doc)
+    assert doc["machine"]["cores"] >= 1
+    for fig in doc["figures"]:
+        assert set(fig) >= FIGURE_KEYS, fig
+        assert fig["met"] in (True, False, None)
+        assert (fig["met"] is None) == (fig["target"] is None or fig["median"] is None)
+    return doc
+
+
+# --------------------------------------------------------------------------- wire
+def test_wire_counts_more_tcp_bytes_than_protobuf_and_explains_them(results: Path) -> None:
+    doc = _doc(results, "wire")
+    (case,) = doc["cases"]
+    assert (case["nu"], case["k"], case["tls"]) == (1, 1, False)
+    for client in case["per_client"]:
+        for d in ("up", "down"):
+            part = client[d]
+            # one Update up, RoundStart + Aggregate down, each in its own DATA frame
+            assert part["grpc_messages"] == pytest.approx(1.0 if d == "up" else 2.0, abs=0.2)
+            assert part["bytes"] > case["metrics_payload"][d]
+            explained = sum(
+                v
+                for k, v in part.items()
+                if k in ("protobuf", "grpc_prefix", "data_frame_headers") or k.endswith("_bytes")
+            )
+            assert explained == pytest.approx(part["bytes"], rel=0.1)
+        assert client["setup"]["up"] > 0
+    (fo,) = doc["baselines"]
+    assert fo["d"] == 7850
+    assert fo["total"] >= 2 * 4 * 7850
+    ids = {f["id"] for f in doc["figures"]}
+    assert {"wire.nu1.k1.plain.total", "wire.fo.mnist_logreg.total"} <= ids
+    assert "wire.ratio.mnist_logreg" in ids
+
+
+def test_wire_frame_parser_attributes_every_byte() -> None:
+    wire = _module("wire")
+    d = wire.Direction(tls=False, preface=True)
+
+    def frame(kind: int, stream: int, payload: bytes) -> bytes:
+        return (
+            len(payload).to_bytes(3, "big") + bytes([kind, 0]) + stream.to_bytes(4, "big") + payload
+        )
+
+    msg = wire.dense_message(3, b"\x00" * 8)
+    grpc_stream = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in (msg, msg[:5]))
+    data = (
+        wire.PREFACE
+        + frame(4, 0, b"")  # SETTINGS
+        + frame(0, 1, grpc_stream)  # DATA with two gRPC messages
+        + frame(8, 0, (100).to_bytes(4, "big"))  # connection WINDOW_UPDATE
+        + frame(8, 1, (100).to_bytes(4, "big"))  # stream WINDOW_UPDATE
+    )
+    for i in range(0, len(data), 7):  # arbitrary chunking
+        d.feed(data[i : i + 7], float(i))
+    kinds = [k for _, k, _ in d.events]
+    assert kinds == [
+        "preface",
+        "SETTINGS",
+        "DATA",
+        "grpc_message",
+        "grpc_message",
+        "WINDOW_UPDATE_connection",
+        "WINDOW_UPDATE_stream",
+    ]
+    sizes = {k: n for _, k, n in d.events if k != "grpc_message"}
+    assert sizes["DATA"] == 9 + len(grpc_stream)
+    assert [n for _, k, n in d.events if k == "grpc_message"] == [len(msg), 5]
+    assert d.total == len(data)
+    total, size, _count = d.window(-1.0, float(len(data)))
+    assert total == len(data) == sum(n for k, n in size.items() if k != "grpc_message")
+
+
+def test_dense_message_is_the_protobuf_encoding() -> None:
+    wire = _module("wire")
+    from cyber0 import wire as cyber_wire
+
+    values = [0.5, -1.25, 3.0]
+    import numpy as np
+
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    for round_ in (0, 5, 300):
+        expected = cyber_wire.update_message(round_, values).SerializeToString()
+        assert wire.dense_message(round_, raw) == expected
+        assert wire.dense_message_size(round_, 3) == len(expected)
+
+
+# --------------------------------------------------------------------------- scale
+def test_scale_reports_the_federator_cost_per_round(results: Path) -> None:
+    doc = _doc(results, "scale")
+    (case,) = doc["cases"]
+    assert case["n"] == 6 and case["aggregator"] == "cwtm"
+    assert case["rounds_per_s"] > 0
+    assert case["federator_cpu_ms_per_round"]
+    assert all(v >= 0 for v in case["federator_cpu_ms_per_round"])
+    assert set(case["participants"]) == {6}
+    assert 0 <= case["federator_sys_fraction"] <= 1
+    assert any(f["id"] == "scale.cwtm.n6.federator_cpu_ms" for f in doc["figures"])
+
+
+# --------------------------------------------------------------------------- step
+def test_step_reports_ratios_and_generator_throughput(results: Path) -> None:
+    doc = _doc(results, "step-cpu")
+    r = doc["results"]
+    for path in ("batched", "inplace"):
+        run = r["logreg"][path]
+        assert run["parameters"] == 7850
+        assert len(run["ratio"]) == len(run["forward_s"]) == len(run["zo_step_s"])
+        assert all(x > 0 for x in run["ratio"])
+    g = r["generator"]
+    assert len(g["fill_s"]) == len(g["randn_s"]) == len(g["fill_over_randn"])
+    ids = {f["id"] for f in doc["figures"]}
+    assert {"step.cpu.logreg.batched.ratio", "step.cpu.generator.fill_over_randn"} <= ids
+
+
+def test_step_agreement_check_compares_cpu_with_itself() -> None:
+    import torch
+
+    step = _module("step")
+    a = step.agreement(torch.device("cpu"), 1000)
+    assert a["gaussian_differing_elements"] == 0 and a["rademacher_bitwise_equal"]
+    assert len(a["cases"]) == 6
+
+
+# --------------------------------------------------------------------------- memory
+def test_memory_measures_three_modes_in_fresh_processes(results: Path) -> None:
+    doc = _doc(results, "memory-cpu")
+    modes = {r["mode"] for r in doc["runs"]}
+    assert modes == {"inference", "zo", "backprop_adam"}
+    for r in doc["runs"]:
+        assert r["peak_mib"] > 0 and r["peak_mib"] >= r["before_mib"] - 1
+        assert r["trainable"] > 0
+    ids = {f["id"] for f in doc["figures"]}
+    assert {"memory.cpu.tiny.zo_over_inference", "memory.cpu.tiny.backprop_over_zo"} <= ids
+
+
+# --------------------------------------------------------------------------- report
+def test_report_renders_every_section_with_targets(results: Path, tmp_path: Path) -> None:
+    report = _module("report")
+    text = report.build(results, tmp_path / "figures", tmp_path)
+    for heading in ("## Targets at a glance", "## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+        assert heading in text
+    assert "≤ 64 B" in text and ("**not met**" in text or "**met**" in text)
+    assert "Command: `python bench/wire.py --quick" in text
+    assert (tmp_path / "figures" / "bench-wire.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "bench-scale.png").stat().st_size > 0
+
+
+def test_figure_targets() -> None:
+    common = _module("_common")
+    assert common.met(60, "<= 64") is True
+    assert common.met(98, "<= 64") is False
+    assert common.met(2.5e7, ">= 1e7") is True
+    assert common.met(3.0, None) is None
+    fig = common.figure("x", "x", "B", [3, 1, 2], target="< 2.5")
+    assert (fig["median"], fig["min"], fig["max"], fig["met"]) == (2, 1, 3, True)
