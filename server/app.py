@@ -28,6 +28,10 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 """``cyber0.v1.Federation``, as health checking and reflection name it."""
 
 _log = logging.getLogger("cyber0.federator")
+#: After the last round, the federator exits once no stream has been open for this long: longer
+#: than a client's default maximum reconnect backoff (10 s), so a party that is reconnecting
+#: still gets the last aggregates.
+IDLE_QUIET_SECONDS = 12.0
 
 
 class MetricsFile:
@@ -234,7 +238,7 @@ async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
                     config.settings.linger,
                 )
                 idle = asyncio.ensure_future(
-                    federator.engine.wait_streams_closed(config.settings.linger)
+                    federator.engine.wait_idle(IDLE_QUIET_SECONDS, config.settings.linger)
                 )
                 await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 idle.cancel()

@@ -453,11 +453,18 @@ class RoundEngine:
         assert self._task is not None, "start() first"
         await asyncio.shield(self._task)
 
-    async def wait_streams_closed(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until no stream is open; True if none is."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        await self._wait_until(lambda: not self._streams, deadline)
-        return not self._streams
+    async def wait_idle(self, quiet: float, timeout: float) -> None:
+        """Return once no stream has been open for ``quiet`` seconds in a row (a party in
+        reconnect backoff gets that long to come back), or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await self._wait_until(lambda: not self._streams, deadline)
+            if self._streams:
+                return
+            await self._wait_until(lambda: bool(self._streams), min(deadline, loop.time() + quiet))
+            if not self._streams:
+                return
 
     async def _run(self) -> None:
         while self._round.index < self.plan.rounds:
