@@ -30,6 +30,7 @@ differently (measured in ``bench/gpu.sh``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,7 @@ GAMMA = 0x9E3779B97F4A7C15
 MIX_C1 = 0xBF58476D1CE4E5B9
 MIX_C2 = 0x94D049BB133111EB
 #: Pairs (Gaussian) or elements (Rademacher) generated per block: keeps temporaries in cache.
-BLOCK = 1 << 16
+BLOCK = 1 << 18
 #: Below this many elements (terms × tensor size) an update generates all its directions at once.
 BATCH_UPDATE_ELEMENTS = 1 << 22
 _TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
@@ -85,11 +86,17 @@ def _mix64_(z: Tensor, tmp: Tensor) -> None:
             z.mul_(_signed(mult))
 
 
+@functools.cache
+def _gamma_steps(device: torch.device) -> Tensor:
+    """``GAMMA * (c + 1)`` for c = 0 .. BLOCK - 1 (wrapping int64), cached per device."""
+    return torch.arange(1, BLOCK + 1, dtype=torch.int64, device=device).mul_(_signed(GAMMA))
+
+
 def _hash_block(keys: Tensor, start: int, count: int) -> Tensor:
     """``x_c`` for counters ``start .. start + count - 1`` under each key of ``keys`` (T, 1):
     a (T, count) int64 tensor holding the uint64 bits."""
-    counters = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=keys.device)
-    z = counters.mul_(_signed(GAMMA)).unsqueeze(0) + keys
+    offset = _signed(GAMMA * start & MASK64)
+    z = torch.add(keys, offset).add(_gamma_steps(keys.device)[:count])
     _mix64_(z, torch.empty_like(z))
     return z
 
@@ -98,7 +105,7 @@ def _gaussian_block(x: Tensor, out: Tensor) -> None:
     """Box-Muller from hashes ``x`` (T, c) into float32 ``out`` (T, 2c): pairs (cos, sin)."""
     h = (x >> 40).bitwise_and_(0xFFFFFF)
     low = (x >> 8).bitwise_and_(0xFFFFFF)
-    v = torch.sub(1 << 24, h).to(torch.float32).mul_(2.0**-24)
+    v = h.to(torch.float32).mul_(-(2.0**-24)).add_(1.0)  # 1 - h / 2**24, exact
     r = v.log_().mul_(-2.0).sqrt_()
     theta = low.to(torch.float32).mul_(_TWO_PI_2M24)
     pairs = out.view(*x.shape, 2)
