@@ -17,7 +17,7 @@ Reported per (rule, n), over the rounds after the connection storm:
   50 ms and cut at the round times of the metrics file): all the work the federator does for a
   round, receiving n updates, checking them, aggregating, committing, broadcasting n aggregates
   and n round starts;
-* the metrics' ``round_ms`` (RoundStart → broadcast, wall; includes the clients' response time)
+* the metrics' ``round_ms`` (round opened → broadcast, wall; includes the clients' response time)
   and ``aggregate_ms`` (the rule alone).
 """
 
@@ -318,7 +318,7 @@ def figures(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             figure(
                 f"scale.{rule}.n{n}.round_ms",
-                f"{rule}, n={n}: round_ms (RoundStart → broadcast, wall, clients sharing the "
+                f"{rule}, n={n}: round_ms (round opened → broadcast, wall, clients sharing the "
                 "2 cores)",
                 "ms",
                 [statistics.median(c["round_ms"]) for c in runs],

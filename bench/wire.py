@@ -954,7 +954,7 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
             figure(
                 "wire.nu1.k1.plain.data_only",
                 "ν=1, K=1: the DATA frames alone (protobuf + gRPC prefix + frame header), "
-                "up+down: protocol v1's floor on HTTP/2 with no flow-control frames",
+                "up+down: the protocol's floor on HTTP/2 with no flow-control frames",
                 "B",
                 [_data_only(c) for c in plain_1],
             )

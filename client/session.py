@@ -1,9 +1,11 @@
-"""The network half of a client daemon: protocol v1 driven for a model-agnostic :class:`Trainer`.
+"""The network half of a client daemon: the federation protocol driven for a model-agnostic
+:class:`Trainer`.
 
 A :class:`Session` is one identity (client id) talking to one federator:
 Join → ``trainer.setup(plan, shard)`` (first join only) → catch up with GetAggregates pages →
-Train stream (Hello; on RoundStart(t): ``compute_update(t)`` in a worker thread and send the
-Update; on Aggregate(t): ``apply_aggregate`` in order, catching up first on a gap) → after the
+Train stream (Hello; on Aggregate(t): ``apply_aggregate`` in order, catching up first on a gap;
+on RoundStart(t), or an Aggregate(t−1) with ``next_open``: ``compute_update(t)`` in a worker
+thread and send the Update) → after the
 last round's aggregate, a final Report with the model digest, half-close, done. On a lost
 connection it reconnects with capped exponential backoff, jittered by a seeded RNG.
 
@@ -405,17 +407,26 @@ class Session:
     ) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "round_start":
-            t = msg.round_start.round
-            await self._catch_up(stub, t)
-            # A model shared with faster sessions may already be past t: nothing to compute.
-            if self.config.role == "train" and self.model.applied_round == t - 1:
-                values = await self.model.compute(t)
-                await call.write(wire.update_message(t, values))
+            await self._start_round(stub, call, msg.round_start.round)
         elif kind == "aggregate":
             t = msg.aggregate.round
             await self._catch_up(stub, t)
             await self.model.apply(t, list(msg.aggregate.values))
             await self._after_round(call, t)
+            if msg.aggregate.next_open:
+                await self._start_round(stub, call, t + 1)
+
+    async def _start_round(
+        self, stub: pb_grpc.FederationStub, call: grpc.aio.StreamStreamCall, t: int
+    ) -> None:
+        """Round ``t`` is open: a training client catches up and sends its update."""
+        if self.config.role != "train":
+            return
+        await self._catch_up(stub, t)
+        # A model shared with faster sessions may already be past t: nothing to compute.
+        if self.model.applied_round == t - 1:
+            values = await self.model.compute(t)
+            await call.write(wire.update_message(t, values))
 
     async def _after_round(self, call: grpc.aio.StreamStreamCall, t: int) -> None:
         plan = self._require_plan()

@@ -8,16 +8,20 @@ aggregation runs in a worker thread and log writes in the log's own thread.
 Round state machine (round t, m = plan.zo.scalars_per_round, n = plan.n_clients, q = quorum):
 
 * WAITING: round t opens once at least q training clients have a stream open.
-* OPEN: RoundStart(t) goes to every connected training client (and to one that connects while t is
-  open). Updates are checked (role, round, one per client, length m, finite). A refused client is
-  excluded from t. The round closes as soon as |received| ≥ q and every one of the n training
-  clients has either sent an update or been excluded, or at the deadline (``round_timeout`` after
-  opening) if |received| ≥ q; past the deadline it closes as soon as q updates are in (it never
-  closes with fewer: the rule's guarantee assumes them).
+* OPEN: RoundStart(t) goes to every connected training client (and to one that connects while t
+  is open), unless t opened on the Aggregate of t−1 (see CLOSING). Updates are checked (role,
+  round, one per client, length m, finite). A refused client is excluded from t. The round closes
+  as soon as |received| ≥ q and every one of the n training clients has either sent an update or
+  been excluded, or at the deadline (``round_timeout`` after opening) if |received| ≥ q; past the
+  deadline it closes as soon as q updates are in (it never closes with fewer: the rule's
+  guarantee assumes them).
 * CLOSING: the rule runs on exactly the received vectors (rows in shard order), the round is
   committed to the log, then the Aggregate is broadcast to every open stream (training clients,
-  late or not, and observers). An update that arrives now for t from a client that was sent
-  RoundStart(t) and did not answer is dropped silently (late, not an error).
+  late or not, and observers). When another round follows and q training clients are connected,
+  round t+1 opens at once and the broadcast carries ``next_open``: for a training client it
+  stands for RoundStart(t+1), so a round costs one write per client, not two. An update that
+  arrives now for t from a client that was invited to t and did not answer is dropped silently
+  (late, not an error).
 """
 
 from __future__ import annotations
@@ -468,8 +472,9 @@ class RoundEngine:
 
     async def _run(self) -> None:
         while self._round.index < self.plan.rounds:
-            await self._wait_until(lambda: self._trainers_connected() >= self._quorum)
-            self._open_round()
+            if not self._round.is_open:  # else it opened on the previous round's Aggregate
+                await self._wait_until(lambda: self._trainers_connected() >= self._quorum)
+                self._open_round()
             deadline = asyncio.get_running_loop().time() + self._round_timeout
             await self._wait_until(self._can_close_early, deadline)
             r = self._round
@@ -511,8 +516,7 @@ class RoundEngine:
 
     def _open_round(self) -> None:
         r = self._round
-        r.is_open = True
-        r.opened_at = time.perf_counter()
+        r.is_open, r.opened_at = True, time.perf_counter()
         for stream in list(self._streams.values()):
             if stream.role == "train" and stream.client_id not in r.excluded:
                 self._invite(stream)
@@ -543,8 +547,7 @@ class RoundEngine:
         record = RoundRecord(r.index, data, tuple(order), tuple(r.rejected))
         await asyncio.get_running_loop().run_in_executor(self._db, self._log.append_round, record)
         self._aggregates.append(data)
-        msg = pb.ServerMessage(aggregate=wire.aggregate(r.index, data))
-        recipients = sum(stream.push(msg) for stream in list(self._streams.values()))
+        recipients, downlink_bytes = self._broadcast(r.index, data)
         round_ms = (time.perf_counter() - r.opened_at) * 1e3
         _log.info(
             "round %d closed: %d updates, %d refused, %.1f ms",
@@ -560,12 +563,36 @@ class RoundEngine:
                 "participants": list(order),
                 "rejected": [{"client": c, "reason": why} for c, why in r.rejected],
                 "uplink_payload_bytes": r.uplink_bytes,
-                "downlink_payload_bytes": msg.ByteSize() * recipients,
+                "downlink_payload_bytes": downlink_bytes,
                 "recipients": recipients,
                 "aggregate_ms": round(aggregate_ms, 3),
                 "round_ms": round(round_ms, 3),
             }
         )
+
+    def _broadcast(self, index: int, data: bytes) -> tuple[int, int]:
+        """Push the Aggregate of round ``index`` to every open stream, opening round
+        ``index + 1`` with it when that round exists and a quorum is connected (``next_open``;
+        a training client already refused from that round gets the plain Aggregate).
+        Returns (recipients, payload bytes pushed)."""
+        nxt = self._round
+        opens = nxt.index < self.plan.rounds and self._trainers_connected() >= self._quorum
+        plain = pb.ServerMessage(aggregate=wire.aggregate(index, data))
+        opening = pb.ServerMessage(aggregate=wire.aggregate(index, data, next_open=True))
+        if opens:
+            nxt.is_open, nxt.opened_at = True, time.perf_counter()
+        recipients = downlink_bytes = 0
+        for stream in list(self._streams.values()):
+            invite = opens and stream.client_id not in nxt.excluded
+            msg = opening if invite else plain
+            if stream.push(msg):
+                recipients += 1
+                downlink_bytes += msg.ByteSize()
+                if invite and stream.role == "train":
+                    nxt.invited.add(stream.client_id)
+        if opens:
+            _log.info("round %d open on the aggregate (%d invited)", nxt.index, len(nxt.invited))
+        return recipients, downlink_bytes
 
     def _emit(self, record: dict[str, Any]) -> None:
         if self._metrics is not None:

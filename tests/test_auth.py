@@ -34,6 +34,7 @@ from test_federator import (
     run,
 )
 
+from cyber0 import wire
 from cyber0.client.cli import build_parser as client_parser
 from cyber0.client.cli import build_sessions
 from cyber0.client.session import Session, SessionConfig, TLSFiles, channel_factory
@@ -108,7 +109,9 @@ async def tls_stub(address: str, files: TLSFiles) -> AsyncIterator[pb_grpc.Feder
 
 def join_request(client_id: str, token: str = "") -> pb.JoinRequest:
     credentials = pb.Credentials(client_id=client_id, token=token)
-    return pb.JoinRequest(credentials=credentials, role=pb.ROLE_TRAIN, protocol_version=1)
+    return pb.JoinRequest(
+        credentials=credentials, role=pb.ROLE_TRAIN, protocol_version=wire.PROTOCOL_VERSION
+    )
 
 
 async def refused(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -386,7 +389,7 @@ def test_tokens_are_checked_in_constant_time_and_wrong_ones_refused(tmp_path: Pa
         async with federation(config) as fed, grpc.aio.insecure_channel(fed.address) as channel:
             stub = pb_grpc.FederationStub(channel)
             answer = await stub.Join(join_request("c0", token), timeout=5)
-            assert answer.protocol_version == 1
+            assert answer.protocol_version == wire.PROTOCOL_VERSION
             for cid, presented in (("c1", token), ("c0", token + "x"), ("c0", ""), ("eve", token)):
                 error = await refused(stub.Join(join_request(cid, presented), timeout=5))
                 assert error.code() == grpc.StatusCode.UNAUTHENTICATED

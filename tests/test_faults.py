@@ -33,6 +33,7 @@ import yaml
 from test_federator import FakeTrainer, sessions_for
 from test_federator_cli import start
 
+from cyber0 import wire
 from cyber0.client import demo
 from cyber0.client.session import SessionError
 from cyber0.server import certs
@@ -267,7 +268,9 @@ def joined_round(address: str) -> int:
         async with grpc.aio.insecure_channel(address) as channel:
             credentials = pb.Credentials(client_id="auditor")
             request = pb.JoinRequest(
-                credentials=credentials, role=pb.ROLE_OBSERVER, protocol_version=1
+                credentials=credentials,
+                role=pb.ROLE_OBSERVER,
+                protocol_version=wire.PROTOCOL_VERSION,
             )
             answer = await pb_grpc.FederationStub(channel).Join(request, timeout=10)
             return int(answer.current_round)

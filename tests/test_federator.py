@@ -129,7 +129,9 @@ def creds(client_id: str) -> pb.Credentials:
 async def join(
     stub: pb_grpc.FederationStub, client_id: str, role: pb.Role = pb.ROLE_TRAIN
 ) -> pb.JoinResponse:
-    request = pb.JoinRequest(credentials=creds(client_id), role=role, protocol_version=1)
+    request = pb.JoinRequest(
+        credentials=creds(client_id), role=role, protocol_version=wire.PROTOCOL_VERSION
+    )
     response: pb.JoinResponse = await stub.Join(request, timeout=5)
     return response
 
@@ -205,7 +207,10 @@ def test_full_run_every_party_gets_the_rule_applied_to_what_was_sent(tmp_path: P
         assert sorted(r["participants"]) == [f"c{i}" for i in range(5)]
         assert r["rejected"] == []
         assert r["uplink_payload_bytes"] == 5 * update_size(r["round"], m)
-        aggregate_msg = pb.ServerMessage(aggregate=pb.Aggregate(round=r["round"], values=[0.0] * m))
+        # Rounds 0 and 1 open the next round on their aggregate (next_open: 2 more bytes).
+        aggregate_msg = pb.ServerMessage(
+            aggregate=pb.Aggregate(round=r["round"], values=[0.0] * m, next_open=r["round"] < 2)
+        )
         assert r["downlink_payload_bytes"] == 5 * aggregate_msg.ByteSize()
     reports = [r for r in records if r["event"] == "report"]
     assert {r["client"] for r in reports} == {f"c{i}" for i in range(5)}
@@ -399,8 +404,8 @@ def test_stale_update_observer_update_and_protocol_misuse_are_refused() -> None:
                 assert (await read(call)).round_start.round == 0
                 await call.write(good(0, i))
             for call in calls:
-                assert (await read(call)).aggregate.round == 0
-                assert (await read(call)).round_start.round == 1
+                opened = (await read(call)).aggregate
+                assert opened.round == 0 and opened.next_open  # round 1 opens with it
             await calls[0].write(good(0, 0))
             await expect(
                 calls[0],
@@ -410,13 +415,14 @@ def test_stale_update_observer_update_and_protocol_misuse_are_refused() -> None:
             # Wrong protocol version and a bad role at Join.
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Join(
-                    pb.JoinRequest(credentials=creds("x"), role=pb.ROLE_TRAIN, protocol_version=2),
+                    pb.JoinRequest(credentials=creds("x"), role=pb.ROLE_TRAIN, protocol_version=1),
                     timeout=5,
                 )
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Join(
-                    pb.JoinRequest(credentials=creds("x"), protocol_version=1), timeout=5
+                    pb.JoinRequest(credentials=creds("x"), protocol_version=wire.PROTOCOL_VERSION),
+                    timeout=5,
                 )
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             # A third training identity: the federation (n = 2) is full.
@@ -430,10 +436,11 @@ def test_stale_update_observer_update_and_protocol_misuse_are_refused() -> None:
 
 # ------------------------------------------------------------------------ durable log
 def test_restart_from_the_log_resumes_at_the_next_round(tmp_path: Path) -> None:
-    """Stop the federator after 2 of 5 rounds; a new one on the same port and log resumes at the
-    next round, serves identical aggregate bytes, and the clients reconnect and finish."""
+    """Stop the federator after at least 2 of 40 rounds (rounds take milliseconds here); a new
+    one on the same port and log resumes at the next round, serves identical aggregate bytes, and
+    the clients reconnect and finish."""
     db = str(tmp_path / "log.db")
-    config = make_config(n=3, f=0, aggregator="mean", rounds=5, log_db=db)
+    config = make_config(n=3, f=0, aggregator="mean", rounds=40, log_db=db)
     trainers = [FakeTrainer(seed=i) for i in range(3)]
 
     async def fetch_all(address: str, count: int) -> list[bytes]:
@@ -457,17 +464,19 @@ def test_restart_from_the_log_resumes_at_the_next_round(tmp_path: Path) -> None:
         logged = DurableLog.open(db, config.plan)
         done = len(logged.aggregates())
         logged.close()
-        assert 2 <= done < 5
-        second = Federator(make_config(n=3, f=0, aggregator="mean", rounds=5, log_db=db, port=port))
+        assert 2 <= done < 40
+        second = Federator(
+            make_config(n=3, f=0, aggregator="mean", rounds=40, log_db=db, port=port)
+        )
         await second.start()
         try:
             assert second.engine is not None
             assert second.engine.completed_rounds == done
             before = await fetch_all(second.address, done)
             results = await asyncio.gather(*tasks)
-            assert {r.applied_round for r in results} == {4}
+            assert {r.applied_round for r in results} == {39}
             assert sum(r.reconnects for r in results) >= 3
-            after = await fetch_all(second.address, 5)
+            after = await fetch_all(second.address, 40)
             assert after[:done] == before
         finally:
             await second.stop(grace=0.1)
@@ -475,7 +484,7 @@ def test_restart_from_the_log_resumes_at_the_next_round(tmp_path: Path) -> None:
     run(main())
     digests = {t.digest() for t in trainers}
     assert len(digests) == 1
-    for t in range(5):  # every round's aggregate is the mean of what was sent in that round
+    for t in range(40):  # every round's aggregate is the mean of what was sent in that round
         sent = np.stack([tr.sent[t] for tr in sorted(trainers, key=lambda tr: tr.shard)])
         expected = get_aggregator("mean", f=0)(torch.from_numpy(sent)).numpy()
         assert trainers[0].applied[t].tobytes() == expected.astype(np.float32).tobytes()

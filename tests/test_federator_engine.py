@@ -109,11 +109,51 @@ def test_an_update_after_the_deadline_from_an_invited_client_is_late_not_wrong()
         engine.submit_update(streams["slow"], 0, [9.0] * 4, 10)  # late: silently dropped
         with pytest.raises(Refusal):  # but only once
             engine.submit_update(streams["slow"], 0, [9.0] * 4, 10)
-        (_start, aggregate, _next_start) = drain(streams["slow"])
+        (_start, aggregate) = drain(streams["slow"])
         assert isinstance(aggregate, pb.ServerMessage)
         assert list(aggregate.aggregate.values) == [1.5] * 4
+        assert aggregate.aggregate.next_open  # round 1 opened with it, for "slow" too
 
     with_engine(body, n=3, f=0, aggregator="mean", rounds=2, timeout=0.2, quorum=2)
+
+
+def test_the_aggregate_opens_the_next_round_only_with_a_quorum_connected() -> None:
+    """Round 0's aggregate opens round 1 (``next_open``, no RoundStart) while the quorum is
+    connected; round 1's does not once a client has left, and round 2 then opens with a
+    RoundStart when the quorum is back. The last round's aggregate never opens one."""
+
+    async def body(engine: RoundEngine) -> None:
+        streams = {}
+        for cid in ("a", "b"):
+            await engine.join(cid, "train")
+            streams[cid] = engine.connect(cid)
+        engine.start()
+        await until(lambda: not streams["a"].outbox.empty())
+        for s in streams.values():
+            (start,) = drain(s)
+            assert start.round_start.round == 0
+            engine.submit_update(s, 0, [1.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 1)
+        for s in streams.values():
+            (opened,) = drain(s)
+            assert (opened.aggregate.round, opened.aggregate.next_open) == (0, True)
+            engine.submit_update(s, 1, [2.0] * 4, 10)
+        engine.disconnect(streams["b"])  # below the quorum of 2 when round 1 closes
+        await until(lambda: engine.completed_rounds == 2)
+        (closed,) = drain(streams["a"])
+        assert (closed.aggregate.round, closed.aggregate.next_open) == (1, False)
+        streams["b"] = engine.connect("b")
+        await until(lambda: not streams["a"].outbox.empty())
+        for s in streams.values():
+            (start,) = drain(s)
+            assert start.round_start.round == 2
+            engine.submit_update(s, 2, [3.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 3)
+        for s in streams.values():
+            (last,) = drain(s)
+            assert (last.aggregate.round, last.aggregate.next_open) == (2, False)
+
+    with_engine(body, n=2, f=0, aggregator="mean", rounds=3, quorum=2)
 
 
 def test_deadline_without_quorum_keeps_the_round_open() -> None:

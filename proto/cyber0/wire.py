@@ -15,7 +15,7 @@ import numpy as np
 from cyber0.common.plan import PlanError, TrainingPlan, ZOSettings
 from cyber0.v1 import federation_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """The version this code speaks (``JoinRequest.protocol_version``)."""
 
 MAX_CLIENT_ID_CHARS = 128
@@ -103,9 +103,10 @@ def update_message(round: int, values: Sequence[float] | np.ndarray) -> pb.Clien
     return pb.ClientMessage(update=pb.Update(round=round, values=_as_list(values)))
 
 
-def aggregate(round: int, data: bytes) -> pb.Aggregate:
-    """The Aggregate of ``round`` from its float32 bytes."""
-    return pb.Aggregate(round=round, values=floats_from_bytes(data))
+def aggregate(round: int, data: bytes, next_open: bool = False) -> pb.Aggregate:
+    """The Aggregate of ``round`` from its float32 bytes (``next_open``: it also opens round
+    ``round + 1``, on the Train stream only)."""
+    return pb.Aggregate(round=round, values=floats_from_bytes(data), next_open=next_open)
 
 
 def _as_list(values: Sequence[float] | np.ndarray) -> list[float]:

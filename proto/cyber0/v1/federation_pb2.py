@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63yber0/v1/federation.proto\x12\tcyber0.v1\"/\n\x0b\x43redentials\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\xcf\x02\n\x04Plan\x12\x0c\n\x04seed\x18\x01 \x01(\x04\x12\n\n\x02nu\x18\x02 \x01(\r\x12\x13\n\x0blocal_steps\x18\x03 \x01(\r\x12\n\n\x02mu\x18\x04 \x01(\x01\x12\n\n\x02lr\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12#\n\x07variant\x18\x07 \x01(\x0e\x32\x12.cyber0.v1.Variant\x12-\n\x0c\x64istribution\x18\x08 \x01(\x0e\x32\x17.cyber0.v1.Distribution\x12\r\n\x05model\x18\t \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\'\n\tpartition\x18\x0b \x01(\x0e\x32\x14.cyber0.v1.Partition\x12\r\n\x05\x61lpha\x18\x0c \x01(\x01\x12\x11\n\tn_clients\x18\r \x01(\r\x12\t\n\x01\x66\x18\x0e \x01(\r\x12\x12\n\naggregator\x18\x0f \x01(\t\x12\x0e\n\x06rounds\x18\x10 \x01(\r\"s\n\x0bJoinRequest\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.cyber0.v1.Role\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\"\xa5\x01\n\x0cJoinResponse\x12\x1d\n\x04plan\x18\x01 \x01(\x0b\x32\x0f.cyber0.v1.Plan\x12\x13\n\x0bshard_index\x18\x02 \x01(\r\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12\x1a\n\x12model_digest_round\x18\x05 \x01(\r\x12\x18\n\x10protocol_version\x18\x06 \x01(\r\"4\n\x05Hello\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\"+\n\x06Update\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\"g\n\x06Report\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04loss\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x0e\n\x06\x64igest\x18\x04 \x01(\tB\x0b\n\t_accuracyB\x07\n\x05_loss\"\x84\x01\n\rClientMessage\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.cyber0.v1.HelloH\x00\x12#\n\x06update\x18\x02 \x01(\x0b\x32\x11.cyber0.v1.UpdateH\x00\x12#\n\x06report\x18\x03 \x01(\x0b\x32\x11.cyber0.v1.ReportH\x00\x42\x06\n\x04kind\"\x1b\n\nRoundStart\x12\r\n\x05round\x18\x01 \x01(\r\".\n\tAggregate\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\"p\n\rServerMessage\x12,\n\x0bround_start\x18\x01 \x01(\x0b\x32\x15.cyber0.v1.RoundStartH\x00\x12)\n\taggregate\x18\x02 \x01(\x0b\x32\x14.cyber0.v1.AggregateH\x00\x42\x06\n\x04kind\"i\n\x14GetAggregatesRequest\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\x12\x12\n\nfrom_round\x18\x02 \x01(\r\x12\x10\n\x08to_round\x18\x03 \x01(\r\"[\n\x15GetAggregatesResponse\x12(\n\naggregates\x18\x01 \x03(\x0b\x32\x14.cyber0.v1.Aggregate\x12\x18\n\x10\x63ompleted_rounds\x18\x02 \x01(\r*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_TRAIN\x10\x01\x12\x11\n\rROLE_OBSERVER\x10\x02*L\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_UNBIASED\x10\x01\x12\x12\n\x0eVARIANT_BIASED\x10\x02*d\n\x0c\x44istribution\x12\x1c\n\x18\x44ISTRIBUTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44ISTRIBUTION_GAUSSIAN\x10\x01\x12\x1b\n\x17\x44ISTRIBUTION_RADEMACHER\x10\x02*R\n\tPartition\x12\x19\n\x15PARTITION_UNSPECIFIED\x10\x00\x12\x11\n\rPARTITION_IID\x10\x01\x12\x17\n\x13PARTITION_DIRICHLET\x10\x02\x32\xda\x01\n\nFederation\x12\x37\n\x04Join\x12\x16.cyber0.v1.JoinRequest\x1a\x17.cyber0.v1.JoinResponse\x12?\n\x05Train\x12\x18.cyber0.v1.ClientMessage\x1a\x18.cyber0.v1.ServerMessage(\x01\x30\x01\x12R\n\rGetAggregates\x12\x1f.cyber0.v1.GetAggregatesRequest\x1a .cyber0.v1.GetAggregatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63yber0/v1/federation.proto\x12\tcyber0.v1\"/\n\x0b\x43redentials\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\xcf\x02\n\x04Plan\x12\x0c\n\x04seed\x18\x01 \x01(\x04\x12\n\n\x02nu\x18\x02 \x01(\r\x12\x13\n\x0blocal_steps\x18\x03 \x01(\r\x12\n\n\x02mu\x18\x04 \x01(\x01\x12\n\n\x02lr\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12#\n\x07variant\x18\x07 \x01(\x0e\x32\x12.cyber0.v1.Variant\x12-\n\x0c\x64istribution\x18\x08 \x01(\x0e\x32\x17.cyber0.v1.Distribution\x12\r\n\x05model\x18\t \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\'\n\tpartition\x18\x0b \x01(\x0e\x32\x14.cyber0.v1.Partition\x12\r\n\x05\x61lpha\x18\x0c \x01(\x01\x12\x11\n\tn_clients\x18\r \x01(\r\x12\t\n\x01\x66\x18\x0e \x01(\r\x12\x12\n\naggregator\x18\x0f \x01(\t\x12\x0e\n\x06rounds\x18\x10 \x01(\r\"s\n\x0bJoinRequest\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.cyber0.v1.Role\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\"\xa5\x01\n\x0cJoinResponse\x12\x1d\n\x04plan\x18\x01 \x01(\x0b\x32\x0f.cyber0.v1.Plan\x12\x13\n\x0bshard_index\x18\x02 \x01(\r\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12\x1a\n\x12model_digest_round\x18\x05 \x01(\r\x12\x18\n\x10protocol_version\x18\x06 \x01(\r\"4\n\x05Hello\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\"+\n\x06Update\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\"g\n\x06Report\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04loss\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x0e\n\x06\x64igest\x18\x04 \x01(\tB\x0b\n\t_accuracyB\x07\n\x05_loss\"\x84\x01\n\rClientMessage\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.cyber0.v1.HelloH\x00\x12#\n\x06update\x18\x02 \x01(\x0b\x32\x11.cyber0.v1.UpdateH\x00\x12#\n\x06report\x18\x03 \x01(\x0b\x32\x11.cyber0.v1.ReportH\x00\x42\x06\n\x04kind\"\x1b\n\nRoundStart\x12\r\n\x05round\x18\x01 \x01(\r\"A\n\tAggregate\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x11\n\tnext_open\x18\x03 \x01(\x08\"p\n\rServerMessage\x12,\n\x0bround_start\x18\x01 \x01(\x0b\x32\x15.cyber0.v1.RoundStartH\x00\x12)\n\taggregate\x18\x02 \x01(\x0b\x32\x14.cyber0.v1.AggregateH\x00\x42\x06\n\x04kind\"i\n\x14GetAggregatesRequest\x12+\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x16.cyber0.v1.Credentials\x12\x12\n\nfrom_round\x18\x02 \x01(\r\x12\x10\n\x08to_round\x18\x03 \x01(\r\"[\n\x15GetAggregatesResponse\x12(\n\naggregates\x18\x01 \x03(\x0b\x32\x14.cyber0.v1.Aggregate\x12\x18\n\x10\x63ompleted_rounds\x18\x02 \x01(\r*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_TRAIN\x10\x01\x12\x11\n\rROLE_OBSERVER\x10\x02*L\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_UNBIASED\x10\x01\x12\x12\n\x0eVARIANT_BIASED\x10\x02*d\n\x0c\x44istribution\x12\x1c\n\x18\x44ISTRIBUTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44ISTRIBUTION_GAUSSIAN\x10\x01\x12\x1b\n\x17\x44ISTRIBUTION_RADEMACHER\x10\x02*R\n\tPartition\x12\x19\n\x15PARTITION_UNSPECIFIED\x10\x00\x12\x11\n\rPARTITION_IID\x10\x01\x12\x17\n\x13PARTITION_DIRICHLET\x10\x02\x32\xda\x01\n\nFederation\x12\x37\n\x04Join\x12\x16.cyber0.v1.JoinRequest\x1a\x17.cyber0.v1.JoinResponse\x12?\n\x05Train\x12\x18.cyber0.v1.ClientMessage\x1a\x18.cyber0.v1.ServerMessage(\x01\x30\x01\x12R\n\rGetAggregates\x12\x1f.cyber0.v1.GetAggregatesRequest\x1a .cyber0.v1.GetAggregatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATE'].fields_by_name['values']._serialized_options = b'\020\001'
   _globals['_AGGREGATE'].fields_by_name['values']._loaded_options = None
   _globals['_AGGREGATE'].fields_by_name['values']._serialized_options = b'\020\001'
-  _globals['_ROLE']._serialized_start=1443
-  _globals['_ROLE']._serialized_end=1506
-  _globals['_VARIANT']._serialized_start=1508
-  _globals['_VARIANT']._serialized_end=1584
-  _globals['_DISTRIBUTION']._serialized_start=1586
-  _globals['_DISTRIBUTION']._serialized_end=1686
-  _globals['_PARTITION']._serialized_start=1688
-  _globals['_PARTITION']._serialized_end=1770
+  _globals['_ROLE']._serialized_start=1462
+  _globals['_ROLE']._serialized_end=1525
+  _globals['_VARIANT']._serialized_start=1527
+  _globals['_VARIANT']._serialized_end=1603
+  _globals['_DISTRIBUTION']._serialized_start=1605
+  _globals['_DISTRIBUTION']._serialized_end=1705
+  _globals['_PARTITION']._serialized_start=1707
+  _globals['_PARTITION']._serialized_end=1789
   _globals['_CREDENTIALS']._serialized_start=41
   _globals['_CREDENTIALS']._serialized_end=88
   _globals['_PLAN']._serialized_start=91
@@ -62,13 +62,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDSTART']._serialized_start=1052
   _globals['_ROUNDSTART']._serialized_end=1079
   _globals['_AGGREGATE']._serialized_start=1081
-  _globals['_AGGREGATE']._serialized_end=1127
-  _globals['_SERVERMESSAGE']._serialized_start=1129
-  _globals['_SERVERMESSAGE']._serialized_end=1241
-  _globals['_GETAGGREGATESREQUEST']._serialized_start=1243
-  _globals['_GETAGGREGATESREQUEST']._serialized_end=1348
-  _globals['_GETAGGREGATESRESPONSE']._serialized_start=1350
-  _globals['_GETAGGREGATESRESPONSE']._serialized_end=1441
-  _globals['_FEDERATION']._serialized_start=1773
-  _globals['_FEDERATION']._serialized_end=1991
+  _globals['_AGGREGATE']._serialized_end=1146
+  _globals['_SERVERMESSAGE']._serialized_start=1148
+  _globals['_SERVERMESSAGE']._serialized_end=1260
+  _globals['_GETAGGREGATESREQUEST']._serialized_start=1262
+  _globals['_GETAGGREGATESREQUEST']._serialized_end=1367
+  _globals['_GETAGGREGATESRESPONSE']._serialized_start=1369
+  _globals['_GETAGGREGATESRESPONSE']._serialized_end=1460
+  _globals['_FEDERATION']._serialized_start=1792
+  _globals['_FEDERATION']._serialized_end=2010
 # @@protoc_insertion_point(module_scope)

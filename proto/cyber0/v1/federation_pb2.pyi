@@ -156,12 +156,14 @@ class RoundStart(_message.Message):
     def __init__(self, round: _Optional[int] = ...) -> None: ...
 
 class Aggregate(_message.Message):
-    __slots__ = ("round", "values")
+    __slots__ = ("round", "values", "next_open")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OPEN_FIELD_NUMBER: _ClassVar[int]
     round: int
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, round: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    next_open: bool
+    def __init__(self, round: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., next_open: _Optional[bool] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("round_start", "aggregate")
