@@ -146,10 +146,12 @@ def alie_z(n: int, f: int) -> float:
 # Model attacks
 
 
-class _ModelAttack:
-    """Shared call path: checks, f = 0, float64, dtype and device of the result."""
+class _Registered:
+    """What the registry needs of an attack class: its name, kind and constructor keywords."""
 
     NAME: ClassVar[str]
+    #: ``"model"``: the attack replaces vectors; ``"data"``: it poisons labels.
+    KIND: ClassVar[AttackKind] = "model"
     #: Keyword parameters accepted by the constructor (for the registry's unknown-key check).
     PARAMS: ClassVar[tuple[str, ...]] = ()
     REQUIRED: ClassVar[tuple[str, ...]] = ()
@@ -161,8 +163,16 @@ class _ModelAttack:
 
     @property
     def kind(self) -> AttackKind:
-        """``"model"``: the attack replaces vectors."""
-        return "model"
+        """What the attack acts on (:attr:`KIND`)."""
+        return self.KIND
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.PARAMS)
+        return f"{type(self).__name__}({args})"
+
+
+class _ModelAttack(_Registered):
+    """Shared call path: checks, f = 0, float64, dtype and device of the result."""
 
     def _rows(self, honest: Tensor, n: int, f: int) -> Tensor:
         """The ``(f, m)`` float64 Byzantine rows from finite float64 ``honest``, f ≥ 1."""
@@ -174,10 +184,6 @@ class _ModelAttack:
             return honest.new_zeros((0, honest.shape[1]))
         out = self._rows(honest.to(_F64), n, f)
         return out.to(dtype=honest.dtype, device=honest.device)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.PARAMS)
-        return f"{type(self).__name__}({args})"
 
 
 def _check_call(name: str, honest: Tensor, n: int, f: int) -> tuple[int, int]:
@@ -516,23 +522,12 @@ class Adaptive(_ModelAttack):
 # Data attack
 
 
-class LabelFlip:
+class LabelFlip(_Registered):
     """Label flipping (data attack): the Byzantine clients compute honestly on labels
     ``y → C − 1 − y`` (MNIST: ``9 − y``). Calling it on vectors raises ``TypeError``."""
 
     NAME: ClassVar[str] = "lf"
-    PARAMS: ClassVar[tuple[str, ...]] = ()
-    REQUIRED: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def name(self) -> str:
-        """The registry name."""
-        return self.NAME
-
-    @property
-    def kind(self) -> AttackKind:
-        """``"data"``: the attack poisons labels, not vectors."""
-        return "data"
+    KIND: ClassVar[AttackKind] = "data"
 
     def __call__(self, honest: Tensor, n: int, f: int) -> Tensor:
         raise TypeError(
@@ -550,9 +545,6 @@ class LabelFlip:
                 f"lf: labels must lie in [0, {c}); got min={int(y.min())}, max={int(y.max())}"
             )
         return (c - 1) - y
-
-    def __repr__(self) -> str:
-        return "LabelFlip()"
 
 
 # --------------------------------------------------------------------------------------------
