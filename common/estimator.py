@@ -69,19 +69,21 @@ class _LossModule(nn.Module):
 
 def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: Any) -> Tensor:
     """Losses at each row of ``weights`` (P, d), a flat vector in canonical parameter order,
-    evaluated in one vectorised call (``torch.func.vmap`` over ``functional_call``)."""
-    named = canonical_parameters(model)
-    wrapper = _LossModule(model, loss_fn)
-    shapes = [(f"model.{name}", p.shape, p.numel()) for name, p in named]
+    evaluated in one vectorised call (``torch.func.vmap`` over ``functional_call``).
 
-    def one(flat: Tensor) -> Tensor:
-        params, offset = {}, 0
-        for name, shape, numel in shapes:
-            params[name] = flat[offset : offset + numel].view(shape)
-            offset += numel
+    Each parameter's (P, ...) block is made contiguous first, so that a product with an
+    unbatched input folds the P weight sets into one matrix product instead of P small ones."""
+    wrapper = _LossModule(model, loss_fn)
+    params, offset = {}, 0
+    for name, p in canonical_parameters(model):
+        block = weights[:, offset : offset + p.numel()]
+        params[f"model.{name}"] = block.reshape(-1, *p.shape).contiguous()
+        offset += p.numel()
+
+    def one(params: dict[str, Tensor]) -> Tensor:
         return functional_call(wrapper, params, (batch,))
 
-    return vmap(one)(weights)
+    return vmap(one)(params)
 
 
 def flat_parameters(model: nn.Module) -> Tensor:

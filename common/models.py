@@ -45,7 +45,11 @@ class LogisticRegression(nn.Module):
                 self.linear.bias.uniform_(-bound, bound, generator=gen)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x.flatten(1))
+        """``(b + W xᵀ)ᵀ`` as one ``addmm``: under ``vmap`` over many weight sets (the batched
+        ZO path) the weights fold into the rows of a single matrix product, where
+        ``F.linear`` becomes a batched product with 10 columns, several times slower."""
+        w, b = self.linear.weight, self.linear.bias
+        return torch.addmm(b.unsqueeze(1), w, x.flatten(1).T).T
 
 
 @dataclass(frozen=True)
