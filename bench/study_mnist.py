@@ -31,12 +31,15 @@ N_CLIENTS, F = 20, 5
 ALPHAS = (1.0, 0.1)
 AGGREGATORS = ("cwtm", "nnm+cwtm", "krum", "median")
 ATTACKS = ("none", "sf", "foe", "alie", "lf", "tma", "minmax", "adaptive")
-#: Hyperparameters chosen by ``--sweep`` (validation split, no attack, α=1, CWTM); see the doc.
+#: Hyperparameters chosen by ``--sweep`` (validation split, α=1, CWTM; rates and μ without an
+#: attack, the batch under TMA, the attack that hurt CWTM most at batch 32); see the doc.
 ZO_LR = {64: 4e-3, 1: 8e-3}
 ZO_MU = 1e-3
-ZO_BATCH = 32
+ZO_BATCH = 128
+#: The batch of the first (no-attack) sweep.
+SWEEP_BATCH = 32
 FO_LR = 1.0
-FO_BATCH = 32
+FO_BATCH = ZO_BATCH
 #: Rounds per cell: ν=64 and the first-order baseline, and ν=1 (which needs many more).
 ROUNDS = {64: 1000, 1: 6000}
 FO_ROUNDS = 1000
@@ -169,23 +172,30 @@ def study_cells() -> list[Cell]:
 
 
 def sweep_cells(rounds: int = 300) -> list[Cell]:
-    """Hyperparameter sweep: validation split, no attack, α=1, n=20, f=5, CWTM, K=1."""
+    """Hyperparameter sweep: validation split, α=1, n=20, f=5, CWTM, K=1; no attack except for
+    the batch comparison."""
     cells: list[Cell] = []
 
     def zo(
-        nu: int, lr: float, mu: float = ZO_MU, batch: int = ZO_BATCH, length: int = rounds
+        nu: int,
+        lr: float,
+        mu: float = ZO_MU,
+        batch: int = SWEEP_BATCH,
+        length: int = rounds,
+        attack: str = "none",
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
+        tag += f"-{attack}" if attack != "none" else ""
         cells.append(
             Cell(
                 "zo",
                 1.0,
                 "cwtm",
-                "none",
+                attack,
                 nu=nu,
                 rounds=length,
-                group="sweep",
+                group="sweep" if attack == "none" and batch == SWEEP_BATCH else "sweep-batch",
                 zo_lr=lr,
                 zo_mu=mu,
                 zo_batch=batch,
@@ -206,6 +216,12 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         zo(64, lr, length=1000)
     for lr in (4e-3, 8e-3, 16e-3):
         zo(1, lr, length=3000)
+    # the batch: the honest clients' spread shrinks as 1/sqrt(batch), and with it what an attack
+    # hidden inside that spread can shift; chosen under TMA, checked without attack and under SF
+    for batch in (32, 128):
+        for attack in ("tma", "sf"):
+            zo(64, 4e-3, batch=batch, length=1000, attack=attack)
+    zo(64, 4e-3, batch=128, length=1000)
     for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
         cells.append(
             Cell(
@@ -216,8 +232,9 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
                 rounds=rounds,
                 group="sweep",
                 fo_lr=lr,
+                fo_batch=SWEEP_BATCH,
                 validation=VALIDATION,
-                tag=f"sweep/fo-lr{lr:g}-b{FO_BATCH}",
+                tag=f"sweep/fo-lr{lr:g}-b{SWEEP_BATCH}",
             )
         )
     return cells
