@@ -192,5 +192,5 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "| not reached | — | 125.6 kB | 4 | — |" in rows["sf"]
     assert "| CYBER-0 cwtm | 91.00 | 84.00 |" in text
     assert "**not met**" in text  # sf drops 7 points, more than 3
-    assert "| CYBER-0 ν=64 | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
+    assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
