@@ -1,5 +1,6 @@
-"""Smoke tests of the benchmark scripts (bench/wire.py, scale.py, step.py, memory.py, report.py):
-tiny sizes, the output JSON's schema and basic sanity. No timing is asserted."""
+"""Smoke tests of the benchmark scripts (bench/wire.py, scale.py, step.py, memory.py,
+sim_speed.py, report.py): tiny sizes, the output JSON's schema and basic sanity. No timing is
+asserted."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ["scale.py", "--quick", "--clients", "6"],
         ["step.py", "--quick", "--no-compiled"],
         ["memory.py", "--quick"],
+        ["sim_speed.py", "--rounds", "3", "--repeats", "1", "--batch", "8", "--threads", "1"],
     ]
     procs = [
         subprocess.Popen(
@@ -196,11 +198,20 @@ def test_memory_measures_three_modes_in_fresh_processes(results: Path) -> None:
 
 
 # --------------------------------------------------------------------------- report
+def test_sim_speed_times_the_simulator(results: Path) -> None:
+    doc = _doc(results, "sim-speed")
+    (fig,) = doc["figures"]
+    assert fig["id"] == "sim.speed.b8" and fig["median"] > 0
+    assert fig["target"] is None  # the target is for 1000 rounds
+    assert len(doc["runs"]["8"]["wall_seconds"]) == 1
+
+
 def test_report_renders_every_section_with_targets(results: Path, tmp_path: Path) -> None:
     report = _module("report")
     text = report.build(results, tmp_path / "figures", tmp_path)
     for heading in ("## Targets at a glance", "## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
         assert heading in text
+    assert "## Simulator speed" in text
     assert "≤ 64 B" in text and ("**not met**" in text or "**met**" in text)
     assert "Command: `python bench/wire.py --quick" in text
     assert (tmp_path / "figures" / "bench-wire.png").stat().st_size > 0
