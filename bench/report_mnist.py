@@ -821,7 +821,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "CWTM lost up to 16 points under TMA: a client's scalars come from its own minibatch, "
         "each coordinate's honest spread shrinks as 1/√batch, and what an attacker hidden "
         "inside that spread can shift shrinks with it. The batch was therefore compared under "
-        "TMA (the worst attack of that grid), and checked under SF and without attack; the "
+        "TMA (the worst attack of that grid); the "
         "direction matrix, not the minibatch, dominates a round's cost, so a 4× batch costs "
         "about 2× per round.",
         "",
