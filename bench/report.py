@@ -527,32 +527,27 @@ def scale_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
 def scale_analysis() -> list[str]:
     return [
         "**Where the federator's time goes** (py-spy on the federator, `python bench/scale.py "
-        "--profile`, CWTM, n = 2,000, after the change below): `context.write` in the "
-        "servicer's Train loop 43 % of the samples, the event loop itself 25 %, grpc.aio's "
-        "completion-queue thread 7 %, `context.read` 4 %; the round engine's own Python "
-        "(update checks, bookkeeping, RoundStart/Aggregate fan-out, the rule — CWTM on 2,000 × "
+        "--profile`, CWTM, n = 2,000, measured with protocol 1, before the change below): "
+        "`context.write` in the servicer's Train loop 43 % of the samples, the event loop "
+        "itself 25 %, grpc.aio's completion-queue thread 7 %, `context.read` 4 %; the round "
+        "engine's own Python (update checks, bookkeeping, fan-out, the rule — CWTM on 2,000 × "
         "64 floats takes ~16 ms, Krum ~250 ms for its 2,000 × 2,000 distances) is under 10 %. "
-        "Each client costs one read (`Update`) and two writes (`Aggregate(t)`, then "
-        "`RoundStart(t+1)`) a round, every write a `sendmsg` on the client's own connection, "
-        "done inline in the event-loop thread: 40–50 % of the federator's CPU is kernel time "
-        "(on loopback the sender also pays for the receiver's TCP processing). The cost is "
-        "linear in n, ~0.3 ms of federator CPU per client per round, so 2,000 clients land at "
-        "~600 ms on this shared 2-core machine.",
+        "Every write is a `sendmsg` on the client's own connection, done inline in the "
+        "event-loop thread: 40–50 % of the federator's CPU is kernel time (on loopback the "
+        "sender also pays for the receiver's TCP processing). The cost is linear in n.",
         "",
-        "**Changed:** the federator process freezes its start-up objects out of Python's "
+        "**Changed (1): protocol 2.** A client used to cost one read (`Update`) and two writes "
+        "(`Aggregate(t)`, then `RoundStart(t+1)`) a round. The `Aggregate` of round t now also "
+        "opens round t + 1 (`next_open`) whenever a quorum is connected, so a steady round is "
+        "one read and one write per client. Measured: CWTM at n = 2,000 went from 608 ms "
+        "(545–620, protocol 1, BENCHMARKS.md of the previous session, load 3–16) to the figure "
+        "above, and the wire from 122 to about 106 B a round at ν = 1 (section 1).",
+        "",
+        "**Changed (2):** the federator process freezes its start-up objects out of Python's "
         "cyclic garbage collector and collects the young generation every 20,000 net "
         "allocations instead of 700 (`cyber0.server.app.tune_gc`, called by `serve`; grpc.aio "
         "allocates several objects per message). Measured effect: the A/B table above "
-        "(a few to ~10 % of federator CPU at n = 2,000; earlier unrecorded A/B runs under "
-        "heavier load showed up to 25–30 %). No other server change: the engine's Python is "
-        "not where the time goes.",
-        "",
-        "**Not changed, proposed (a protocol v1 change, for the protocol's owner):** let "
-        "`Aggregate(t)` also open round t + 1 when the federator opens it at once (the usual "
-        "case), instead of a separate `RoundStart(t+1)`. That removes one of the two writes "
-        "per client per round — about a third of the federator's per-round CPU by the profile "
-        "above, which would bring n = 2,000 under the 500 ms target — and 18 B per client per "
-        "round from the wire (section 1).",
+        "(measured with protocol 1; a few to ~10 % of federator CPU at n = 2,000).",
         "",
     ]
 
