@@ -7,12 +7,14 @@ throughput against ``torch.randn``.
 
 A ZO step is what a client does each round with ν = 1, K = 1: the two perturbed losses
 (:meth:`~cyber0.common.estimator.ZOEstimator.step_scalars`, in-place path for MiniLM: forward
-hooks generate each tensor's direction, perturb a copy, restore) and the model update
-``w ← w − η R z`` (:func:`~cyber0.common.perturbation.apply_directions_`, one more generation
-of z). Its floor is two forwards. The forward is the same loss closure under
-``torch.inference_mode`` on the same batch. Forward and step are timed alternately in one
-process (``--repeats`` pairs after ``--warmup``); the ratio is reported for each pair, its median
-is the figure.
+hooks generate each tensor's direction, perturb a copy, restore; embedding tables perturb only
+the rows the batch looks up) and the model update ``w ← w − η R z``
+(:func:`~cyber0.common.perturbation.apply_directions_`, one more generation of all of z). Its
+floor is two forwards. The forward is the same loss closure under ``torch.inference_mode`` on
+the same batch. Forward and step are timed alternately in one process (``--repeats`` pairs after
+``--warmup``); the ratio is reported for each pair, its median is the figure. The breakdown
+beside it: the update alone (``update_s``) and, on the in-place path, one perturbed forward
+(``perturbed_forward_s``), timed in the same rotation.
 
 The generator figure times :meth:`DirectionGenerator.fill_` on one 22.7M-float tensor (MiniLM's
 size) and ``torch.randn`` into the same tensor, alternately. For information it also times a
@@ -44,6 +46,7 @@ from cyber0.common.perturbation import (
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
+    perturbed,
     stream_key,
 )
 from cyber0.common.plan import ZOSettings
@@ -162,16 +165,22 @@ def measure_step(
         with torch.no_grad():
             apply_directions_(params, generator, state["round"], [(0, 0, 1e-9)])
 
+    def perturbed_forward() -> None:
+        with perturbed(model, generator, state["round"], 0, 0, zo.mu), torch.inference_mode():
+            loss_fn(model, batch)
+
     for _ in range(warmup):
         forward()
         step()
-    fwd, zos, upd = [], [], []
+    fwd, zos, upd, pert = [], [], [], []
     for _ in range(repeats):
         fwd.append(timed(forward, device))
         zos.append(timed(step, device))
         upd.append(timed(update_only, device))
+        if path == "inplace":
+            pert.append(timed(perturbed_forward, device))
     ratios = [z / f for z, f in zip(zos, fwd, strict=True)]
-    return {
+    out: dict[str, Any] = {
         "path": path,
         "parameters": d,
         "forward_s": fwd,
@@ -179,6 +188,9 @@ def measure_step(
         "update_s": upd,
         "ratio": ratios,
     }
+    if pert:
+        out["perturbed_forward_s"] = pert
+    return out
 
 
 def gaussian_compiled() -> Callable[[Tensor, int, int], Tensor] | None:
@@ -409,7 +421,8 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                 note=(
                     f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
                     f"{statistics.median(r['zo_step_s']):.3f} s, of which the update "
-                    f"{statistics.median(r['update_s']):.3f} s (medians)"
+                    f"{statistics.median(r['update_s']):.3f} s; one perturbed forward "
+                    f"{statistics.median(r['perturbed_forward_s']):.3f} s (medians)"
                 ),
             )
         )

@@ -30,6 +30,7 @@ differently (measured in ``bench/gpu.sh``).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import math
@@ -38,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .plan import DISTRIBUTIONS, Distribution
@@ -50,6 +52,8 @@ MIX_C2 = 0x94D049BB133111EB
 BLOCK = 1 << 18
 #: Below this many elements (terms × tensor size) an update generates all its directions at once.
 BATCH_UPDATE_ELEMENTS = 1 << 22
+#: Tensors this small get their directions generated together (update, perturbed forward).
+SMALL_TENSOR = 1 << 13
 _TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
 
 
@@ -175,6 +179,117 @@ class DirectionGenerator:
                 out[:, start:stop].copy_(buf[:, : stop - start])
         return out
 
+    def fill_ranges_(
+        self,
+        out: Tensor,
+        starts: Tensor | Sequence[int],
+        round: int,
+        step: int,
+        direction: int,
+        index: int,
+    ) -> Tensor:
+        """Row i of the 2-D ``out`` (R, w) becomes ``z[starts[i] : starts[i] + w]``, where z is
+        the flat direction ``(round, step, direction, index)`` that :meth:`fill_` writes.
+
+        Only the counters of those elements are hashed (values are functions of (key, counter)
+        alone), so a few rows of a large tensor cost a few rows; the bits equal the slices of
+        :meth:`fill_`'s tensor. Gaussian ranges starting at an odd element take the pair's sine.
+        """
+        rows, width = out.shape
+        first = torch.as_tensor(starts, dtype=torch.int64, device=out.device).reshape(-1)
+        if first.numel() != rows:
+            raise ValueError(f"{rows} rows but {first.numel()} starts")
+        if rows == 0 or width == 0:
+            return out
+        if bool((first < 0).any()):
+            raise ValueError("starts must be >= 0")
+        gaussian = self.distribution == "gaussian"
+        per_hash = 2 if gaussian else 1
+        # Gaussian: counter c holds elements 2c, 2c + 1; a range at an odd start needs one more.
+        odd = gaussian and bool((first & 1).any())
+        span = BLOCK * per_hash - 2 * odd  # at most BLOCK hashes per row (even: parity kept)
+        if width > span:
+            for a in range(0, width, span):
+                b = min(width, a + span)
+                self.fill_ranges_(out[:, a:b], first + a, round, step, direction, index)
+            return out
+        key = _signed(stream_key(self.seed, round, step, direction, index))
+        hashes_per_row = (width + odd + per_hash - 1) // per_hash
+        chunk = max(1, BLOCK // hashes_per_row)
+        steps = _gamma_steps(out.device)[:hashes_per_row]
+        direct = out.is_contiguous() and out.dtype == torch.float32
+        for lo in range(0, rows, chunk):
+            base = first[lo : lo + chunk]
+            counters = base >> 1 if gaussian else base
+            # x_c = mix64(key + GAMMA·(c + 1)) for c = counters + 0, 1, ...: wrapping int64.
+            hashes = counters.mul(_signed(GAMMA)).add_(key)[:, None].add(steps)
+            _mix64_(hashes, torch.empty_like(hashes))
+            target = out[lo : lo + hashes.shape[0]]
+            width_made = hashes_per_row * per_hash
+            fits = direct and width_made == width
+            buf = target if fits else torch.empty(hashes.shape[0], width_made, device=out.device)
+            if gaussian:
+                _gaussian_block(hashes, buf)
+            else:
+                _rademacher_block(hashes, buf)
+            if odd:
+                cols = (base & 1)[:, None] + torch.arange(width, device=out.device)
+                target.copy_(buf.gather(1, cols))
+            elif not fits:
+                target.copy_(buf[:, :width])
+        return out
+
+    def fill_many_(
+        self, outs: Sequence[Tensor], coords: Sequence[tuple[int, int, int, int]]
+    ) -> None:
+        """``outs[i]`` (contiguous, any float dtype, all on one device) becomes the direction
+        ``coords[i] = (round, step, direction, index)``, bitwise as :meth:`fill_` makes it.
+
+        The tensors' counters are hashed as one concatenated sequence, BLOCK hashes at a time
+        (hash j of tensor i is ``key_i + GAMMA·(j − first_i + 1)``), so many small tensors cost
+        the same few dozen torch ops as one tensor of their total size.
+        """
+        if len(outs) != len(coords):
+            raise ValueError(f"{len(outs)} tensors but {len(coords)} coordinates")
+        if any(not out.is_contiguous() for out in outs):
+            raise ValueError("fill_many_ needs contiguous tensors")
+        if not outs:
+            return
+        device = outs[0].device
+        per_hash = 2 if self.distribution == "gaussian" else 1
+        counts = [-(-out.numel() // per_hash) for out in outs]
+        firsts = list(itertools.accumulate(counts, initial=0))
+        shifted = torch.tensor(
+            [
+                _signed((stream_key(self.seed, *c) - GAMMA * first) & MASK64)
+                for c, first in zip(coords, firsts[:-1], strict=True)
+            ],
+            dtype=torch.int64,
+        ).to(device)
+        total, i = firsts[-1], 0
+        for a in range(0, total, BLOCK):
+            b = min(total, a + BLOCK)
+            while firsts[i + 1] <= a:
+                i += 1
+            last = bisect.bisect_left(firsts, b) - 1  # the last tensor with hashes before b
+            overlap = [min(b, firsts[k + 1]) - max(a, firsts[k]) for k in range(i, last + 1)]
+            repeats = torch.tensor(overlap, device=device)
+            hashes = torch.repeat_interleave(shifted[i : last + 1], repeats, output_size=b - a)
+            hashes = hashes.add_(_signed(GAMMA * a & MASK64))
+            hashes = hashes.add_(_gamma_steps(device)[: b - a]).view(1, -1)
+            _mix64_(hashes, torch.empty_like(hashes))
+            buf = torch.empty(1, (b - a) * per_hash, device=device)
+            if per_hash == 2:
+                _gaussian_block(hashes, buf)
+            else:
+                _rademacher_block(hashes, buf)
+            for k in range(i, last + 1):
+                lo = max(a, firsts[k]) - firsts[k]  # the tensor's hashes in this block
+                hi = min(b, firsts[k + 1]) - firsts[k]
+                flat = outs[k].view(-1)[lo * per_hash : hi * per_hash]
+                at = (firsts[k] + lo - a) * per_hash
+                flat.copy_(buf[0, at : at + flat.numel()])
+
     def direction(self, like: Tensor, round: int, step: int, direction: int, index: int) -> Tensor:
         """A new tensor shaped like ``like`` holding direction ``(round, step, direction)`` of
         parameter ``index``."""
@@ -222,22 +337,71 @@ def apply_directions_(
 ) -> None:
     """``w ← w − Σ c · z_{round, step, direction}`` for ``terms = [(step, direction, c), ...]``.
 
-    One tensor's worth of z is held at a time. Each term is applied as ``tmp = z * c`` then
-    ``w -= tmp`` (two IEEE-rounded ops, never fused), in the order given, parameter by parameter,
-    so every party computing the same update on the same device gets the same bits.
+    Each term is applied as ``tmp = z * c`` then ``w -= tmp`` (two IEEE-rounded ops, never
+    fused), in the order given, element by element, so every party computing the same update on
+    the same device gets the same bits. Tensors of at most SMALL_TENSOR elements get their
+    directions together (:meth:`DirectionGenerator.fill_many_`); a larger one gets all its terms
+    at once when they fit in BATCH_UPDATE_ELEMENTS, else one term and one block of 2·BLOCK
+    elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at most (or one term
+    for all the small tensors, or one block, where that is more).
     """
+    small: dict[torch.device, list[tuple[int, Tensor]]] = {}
     for index, param in enumerate(params):
-        if len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
+        if param.numel() <= SMALL_TENSOR:
+            small.setdefault(param.device, []).append((index, param))
+        elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
             coords = [(round, step, direction, index) for step, direction, _ in terms]
             zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
             generator.fill_rows_(zs, coords)
             for z, (_, _, coefficient) in zip(zs, terms, strict=True):
                 param.sub_(z.view_as(param).mul_(coefficient))
-            continue
-        z = torch.empty_like(param)
+        else:
+            _apply_in_blocks_(param, generator, round, terms, index)
+    for group in small.values():
+        size = sum(param.numel() for _, param in group)
+        per_call = max(1, BATCH_UPDATE_ELEMENTS // max(1, size))
+        for first in range(0, len(terms), per_call):
+            chunk = terms[first : first + per_call]
+            parts = [
+                torch.empty(p.shape, dtype=p.dtype, device=p.device)
+                for _ in chunk
+                for _, p in group
+            ]
+            generator.fill_many_(parts, [(round, s, d, i) for s, d, _ in chunk for i, _ in group])
+            for t, (_, _, coefficient) in enumerate(chunk):
+                for k, (_, param) in enumerate(group):
+                    param.sub_(parts[t * len(group) + k].mul_(coefficient))
+
+
+def _apply_in_blocks_(
+    param: Tensor,
+    generator: DirectionGenerator,
+    round: int,
+    terms: Sequence[tuple[int, int, float]],
+    index: int,
+) -> None:
+    """:func:`apply_directions_` for one large tensor, 2·BLOCK elements at a time, each block
+    taking every term in order (:meth:`DirectionGenerator.fill_ranges_`)."""
+    flat = param.view(-1)
+    width = min(flat.numel(), 2 * BLOCK)
+    buf = torch.empty(1, width, dtype=param.dtype, device=param.device)
+    for start in range(0, flat.numel(), width):
+        part = flat[start : start + width]
+        z = buf[:, : part.numel()]
         for step, direction, coefficient in terms:
-            generator.fill_(z, round, step, direction, index)
-            param.sub_(z.mul_(coefficient))
+            generator.fill_ranges_(z, [start], round, step, direction, index)
+            part.sub_(z.view(-1).mul_(coefficient))
+
+
+def _lookup_table(mod: nn.Module) -> bool:
+    """Whether ``mod`` is a plain ``nn.Embedding`` (its own forward, no ``max_norm``, which
+    would renormalise the stored table in place): its output is exactly ``weight[ids]``."""
+    return (
+        isinstance(mod, nn.Embedding)
+        and type(mod).forward is nn.Embedding.forward
+        and mod.max_norm is None
+        and list(mod._parameters) == ["weight"]
+    )
 
 
 @contextmanager
@@ -255,21 +419,56 @@ def perturbed(
     parameters for ``w + scale · z`` (z generated for that one tensor) and a forward hook that
     puts the original tensor object back. The stored weights are never modified, so leaving the
     block restores them exactly, and at most one tensor's worth of z (plus its perturbed copy) is
-    alive at a time. Parameters must be used inside the forward of the module that owns them
-    (true of torch.nn layers and Hugging Face models); the block yields the set of canonical
-    indices that were perturbed, so callers can detect a parameter used any other way.
+    alive at a time, besides the copies of the tensors of at most SMALL_TENSOR elements, which
+    the first pre-hook makes all at once (:meth:`DirectionGenerator.fill_many_`: one pass
+    instead of dozens of tiny ones) and which live until the block ends. Parameters must be used
+    inside the forward of the module that owns them (true of torch.nn layers and Hugging Face
+    models); the block yields the set of canonical indices that were perturbed, so callers can
+    detect a parameter used any other way.
+
+    A plain ``nn.Embedding`` (see :func:`_lookup_table`) reads only the rows of its ids: its
+    forward hook returns ``(scale · Z)[ids] + W[ids]``, generating z for the distinct rows only
+    (:meth:`DirectionGenerator.fill_ranges_`). The bits equal those of ``(W + scale · Z)[ids]``:
+    the same two IEEE operations per element, and addition commutes.
     """
     index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
     handles = []
+    lookups = [m for m in module.modules() if _lookup_table(m) and id(m.weight) in index_of]
+    row_wise = {id(m) for m in lookups}
+    swapped = [
+        m
+        for m in module.modules()
+        if id(m) not in row_wise and any(p is not None for p in m._parameters.values())
+    ]
+    small = {
+        id(p): p
+        for m in swapped
+        if not isinstance(m, nn.Embedding)  # max_norm renormalises its copy in place
+        for p in m._parameters.values()
+        if p is not None and id(p) in index_of and p.numel() <= SMALL_TENSOR
+    }
+    ready: dict[int, Tensor] = {}
+
+    def perturb_small() -> None:
+        """All small tensors' ``w + scale·z`` at once (made at the first forward, in its mode)."""
+        zs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in small.values()]
+        generator.fill_many_(zs, [(round, step, direction, index_of[k]) for k in small])
+        for (key, param), z in zip(small.items(), zs, strict=True):
+            ready[key] = z.mul_(scale).add_(param.detach())
 
     def pre_hook(mod: nn.Module, args: object) -> None:
+        if small and not ready:
+            perturb_small()
         for name, param in list(mod._parameters.items()):
             if param is None or id(param) not in index_of:
                 continue
-            z = generator.direction(param, round, step, direction, index_of[id(param)])
-            # w + scale·z written into z's own buffer: one tensor's worth of extra memory, not
-            # two (IEEE addition commutes, so the bits equal param + z·scale).
-            mod._parameters[name] = z.mul_(scale).add_(param.detach())  # type: ignore[assignment]
+            z = ready.get(id(param))
+            if z is None:
+                z = generator.direction(param, round, step, direction, index_of[id(param)])
+                # w + scale·z written into z's own buffer: one tensor's worth of extra memory,
+                # not two (IEEE addition commutes, so the bits equal param + z·scale).
+                z.mul_(scale).add_(param.detach())
+            mod._parameters[name] = z  # type: ignore[assignment]
             touched.add(index_of[id(param)])
             originals[id(mod)].append((name, param))
 
@@ -278,14 +477,28 @@ def perturbed(
             mod._parameters[name] = param
         originals[id(mod)] = []
 
+    def lookup_hook(
+        mod: nn.Module, args: tuple[object, ...], kwargs: dict[str, object], output: Tensor
+    ) -> Tensor:
+        ids = args[0] if args else kwargs["input"]
+        assert isinstance(mod, nn.Embedding) and isinstance(ids, Tensor)
+        weight, index = mod.weight, index_of[id(mod.weight)]
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        width = weight.shape[1]
+        z = torch.empty(rows.numel(), width, dtype=weight.dtype, device=weight.device)
+        generator.fill_ranges_(z, rows.long() * width, round, step, direction, index)
+        touched.add(index)
+        return F.embedding(inverse, z.mul_(scale)).add_(output)
+
     originals: dict[int, list[tuple[str, nn.Parameter]]] = {}
     touched: set[int] = set()
     try:
-        for mod in module.modules():
-            if any(p is not None for p in mod._parameters.values()):
-                originals[id(mod)] = []
-                handles.append(mod.register_forward_pre_hook(pre_hook))
-                handles.append(mod.register_forward_hook(post_hook))
+        for mod in lookups:
+            handles.append(mod.register_forward_hook(lookup_hook, with_kwargs=True))
+        for mod in swapped:
+            originals[id(mod)] = []
+            handles.append(mod.register_forward_pre_hook(pre_hook))
+            handles.append(mod.register_forward_hook(post_hook))
         yield touched
     finally:
         for handle in handles:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cyber0.common.estimator import ZOEstimator, apply_aggregate_, update_terms
-from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.perturbation import DirectionGenerator, canonical_parameters, perturbed
 from cyber0.common.plan import ZOSettings
 
 
@@ -138,3 +138,54 @@ def test_wrong_number_of_batches_is_refused() -> None:
     est = ZOEstimator(model, ce_loss, DirectionGenerator(0), ZOSettings(local_steps=2), "inplace")
     with pytest.raises(ValueError, match="need 2 batches"):
         est.local_round(0, [batch])
+
+
+def test_inplace_path_on_a_bert_reads_only_the_embedding_rows_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tiny random BERT: the losses of the row-wise lookup tables (and small tensors generated
+    together) equal, bit for bit, those of explicitly materialised weights W ± μZ and of the
+    tensor-by-tensor path with whole tables."""
+    transformers = pytest.importorskip("transformers")
+    import cyber0.common.perturbation as perturbation
+
+    config = transformers.BertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 300, (4, 12), generator=gen)
+    batch = (ids, torch.ones_like(ids), torch.tensor([0, 1, 1, 0]))
+
+    def loss(m: nn.Module, b: Any) -> Tensor:
+        return F.cross_entropy(m(input_ids=b[0], attention_mask=b[1]).logits, b[2])
+
+    g, zo = DirectionGenerator(9), ZOSettings(nu=2, mu=1e-2)
+    named = canonical_parameters(model)
+    assert sum(perturbation._lookup_table(m) for m in model.modules()) == 3  # word, position, type
+    with torch.inference_mode():
+        for j in range(zo.nu):
+            for scale in (zo.mu, -zo.mu):
+                with perturbed(model, g, 5, 0, j, scale) as touched:
+                    rowwise = loss(model, batch)
+                assert len(touched) == len(named)
+                shifted = {
+                    name: g.direction(p, 5, 0, j, i).mul_(scale).add_(p.detach())
+                    for i, (name, p) in enumerate(named)
+                }
+                logits = torch.func.functional_call(
+                    model, shifted, (), {"input_ids": ids, "attention_mask": batch[1]}
+                ).logits
+                assert torch.equal(rowwise, F.cross_entropy(logits, batch[2]))
+    rows = ZOEstimator(model, loss, g, zo, "inplace").step_scalars(5, 0, batch)
+    monkeypatch.setattr(perturbation, "_lookup_table", lambda mod: False)  # whole tables,
+    monkeypatch.setattr(perturbation, "SMALL_TENSOR", 0)  # every tensor alone
+    full = ZOEstimator(model, loss, g, zo, "inplace").step_scalars(5, 0, batch)
+    assert torch.equal(rows, full) and bool((rows != 0).all())

@@ -10,9 +10,10 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from cyber0.common.perturbation import (
+    BLOCK,
     GAMMA,
     DirectionGenerator,
     apply_directions_,
@@ -160,7 +161,14 @@ def test_canonical_order_ignores_registration_order() -> None:
     assert next(name for name, _ in m2.named_parameters()) == "b.weight"
 
 
-def test_perturbed_forward_sees_shifted_weights_and_restores_exactly() -> None:
+@pytest.mark.parametrize("together", [True, False])
+def test_perturbed_forward_sees_shifted_weights_and_restores_exactly(
+    monkeypatch: pytest.MonkeyPatch, together: bool
+) -> None:
+    import cyber0.common.perturbation as perturbation
+
+    if not together:  # every tensor generated alone, in its module's pre-hook
+        monkeypatch.setattr(perturbation, "SMALL_TENSOR", 0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -205,14 +213,166 @@ def test_apply_directions_is_a_pure_function_of_the_terms() -> None:
     assert torch.equal(a[0], expected)
 
 
-def test_batched_and_per_term_updates_are_bitwise_equal(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_every_update_path_gives_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, distribution: str
+) -> None:
+    """Small tensors together, a large one with all its terms at once, or term by term and
+    block by block: the bits of w − Σ c·z (by hand, tensor by tensor) every time."""
     import cyber0.common.perturbation as perturbation
 
-    g = DirectionGenerator(5)
-    terms = [(k, j, 0.1 * (k + 1) - 0.03 * j) for k in range(2) for j in range(5)]
-    a = [torch.linspace(-1, 1, 1001), torch.ones(4, 5)]
-    b = [t.clone() for t in a]
-    apply_directions_(a, g, 9, terms)
-    monkeypatch.setattr(perturbation, "BATCH_UPDATE_ELEMENTS", 0)
-    apply_directions_(b, g, 9, terms)
-    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    g = DirectionGenerator(5, distribution)  # type: ignore[arg-type]
+    terms = [(k, j, 0.1 * (k + 1) - 0.03 * j) for k in range(2) for j in range(2)]
+    start = [torch.linspace(-1, 1, 1001), torch.ones(4, 5), torch.linspace(0, 1, 2 * BLOCK + 7)]
+    expected = [w.clone() for w in start]
+    for i, w in enumerate(expected):
+        for step, j, c in terms:
+            w -= g.direction(w, 9, step, j, i) * c
+    settings = [{}, {"SMALL_TENSOR": 0}, {"SMALL_TENSOR": 0, "BATCH_UPDATE_ELEMENTS": 0}]
+    settings.append({"BATCH_UPDATE_ELEMENTS": 0})  # small tensors one term at a time
+    for setting in settings:
+        for name, value in setting.items():
+            monkeypatch.setattr(perturbation, name, value)
+        params = [w.clone() for w in start]
+        apply_directions_(params, g, 9, terms)
+        assert all(torch.equal(p, e) for p, e in zip(params, expected, strict=True)), setting
+        monkeypatch.undo()
+
+
+def test_fill_many_equals_fill_per_tensor() -> None:
+    for distribution in ("gaussian", "rademacher"):
+        g = DirectionGenerator(5, distribution)  # type: ignore[arg-type]
+        sizes = [1, 3, 0, 384, 7, 2 * BLOCK + 3, 5, BLOCK - 1, 1536, 1]
+        dtypes = [
+            torch.float64 if n == 384 else torch.bfloat16 if n == 7 else torch.float32
+            for n in sizes
+        ]
+        outs = [torch.empty(n, dtype=d) for n, d in zip(sizes, dtypes, strict=True)]
+        coords = [(3, 1, j % 3, j) for j in range(len(sizes))]
+        g.fill_many_(outs, coords)
+        for out, c in zip(outs, coords, strict=True):
+            assert torch.equal(out, g.direction(out, *c))
+    with pytest.raises(ValueError, match="2 tensors but 1 coordinates"):
+        g.fill_many_([torch.empty(1), torch.empty(2)], [(0, 0, 0, 0)])
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("width", [1, 7, 32, 385])
+def test_fill_ranges_equals_slices_of_fill(distribution: str, width: int) -> None:
+    g = DirectionGenerator(13, distribution)  # type: ignore[arg-type]
+    n = 3 * (1 << 18) + 5  # the ranges below cross generator blocks
+    full = g.fill_(torch.empty(n), 6, 2, 1, 4)
+    gen = torch.Generator().manual_seed(width)
+    starts = torch.randint(0, n - width + 1, (40,), generator=gen).tolist()
+    starts += [0, 1, 2, 3, n - width, (1 << 18) - 1]  # even and odd offsets, both ends
+    expected = torch.stack([full[s : s + width] for s in starts])
+    out = g.fill_ranges_(torch.empty(len(starts), width), starts, 6, 2, 1, 4)
+    assert torch.equal(out, expected)
+    even = [s - s % 2 for s in starts]  # the aligned (one pair per two elements) case
+    out = g.fill_ranges_(torch.empty(len(even), width), torch.tensor(even), 6, 2, 1, 4)
+    assert torch.equal(out, torch.stack([full[s : s + width] for s in even]))
+    wide = g.fill_ranges_(torch.empty(len(starts), width, dtype=torch.float64), starts, 6, 2, 1, 4)
+    assert torch.equal(wide, expected.double())
+    assert not torch.equal(out, g.fill_ranges_(torch.empty_like(out), even, 6, 2, 2, 4))
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_fill_ranges_wider_than_a_block_and_bad_arguments(distribution: str) -> None:
+    g = DirectionGenerator(2, distribution)  # type: ignore[arg-type]
+    width, starts = 2 * BLOCK + 3, [0, 5, 2 * BLOCK - 1]  # split into column blocks
+    full = g.fill_(torch.empty(4 * BLOCK + 3), 0, 0, 0, 0)
+    out = g.fill_ranges_(torch.empty(3, width), starts, 0, 0, 0, 0)
+    assert torch.equal(out, torch.stack([full[s : s + width] for s in starts]))
+    even = g.fill_ranges_(torch.empty(1, width), [2 * BLOCK], 0, 0, 0, 0)
+    assert torch.equal(even[0], full[2 * BLOCK : 2 * BLOCK + width])
+    with pytest.raises(ValueError, match="2 rows but 1 starts"):
+        g.fill_ranges_(torch.empty(2, 3), [0], 0, 0, 0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        g.fill_ranges_(torch.empty(1, 3), [-1], 0, 0, 0, 0)
+
+
+class Lookup(nn.Module):
+    """Embedding (called with a keyword), a second lookup table, a head tied to the first
+    (untied under ``max_norm``)."""
+
+    def __init__(self, vocab: int, width: int, max_norm: float | None = None) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width, padding_idx=0, max_norm=max_norm)
+        self.position = nn.Embedding(16, width)
+        self.mix = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        if max_norm is None:  # max_norm renormalises the shared table before the head reads it
+            self.head.weight = self.embed.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        x = self.embed(input=ids) + self.position(torch.arange(ids.shape[1]))
+        return self.head(torch.tanh(self.mix(x))).mean(dim=1)
+
+
+def _explicit(model: nn.Module, g: DirectionGenerator, scale: float, x: Tensor) -> Tensor:
+    """The model at W + scale·Z, every tensor materialised (the reference of the in-place path)."""
+    shifted = {
+        name: g.direction(p, 1, 0, 2, i).mul_(scale).add_(p.detach())
+        for i, (name, p) in enumerate(canonical_parameters(model))
+    }
+    return torch.func.functional_call(model, shifted, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("width", [6, 5])
+def test_lookup_tables_perturb_only_the_rows_read_and_match_the_full_table(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, width: int
+) -> None:
+    import cyber0.common.perturbation as perturbation
+
+    torch.manual_seed(0)
+    model = Lookup(50, width).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(0, 50, (4, 9))
+    x[0, :3] = 7  # repeated ids
+    g = DirectionGenerator(3)
+    ranges: list[int] = []
+    fill_ranges = DirectionGenerator.fill_ranges_
+
+    def spy(self: DirectionGenerator, out: Tensor, *args: object) -> Tensor:
+        ranges.append(out.shape[0])
+        return fill_ranges(self, out, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DirectionGenerator, "fill_ranges_", spy)
+    rows = {}
+    for scale in (0.5, -0.5):
+        ranges.clear()
+        with perturbed(model, g, 1, 0, 2, scale) as touched, torch.inference_mode():
+            rows[scale] = model(x)
+        assert touched == set(range(len(canonical_parameters(model))))
+        assert sorted(ranges) == sorted([len(x.unique()), x.shape[1]])  # distinct rows only
+        assert torch.equal(rows[scale], _explicit(model, g, scale, x))
+    monkeypatch.setattr(perturbation, "_lookup_table", lambda mod: False)  # whole tables
+    for scale in (0.5, -0.5):
+        with perturbed(model, g, 1, 0, 2, scale), torch.inference_mode():
+            assert torch.equal(model(x), rows[scale])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_lookup_tables_with_max_norm_perturb_the_whole_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(1)
+    model = Lookup(40, 4, max_norm=1.0)
+    x = torch.randint(0, 40, (3, 5))
+    before = model.embed.weight.detach().clone()
+    g = DirectionGenerator(4)
+    calls: list[int] = []
+    fill_ranges = DirectionGenerator.fill_ranges_
+
+    def spy(self: DirectionGenerator, out: Tensor, *args: object) -> Tensor:
+        calls.append(out.shape[0])
+        return fill_ranges(self, out, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DirectionGenerator, "fill_ranges_", spy)
+    with perturbed(model, g, 1, 0, 2, 2.0), torch.inference_mode():
+        out = model(x)
+    assert calls == [x.shape[1]]  # only the plain position table went row by row
+    assert torch.equal(out, _explicit(model, g, 2.0, x))
+    # max_norm renormalises the table it is given in place: the copy, never the stored one.
+    assert torch.equal(model.embed.weight, before)
