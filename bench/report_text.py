@@ -26,6 +26,11 @@ TARGET_ACCURACY = 0.75
 TARGET_GAP = 0.03
 #: The margin above the starting point this document commits to.
 TARGET_MARGIN = 0.05
+#: A sweep cell's score: the mean validation accuracy of its last evaluations (the last 1,250
+#: rounds of a ZO run), less noisy than the single final evaluation.
+SCORE_LAST = 5
+#: The previous grid on the same pool (batch 32, 2,000 ZO rounds), kept for comparison.
+PREVIOUS = "batch32-2000"
 
 
 USAGE = [
@@ -60,12 +65,68 @@ USAGE = [
     "Half-precision weights (`dtype=bfloat16`) halve memory but round small updates away",
     "(bf16 keeps 8 significant bits: an update below about 2⁻⁹ of a weight is lost);",
     "`float16` keeps 11 bits. `tests/test_text_e2e.py` runs such a plan on loopback with a tiny",
-    "BERT.",
+    "BERT. The Compose stack runs a text plan with `docker compose --env-file docker/text.env up`",
+    "(MiniLM in every client container; see docs/docker.md, *The text stack*).",
 ]
 
 
 def load(folder: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def score(cell: dict[str, Any]) -> float:
+    """Mean accuracy of the last :data:`SCORE_LAST` evaluations after round 0."""
+    tail = [p["accuracy"] for p in cell["history"][1:]][-SCORE_LAST:]
+    return sum(tail) / len(tail)
+
+
+def sweep_section(sweep: dict[str, dict[str, Any]], cells: dict[str, dict[str, Any]]) -> list[str]:
+    """The sweep table, the choice per method (highest :func:`score`) and whether the grid's
+    cells use that choice."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for cell in sweep.values():
+        c = cell["cell"]
+        groups.setdefault((c["method"], c["nu"] if c["method"] == "zo" else 1), []).append(cell)
+    chosen = {key: max(group, key=score)["id"] for key, group in groups.items()}
+    lines = [
+        "## Step sizes and batch (validation sentences, no attack, CWTM)",
+        "",
+        "Chosen on the 1,000 validation sentences only (held out of the training pool, never",
+        f"the test set): per method, the setting with the highest mean validation accuracy over "
+        f"its last {SCORE_LAST} evaluations.",
+        "",
+        f"| method | step | batch | rounds | final | mean of last {SCORE_LAST} | chosen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups):
+        for cell in sorted(groups[key], key=lambda c: (c["cell"]["batch"], c["cell"]["lr"])):
+            c = cell["cell"]
+            lines.append(
+                f"| {method_label(*key)} | {c['lr']:g} | {c['batch']} | {c['rounds']} | "
+                f"{pct(cell['final_accuracy'])} | {pct(score(cell))} | "
+                f"{'**yes**' if chosen[key] == cell['id'] else ''} |"
+            )
+    used = []
+    for (method, nu), best in sorted(chosen.items()):
+        b = sweep[best]["cell"]
+        grid = cells.get(cell_id(method, nu, "cwtm", "none"))
+        if grid is None:
+            continue
+        g = grid["cell"]
+        same = (g["lr"], g["batch"]) == (b["lr"], b["batch"])
+        used.append(
+            f"{method_label(method, nu)}: step {g['lr']:g}, batch {g['batch']}"
+            + ("" if same else f" (**not** the sweep's choice {b['lr']:g}, {b['batch']})")
+        )
+    lines += ["", "The grid below runs with " + "; ".join(used) + ".", ""]
+    return lines
+
+
+def class_prior(meta: dict[str, Any], flipped: int) -> float:
+    """The share of "fresh" labels a rule that weighs clients equally trains on, when the first
+    ``flipped`` clients flip their labels."""
+    shares = [f / n for f, n in zip(meta["shard_fresh"], meta["shard_sizes"], strict=True)]
+    return sum(1 - s if i < flipped else s for i, s in enumerate(shares)) / len(shares)
 
 
 def method_label(method: str, nu: int) -> str:
@@ -147,9 +208,85 @@ def plot(cells: dict[str, dict[str, Any]], figures: Path) -> list[str]:
     return names
 
 
-def summary(cells: dict[str, dict[str, Any]]) -> list[str]:
+def lf_history(cells: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]]) -> str:
+    """The ν=4 label-flipping gaps of the previous grid (batch 32, 2,000 rounds) against this
+    one's, as a sentence; empty without the previous grid."""
+
+    def gap(group: dict[str, dict[str, Any]], aggregator: str) -> float | None:
+        base = group.get(cell_id("zo", 4, aggregator, "none"))
+        hit = group.get(cell_id("zo", 4, aggregator, "lf"))
+        return (
+            None
+            if base is None or hit is None
+            else 100 * (hit["final_accuracy"] - base["final_accuracy"])
+        )
+
+    pairs = [(gap(previous, a), gap(cells, a)) for a in AGGREGATORS]
+    if any(old is None or new is None for old, new in pairs):
+        return ""
+    return (
+        " Batch 128 and five times the rounds moved the ν=4 LF gaps from "
+        + " / ".join(f"{old:+.1f}" for old, _ in pairs)
+        + " (batch 32, 2,000 rounds) to "
+        + " / ".join(f"{new:+.1f}" for _, new in pairs)
+        + " points (CWTM / NNM+CWTM) but did not close them: less noise lets the model reach "
+        "the attacked objective's optimum, and that optimum is biased."
+    )
+
+
+def alie_decay(cells: dict[str, dict[str, Any]], diagnosis: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per ALIE cell whose final accuracy is more than 3 points under its own best
+    evaluation (the run peaked and then decayed), with the validation runs of ``diagnosis``
+    (``--alie-steps``: the same cell at other steps) when there are any."""
+    out = []
+    steps = sorted(diagnosis.values(), key=lambda c: c["cell"]["lr"])
+
+    def same(cell: dict[str, Any], nu: int, aggregator: str) -> bool:
+        return bool(cell["cell"]["nu"] == nu and cell["cell"]["aggregator"] == aggregator)
+
+    def diagnosed(runs: list[dict[str, Any]]) -> str:
+        small, large = runs[0], runs[-1]
+        verdict = (
+            "the smaller step holds where the larger one decays"
+            if small["final_accuracy"] - large["final_accuracy"] > TARGET_GAP
+            else "the smaller step does not hold better"
+        )
+        return f" The same cell on the validation sentences ({tried}): {verdict}."
+
+    tried = "; ".join(
+        f"step {c['cell']['lr']:g}: peak {pct(max(p['accuracy'] for p in c['history']))}%, "
+        f"final {pct(c['final_accuracy'])}%"
+        for c in steps
+    )
+    for nu in (1, 4):
+        for a in AGGREGATORS:
+            cell = cells.get(cell_id("zo", nu, a, "alie"))
+            if cell is None:
+                continue
+            peak = max(cell["history"], key=lambda p: p["accuracy"])
+            if peak["accuracy"] - cell["final_accuracy"] > TARGET_GAP:
+                out.append(
+                    f"- ALIE, ν={nu} {a}: the run peaked at {pct(peak['accuracy'])}% (round "
+                    f"{peak['round']}) and decayed to {pct(cell['final_accuracy'])}% by round "
+                    f"{cell['cell']['rounds']}, at step {cell['cell']['lr']:g}. ALIE's rows sit "
+                    "z·σ above the honest mean in every coordinate, so the aggregate carries a "
+                    "bias of size ∝ σ along each round's fresh random direction: zero on average "
+                    "over rounds, but it accumulates like a random walk whose size grows with "
+                    "the step. The step was chosen without attack."
+                    + (diagnosed(steps) if tried and same(steps[0], nu, a) else "")
+                )
+    return out
+
+
+def summary(
+    cells: dict[str, dict[str, Any]],
+    meta: dict[str, Any],
+    previous: dict[str, dict[str, Any]],
+    diagnosis: dict[str, dict[str, Any]],
+) -> list[str]:
     """Per attack: how many CYBER-0 cells stay within 3 points of their no-attack run, and the
-    first-order baseline's worst drop, from the results."""
+    first-order baseline's drops; why label flipping costs what it does; bytes. All from the
+    results."""
 
     def final(method: str, nu: int, aggregator: str, attack: str) -> float | None:
         cell = cells.get(cell_id(method, nu, aggregator, attack))
@@ -159,11 +296,21 @@ def summary(cells: dict[str, dict[str, Any]]) -> list[str]:
     zo_none = [(final("zo", nu, a, "none"), nu, a) for nu in (1, 4) for a in AGGREGATORS]
     best = max((v, nu, a) for v, nu, a in zo_none if v is not None)
     fo_none = [final("first_order", 1, a, "none") for a in AGGREGATORS]
+    tails = []
+    for nu in (1, 4):
+        for a in AGGREGATORS:
+            cell = cells.get(cell_id("zo", nu, a, "none"))
+            if cell is not None:
+                h = cell["history"]
+                late = next(p for p in h if p["round"] >= 0.8 * h[-1]["round"])
+                tails.append(
+                    f"ν={nu} {a} {100 * (h[-1]['accuracy'] - late['accuracy']):+.1f} over rounds "
+                    f"{late['round']}-{h[-1]['round']}"
+                )
     out.append(
         f"- No attack: best CYBER-0 cell {pct(best[0])}% (ν={best[1]}, {best[2]}), the "
         f"first-order baseline {' / '.join(pct(v) for v in fo_none if v is not None)}% "
-        "(CWTM / NNM+CWTM). The ν=4 curves are still rising slowly at the end: the run length, "
-        "not a plateau, limits them."
+        f"(CWTM / NNM+CWTM). Change over the last fifth of the run: {', '.join(tails)}."
     )
     for attack in ATTACKS[1:]:
         ok, total, drops = 0, 0, []
@@ -186,19 +333,89 @@ def summary(cells: dict[str, dict[str, Any]]) -> list[str]:
             f"(changes {', '.join(f'{d:+.1f}' for d in drops)}); first-order "
             f"{', '.join(f'{d:+.1f}' for d in fo)} points."
         )
+    out += alie_decay(cells, diagnosis)
+    shares = [f / n for f, n in zip(meta["shard_fresh"], meta["shard_sizes"], strict=True)]
+    honest = shares[meta["f"] :]
+    positive = {
+        attack: [
+            f"{pct(c['final_predicted_positive'])}%"
+            for nu in (1, 4)
+            for a in AGGREGATORS
+            if (c := cells.get(cell_id("zo", nu, a, attack))) is not None
+            and "final_predicted_positive" in c
+        ]
+        for attack in ("none", "lf")
+    }
     out.append(
-        "- Label flipping hurts most here: with Dirichlet(1) skew, the two Byzantine shards "
-        "are one-sided (client 0 holds 28 fresh of 464), so their flipped labels push hard "
-        "in one direction and both rules let part of that through."
+        "- Why label flipping costs most: it is not an outlier attack. With Dirichlet"
+        f"(α={meta['alpha']}) skew the clients' shares of fresh sentences are "
+        f"{', '.join(f'{100 * s:.0f}%' for s in shares)}, so the honest vectors are themselves "
+        "far apart, and the Byzantine clients' shares after flipping "
+        f"({', '.join(f'{100 * (1 - s):.0f}%' for s in shares[: meta['f']])}) lie inside the "
+        f"honest range ({100 * min(honest):.0f}% to {100 * max(honest):.0f}%): their vectors "
+        "look like honest clients with another skew, and the trimmed mean keeps them. "
+        "Weighting clients equally, as both rules do, the training target's share of fresh "
+        f"labels moves from {pct(class_prior(meta, 0))}% with no attack to "
+        f"{pct(class_prior(meta, meta['f']))}% under LF, against a balanced test set; the "
+        "flipped labels also pull the sentiment direction itself. The final models label "
+        f"{', '.join(positive['none'])} of the test sentences fresh with no attack and "
+        f"{', '.join(positive['lf'])} under LF (ν=1 CWTM, ν=1 NNM+CWTM, ν=4 CWTM, ν=4 "
+        "NNM+CWTM)." + lf_history(cells, previous)
     )
+    zo_bytes = sorted(
+        {
+            (c["cell"]["nu"], c["cell"]["rounds"], c["total_bytes_per_client"])
+            for c in cells.values()
+            if c["cell"]["method"] == "zo"
+        }
+    )
+    baseline = next((c for c in cells.values() if c["cell"]["method"] == "first_order"), None)
+    fo_text = ""
+    if baseline is not None:
+        d, rounds = baseline["scalars_per_client_round"], baseline["cell"]["rounds"]
+        fo_text = (
+            f"; the baseline 4d = {4 * d:,} bytes each way a round for this {d:,}-parameter "
+            f"subset, {human_bytes(baseline['total_bytes_per_client'])} for its {rounds} rounds, "
+            f"and would need 4 × {meta['model_parameters'] / 1e6:.1f}M ≈ "
+            f"{human_bytes(4 * meta['model_parameters'])} a round to train all of MiniLM"
+        )
     out.append(
-        "- Bytes: a CYBER-0 client sends and receives 4ν bytes of payload a round (16 KB / "
-        "64 KB for the whole run); the baseline 4d = 6,152 bytes a round for this 1,538-"
-        "parameter subset, 6.2 MB for its 500 rounds, and would need 4 × 22.6M ≈ 90 MB a "
-        "round to train all of MiniLM. gRPC framing adds about 49 bytes each way per message "
-        "at ν=1 (a grpc.aio stream measured on loopback on this machine kind)."
+        "- Bytes: a CYBER-0 client sends and receives 4ν bytes of payload a round ("
+        + ", ".join(f"ν={nu}: {human_bytes(b)} for {r:,} rounds" for nu, r, b in zo_bytes)
+        + f"){fo_text}. gRPC framing adds about 49 bytes each way per message at ν=1 (a "
+        "grpc.aio stream measured on loopback on this machine kind)."
     )
     return out
+
+
+def history_section(results: Path) -> list[str]:
+    """The previous grid on the balanced pool (batch 32, 2,000 ZO rounds), beside this one."""
+    folder = results / PREVIOUS
+    if not folder.is_dir():
+        return []
+    old = load(folder)
+    old_meta = old.pop("meta", {})
+    lines = [
+        "",
+        "## History: the previous grid (batch 32, 2,000 ZO rounds)",
+        "",
+        f"The same pool and split with batch {old_meta.get('batch', 32)} per client, 2,000 ZO "
+        "rounds (ν=1 and ν=4 at step 0.005, chosen on the earlier pool) and 500 first-order "
+        "rounds (`bench/results/text/batch32-2000/`). Final test accuracy:",
+        "",
+        "| method | aggregator | " + " | ".join(ATTACKS) + " |",
+        "|---|---|" + "---|" * len(ATTACKS),
+    ]
+    for method, nu in METHODS:
+        for aggregator in AGGREGATORS:
+            row = [
+                pct(c["final_accuracy"])
+                if (c := old.get(cell_id(method, nu, aggregator, a)))
+                else "-"
+                for a in ATTACKS
+            ]
+            lines.append(f"| {method_label(method, nu)} | {aggregator} | {' | '.join(row)} |")
+    return lines
 
 
 def render(results: Path) -> str:
@@ -232,35 +449,22 @@ def render(results: Path) -> str:
         f"- Data: the fixed split of `cyber0.common.text` — {meta['test_sentences']:,} balanced "
         f"test sentences, {meta['probe_sentences']} public probe sentences, "
         f"{meta['validation_sentences']:,} validation sentences held out of the training pool "
-        f"(step sizes only), {meta['train_sentences']:,} training sentences split over "
+        f"(step sizes and batch only), {meta['train_sentences']:,} training sentences split over "
         f"n={meta['n_clients']} clients by Dirichlet(α={meta['alpha']}) label skew: sizes "
         f"{meta['shard_sizes']}, fresh counts {meta['shard_fresh']}.",
         f"- f={meta['f']} Byzantine clients (0 and 1); SF and ALIE are omniscient (they see the "
         "honest vectors of the round), LF computes honestly on flipped labels. Batch "
         f"{meta['batch']} sentences per client per round, K=1, μ={meta['mu']}, seed "
-        f"{meta['seed']}.",
+        f"{meta['seed']}; "
+        + ", ".join(f"ν={nu}: {r:,} rounds" for nu, r in meta["zo_rounds"].items())
+        + f", first-order: {meta['fo_rounds']:,} rounds.",
         f"- Start: closed-form ridge probe (λ={meta['probe_ridge']}) of the head on the public "
         f"sentences: **{pct(start)}%** test accuracy. MiniLM has no masked-LM head in its "
         "package, so no prompt-based zero-shot point exists for it.",
         "",
     ]
     if sweep:
-        lines += [
-            "## Step sizes (validation sentences, no attack, CWTM)",
-            "",
-            "Swept before the training pool was balanced (see *History* below), on 1,000",
-            "validation sentences of the natural-prior pool; not repeated afterwards (budget).",
-            "",
-            "| method | step | validation accuracy |",
-            "|---|---|---|",
-        ]
-        for _, cell in sorted(sweep.items()):
-            c = cell["cell"]
-            lines.append(
-                f"| {method_label(c['method'], c['nu'])} | {c['lr']:g} | "
-                f"{pct(cell['final_accuracy'])} |"
-            )
-        lines.append("")
+        lines += sweep_section(sweep, cells)
     lines += [
         "## Results (test accuracy after training)",
         "",
@@ -303,7 +507,9 @@ def render(results: Path) -> str:
                         )
                     )
     lines += ["", "![accuracy](figures/text-accuracy.png)", "", "![bytes](figures/text-bytes.png)"]
-    lines += ["", "## Reading", "", *summary(cells)]
+    previous = load(results / PREVIOUS) if (results / PREVIOUS).is_dir() else {}
+    diagnosis = load(results / "alie-steps") if (results / "alie-steps").is_dir() else {}
+    lines += ["", "## Reading", "", *summary(cells, meta, previous, diagnosis)]
     lines += ["", "## Targets (CYBER-0 cells)", ""]
     met = sum(ok for _, ok in checks)
     lines.append(f"{met} of {len(checks)} checks met.")
@@ -313,19 +519,22 @@ def render(results: Path) -> str:
     lines += ["", "## What ran", ""]
     wall = sum(c["wall_seconds"] for c in cells.values())
     sweep_wall = sum(c["wall_seconds"] for c in sweep.values())
+    diagnosis_wall = sum(c["wall_seconds"] for c in diagnosis.values())
     lines.append(
-        f"Wall time on the shared 2-core machine (load average 8 to 18 during the runs): feature "
+        f"Wall time on the shared 2-core machine (other experiments running beside it): feature "
         f"pass {meta['feature_seconds']:.0f} s (once, cached), sweep {sweep_wall:.0f} s, grid "
-        f"{wall:.0f} s, one thread per run. Including runs that were stopped or thrown away "
-        "(a two-thread sweep that ran 8× slower than one thread under that load, and the "
-        "first grid below), the experiment took about 38 minutes of wall time, over the "
-        "30 minutes it was given."
+        f"{wall:.0f} s, ALIE step diagnosis {diagnosis_wall:.0f} s, one thread per run. "
+        "Before the sweep, twelve exploratory runs on the "
+        "validation sentences (ν=4, CWTM and NNM+CWTM, no attack, ALIE and LF, step 0.002 and "
+        "0.005, batch 32 and 128, 2,000 to 10,000 rounds; not kept) showed the no-attack curves "
+        "still rising at 2,000 rounds and batch 128 ahead of 32, which set the sweep's ranges."
     )
     lines.append("")
     lines.append(
         f"{len(cells)} cells ran"
         + (f"; not run: {', '.join(missing)}." if missing else "; every cell of the grid ran.")
     )
+    lines += history_section(results)
     natural = load(results / "natural-prior") if (results / "natural-prior").is_dir() else {}
     natural.pop("meta", None)
     if natural:
@@ -337,7 +546,8 @@ def render(results: Path) -> str:
             "the balanced test set. Training pulled every model towards the majority class",
             "(the probe, fitted on balanced public sentences, lost 10 points in the first 100",
             "ZO rounds), so the pool was balanced like the original MR data and the grid rerun.",
-            "Cells of that first grid that finished (`bench/results/text/natural-prior/`):",
+            "Its step sizes were swept on that pool (`natural-prior/sweep/`). Cells of that",
+            "first grid that finished (`bench/results/text/natural-prior/`):",
             "",
         ]
         for name, cell in sorted(natural.items()):

@@ -214,6 +214,41 @@ def validation_split(
     return perm[:cut].sort().values, perm[cut:].sort().values
 
 
+def check_shard_fields(partition: str, n_clients: int, client_index: int, seed: int) -> None:
+    """The checks every shard spec shares: a known ``partition``, ``n_clients >= 1``,
+    ``0 <= client_index < n_clients`` and ``0 <= seed < 2**63``; ValueError naming the field."""
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}; got partition={partition!r}")
+    if n_clients < 1:
+        raise ValueError(f"n_clients must be >= 1; got n_clients={n_clients}")
+    if not 0 <= client_index < n_clients:
+        raise ValueError(
+            f"client_index must be in [0, n_clients={n_clients}); got client_index={client_index}"
+        )
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63); got seed={seed}")
+
+
+def partition_pool(
+    pool: Tensor,
+    labels: Tensor,
+    partition: Partition,
+    n_clients: int,
+    seed: int,
+    alpha: float = 1.0,
+    min_size: int = MIN_SIZE,
+) -> tuple[Tensor, ...]:
+    """Every client's shard of ``pool`` (sorted dataset indices; ``labels`` indexed by dataset
+    index): ``iid`` cuts it by :func:`iid_partition`, ``dirichlet`` by
+    :func:`dirichlet_partition` on ``labels[pool]`` (``alpha``, ``min_size``). Shard k holds
+    sorted dataset indices; the shards are disjoint and cover the pool."""
+    if partition == "iid":
+        parts = iid_partition(pool.numel(), n_clients, seed)
+    else:
+        parts = dirichlet_partition(labels[pool], n_clients, alpha, seed, min_size)
+    return tuple(pool[part] for part in parts)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ShardSpec:
     """Everything needed to rebuild one client's training shard in any process.
@@ -235,21 +270,9 @@ class ShardSpec:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}; got dataset={self.dataset!r}")
-        if self.partition not in PARTITIONS:
-            raise ValueError(
-                f"partition must be one of {PARTITIONS}; got partition={self.partition!r}"
-            )
+        check_shard_fields(self.partition, self.n_clients, self.client_index, self.seed)
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha must be a finite number > 0; got alpha={self.alpha}")
-        if self.n_clients < 1:
-            raise ValueError(f"n_clients must be >= 1; got n_clients={self.n_clients}")
-        if not 0 <= self.client_index < self.n_clients:
-            raise ValueError(
-                f"client_index must be in [0, n_clients={self.n_clients}); "
-                f"got client_index={self.client_index}"
-            )
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63); got seed={self.seed}")
         if self.min_size < 0:
             raise ValueError(f"min_size must be >= 0; got min_size={self.min_size}")
         if self.validation < 0:
@@ -268,12 +291,7 @@ def _partition(
 ) -> tuple[Tensor, ...]:
     labels = load_mnist().train_y
     pool, _ = validation_split(labels.numel(), validation)
-    if partition == "iid":
-        parts = iid_partition(pool.numel(), n_clients, seed)
-    else:
-        parts = dirichlet_partition(labels[pool], n_clients, alpha, seed, min_size)
-    # positions into the (sorted) pool become training-set indices; validation=0: identity
-    return tuple(pool[part] for part in parts) if validation else tuple(parts)
+    return partition_pool(pool, labels, partition, n_clients, seed, alpha, min_size)
 
 
 def shard_indices(spec: ShardSpec) -> Tensor:

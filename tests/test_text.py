@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -319,6 +320,22 @@ def test_shards_are_disjoint_reproducible_and_shaped(partition: str, shots: int)
     assert all(
         torch.equal(a, text.text_shard_indices(s)) for a, s in zip(parts, specs(), strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"partition": "zipf"}, "partition"),
+        ({"n_clients": 0, "client_index": 0}, "n_clients"),
+        ({"client_index": 8}, "client_index"),
+        ({"seed": -1}, "seed"),
+        ({"shots": -1}, "shots"),
+        ({"shots": 600}, "shots"),
+    ],
+)
+def test_text_shard_spec_names_the_bad_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        text.TextShardSpec(**{"n_clients": 8, "client_index": 0, **fields})
 
 
 def test_dataset_names() -> None:
