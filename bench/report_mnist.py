@@ -507,7 +507,12 @@ def reading_section(study: Study) -> list[str]:
         "rule can tell from honest heterogeneity, and the model settles between the two "
         "objectives (its curve plateaus rather than lags). TMA sends, per coordinate, values "
         "just beyond the honest extreme opposite to the honest mean, so after trimming the "
-        "kept values are biased against the descent direction in every coordinate at once.",
+        "kept values are biased against the descent direction in every coordinate at once. "
+        "NNM first replaces each vector by the mean of its n − f nearest neighbours (itself "
+        "included), which averages away most of the honest vectors' spread before trimming; "
+        "with n − f = 15 of 20 neighbours, every mixed vector is mostly honest, so the trimmed "
+        "mean of the mixed vectors stays close to the honest mean. A larger batch shrinks the "
+        "spread too (∝ 1/√batch): see the first grid at the end for batch 32.",
         "",
         _declines(study),
     ]
