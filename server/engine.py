@@ -581,13 +581,13 @@ class RoundEngine:
         opening = pb.ServerMessage(aggregate=wire.aggregate(index, data, next_open=True))
         if opens:
             nxt.is_open, nxt.opened_at = True, time.perf_counter()
+        size = {False: plain.ByteSize(), True: opening.ByteSize()}
         recipients = downlink_bytes = 0
         for stream in list(self._streams.values()):
             invite = opens and stream.client_id not in nxt.excluded
-            msg = opening if invite else plain
-            if stream.push(msg):
+            if stream.push(opening if invite else plain):
                 recipients += 1
-                downlink_bytes += msg.ByteSize()
+                downlink_bytes += size[invite]
                 if invite and stream.role == "train":
                     nxt.invited.add(stream.client_id)
         if opens:
