@@ -144,7 +144,10 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     fed.wait_for("federator-1", 8)
     fed.procs["client-2"].send_signal(signal.SIGKILL)  # rounds go on at the deadline with 2
     fed.procs["client-2"].wait()
-    fed.wait_for("federator-1", 14)
+    # Rounds take milliseconds: count from the kill. The round open at the kill may still hold
+    # client-2's update; the one after it cannot.
+    killed_at = sum(r["event"] == "round" for r in read_metrics(fed.workdir / "federator-1.jsonl"))
+    fed.wait_for("federator-1", max(14, killed_at + 2))
     fed.start_client("client-2")  # same id: it replays the aggregates it missed
     fed.wait_for("federator-1", 20)
     fed.procs["federator-1"].send_signal(signal.SIGKILL)
