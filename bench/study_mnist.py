@@ -218,8 +218,9 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         zo(1, lr, length=3000)
     # the batch: the honest clients' spread shrinks as 1/sqrt(batch), and with it what an attack
     # hidden inside that spread can shift; compared under TMA
-    for batch in (32, 128):
+    for batch in (32, 128, 256, 512):
         zo(64, 4e-3, batch=batch, length=1000, attack="tma")
+    zo(64, 4e-3, batch=512, length=1000)
     for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
         cells.append(
             Cell(
