@@ -15,7 +15,10 @@ A plan names a model, never a path on one machine. The model name grammar is::
 
 - ``head=auto`` (default: the architecture's own ``AutoModelForSequenceClassification`` head),
   ``head=mean`` (masked mean of the last hidden states → linear layer; the sentence-embedding
-  head suited to MiniLM) or ``head=cls`` (first token's last hidden state → linear layer);
+  head suited to MiniLM), ``head=cls`` (first token's last hidden state → linear layer) or
+  ``head=prompt`` (prompt-based classification through the checkpoint's masked-LM head, as MeZO
+  fine-tunes RoBERTa: see :class:`Prompt`; ``words=w0,w1,...`` sets the label words, one per
+  class, default ``terrible,great``);
 - ``dtype=float32|bfloat16|float16``: the dtype the weights are stored (and updated) in;
 - ``train=all|head|top<N>``: the trainable subset (frozen parameters get no direction);
   ``top<N>`` is the head, the last N transformer layers and any pooler;
@@ -43,8 +46,8 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-Head = Literal["auto", "mean", "cls"]
-HEADS: tuple[Head, ...] = ("auto", "mean", "cls")
+Head = Literal["auto", "mean", "cls", "prompt"]
+HEADS: tuple[Head, ...] = ("auto", "mean", "cls", "prompt")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -55,6 +58,9 @@ MODEL_MAP_ENV = "CYBER0_MODEL_MAP"
 #: Default seed of the weights a checkpoint lacks (the classification head).
 HEAD_SEED = 0x5EED
 TEXT_INSTALL = "pip install 'cyber0[text]'"
+#: MeZO's SST-2 prompt: ``<sentence> It was <mask>.``, label words ``terrible`` / ``great``.
+PROMPT_BEFORE, PROMPT_AFTER = " It was", "."
+PROMPT_WORDS = ("terrible", "great")
 _TRAIN_PATTERN = re.compile(r"all|head|top([1-9][0-9]*)")
 _LAYER_PATTERN = re.compile(r"\.(?:layer|layers|h|block)\.([0-9]+)\.")
 
@@ -84,6 +90,7 @@ class HFModelName:
     train: str = "all"
     digest: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
+    words: tuple[str, ...] = ()
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -113,15 +120,20 @@ def parse_model_name(name: str) -> HFModelName:
         if not sep or key in options:
             raise ValueError(f"model {name!r}: bad or repeated option {item!r} (want key=value)")
         options[key] = value
-    unknown = set(options) - {"head", "dtype", "train", "digest"}
+    unknown = set(options) - {"head", "dtype", "train", "digest", "words"}
     if unknown:
         raise ValueError(
             f"model {name!r}: unknown option(s) {sorted(unknown)}; "
-            "known: digest, dtype, head, train"
+            "known: digest, dtype, head, train, words"
         )
     head = options.get("head", "auto")
     if head not in HEADS:
         raise ValueError(f"model {name!r}: head must be one of {HEADS}; got {head!r}")
+    words = tuple(options["words"].split(",")) if "words" in options else ()
+    if words and head != "prompt":
+        raise ValueError(f"model {name!r}: words= needs head=prompt; got head={head}")
+    if "" in words or len(set(words)) != len(words):
+        raise ValueError(f"model {name!r}: words must be distinct and non-empty; got {words}")
     dtype = options.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"model {name!r}: dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
@@ -131,7 +143,7 @@ def parse_model_name(name: str) -> HFModelName:
     digest = options.get("digest", "").lower()
     if digest and not re.fullmatch(r"[0-9a-f]{8,64}", digest):
         raise ValueError(f"model {name!r}: digest must be 8 to 64 hex digits; got {digest!r}")
-    return HFModelName(ref, head, dtype, train, digest, options)
+    return HFModelName(ref, head, dtype, train, digest, options, words)
 
 
 def _read_map(path: Path) -> dict[str, str]:
@@ -191,6 +203,54 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """Prompt-based classification through a masked-LM head (MeZO's recipe for RoBERTa).
+
+    A tokenised sentence ``[CLS] s [SEP]`` becomes ``[CLS] s <before> [MASK] <after> [SEP]``
+    (token ids; the sentence's own last special token is kept at the end), and class c's logit
+    is the masked-LM logit of label word ``label_ids[c]`` at the mask:
+    ``logits[b, c] = mlm_head(h[b, mask_b])[label_ids[c]]``.
+    """
+
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    mask_id: int
+    pad_id: int
+    label_ids: tuple[int, ...]
+    max_positions: int
+    #: Attribute of the masked-LM model holding its head (``cls`` for BERT, ``lm_head`` for
+    #: RoBERTa): the one child that is not the base model.
+    head_attr: str
+
+    def insert(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(ids', mask', mask_positions)`` for right-padded ``ids``/``mask`` ``(B, L)``; a
+        ValueError when a prompted sentence would exceed the model's positions."""
+        template = torch.tensor(
+            [*self.before, self.mask_id, *self.after], dtype=ids.dtype, device=ids.device
+        )
+        size = template.numel()
+        last = mask.sum(dim=1, keepdim=True).clamp_min(1) - 1  # the final special token
+        length = int(last.max()) + size + 1
+        if length > self.max_positions:
+            raise ValueError(
+                f"a prompted sentence has {length} tokens, over the model's "
+                f"{self.max_positions} positions: lower the data set's max_length"
+            )
+        pos = torch.arange(length, device=ids.device).unsqueeze(0)
+        sentence = ids.gather(1, pos.clamp(max=ids.shape[1] - 1).expand(ids.shape[0], -1))
+        prompted = torch.where(
+            pos < last,
+            sentence,
+            torch.where(
+                pos < last + size,
+                template[(pos - last).clamp(0, size - 1)],
+                torch.where(pos == last + size, ids.gather(1, last), self.pad_id),
+            ),
+        )
+        return prompted, (pos <= last + size).to(mask.dtype), last.squeeze(1) + len(self.before)
+
+
 class TextClassifier(nn.Module):
     """``logits = head(encoder(ids, mask))`` as float32 ``(B, C)``, for packed inputs.
 
@@ -201,17 +261,27 @@ class TextClassifier(nn.Module):
 
     ``head="auto"``: ``hf`` is an ``AutoModelForSequenceClassification`` and ``head`` is None.
     ``"mean"``: ``pooled = Σ_t m_t h_t / Σ_t m_t``; ``"cls"``: ``pooled = h_0``; then
-    ``logits = pooled Wᵀ + b`` with ``head`` a ``Linear(hidden, C)``.
+    ``logits = pooled Wᵀ + b`` with ``head`` a ``Linear(hidden, C)``. ``"prompt"``: ``hf`` is
+    an ``AutoModelForMaskedLM`` and ``prompt`` says how (:class:`Prompt`).
     The module always stays in eval mode (``train()`` is a no-op): dropout off.
     """
 
-    def __init__(self, hf: nn.Module, head_kind: Head, head: nn.Linear | None) -> None:
+    def __init__(
+        self,
+        hf: nn.Module,
+        head_kind: Head,
+        head: nn.Linear | None,
+        prompt: Prompt | None = None,
+    ) -> None:
         super().__init__()
-        if (head_kind == "auto") != (head is None):
-            raise ValueError("head_kind 'auto' uses the model's own head; 'mean'/'cls' need one")
+        if (head_kind in ("auto", "prompt")) != (head is None):
+            raise ValueError("head_kind 'auto'/'prompt' use the model's own head; others need one")
+        if (head_kind == "prompt") != (prompt is not None):
+            raise ValueError("head_kind 'prompt' needs a Prompt, and only it takes one")
         self.hf = hf
         self.head_kind = head_kind
         self.head = head
+        self.prompt = prompt
         super().train(False)
 
     def train(self, mode: bool = True) -> TextClassifier:
@@ -223,6 +293,12 @@ class TextClassifier(nn.Module):
             raise ValueError(f"expected packed (B, 2, L) ids and mask; got {tuple(x.shape)}")
         length = max(1, int(x[:, 1].sum(dim=1).max()))
         ids, mask = x[:, 0, :length], x[:, 1, :length]
+        if self.prompt is not None:
+            ids, mask, at = self.prompt.insert(ids, mask)
+            base = cast(nn.Module, self.hf.base_model)
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            scores = getattr(self.hf, self.prompt.head_attr)(hidden[torch.arange(len(at)), at])
+            return cast(Tensor, scores[:, list(self.prompt.label_ids)]).float()
         if self.head is None:
             return cast(Tensor, self.hf(input_ids=ids, attention_mask=mask).logits).float()
         hidden = self.hf(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -302,11 +378,10 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
         raise ModelUnavailableError(
             f"Hugging Face models need transformers: {TEXT_INSTALL}"
         ) from exc
-    auto = (
-        transformers.AutoModelForSequenceClassification
-        if spec.head == "auto"
-        else transformers.AutoModel
-    )
+    auto = {
+        "auto": transformers.AutoModelForSequenceClassification,
+        "prompt": transformers.AutoModelForMaskedLM,
+    }.get(spec.head, transformers.AutoModel)
     kwargs: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
     if spec.head == "auto":
         kwargs["num_labels"] = num_classes
@@ -315,9 +390,61 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
     with quiet_transformers(), torch.random.fork_rng(devices=[]):
         hf, info = auto.from_pretrained(str(folder), **kwargs)
     missing = {str(k) for k in info.get("missing_keys", ())}
-    if spec.head != "auto" and getattr(hf, "pooler", None) is not None:
+    prefix = f"{hf.base_model_prefix}."
+    if spec.head == "prompt" and any(not k.startswith(prefix) for k in missing):
+        raise ValueError(
+            f"model {spec.ref!r}: head=prompt needs the checkpoint's masked-LM head, and "
+            f"{folder} lacks {sorted(k for k in missing if not k.startswith(prefix))}; "
+            "use head=mean or head=cls"
+        )
+    if spec.head in ("mean", "cls") and getattr(hf, "pooler", None) is not None:
         hf.pooler = None  # our head reads hidden states: the pooler would be dead weight
     return hf, missing
+
+
+def _prompt(hf: nn.Module, folder: Path, spec: HFModelName, num_classes: int) -> Prompt:
+    """The :class:`Prompt` of a masked-LM ``hf`` whose tokenizer is in ``folder``."""
+    from .text import load_tokenizer
+
+    words = spec.words or (PROMPT_WORDS if num_classes == 2 else ())
+    if len(words) != num_classes:
+        raise ValueError(
+            f"model {spec.ref!r}: head=prompt needs one label word per class ({num_classes}) "
+            f"in words=...; got {list(words)}"
+        )
+    heads = [n for n, m in hf.named_children() if m is not getattr(hf, "base_model", None)]
+    if len(heads) != 1:
+        raise ValueError(
+            f"model {spec.ref!r}: head=prompt supports masked-LM models with one head module "
+            f"beside the base model; {type(hf).__name__} has {heads}"
+        )
+    tok = load_tokenizer(str(folder))
+
+    def ids(piece: str) -> tuple[int, ...]:
+        return tuple(int(i) for i in tok(piece, add_special_tokens=False)["input_ids"])
+
+    labels = []
+    for word in words:
+        # the word follows a space ("It was great."): byte-level BPE spells it with one
+        pieces = ids(" " + word)
+        if len(pieces) != 1:
+            raise ValueError(
+                f"model {spec.ref!r}: label word {word!r} is {len(pieces)} tokens in this "
+                "tokenizer; a label word must be one token"
+            )
+        labels.append(pieces[0])
+    positions = int(getattr(hf.config, "max_position_embeddings", 512))
+    # RoBERTa-style position ids start after the padding index
+    offset = getattr(getattr(hf.base_model, "embeddings", None), "padding_idx", None)
+    return Prompt(
+        before=ids(PROMPT_BEFORE),
+        after=ids(PROMPT_AFTER),
+        mask_id=int(tok.mask_token_id),
+        pad_id=int(tok.pad_token_id),
+        label_ids=tuple(labels),
+        max_positions=positions - (int(offset) + 1 if offset is not None else 0),
+        head_attr=heads[0],
+    )
 
 
 def build_text_classifier(
@@ -338,9 +465,10 @@ def build_text_classifier(
     hidden = int(config.hidden_size)
     std = float(getattr(config, "initializer_range", 0.02))
     head = None
-    if spec.head != "auto":
+    if spec.head in ("mean", "cls"):
         head = nn.utils.skip_init(nn.Linear, hidden, num_classes)
-    model = TextClassifier(hf, spec.head, head)
+    prompt = _prompt(hf, folder, spec, num_classes) if spec.head == "prompt" else None
+    model = TextClassifier(hf, spec.head, head, prompt)
     seed = HEAD_SEED if init_seed is None else init_seed
     named = dict(model.named_parameters())
     fresh = [(n, p) for n, p in named.items() if n.startswith("head.") or n[3:] in missing]

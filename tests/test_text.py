@@ -21,11 +21,15 @@ import torch
 pytest.importorskip("transformers")
 
 from transformers import (
+    AutoTokenizer,
     BertConfig,
+    BertForMaskedLM,
     BertModel,
     BertTokenizerFast,
     RobertaConfig,
+    RobertaForMaskedLM,
     RobertaModel,
+    RobertaTokenizerFast,
 )
 
 from cyber0.common import hf, text
@@ -61,28 +65,62 @@ def tiny_config(kind: str, vocab: int = VOCAB) -> BertConfig | RobertaConfig:
     return RobertaConfig(max_position_embeddings=80, pad_token_id=1, **shape)
 
 
-def save_tiny_model(folder: Path, kind: str, vocab: int = VOCAB, seed: int = 0) -> Path:
-    """A random tiny encoder without a task head (like MiniLM's folder), saved with
-    ``save_pretrained`` (global RNG forked and restored)."""
-    cls = BertModel if kind == "bert" else RobertaModel
+def save_tiny_model(
+    folder: Path, kind: str, vocab: int = VOCAB, seed: int = 0, masked_lm: bool = False
+) -> Path:
+    """A random tiny encoder without a task head (like MiniLM's folder), or with its masked-LM
+    head, saved with ``save_pretrained`` (global RNG forked and restored)."""
+    cls = {
+        ("bert", False): BertModel,
+        ("roberta", False): RobertaModel,
+        ("bert", True): BertForMaskedLM,
+        ("roberta", True): RobertaForMaskedLM,
+    }[kind, masked_lm]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         cls(tiny_config(kind, vocab)).save_pretrained(folder)
     return folder
 
 
-def save_tiny_bert_with_tokenizer(folder: Path, words: int = 300) -> Path:
-    """A tiny BERT plus a WordPiece tokenizer over the corpus's most frequent words."""
+def save_tiny_bert_with_tokenizer(folder: Path, words: int = 300, masked_lm: bool = False) -> Path:
+    """A tiny BERT plus a WordPiece tokenizer over the corpus's most frequent words (and the
+    prompt's label words)."""
     counts = collections.Counter(
         w for t in text.load_corpus().texts for w in re.findall(r"[a-z]+", t.lower())
     )
     chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'!?-")
-    vocab = SPECIAL + chars + [f"##{c}" for c in chars]
+    vocab = SPECIAL + chars + [f"##{c}" for c in chars] + list(hf.PROMPT_WORDS)
     vocab += [w for w, _ in counts.most_common(words) if w not in vocab]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    return save_tiny_model(folder, "bert", vocab=len(vocab))
+    # transformers 5 takes ``vocab`` (a path or a dict) and ignores ``vocab_file``
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    return save_tiny_model(folder, "bert", vocab=len(vocab), masked_lm=masked_lm)
+
+
+def save_tiny_roberta_masked_lm(folder: Path) -> Path:
+    """A tiny RoBERTa with its masked-LM head plus a byte-level BPE tokenizer (600 tokens)
+    trained on corpus sentences and the prompt's phrases."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+
+    phrases = [f" It was {w}." for w in hf.PROMPT_WORDS] * 500
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        list(text.load_corpus().texts[:2000]) + phrases,
+        vocab_size=600,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    bpe._tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    specials = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>")
+    RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        **specials,
+    ).save_pretrained(folder)
+    return save_tiny_model(folder, "roberta", vocab=bpe.get_vocab_size(), masked_lm=True)
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +405,8 @@ def test_text_task_tokenises_shards_for_the_trainer(tmp_path: Path) -> None:
     # right padding: the mask is 1…1 0…0, [CLS] first, padding id 0 where the mask is 0
     assert torch.equal(mask, mask.sort(dim=1, descending=True).values)
     assert (ids[:, 0] == 2).all() and (ids[mask == 0] == 0).all()
+    # the WordPiece vocabulary spells almost every word (frequent words, letters, ##letters)
+    assert (ids[mask == 1] == 1).float().mean() < 0.05
     tx, ty = task.test_set()
     assert tx.shape == (2000, 2, 16) and ty.sum() == 1000
     model = hf.build_text_classifier(f"hf:{folder}?head=mean")
@@ -381,3 +421,90 @@ def test_the_plan_picks_the_task() -> None:
         build_task(TrainingPlan(seed=0, dataset="imdb"))
     with pytest.raises(ValueError, match="needs a Hugging Face model"):
         build_task(TrainingPlan(seed=0, dataset="rotten_tomatoes"))
+
+
+# ------------------------------------------------------------------------------------------
+# Prompt-based classification through the masked-LM head
+
+
+@pytest.fixture(scope="module")
+def prompt_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mlm")
+    return {
+        "bert": save_tiny_bert_with_tokenizer(root / "bert", masked_lm=True),
+        "roberta": save_tiny_roberta_masked_lm(root / "roberta"),
+    }
+
+
+@needs_corpus
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_prompt_head_scores_the_label_words_at_the_mask(
+    prompt_folders: dict[str, Path], kind: str
+) -> None:
+    """Each class's logit is the full masked-LM model's logit of its label word at the mask of
+    ``<sentence> It was <mask>.``, tokenised directly from that string, one sentence at a time
+    (the batch is right-padded with varied lengths)."""
+    folder = prompt_folders[kind]
+    model = hf.build_text_classifier(f"hf:{folder}?head=prompt")
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    sentences = [t for t in text.load_corpus().texts if len(t) < 60][:5]
+    logits = model(text.tokenize(sentences, folder, 40))
+    assert logits.shape == (5, 2) and logits.dtype == torch.float32
+    words = tok([" " + w for w in hf.PROMPT_WORDS], add_special_tokens=False)["input_ids"]
+    assert all(len(w) == 1 for w in words)
+    assert model.prompt is not None and model.prompt.label_ids == tuple(w[0] for w in words)
+    assert tok.unk_token_id not in (*model.prompt.label_ids, *model.prompt.before)
+    assert len(set(model.prompt.label_ids)) == 2
+    with torch.inference_mode():
+        for row, sentence in zip(logits, sentences, strict=True):
+            ids = tok(f"{sentence} It was{tok.mask_token}.", return_tensors="pt")["input_ids"]
+            at = int((ids[0] == tok.mask_token_id).nonzero())
+            full = model.hf(input_ids=ids).logits[0, at, [w[0] for w in words]]
+            torch.testing.assert_close(row, full, atol=1e-5, rtol=1e-5)
+    # the head subset is the masked-LM head without the decoder tied to the word embeddings
+    subset = hf.build_text_classifier(f"hf:{folder}?head=prompt&train=head")
+    head = [n for n, _ in canonical_parameters(subset)]
+    assert head and all(n.startswith(("hf.cls.", "hf.lm_head.")) for n in head)
+    assert not any("word_embeddings" in n for n in head)
+
+
+@needs_corpus
+def test_prompt_head_trains_in_place(prompt_folders: dict[str, Path]) -> None:
+    """The in-place estimate leaves every bit in place and the update moves two instances to
+    the same new weights (the decoder is tied to the embedding table)."""
+    name = f"hf:{prompt_folders['bert']}?head=prompt"
+    models = [hf.build_text_classifier(name) for _ in range(2)]
+    start = model_digest(models[0])
+    x = text.tokenize(list(text.load_corpus().texts[:6]), prompt_folders["bert"], 24)
+    y = torch.arange(6) % 2
+    zo = ZOSettings(nu=2, mu=1e-3, lr=1e-2)
+    generator = DirectionGenerator(3)
+    estimator = ZOEstimator(models[0], cross_entropy_loss, generator, zo, "inplace")
+    g = estimator.local_round(0, [(x, y)])
+    assert model_digest(models[0]) == start and torch.isfinite(g).all() and g.abs().sum() > 0
+    for model in models:
+        apply_aggregate_(model, generator, zo, 0, g)
+    assert model_digest(models[0]) == model_digest(models[1]) != start
+
+
+@needs_corpus
+def test_prompt_head_refuses_what_it_cannot_honour(
+    folders: dict[str, Path], prompt_folders: dict[str, Path]
+) -> None:
+    bert = prompt_folders["bert"]
+    with pytest.raises(ValueError, match="needs the checkpoint's masked-LM head"):
+        hf.build_text_classifier(f"hf:{folders['bert']}?head=prompt")
+    with pytest.raises(ValueError, match="one label word per class"):
+        hf.build_text_classifier(f"hf:{bert}?head=prompt&words=great")
+    with pytest.raises(ValueError, match="one label word per class"):
+        hf.build_text_classifier(f"hf:{bert}?head=prompt", num_classes=3)
+    with pytest.raises(ValueError, match="'zyzzyva' is 7 tokens"):
+        hf.build_text_classifier(f"hf:{bert}?head=prompt&words=great,zyzzyva")
+    with pytest.raises(ValueError, match="words= needs head=prompt"):
+        hf.parse_model_name("minilm?head=mean&words=bad,good")
+    with pytest.raises(ValueError, match="distinct"):
+        hf.parse_model_name("minilm?head=prompt&words=good,good")
+    model = hf.build_text_classifier(f"hf:{bert}?head=prompt")
+    long = text.tokenize([" ".join(text.load_corpus().texts[:20])], bert, 80)
+    with pytest.raises(ValueError, match="over the model's 80 positions"):
+        model(long)
