@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ TEXT_INSTALL = "pip install 'cyber0[text]'"
 #: MeZO's SST-2 prompt: ``<sentence> It was <mask>.``, label words ``terrible`` / ``great``.
 PROMPT_BEFORE, PROMPT_AFTER = " It was", "."
 PROMPT_WORDS = ("terrible", "great")
+#: transformers' ``from_pretrained`` is not thread-safe: concurrent loads in one process leave
+#: tied weights untied and re-initialised (seen with transformers 5 on a masked-LM head).
+_LOAD_LOCK = threading.Lock()
 _TRAIN_PATTERN = re.compile(r"all|head|top([1-9][0-9]*)")
 _LAYER_PATTERN = re.compile(r"\.(?:layer|layers|h|block)\.([0-9]+)\.")
 
@@ -386,8 +390,9 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
     if spec.head == "auto":
         kwargs["num_labels"] = num_classes
     # transformers fills the missing weights from the global RNG (overwritten below from a
-    # seeded generator); forking keeps the caller's global RNG state untouched.
-    with quiet_transformers(), torch.random.fork_rng(devices=[]):
+    # seeded generator); forking keeps the caller's global RNG state untouched. One load at a
+    # time per process (see _LOAD_LOCK).
+    with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]):
         hf, info = auto.from_pretrained(str(folder), **kwargs)
     missing = {str(k) for k in info.get("missing_keys", ())}
     prefix = f"{hf.base_model_prefix}."

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -508,3 +509,18 @@ def test_prompt_head_refuses_what_it_cannot_honour(
     long = text.tokenize([" ".join(text.load_corpus().texts[:20])], bert, 80)
     with pytest.raises(ValueError, match="over the model's 80 positions"):
         model(long)
+
+
+@needs_corpus
+def test_concurrent_loads_in_threads_give_the_same_model(prompt_folders: dict[str, Path]) -> None:
+    """Client sessions set their models up in worker threads; transformers' loader is not
+    thread-safe (concurrent loads left the tied masked-LM decoder untied and re-initialised),
+    so loads are serialised: three concurrent builds equal a lone one, ties intact."""
+    name = f"hf:{prompt_folders['bert']}?head=prompt"
+    alone = model_digest(hf.build_text_classifier(name))
+    with ThreadPoolExecutor(3) as pool:
+        models = list(pool.map(lambda _: hf.build_text_classifier(name), range(3)))
+    assert [model_digest(m) for m in models] == [alone] * 3
+    for m in models:
+        mlm = m.hf
+        assert mlm.cls.predictions.decoder.weight is mlm.bert.embeddings.word_embeddings.weight

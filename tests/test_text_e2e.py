@@ -29,17 +29,23 @@ from cyber0.server.config import build_config
 ROUNDS = 3
 
 
+@pytest.mark.parametrize(
+    "model", ["hf:tiny-bert?head=mean", "hf:tiny-bert-mlm?head=prompt&words=bad,good"]
+)
 def test_text_plan_trains_through_the_service(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str
 ) -> None:
+    """Both heads: a sequence classifier's own weights, and a masked-LM prompt whose decoder
+    is tied to the embedding table (the in-process sessions load it concurrently)."""
     models = tmp_path / "models"
-    save_tiny_bert_with_tokenizer(models / "tiny-bert")
+    folder = model.partition("?")[0].removeprefix("hf:")
+    save_tiny_bert_with_tokenizer(models / folder, masked_lm=folder.endswith("-mlm"))
     monkeypatch.setenv(hf.MODEL_DIR_ENV, str(models))
     monkeypatch.delenv(hf.MODEL_MAP_ENV, raising=False)
     config = build_config(
         {
             "seed": 3,
-            "model": "hf:tiny-bert?head=mean",
+            "model": model,
             "dataset": "rotten_tomatoes?shots=4&max_length=16",
             "partition": "iid",
             "n_clients": 3,
