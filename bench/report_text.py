@@ -470,7 +470,8 @@ def render(results: Path) -> str:
         + f", first-order: {meta['fo_rounds']:,} rounds.",
         f"- Start: closed-form ridge probe (λ={meta['probe_ridge']}) of the head on the public "
         f"sentences: **{pct(start)}%** test accuracy. MiniLM has no masked-LM head in its "
-        "package, so no prompt-based zero-shot point exists for it.",
+        "package, so no prompt-based zero-shot point exists for it (`head=prompt` serves "
+        "checkpoints that have one, such as RoBERTa-large; see the end of this page).",
         "",
     ]
     if sweep:
