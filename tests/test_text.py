@@ -524,3 +524,23 @@ def test_concurrent_loads_in_threads_give_the_same_model(prompt_folders: dict[st
     for m in models:
         mlm = m.hf
         assert mlm.cls.predictions.decoder.weight is mlm.bert.embeddings.word_embeddings.weight
+
+
+def test_prompt_insertion_keeps_the_last_special_token_and_pads_right() -> None:
+    """Ids 2 = [CLS], 3 = [SEP], 0 = pad; template ``7 8 [MASK]=4 9``; a full (truncated) row
+    and a shorter one."""
+    prompt = hf.Prompt(
+        before=(7, 8), after=(9,), mask_id=4, pad_id=0, label_ids=(5, 6), max_positions=12,
+        head_attr="cls",
+    )  # fmt: skip
+    ids = torch.tensor([[2, 10, 11, 3, 0], [2, 10, 11, 12, 3]])
+    mask = (ids != 0).long()
+    prompted, new_mask, at = prompt.insert(ids, mask)
+    assert prompted.tolist() == [
+        [2, 10, 11, 7, 8, 4, 9, 3, 0],
+        [2, 10, 11, 12, 7, 8, 4, 9, 3],
+    ]
+    assert new_mask.tolist() == [[1] * 8 + [0], [1] * 9]
+    assert at.tolist() == [5, 6] and (prompted[torch.arange(2), at] == 4).all()
+    with pytest.raises(ValueError, match="over the model's 8 positions"):
+        hf.Prompt(**{**prompt.__dict__, "max_positions": 8}).insert(ids, mask)
