@@ -7,6 +7,7 @@ loaded back offline; the MiniLM package is not needed here.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -543,4 +544,4 @@ def test_prompt_insertion_keeps_the_last_special_token_and_pads_right() -> None:
     assert new_mask.tolist() == [[1] * 8 + [0], [1] * 9]
     assert at.tolist() == [5, 6] and (prompted[torch.arange(2), at] == 4).all()
     with pytest.raises(ValueError, match="over the model's 8 positions"):
-        hf.Prompt(**{**prompt.__dict__, "max_positions": 8}).insert(ids, mask)
+        dataclasses.replace(prompt, max_positions=8).insert(ids, mask)
