@@ -577,9 +577,12 @@ def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str
 
 
 def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
-    """The ratio's anatomy, with the numbers of the latest CPU run that has the breakdown."""
+    """The ratio's anatomy, with the numbers of the latest CPU run under the default OpenMP
+    wait policy (the headline figures), and how a ``OMP_WAIT_POLICY=PASSIVE`` run compares."""
     cpu = {n: d for n, d in docs.items() if "cuda" not in n} or docs
-    name, doc = max(cpu.items(), key=lambda item: str(item[1].get("started", "")))
+    default = {n: d for n, d in cpu.items() if not d["results"].get("omp_wait_policy")} or cpu
+    name, doc = max(default.items(), key=lambda item: str(item[1].get("started", "")))
+    passive = [d for d in cpu.values() if d["results"].get("omp_wait_policy") == "PASSIVE"]
     r = doc["results"]
     g = r["generator"]
     randn = statistics.median(g["randn_s"])
@@ -610,11 +613,11 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         ]
     compiled = g.get("compiled") or {}
     lines += [
-        f"**The generator** is {statistics.median(g['fill_over_randn']):.1f}× slower than "
-        "`torch.randn` (target: no slower). It is an eager-mode counter hash + Box-Muller: ~27 "
-        "torch ops per 262,144-pair block, each a 2-thread OpenMP region (idle, one 22.7M "
-        "fill took ~125 ms against ~120 ms for `torch.randn`; blocks of 65,536 pairs took "
-        "~160 ms). Under CPU "
+        f"**The generator** takes {statistics.median(g['fill_over_randn']):.2f}× the time of "
+        f"`torch.randn` ({statistics.median(g['fill_s']) * 1e3:.0f} ms against "
+        f"{randn * 1e3:.0f} ms for 22.7M floats; target: no slower). It is an eager-mode "
+        "counter hash + Box-Muller: ~27 torch ops per 262,144-pair block, each a 2-thread "
+        "OpenMP region (blocks of 65,536 pairs were slower). Under CPU "
         "contention that is what hurts most — with OpenMP's default spin-waiting, a barrier "
         "waits for a descheduled thread: the same fill_ took up to "
         f"{max(g['fill_s']):.1f} s in this run, and in side runs at load 10–16 it took 5–25 s "
@@ -625,6 +628,19 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         "(an environment setting: it must be set before torch is imported).",
         "",
     ]
+    if passive and "minilm" in r and "minilm" in passive[0]["results"]:
+        p = passive[0]["results"]
+        load = passive[0]["machine"]["loadavg_at_start"][0]
+        lines += [
+            f"Against the `OMP_WAIT_POLICY=PASSIVE` run (a separate run, load {load:.1f} at "
+            f"its start): MiniLM ratio {statistics.median(p['minilm']['ratio']):.2f}× against "
+            f"{statistics.median(r['minilm']['ratio']):.2f}×, generator "
+            f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` "
+            f"against {statistics.median(g['fill_over_randn']):.2f}×. On a quiet machine "
+            "sleeping threads cost: each of the generator's ~27 ops per block wakes them "
+            "again. PASSIVE pays off only where the cores are contended.",
+            "",
+        ]
     if compiled.get("available"):
         lines += [
             "A `torch.compile`-fused version of the same arithmetic (prototype in "
