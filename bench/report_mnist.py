@@ -536,11 +536,6 @@ def reading_section(study: Study) -> list[str]:
     ]
 
 
-def reached_at(run: Run, accuracy: float) -> int | None:
-    """The first evaluated round at which ``run`` reached ``accuracy``; None if it never did."""
-    return next((int(h["round"]) for h in run.history if h["test_accuracy"] >= accuracy), None)
-
-
 def other_blocks(study: Study) -> list[str]:
     """Attack costs in the α=1 blocks other than ν=64, K=1, each attacked run's final accuracy
     placed on its no-attack run's curve (the round at which that run first got there)."""
@@ -555,8 +550,8 @@ def other_blocks(study: Study) -> list[str]:
                 continue
             parts = []
             for r in runs:
-                at = reached_at(base, r.final)
-                where = f"round {at}" if at is not None else "never"
+                at = base.reached(r.final)
+                where = f"round {int(at['round'])}" if at is not None else "never"
                 parts.append(f"{r.attack} {100 * (r.final - base.final):+.2f} ({where})")
             within = sum(base.final - r.final <= TOLERANCE for r in runs)
             earlier = accuracy_at(base, base.rounds * 4 // 5)

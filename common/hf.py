@@ -49,6 +49,9 @@ from torch import Tensor, nn
 
 Head = Literal["auto", "mean", "cls", "prompt"]
 HEADS: tuple[Head, ...] = ("auto", "mean", "cls", "prompt")
+#: Heads that add a new ``Linear(hidden, C)`` on the hidden states; the others use the
+#: checkpoint's own head.
+LINEAR_HEADS: tuple[Head, ...] = ("mean", "cls")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -278,7 +281,7 @@ class TextClassifier(nn.Module):
         prompt: Prompt | None = None,
     ) -> None:
         super().__init__()
-        if (head_kind in ("auto", "prompt")) != (head is None):
+        if (head_kind in LINEAR_HEADS) != (head is not None):
             raise ValueError("head_kind 'auto'/'prompt' use the model's own head; others need one")
         if (head_kind == "prompt") != (prompt is not None):
             raise ValueError("head_kind 'prompt' needs a Prompt, and only it takes one")
@@ -395,14 +398,13 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
     with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]):
         hf, info = auto.from_pretrained(str(folder), **kwargs)
     missing = {str(k) for k in info.get("missing_keys", ())}
-    prefix = f"{hf.base_model_prefix}."
-    if spec.head == "prompt" and any(not k.startswith(prefix) for k in missing):
+    lacking = sorted(k for k in missing if not k.startswith(f"{hf.base_model_prefix}."))
+    if spec.head == "prompt" and lacking:
         raise ValueError(
             f"model {spec.ref!r}: head=prompt needs the checkpoint's masked-LM head, and "
-            f"{folder} lacks {sorted(k for k in missing if not k.startswith(prefix))}; "
-            "use head=mean or head=cls"
+            f"{folder} lacks {lacking}; use head=mean or head=cls"
         )
-    if spec.head in ("mean", "cls") and getattr(hf, "pooler", None) is not None:
+    if spec.head in LINEAR_HEADS and getattr(hf, "pooler", None) is not None:
         hf.pooler = None  # our head reads hidden states: the pooler would be dead weight
     return hf, missing
 
@@ -424,6 +426,11 @@ def _prompt(hf: nn.Module, folder: Path, spec: HFModelName, num_classes: int) ->
             f"beside the base model; {type(hf).__name__} has {heads}"
         )
     tok = load_tokenizer(str(folder))
+    if tok.mask_token_id is None or tok.pad_token_id is None:
+        raise ValueError(
+            f"model {spec.ref!r}: head=prompt needs a tokenizer with mask and pad tokens; "
+            f"{folder} has mask={tok.mask_token!r}, pad={tok.pad_token!r}"
+        )
 
     def ids(piece: str) -> tuple[int, ...]:
         return tuple(int(i) for i in tok(piece, add_special_tokens=False)["input_ids"])
@@ -470,7 +477,7 @@ def build_text_classifier(
     hidden = int(config.hidden_size)
     std = float(getattr(config, "initializer_range", 0.02))
     head = None
-    if spec.head in ("mean", "cls"):
+    if spec.head in LINEAR_HEADS:
         head = nn.utils.skip_init(nn.Linear, hidden, num_classes)
     prompt = _prompt(hf, folder, spec, num_classes) if spec.head == "prompt" else None
     model = TextClassifier(hf, spec.head, head, prompt)

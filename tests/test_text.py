@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -491,7 +492,7 @@ def test_prompt_head_trains_in_place(prompt_folders: dict[str, Path]) -> None:
 
 @needs_corpus
 def test_prompt_head_refuses_what_it_cannot_honour(
-    folders: dict[str, Path], prompt_folders: dict[str, Path]
+    folders: dict[str, Path], prompt_folders: dict[str, Path], tmp_path: Path
 ) -> None:
     bert = prompt_folders["bert"]
     with pytest.raises(ValueError, match="needs the checkpoint's masked-LM head"):
@@ -506,6 +507,11 @@ def test_prompt_head_refuses_what_it_cannot_honour(
         hf.parse_model_name("minilm?head=mean&words=bad,good")
     with pytest.raises(ValueError, match="distinct"):
         hf.parse_model_name("minilm?head=prompt&words=good,good")
+    no_mask = tmp_path / "no-mask"
+    shutil.copytree(bert, no_mask)
+    BertTokenizerFast(vocab=str(no_mask / "vocab.txt"), mask_token=None).save_pretrained(no_mask)
+    with pytest.raises(ValueError, match="needs a tokenizer with mask and pad tokens"):
+        hf.build_text_classifier(f"hf:{no_mask}?head=prompt")
     model = hf.build_text_classifier(f"hf:{bert}?head=prompt")
     long = text.tokenize([" ".join(text.load_corpus().texts[:20])], bert, 80)
     with pytest.raises(ValueError, match="over the model's 80 positions"):
