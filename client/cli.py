@@ -1,7 +1,8 @@
 """``cyber0-client``: a client daemon (honest, Byzantine or observer) for one federator.
 
 Prints one JSON line per identity when it is done (``client``, ``applied_round``, ``digest``,
-``reconnects``) and exits 0; exits 2 on a usage error and 1 when a session fails.
+``reconnects``, and ``weights`` with ``--save-model``) and exits 0; exits 2 on a usage error and
+1 when a session fails or the weights cannot be written.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cyber0.common.attacks import get_attack
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=10, help="observer: report every E rounds")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per unary call")
     p.add_argument("--max-retries", type=int, default=None, help="give up after N failed tries")
+    p.add_argument(
+        "--save-model",
+        metavar="FILE",
+        help="when training ends, write the final model's weights to FILE (safetensors)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -125,20 +133,36 @@ def _token(args: argparse.Namespace, client_id: str) -> str:
         raise ValueError(f"cannot read the token of {client_id}: {exc}") from exc
 
 
-def build_sessions(args: argparse.Namespace) -> list[Session]:
-    """One session per identity, sharing one model (ValueError on a bad combination or an
-    unreadable TLS or token file)."""
+def build_trainer(args: argparse.Namespace) -> ZOTrainer:
+    """The daemon's one model: a :class:`ColludingTrainer` for ``--role byzantine``."""
     device = resolve_device(args.device)
+    if args.role == "byzantine":
+        attack = get_attack(args.attack, **_parse_params(args.attack_param))
+        return ColludingTrainer(device=device, flip_labels=attack.kind == "data", attack=attack)
+    return ZOTrainer(device=device)
+
+
+def _check_save_path(path: str | None) -> None:
+    """Refuse, before any training, a ``--save-model`` file that could not be written."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--save-model {path}: the folder {folder} does not exist or is read-only")
+    if Path(path).is_dir():
+        raise ValueError(f"--save-model {path}: is a folder; give a file name")
+
+
+def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -> list[Session]:
+    """One session per identity, sharing one model (``trainer``, default :func:`build_trainer`);
+    ValueError on a bad combination or an unreadable TLS or token file."""
     if args.role != "byzantine" and len(args.ids) != 1:
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
         raise ValueError("give --token or --token-file, not both")
-    trainer: ZOTrainer
-    if args.role == "byzantine":
-        attack = get_attack(args.attack, **_parse_params(args.attack_param))
-        trainer = ColludingTrainer(device=device, flip_labels=attack.kind == "data", attack=attack)
-    else:
-        trainer = ZOTrainer(device=device)
+    _check_save_path(args.save_model)
+    if trainer is None:
+        trainer = build_trainer(args)
     model = LocalModel(trainer)
     role: Role = "observer" if args.role == "observer" else "train"
     return [
@@ -171,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
-        sessions = build_sessions(args)
+        trainer = build_trainer(args)
+        sessions = build_sessions(args, trainer)
     except ValueError as exc:
         print(f"cyber0-client: {exc}", file=sys.stderr)
         return 2
@@ -184,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    saved = {"weights": args.save_model} if args.save_model else {}
+    if args.save_model:
+        try:
+            trainer.save_weights(args.save_model)
+        except OSError as exc:
+            print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
+            return 1
     for result in results:
         print(
             json.dumps(
@@ -192,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "applied_round": result.applied_round,
                     "digest": result.digest,
                     "reconnects": result.reconnects,
+                    **saved,
                 }
             ),
             flush=True,

@@ -2,8 +2,9 @@
 
 Starts a federator, honest client daemons, one colluding Byzantine daemon holding the Byzantine
 identities, and an observer; prints a line per round (accuracy as last reported by the
-observer, payload bytes up and down per client) and a final summary. Exits 0 when every party
-finished with the same model digest.
+observer, payload bytes up and down per client) and a final summary; the observer writes the
+final weights to ``WORKDIR/model.safetensors``. Exits 0 when every party finished with the same
+model digest.
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ def start_clients(args: argparse.Namespace, workdir: Path, port: int) -> list[Pa
     base = ["-m", "cyber0.client.cli", "--target", target]
     parties = []
     # The observer first: rounds wait for training clients only, so it must not start behind.
-    specs: list[tuple[str, list[str], list[str]]] = [
-        ("observer", ["observer"], ["--role", "observer", "--eval-every", str(args.eval_every)])
-    ]
+    observer = ["--role", "observer", "--eval-every", str(args.eval_every)]
+    observer += ["--save-model", str(workdir / "model.safetensors")]
+    specs: list[tuple[str, list[str], list[str]]] = [("observer", ["observer"], observer)]
     specs += [(f"honest-{i}", [f"honest-{i}"], []) for i in range(args.honest)]
     if args.byzantine:
         ids = [f"byzantine-{i}" for i in range(args.byzantine)]
@@ -204,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"payload per client per round: up {summary['up'] / rounds / n:.0f} B, "
         f"down {summary['down'] / rounds / (n + 1):.0f} B\n"
         f"final model digests: {len(digests)} parties, "
-        f"{'all equal' if agree else 'DIFFERENT'} ({next(iter(digests.values()), '')[:16]})"
+        f"{'all equal' if agree else 'DIFFERENT'} ({next(iter(digests.values()), '')[:16]}); "
+        f"weights in {workdir / 'model.safetensors'}"
     )
     if failed or federator_code != 0 or not agree:
         print(f"failures: {failed or ''} federator exit {federator_code}", file=sys.stderr)

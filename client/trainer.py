@@ -16,6 +16,7 @@ aggregate with the regenerated directions, so their digests match every other pa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,7 +35,8 @@ from cyber0.common.models import (
     model_digest,
 )
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
-from cyber0.common.plan import TrainingPlan
+from cyber0.common.plan import TrainingPlan, plan_json
+from cyber0.common.weights import save_weights
 
 #: Models with at most this many parameters use the batched (vectorised) ZO path.
 BATCHED_MAX_PARAMETERS = 1_000_000
@@ -214,6 +216,20 @@ class ZOTrainer:
     def digest(self) -> str:
         """SHA-256 of the current global model."""
         return model_digest(self._ready()[1])
+
+    def save_weights(self, path: str | os.PathLike[str]) -> str:
+        """Write the current global model to ``path`` (:func:`cyber0.common.weights.save_weights`;
+        metadata: the model name and class count that :func:`~cyber0.common.weights.load_model`
+        rebuilds it from, the last applied round and the plan); return its digest."""
+        plan, model, _ = self._ready()
+        assert self._task is not None
+        metadata = {
+            "model": plan.model,
+            "num_classes": str(self._task.num_classes),
+            "round": str(self._applied),
+            "plan": plan_json(plan),
+        }
+        return save_weights(model, path, metadata)
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, loss) of the current model on the task's test set (observers)."""

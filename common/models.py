@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -143,15 +143,20 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> 
 
 def model_digest(model: nn.Module) -> str:
     """SHA-256 hex of all parameters: the model identity used by the simulator, the clients and
-    the federator logs.
+    the federator logs; :func:`tensors_digest` of ``model.named_parameters()`` (trainable or
+    frozen; tied ones once)."""
+    return tensors_digest(model.named_parameters())
 
-    Parameters (trainable or frozen; tied ones once) are taken sorted by name; for each, the
-    hash absorbs ``len(header)`` (8 bytes, little-endian), ``header = "name|dtype|shape"`` in
-    UTF-8, then the tensor's raw bytes (``detach().contiguous().cpu()``, native little-endian).
+
+def tensors_digest(named: Iterable[tuple[str, Tensor]]) -> str:
+    """SHA-256 hex of named tensors, taken sorted by name; for each, the hash absorbs
+    ``len(header)`` (8 bytes, little-endian), ``header = "name|dtype|shape"`` in UTF-8, then the
+    tensor's raw bytes (``detach().contiguous().cpu()``, native little-endian).
+
     Registration order does not matter; names, shapes, dtypes and every bit of every value do.
     """
     h = hashlib.sha256()
-    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+    for name, param in sorted(named, key=lambda item: item[0]):
         tensor = param.detach().contiguous().cpu()
         header = f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode()
         h.update(struct.pack("<Q", len(header)))

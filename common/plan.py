@@ -6,6 +6,8 @@ what the federator hands to every client at Join; the simulator builds the same 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -92,3 +94,8 @@ class TrainingPlan:
             raise PlanError(f"alpha must be > 0; got alpha={self.alpha}")
         if self.rounds < 1:
             raise PlanError(f"rounds must be >= 1; got rounds={self.rounds}")
+
+
+def plan_json(plan: TrainingPlan) -> str:
+    """Canonical JSON of ``plan`` (sorted keys), as the log and weights files store it."""
+    return json.dumps(dataclasses.asdict(plan), sort_keys=True)

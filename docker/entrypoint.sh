@@ -128,7 +128,7 @@ case "$role" in
     [ "$index" -gt 1 ] && id="observer-$index"
     # shellcheck disable=SC2046
     start_client "$id" --id "$id" --role observer --eval-every "${EVAL_EVERY:-10}" \
-      $(client_tls_args) "$@"
+      --save-model "$results/$id.safetensors" $(client_tls_args) "$@"
     ;;
   byzantine)
     daemons=${BYZANTINE_DAEMONS:-1}

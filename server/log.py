@@ -15,7 +15,6 @@ The object is not thread-safe: after :meth:`open` the federator calls it from on
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cyber0.common.plan import TrainingPlan
+from cyber0.common.plan import TrainingPlan, plan_json
 
 SCHEMA_VERSION = "1"
 
@@ -64,11 +63,6 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def plan_json(plan: TrainingPlan) -> str:
-    """Canonical JSON of ``plan`` (sorted keys), as stored in the log."""
-    return json.dumps(dataclasses.asdict(plan), sort_keys=True)
 
 
 class DurableLog:

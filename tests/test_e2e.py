@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from cyber0.client import demo
+from cyber0.common.models import ModelSpec, build_model, model_digest
+from cyber0.common.weights import load_model, load_weights
 from cyber0.v1 import federation_pb2 as pb
 
 pytestmark = pytest.mark.slow
@@ -59,6 +61,9 @@ def test_demo_federation_learns_and_agrees(tmp_path: Path) -> None:
     assert final["round"] == rounds - 1 and final["accuracy"] >= 0.7
     digests = {r["client"]: r["digest"] for r in records if r["event"] == "report"}
     assert len(digests) == 8 and len(set(digests.values())) == 1
+    model = build_model(ModelSpec(name="logreg"))
+    load_weights(model, workdir / "model.safetensors")  # the observer's final model
+    assert model_digest(model) == digests["observer"]
 
 
 def free_port() -> int:
@@ -183,3 +188,32 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     assert any("client-2" not in r["participants"] for r in records[8:])
     digests = {name: fed.digest(name) for name in ("observer", "client-0", "client-1", "client-2")}
     assert len(set(digests.values())) == 1, digests
+
+
+def test_clients_save_the_final_model(federation: Federation) -> None:
+    """``--save-model``: the file a client writes at the end loads into a fresh model built from
+    its metadata, with the digest every party reported; an unwritable path is refused before
+    the client connects."""
+    fed = federation
+    bad = fed.workdir / "no-such-folder" / "model.safetensors"
+    refused = fed.start_client("client-x", "--save-model", str(bad))
+    assert refused.wait(timeout=60) == 2
+    assert "does not exist or is read-only" in (fed.workdir / "client-x.log").read_text()
+
+    fed.start_federator("federator")
+    saved = {name: fed.workdir / f"{name}.safetensors" for name in ("observer", "client-0")}
+    fed.start_client("observer", "--role", "observer", "--save-model", str(saved["observer"]))
+    fed.start_client("client-0", "--save-model", str(saved["client-0"]))
+    for i in (1, 2):
+        fed.start_client(f"client-{i}")
+    for name in ("observer", "client-0", "client-1", "client-2"):
+        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
+    digests = {name: fed.digest(name) for name in ("observer", "client-0", "client-1", "client-2")}
+    assert len(set(digests.values())) == 1, digests
+    for name, path in saved.items():
+        report = json.loads((fed.workdir / f"{name}.out").read_text().splitlines()[-1])
+        assert report["weights"] == str(path)
+        model, meta = load_model(path)
+        assert model_digest(model) == digests[name]
+        assert meta["round"] == "39" and meta["model"] == "logreg" and meta["num_classes"] == "10"
+        assert json.loads(meta["plan"])["seed"] == 5

@@ -12,6 +12,8 @@ Prints one line per check and exits 1 if any fails:
               Update of K*NU floats), computed with the protocol's own protobuf classes
   digests     every party (H + B + observer) reported a digest after round R-1 and all are equal;
               each daemon's own final line (results/clients/*.json) says the same
+  weights     the observer's saved model (results/observer.safetensors), rebuilt by load_model
+              from its metadata, is the model of round R-1 with that same digest
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cyber0.common.models import model_digest
+from cyber0.common.weights import WeightsError, load_model
 from cyber0.v1 import federation_pb2 as pb
 
 
@@ -130,8 +134,21 @@ def main(argv: list[str]) -> int:
         + ", ".join(sorted(v[:16] for v in values)),
     )
 
+    weights = args.results / "observer.safetensors"
+    meta: dict[str, str] = {}
+    try:
+        model, meta = load_model(weights)
+        saved, detail = model_digest(model), f"round {meta['round']}, model {meta['model']}"
+    except (WeightsError, OSError) as exc:
+        saved, detail = "", str(exc)
+    check(
+        "weights",
+        saved in values and len(values) == 1 and meta.get("round") == str(last),
+        f"{weights.name} rebuilt with load_model: {detail}, digest {saved[:16]}",
+    )
+
     # The plain closing line CI reads: "checks: N passed, N failed".
-    print(f"checks: {5 - len(failures)} passed, {len(failures)} failed", flush=True)
+    print(f"checks: {6 - len(failures)} passed, {len(failures)} failed", flush=True)
     if failures:
         print(f"failed checks: {', '.join(failures)}", flush=True)
         return 1

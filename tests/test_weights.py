@@ -1,0 +1,128 @@
+"""Weights files: a saved model loads back bit for bit, and a file that does not fit is refused
+with the model left as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cyber0.common.models import ModelSpec, build_model, model_digest
+from cyber0.common.weights import WeightsError, load_model, load_weights, save_weights
+
+
+class Tied(nn.Module):
+    """Two modules sharing one weight (saved once, under its first name), a bf16 parameter and
+    a buffer (not saved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Linear(4, 4)
+        self.decode = nn.Linear(4, 4, bias=False)
+        self.decode.weight = self.encode.weight
+        self.scale = nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+        self.register_buffer("counter", torch.zeros(1))
+
+
+def trained_logreg(seed: int) -> nn.Module:
+    return build_model(ModelSpec(name="logreg", init_seed=seed))
+
+
+def test_round_trip_is_bitwise_and_carries_metadata(tmp_path: Path) -> None:
+    model = trained_logreg(1)
+    path = tmp_path / "model.safetensors"
+    digest = save_weights(model, path, {"round": "41", "model": "logreg"})
+    assert digest == model_digest(model)
+    assert not list(tmp_path.glob(".*.tmp"))  # written aside, then renamed
+    fresh = build_model(ModelSpec(name="logreg"))
+    assert model_digest(fresh) != digest
+    meta = load_weights(fresh, path)
+    assert model_digest(fresh) == digest
+    assert meta["round"] == "41" and meta["model"] == "logreg" and meta["digest"] == digest
+
+
+def test_tied_and_bf16_parameters_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Tied()
+    with torch.no_grad():
+        model.scale.mul_(1.5)
+    path = tmp_path / "tied.safetensors"
+    save_weights(model, path)
+    other = Tied()
+    load_weights(other, path)
+    assert model_digest(other) == model_digest(model)
+    assert other.scale.dtype == torch.bfloat16
+    assert other.decode.weight is other.encode.weight  # still tied: loaded in place
+    assert torch.equal(other.decode.weight, model.encode.weight)
+
+
+def test_refused_files_leave_the_model_untouched(tmp_path: Path) -> None:
+    model = trained_logreg(2)
+    path = tmp_path / "model.safetensors"
+    save_weights(model, path)
+    target = trained_logreg(3)
+    before = model_digest(target)
+
+    # Flip one byte of the last value: a valid file whose contents no longer match its digest.
+    altered = tmp_path / "altered.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    altered.write_bytes(bytes(raw))
+    with pytest.raises(WeightsError, match="altered or damaged"):
+        load_weights(target, altered)
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_weights(target, garbage)
+    with pytest.raises(WeightsError, match="not a readable"):
+        load_weights(target, tmp_path / "missing.safetensors")
+
+    wider = build_model(ModelSpec(name="logreg", num_classes=12))
+    with pytest.raises(
+        WeightsError, match=r"\(10, 784\) in the file, torch.float32 \(12, 784\) in the model"
+    ):
+        load_weights(wider, path)
+    with pytest.raises(WeightsError, match="missing from the file"):
+        load_weights(Tied(), path)
+    assert model_digest(target) == before
+
+
+def test_a_plain_safetensors_file_is_not_taken_for_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = trained_logreg(4)
+    path = tmp_path / "plain.safetensors"
+    save_file({n: p.detach() for n, p in model.named_parameters()}, path)
+    with pytest.raises(WeightsError, match="format None"):
+        load_weights(trained_logreg(5), path)
+
+
+def test_header_is_json_with_the_documented_metadata(tmp_path: Path) -> None:
+    """The file is plain safetensors: an 8-byte length, a JSON header, raw little-endian data."""
+    path = tmp_path / "model.safetensors"
+    digest = save_weights(trained_logreg(6), path, {"round": "9"})
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"] == {
+        "round": "9",
+        "format": "cyber0-weights/1",
+        "digest": digest,
+    }
+    assert header["linear.weight"]["dtype"] == "F32"
+    assert header["linear.weight"]["shape"] == [10, 784]
+
+
+def test_load_model_builds_what_the_metadata_names(tmp_path: Path) -> None:
+    model = trained_logreg(7)
+    named = tmp_path / "named.safetensors"
+    save_weights(model, named, {"model": "logreg", "num_classes": "10"})
+    loaded, meta = load_model(named)
+    assert model_digest(loaded) == model_digest(model) == meta["digest"]
+    anonymous = tmp_path / "anonymous.safetensors"
+    save_weights(model, anonymous)
+    with pytest.raises(WeightsError, match="does not name the model"):
+        load_model(anonymous)
