@@ -44,6 +44,9 @@ FO_BATCH = ZO_BATCH
 ROUNDS = {64: 1000, 1: 6000}
 FO_ROUNDS = 1000
 SEED = 0
+#: Further seeds of the seed-spread group (the target block again: partition, batches,
+#: directions and attack noise all change with the seed).
+SPREAD_SEEDS = (1, 2)
 VALIDATION = 10_000
 
 log = logging.getLogger("study_mnist")
@@ -68,6 +71,7 @@ class Cell:
     fo_lr: float = FO_LR
     fo_batch: int = FO_BATCH
     validation: int = 0
+    seed: int = SEED
     tag: str = field(default="", compare=False)
 
     @property
@@ -77,20 +81,22 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie`` or ``fo-a1.0-cwtm-none``."""
+        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; a seed
+        other than :data:`SEED` adds ``-s<seed>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
+        suffix = "" if self.seed == SEED else f"-s{self.seed}"
         if self.method == "first_order":
-            return f"fo-a{self.alpha}-{agg}-{self.attack}"
+            return f"fo-a{self.alpha}-{agg}-{self.attack}{suffix}"
         k = f"k{self.k}" if self.k == 1 else f"k{self.k}{self.variant[0]}"
-        return f"zo-a{self.alpha}-nu{self.nu}-{k}-{agg}-{self.attack}"
+        return f"zo-a{self.alpha}-nu{self.nu}-{k}-{agg}-{self.attack}{suffix}"
 
     def config(self) -> dict[str, Any]:
         """The simulator's YAML-equivalent mapping."""
         lr = self.zo_lr or ZO_LR[self.nu]
         return {
-            "seed": SEED,
+            "seed": self.seed,
             "rounds": self.rounds,
             "eval_every": self.eval_every,
             "n_clients": N_CLIENTS,
@@ -143,6 +149,13 @@ def study_cells() -> list[Cell]:
         *_zo(1.0, ("cwtm",), ATTACKS, "d", nu=1),
         *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="unbiased"),
         *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="biased"),
+        # seed spread of the target block: CWTM under every attack, NNM+CWTM's worst
+        *[c for s in SPREAD_SEEDS for c in _zo(1.0, ("cwtm",), ATTACKS, "seeds", seed=s)],
+        *[
+            c
+            for s in SPREAD_SEEDS
+            for c in _zo(1.0, ("nnm+cwtm",), ("none", "foe"), "seeds", seed=s)
+        ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),
@@ -352,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--aggregator", nargs="+", help="keep these aggregators")
     p.add_argument("--attack", nargs="+", help="keep these attacks")
     p.add_argument("--method", nargs="+", choices=("zo", "first_order"), help="keep methods")
-    p.add_argument("--group", nargs="+", help="priority groups a..e, rest, sweep")
+    p.add_argument("--group", nargs="+", help="priority groups a..e, seeds, rest, sweep")
     p.add_argument("--rounds", type=int, help="override every selected cell's rounds")
     p.add_argument("--jobs", type=int, default=1, help="cells in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")

@@ -135,6 +135,7 @@ def _results(
         "aggregator": {"name": over.get("aggregator", "cwtm")},
         "attack": {"name": over.get("attack", "none")},
         "methods": [method],
+        "seed": over.get("seed", 0),
     }
     history = [
         {
@@ -176,6 +177,11 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     _write(results, "fo-a1.0-cwtm-none", _results("first_order", [0.86, 0.9], 31400, every=2))
     _write(results, "fo-a1.0-cwtm-sf", _results("first_order", [0.8, 0.9], 31400, 2, attack="sf"))
     _write(results, "sweep/zo-x", _results("zo", [0.8, 0.88], 256, eval_split="validation"))
+    # seed 1 of the target block: the seed-0 table is unchanged, the spread table shows both
+    _write(results, "zo-a1.0-nu64-k1-cwtm-none-s1", _results("zo", [0.7, 0.9], 256, seed=1))
+    _write(
+        results, "zo-a1.0-nu64-k1-cwtm-sf-s1", _results("zo", [0.8, 0.88], 256, attack="sf", seed=1)
+    )
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
         report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
@@ -192,5 +198,9 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "| not reached | — | 125.6 kB | 4 | — |" in rows["sf"]
     assert "| CYBER-0 cwtm | 91.00 | 84.00 |" in text
     assert "**not met**" in text  # sf drops 7 points, more than 3
+    assert "| cwtm | none | 91.00 / 90.00 / — |  | spread 1.00 pts |  |" in text
+    assert "| cwtm | sf | 84.00 / 88.00 / — | +7.00 / +2.00 / — | +4.50 (2 seeds) | no |" in text
+    assert "Beyond it on average: cwtm sf." in text
+    assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
