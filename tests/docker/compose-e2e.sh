@@ -8,8 +8,9 @@
 # identities, an observer; MNIST, 150 rounds of nu=64, K=1. From the mounted results folder it
 # checks (tests/docker/check_results.py): the observer's final accuracy >= 0.80 (the same plan
 # reaches about 0.86), the Byzantine identities took part in every round, every uplink payload
-# is exactly K*nu floats per client, all final digests are equal; and that the federator refuses
-# a plaintext connection. Everything it started (containers, networks, volumes, dockerd) is
+# is exactly K*nu floats per client, all final digests are equal, the observer's saved weights
+# (results/observer.safetensors) rebuild the model with that digest; and that the federator
+# refuses a plaintext connection. Everything it started (containers, networks, volumes, dockerd) is
 # removed on exit, failed or not; the images stay as a build cache.
 #
 # E2E_STACK=text runs the text stack instead (docker/text.env: an image with the text extra and
