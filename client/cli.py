@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="when training ends, write the final model's weights to FILE (safetensors)",
     )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write FILE after every N-th round (a checkpoint for --resume)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="if FILE exists, start from the model it holds (same plan only) instead of "
+        "replaying every round",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -136,15 +149,24 @@ def _token(args: argparse.Namespace, client_id: str) -> str:
 def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     """The daemon's one model: a :class:`ColludingTrainer` for ``--role byzantine``."""
     device = resolve_device(args.device)
+    saving = {"checkpoint": args.save_model, "save_every": args.save_every, "resume": args.resume}
     if args.role == "byzantine":
         attack = get_attack(args.attack, **_parse_params(args.attack_param))
-        return ColludingTrainer(device=device, flip_labels=attack.kind == "data", attack=attack)
-    return ZOTrainer(device=device)
+        return ColludingTrainer(
+            device=device, flip_labels=attack.kind == "data", attack=attack, **saving
+        )
+    return ZOTrainer(device=device, **saving)
 
 
-def _check_save_path(path: str | None) -> None:
-    """Refuse, before any training, a ``--save-model`` file that could not be written."""
+def _check_saving(args: argparse.Namespace) -> None:
+    """Refuse, before any training, a ``--save-model`` file that could not be written and
+    ``--save-every``/``--resume`` without one."""
+    path: str | None = args.save_model
+    if args.save_every < 0:
+        raise ValueError(f"--save-every must be >= 0; got {args.save_every}")
     if path is None:
+        if args.save_every or args.resume:
+            raise ValueError("--save-every and --resume need --save-model FILE")
         return
     folder = Path(path).resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -160,7 +182,7 @@ def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
         raise ValueError("give --token or --token-file, not both")
-    _check_save_path(args.save_model)
+    _check_saving(args)
     if trainer is None:
         trainer = build_trainer(args)
     model = LocalModel(trainer)

@@ -360,7 +360,10 @@ class Session:
             raise SessionError(f"the federator sent an invalid plan: {exc}") from exc
         shard = joined.shard_index if self.config.role == "train" else -1
         if self.plan is None:
-            await self.model.setup(plan, shard)
+            try:
+                await self.model.setup(plan, shard)
+            except ValueError as exc:  # e.g. a checkpoint of another plan
+                raise SessionError(f"{self.config.client_id}: {exc}") from exc
             self.plan, self.shard_index = plan, shard
         elif plan != self.plan or shard != self.shard_index:
             raise SessionError(

@@ -16,6 +16,7 @@ aggregate with the regenerated directions, so their digests match every other pa
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from cyber0.common.models import (
 )
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
 from cyber0.common.plan import TrainingPlan, plan_json
-from cyber0.common.weights import save_weights
+from cyber0.common.weights import load_weights, read_metadata, save_weights
+
+_log = logging.getLogger("cyber0.client")
 
 #: Models with at most this many parameters use the batched (vectorised) ZO path.
 BATCHED_MAX_PARAMETERS = 1_000_000
@@ -143,10 +146,19 @@ class Shard:
 
 @dataclass
 class ZOTrainer:
-    """Follows the global model; as a training client computes its ZO scalars each round."""
+    """Follows the global model; as a training client computes its ZO scalars each round.
+
+    ``checkpoint``: the weights file (:mod:`cyber0.common.weights`) written after every
+    ``save_every``-th applied round (0: never; the daemon writes it once more at the end); with
+    ``resume``, a checkpoint that exists is loaded at setup, so only the rounds after it are
+    replayed. A checkpoint of another plan is refused (ValueError), never trained on.
+    """
 
     device: torch.device = field(default_factory=resolve_device)
     flip_labels: bool = False
+    checkpoint: str | None = None
+    save_every: int = 0
+    resume: bool = False
     plan: TrainingPlan | None = None
     shards: list[Shard] = field(default_factory=list)
     _task: Task | None = None
@@ -165,6 +177,8 @@ class ZOTrainer:
             small = size <= BATCHED_MAX_PARAMETERS and not is_text_model(model)
             path: Path = "batched" if small else "inplace"
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
+            if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
+                self._applied = self._restore(model, plan, self.checkpoint)
             self.plan, self._task, self._model = plan, task, model
             self._estimator = ZOEstimator(model, cross_entropy_loss, generator, plan.zo, path)
         elif plan != self.plan:
@@ -177,6 +191,19 @@ class ZOTrainer:
             if self.flip_labels:
                 y = task.num_classes - 1 - y
             self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
+
+    @staticmethod
+    def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> int:
+        """Load ``checkpoint`` into ``model`` if it was saved for ``plan``; its round."""
+        saved = read_metadata(checkpoint)
+        if saved.get("plan") != plan_json(plan):
+            raise ValueError(
+                f"checkpoint {checkpoint} holds a model of another plan than the federator's; "
+                "move it away (or drop --resume) to start from the beginning"
+            )
+        load_weights(model, checkpoint)
+        _log.info("resumed from %s after round %s", checkpoint, saved["round"])
+        return int(saved["round"])
 
     @property
     def applied_round(self) -> int:
@@ -212,6 +239,8 @@ class ZOTrainer:
             raise ValueError(f"aggregate {round} cannot follow applied round {self._applied}")
         apply_aggregate_(model, estimator.generator, plan.zo, round, values)
         self._applied = round
+        if self.checkpoint and self.save_every and (round + 1) % self.save_every == 0:
+            self.save_weights(self.checkpoint)
 
     def digest(self) -> str:
         """SHA-256 of the current global model."""

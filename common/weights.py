@@ -47,17 +47,27 @@ def save_weights(
     return digest
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a weights file, checking its format and its digest."""
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of a weights file (its header only; the values are not read or checked)."""
+    metadata, _ = _read(path, values=False)
+    return metadata
+
+
+def _read(
+    path: str | os.PathLike[str], values: bool = True
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a weights file, checking its format and (``values``) its digest."""
     try:
         with safe_open(path, framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            names = list(f.keys())
+            names = list(f.keys()) if values else []
             tensors = {name: f.get_tensor(name) for name in names}
     except (OSError, SafetensorError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file: {exc}") from None
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    if not values:
+        return metadata, tensors
     stored = metadata.get("digest", "")
     if tensors_digest(tensors.items()) != stored:
         raise WeightsError(

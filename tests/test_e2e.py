@@ -17,7 +17,7 @@ import yaml
 
 from cyber0.client import demo
 from cyber0.common.models import ModelSpec, build_model, model_digest
-from cyber0.common.weights import load_model, load_weights
+from cyber0.common.weights import load_model, load_weights, read_metadata
 from cyber0.v1 import federation_pb2 as pb
 
 pytestmark = pytest.mark.slow
@@ -217,3 +217,41 @@ def test_clients_save_the_final_model(federation: Federation) -> None:
         assert model_digest(model) == digests[name]
         assert meta["round"] == "39" and meta["model"] == "logreg" and meta["num_classes"] == "10"
         assert json.loads(meta["plan"])["seed"] == 5
+
+
+def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
+    """``--save-every 5 --resume``: a client SIGKILLed mid-run restarts from its last checkpoint
+    (a multiple of 5 rounds) instead of round 0 and ends with everyone's digest; the same file
+    against a federation of another plan is refused before any training."""
+    fed = federation
+    ckpt = fed.workdir / "client-2.safetensors"
+    saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
+    fed.start_federator("federator")
+    for i in (0, 1):
+        fed.start_client(f"client-{i}")
+    fed.start_client("client-2", *saving)
+    fed.wait_for("federator", 12)
+    fed.procs["client-2"].send_signal(signal.SIGKILL)
+    fed.procs["client-2"].wait()
+    saved = int(read_metadata(ckpt)["round"])
+    assert saved >= 9 and (saved + 1) % 5 == 0
+    fed.start_client("client-2", *saving)
+    for name in ("client-0", "client-1", "client-2"):
+        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
+    assert f"resumed from {ckpt} after round" in (fed.workdir / "client-2.log").read_text()
+    digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
+    assert len(set(digests.values())) == 1, digests
+    assert read_metadata(ckpt)["round"] == "39"  # the final save
+
+    other_dir = fed.workdir / "other"
+    other_dir.mkdir()
+    plan = yaml.safe_load(fed.config.read_text())
+    other = Federation(other_dir, {**plan, "seed": 6})
+    try:
+        other.start_federator("federator")
+        refused = other.start_client("client-2", *saving)
+        assert refused.wait(timeout=60) == 1
+        assert "holds a model of another plan" in (other_dir / "client-2.log").read_text()
+        assert read_metadata(ckpt)["round"] == "39"  # untouched
+    finally:
+        other.kill_all()
