@@ -240,7 +240,10 @@ class ZOTrainer:
         apply_aggregate_(model, estimator.generator, plan.zo, round, values)
         self._applied = round
         if self.checkpoint and self.save_every and (round + 1) % self.save_every == 0:
-            self.save_weights(self.checkpoint)
+            try:
+                self.save_weights(self.checkpoint)
+            except OSError as exc:  # training goes on; the next checkpoint tries again
+                _log.warning("checkpoint %s not written: %s", self.checkpoint, exc)
 
     def digest(self) -> str:
         """SHA-256 of the current global model."""
