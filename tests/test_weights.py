@@ -126,3 +126,24 @@ def test_load_model_builds_what_the_metadata_names(tmp_path: Path) -> None:
     save_weights(model, anonymous)
     with pytest.raises(WeightsError, match="does not name the model"):
         load_model(anonymous)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--save-every", "5"], "need --save-model FILE"),
+        (["--resume"], "need --save-model FILE"),
+        (["--save-model", "{tmp}/m.safetensors", "--save-every", "-1"], "must be >= 0"),
+        (["--save-model", "{tmp}/absent/m.safetensors"], "does not exist or is read-only"),
+        (["--save-model", "{tmp}"], "is a folder"),
+    ],
+)
+def test_client_refuses_unusable_saving_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Exit 2 with the reason before connecting anywhere (the target is never dialled)."""
+    from cyber0.client import cli
+
+    argv = ["--target", "127.0.0.1:9", "--id", "c0", *(a.format(tmp=tmp_path) for a in args)]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
