@@ -224,34 +224,39 @@ def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
     (a multiple of 5 rounds) instead of round 0 and ends with everyone's digest; the same file
     against a federation of another plan is refused before any training."""
     fed = federation
+    rounds = 400  # rounds take milliseconds: enough of them that the kill lands mid-run
+    plan = {**yaml.safe_load(fed.config.read_text()), "rounds": rounds}
+    fed.config.write_text(yaml.safe_dump(plan))
     ckpt = fed.workdir / "client-2.safetensors"
     saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
     fed.start_federator("federator")
     for i in (0, 1):
         fed.start_client(f"client-{i}")
     fed.start_client("client-2", *saving)
-    fed.wait_for("federator", 12)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() or int(read_metadata(ckpt)["round"]) < 9:
+        assert time.monotonic() < deadline, "no checkpoint after round 9"
+        time.sleep(0.2)
     fed.procs["client-2"].send_signal(signal.SIGKILL)
     fed.procs["client-2"].wait()
     saved = int(read_metadata(ckpt)["round"])
-    assert saved >= 9 and (saved + 1) % 5 == 0
+    assert 9 <= saved < rounds - 1 and (saved + 1) % 5 == 0
     fed.start_client("client-2", *saving)
     for name in ("client-0", "client-1", "client-2"):
         assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
     assert f"resumed from {ckpt} after round" in (fed.workdir / "client-2.log").read_text()
     digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
     assert len(set(digests.values())) == 1, digests
-    assert read_metadata(ckpt)["round"] == "39"  # the final save
+    assert read_metadata(ckpt)["round"] == str(rounds - 1)  # the final save
 
     other_dir = fed.workdir / "other"
     other_dir.mkdir()
-    plan = yaml.safe_load(fed.config.read_text())
     other = Federation(other_dir, {**plan, "seed": 6})
     try:
         other.start_federator("federator")
         refused = other.start_client("client-2", *saving)
         assert refused.wait(timeout=60) == 1
         assert "holds a model of another plan" in (other_dir / "client-2.log").read_text()
-        assert read_metadata(ckpt)["round"] == "39"  # untouched
+        assert read_metadata(ckpt)["round"] == str(rounds - 1)  # untouched
     finally:
         other.kill_all()
