@@ -3,11 +3,11 @@
 A model's state is a pure function of (initial weights, plan, aggregates), but a user who has
 trained one wants the weights themselves. :func:`save_weights` writes every parameter under its
 name (tied parameters once, as ``named_parameters`` yields them; buffers are left out: training
-never changes them and :func:`model_digest` does not cover them) with metadata that names the
-model and carries its digest. :func:`load_weights` (into a model you built) and
-:func:`load_model` (builds the model the metadata names) check the digest before touching a model
-and refuse a file whose names, shapes or dtypes differ from the model's, so a truncated, edited
-or foreign file is an error, never a silently different model.
+never changes them and the model digest does not cover them) with metadata that names the model
+and carries its digest. :func:`load_weights` (into a model you built) and :func:`load_model`
+(builds the model the metadata names) check the digest before touching a model and refuse a
+file whose names, shapes or dtypes differ from the model's, so a truncated, edited or foreign
+file is an error, never a silently different model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .models import ModelSpec, build_model, model_digest, tensors_digest
+from .models import ModelSpec, build_model, tensors_digest
 
 FORMAT = "cyber0-weights/1"
 
@@ -36,13 +36,15 @@ def save_weights(
     """Write ``model``'s parameters to ``path`` (safetensors) and return their digest.
 
     ``metadata`` (string values) is stored beside ``format`` and ``digest``. The file appears
-    whole or not at all: it is written next to ``path`` and renamed over it.
+    whole or not at all: it is written next to ``path``, synced to disk and renamed over it.
     """
     path = Path(path)
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
-    digest = model_digest(model)
+    digest = tensors_digest(tensors.items())
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, tmp, metadata={**(metadata or {}), "format": FORMAT, "digest": digest})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return digest
 
