@@ -482,6 +482,7 @@ def seed_section(study: Study) -> list[str]:
     beyond: list[str] = []
     mixed: list[str] = []
     within: list[str] = []
+    lucky: list[str] = []
     for agg in HEADLINE_AGGREGATORS:
         base = {s: study.by_seed.get((block, agg, "none", s)) for s in seeds}
         for attack in ATTACKS:
@@ -507,6 +508,8 @@ def seed_section(study: Study) -> list[str]:
                 beyond.append(name)
             else:
                 mixed.append(name)
+            if drops[0] is not None and drops[0] <= TOLERANCE < mean:
+                lucky.append(name)
             rows.append(
                 [
                     agg,
@@ -533,6 +536,12 @@ def seed_section(study: Study) -> list[str]:
         f"within on average: {', '.join(mixed) or 'none'}. A seed changes the Dirichlet "
         "partition, the minibatches, the directions and the attack's noise.",
     ]
+    if lucky:
+        lines[-1] += (
+            f" Met at seed 0 in the table above but beyond {100 * TOLERANCE:.0f} points on "
+            f"average over the seeds: {', '.join(lucky)}; the seed-0 verdicts of cells that "
+            "pass by a few tenths of a point are not robust."
+        )
     return lines
 
 
@@ -959,8 +968,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         "### Seed spread",
         "",
-        "The target block rerun at further seeds (group `seeds`: CWTM under every attack, "
-        "NNM+CWTM without attack and under its worst, FOE); the table above is seed 0.",
+        "The target block rerun at further seeds (group `seeds`: CWTM and NNM+CWTM under "
+        "every attack); the table above is seed 0.",
         "",
         *seed_section(study),
         "",
@@ -1047,7 +1056,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "b = the same for Krum and median (CYBER-0, then first-order); c = group a at α=0.1 "
         "(CYBER-0 and first-order CWTM); d = ν=1, K=1, α=1, CWTM; e = K=5 unbiased and biased, "
         "α=1, ν=64, CWTM, for none/ALIE/SF; seeds = group a's CYBER-0 cells again at seeds 1 "
-        "and 2 (CWTM, all attacks; NNM+CWTM, none and FOE); rest = the remainder of the full "
+        "and 2; rest = the remainder of the full "
         "grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),

@@ -149,13 +149,14 @@ def study_cells() -> list[Cell]:
         *_zo(1.0, ("cwtm",), ATTACKS, "d", nu=1),
         *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="unbiased"),
         *_zo(1.0, ("cwtm",), k5, "e", k=5, variant="biased"),
-        # seed spread of the target block: CWTM under every attack, NNM+CWTM's worst
+        # seed spread of the target block: CWTM under every attack, then NNM+CWTM
         *[c for s in SPREAD_SEEDS for c in _zo(1.0, ("cwtm",), ATTACKS, "seeds", seed=s)],
         *[
             c
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("nnm+cwtm",), ("none", "foe"), "seeds", seed=s)
         ],
+        *[c for s in SPREAD_SEEDS for c in _zo(1.0, ("nnm+cwtm",), ATTACKS, "seeds", seed=s)],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),

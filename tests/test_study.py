@@ -182,6 +182,13 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     _write(
         results, "zo-a1.0-nu64-k1-cwtm-sf-s1", _results("zo", [0.8, 0.88], 256, attack="sf", seed=1)
     )
+    # alie passes at seed 0 (2 points) but not on average (5 at seed 1): flagged as not robust
+    _write(results, "zo-a1.0-nu64-k1-cwtm-alie", _results("zo", [0.8, 0.89], 256, attack="alie"))
+    _write(
+        results,
+        "zo-a1.0-nu64-k1-cwtm-alie-s1",
+        _results("zo", [0.8, 0.85], 256, attack="alie", seed=1),
+    )
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
         report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
@@ -200,7 +207,8 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "**not met**" in text  # sf drops 7 points, more than 3
     assert "| cwtm | none | 91.00 / 90.00 / — |  | spread 1.00 pts |  |" in text
     assert "| cwtm | sf | 84.00 / 88.00 / — | +7.00 / +2.00 / — | +4.50 (2 seeds) | no |" in text
-    assert "Beyond it on average: cwtm sf." in text
-    assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-s1` (20)" in text  # the inventory
+    assert "Beyond it on average: cwtm sf, cwtm alie." in text
+    assert "beyond 3 points on average over the seeds: cwtm alie;" in text
+    assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
