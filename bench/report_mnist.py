@@ -539,8 +539,8 @@ def seed_section(study: Study) -> list[str]:
     if lucky:
         lines[-1] += (
             f" Met at seed 0 in the table above but beyond {100 * TOLERANCE:.0f} points on "
-            f"average over the seeds: {', '.join(lucky)}; the seed-0 verdicts of cells that "
-            "pass by a few tenths of a point are not robust."
+            f"average over the seeds: {', '.join(lucky)}; for these the seed-0 verdict is "
+            "luck, not robustness."
         )
     return lines
 
@@ -609,9 +609,11 @@ def reading_section(study: Study) -> list[str]:
         "NNM first replaces each vector by the mean of its n − f nearest neighbours (itself "
         "included), which averages away most of the honest vectors' spread before trimming; "
         "with n − f = 15 of 20 neighbours, every mixed vector is mostly honest, so the trimmed "
-        "mean of the mixed vectors stays close to the honest mean. FOE is the exception"
-        f"{_seed_range(study, 'nnm+cwtm', 'foe')}: its five identical vectors −2μ_h sit near "
-        "the centre of the honest cloud: once the honest mean is small against the spread, they "
+        "mean of the mixed vectors stays close to the honest mean. SF"
+        f"{_seed_range(study, 'nnm+cwtm', 'sf')} and FOE"
+        f"{_seed_range(study, 'nnm+cwtm', 'foe')} are the exceptions: their five identical "
+        "vectors (−μ_h, −2μ_h) sit near the centre of the honest cloud: once the honest mean is "
+        "small against the spread, they "
         "are nearer to each honest vector than the honest vectors are to one another (in R^64 "
         "two independent draws are about √2 times farther apart than each is from their mean; "
         "a side check of the seed-0 run found this true from about round 50 of 1,000 on), so "
