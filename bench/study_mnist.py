@@ -43,6 +43,9 @@ FO_BATCH = ZO_BATCH
 #: Rounds per cell: ν=64 and the first-order baseline, and ν=1 (which needs many more).
 ROUNDS = {64: 1000, 1: 6000}
 FO_ROUNDS = 1000
+#: Rounds of the long-budget group: the target block's failing cells at 3x the budget, to tell
+#: an attack that only slows training (its gap closes) from one that biases it (the gap stays).
+LONG_ROUNDS = 3000
 SEED = 0
 #: Further seeds of the seed-spread group (the target block again: partition, batches,
 #: directions and attack noise all change with the seed).
@@ -82,11 +85,14 @@ class Cell:
     @property
     def id(self) -> str:
         """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; a seed
-        other than :data:`SEED` adds ``-s<seed>``."""
+        other than :data:`SEED` adds ``-s<seed>``, a budget other than the standard one
+        (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
         suffix = "" if self.seed == SEED else f"-s{self.seed}"
+        if self.rounds != standard_rounds(self.method, self.nu):
+            suffix += f"-r{self.rounds}"
         if self.method == "first_order":
             return f"fo-a{self.alpha}-{agg}-{self.attack}{suffix}"
         k = f"k{self.k}" if self.k == 1 else f"k{self.k}{self.variant[0]}"
@@ -117,11 +123,15 @@ class Cell:
         }
 
 
+def standard_rounds(method: str, nu: int) -> int:
+    """The grid's budget for a cell: :data:`FO_ROUNDS` for first-order, else ``ROUNDS[nu]``."""
+    return FO_ROUNDS if method == "first_order" else ROUNDS[nu]
+
+
 def _zo(
     alpha: float, aggs: Iterable[str], attacks: Iterable[str], group: str, **kw: Any
 ) -> list[Cell]:
-    nu = kw.get("nu", 64)
-    rounds = ROUNDS[nu]
+    rounds = kw.pop("rounds", standard_rounds("zo", kw.get("nu", 64)))
     return [
         Cell("zo", alpha, a, t, rounds=rounds, group=group, **kw) for a in aggs for t in attacks
     ]
@@ -157,6 +167,10 @@ def study_cells() -> list[Cell]:
             for c in _zo(1.0, ("nnm+cwtm",), ("none", "foe"), "seeds", seed=s)
         ],
         *[c for s in SPREAD_SEEDS for c in _zo(1.0, ("nnm+cwtm",), ATTACKS, "seeds", seed=s)],
+        # the target block's cells beyond 3 points, at 3x the budget (and NNM+CWTM's worst seed)
+        *_zo(1.0, ("cwtm",), ("none", "sf", "foe", "lf", "tma"), "long", rounds=LONG_ROUNDS),
+        *_zo(1.0, ("nnm+cwtm",), ("none", "sf", "foe"), "long", rounds=LONG_ROUNDS),
+        *_zo(1.0, ("nnm+cwtm",), ("none", "sf"), "long", rounds=LONG_ROUNDS, seed=1),
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),
@@ -366,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--aggregator", nargs="+", help="keep these aggregators")
     p.add_argument("--attack", nargs="+", help="keep these attacks")
     p.add_argument("--method", nargs="+", choices=("zo", "first_order"), help="keep methods")
-    p.add_argument("--group", nargs="+", help="priority groups a..e, seeds, rest, sweep")
+    p.add_argument("--group", nargs="+", help="priority groups a..e, seeds, long, rest, sweep")
     p.add_argument("--rounds", type=int, help="override every selected cell's rounds")
     p.add_argument("--jobs", type=int, default=1, help="cells in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")

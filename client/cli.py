@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = {"weights": args.save_model} if args.save_model else {}
     if args.save_model:
         try:
-            trainer.save_weights(args.save_model)
+            trainer.save_checkpoint()
         except OSError as exc:
             print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
             return 1

@@ -149,9 +149,10 @@ class ZOTrainer:
     """Follows the global model; as a training client computes its ZO scalars each round.
 
     ``checkpoint``: the weights file (:mod:`cyber0.common.weights`) written after every
-    ``save_every``-th applied round (0: never; the daemon writes it once more at the end); with
-    ``resume``, a checkpoint that exists is loaded at setup, so only the rounds after it are
-    replayed. A checkpoint of another plan is refused (ValueError), never trained on.
+    ``save_every``-th applied round (0: never) and by :meth:`save_checkpoint` (the daemon calls
+    it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
+    rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
+    trained on.
     """
 
     device: torch.device = field(default_factory=resolve_device)
@@ -165,6 +166,7 @@ class ZOTrainer:
     _model: nn.Module | None = None
     _estimator: ZOEstimator | None = None
     _applied: int = -1
+    _checkpointed: int | None = None  # the round the checkpoint file holds, if this run knows
 
     def setup(self, plan: TrainingPlan, shard_index: int) -> None:
         """Build the task and model (first call) and load the shard of ``shard_index``
@@ -178,7 +180,7 @@ class ZOTrainer:
             path: Path = "batched" if small else "inplace"
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
-                self._applied = self._restore(model, plan, self.checkpoint)
+                self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
             self.plan, self._task, self._model = plan, task, model
             self._estimator = ZOEstimator(model, cross_entropy_loss, generator, plan.zo, path)
         elif plan != self.plan:
@@ -194,7 +196,8 @@ class ZOTrainer:
 
     @staticmethod
     def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> int:
-        """Load ``checkpoint`` into ``model`` if it was saved for ``plan``; its round."""
+        """Load ``checkpoint`` into ``model`` if it was saved for ``plan``; its round. The plan
+        is checked on the header alone, so another plan's weights are never read."""
         saved = read_metadata(checkpoint)
         if saved.get("plan") != plan_json(plan):
             raise ValueError(
@@ -239,15 +242,24 @@ class ZOTrainer:
             raise ValueError(f"aggregate {round} cannot follow applied round {self._applied}")
         apply_aggregate_(model, estimator.generator, plan.zo, round, values)
         self._applied = round
-        if self.checkpoint and self.save_every and (round + 1) % self.save_every == 0:
+        if self.save_every and (round + 1) % self.save_every == 0:
             try:
-                self.save_weights(self.checkpoint)
+                self.save_checkpoint()
             except OSError as exc:  # training goes on; the next checkpoint tries again
                 _log.warning("checkpoint %s not written: %s", self.checkpoint, exc)
 
     def digest(self) -> str:
         """SHA-256 of the current global model."""
         return model_digest(self._ready()[1])
+
+    def save_checkpoint(self) -> bool:
+        """Write ``checkpoint`` unless it already holds the applied round (saved or resumed
+        from by this trainer); whether it wrote. OSError when the file cannot be written."""
+        if not self.checkpoint or self._checkpointed == self._applied:
+            return False
+        self.save_weights(self.checkpoint)
+        self._checkpointed = self._applied
+        return True
 
     def save_weights(self, path: str | os.PathLike[str]) -> str:
         """Write the current global model to ``path`` (:func:`cyber0.common.weights.save_weights`;

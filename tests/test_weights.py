@@ -147,3 +147,29 @@ def test_client_refuses_unusable_saving_options(
     argv = ["--target", "127.0.0.1:9", "--id", "c0", *(a.format(tmp=tmp_path) for a in args)]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_checkpoint_is_written_once_per_applied_round(tmp_path: Path) -> None:
+    """The daemon's final save is skipped when the last periodic save, or the resume, already
+    left the applied round in the file; a newer round is written and resumes bit for bit."""
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.plan import TrainingPlan, ZOSettings
+    from cyber0.common.weights import read_metadata
+
+    plan = TrainingPlan(seed=4, zo=ZOSettings(nu=2, batch_size=8), n_clients=4, f=1)
+    path = tmp_path / "ckpt.safetensors"
+    trainer = ZOTrainer(checkpoint=str(path), save_every=2)
+    trainer.setup(plan, -1)
+    trainer.apply_aggregate(0, [0.5, -0.25])
+    assert not path.exists()
+    trainer.apply_aggregate(1, [0.125, 1.0])
+    assert read_metadata(path)["round"] == "1"
+    assert trainer.save_checkpoint() is False
+    trainer.apply_aggregate(2, [-0.75, 0.5])
+    assert trainer.save_checkpoint() is True
+    assert read_metadata(path)["round"] == "2"
+
+    resumed = ZOTrainer(checkpoint=str(path), resume=True)
+    resumed.setup(plan, -1)
+    assert resumed.applied_round == 2 and resumed.digest() == trainer.digest()
+    assert resumed.save_checkpoint() is False
