@@ -189,6 +189,14 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "zo-a1.0-nu64-k1-cwtm-alie-s1",
         _results("zo", [0.8, 0.85], 256, attack="alie", seed=1),
     )
+    # the long group: sf's 7-point gap closes to 1 in 10 more rounds; the shared first rounds
+    # match the standard runs (first evaluations 0.7 and 0.6, as above)
+    _write(results, "zo-a1.0-nu64-k1-cwtm-none-r60", _results("zo", [0.7, 0.86, 0.91, 0.92], 256))
+    _write(
+        results,
+        "zo-a1.0-nu64-k1-cwtm-sf-r60",
+        _results("zo", [0.6, 0.8, 0.84, 0.91], 256, attack="sf"),
+    )
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
         report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
@@ -212,3 +220,7 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
+    assert "| cwtm | sf | 0 | 84.00 | 84.00 | 91.00 | +7.00 / +7.00 / +1.00 | yes |" in text
+    assert "by round 40: cwtm sf +1.00; it stays beyond: none." in text
+    assert "accuracies are equal in every case" in text
+    assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-r60` (40)" in text
