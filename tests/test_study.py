@@ -221,7 +221,7 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
     assert "| cwtm | sf | 0 | 84.00 | 84.00 | 91.00 | +7.00 / +7.00 / +1.00 | yes |" in text
-    assert "by round 40: cwtm sf +1.00; it stays beyond: none." in text
-    assert "closes to within 3 points for cwtm sf +1.00 (a slower run" in text
+    assert "within 3 points at the end: cwtm sf +7.00 → +1.00; beyond: none." in text
+    assert "the gap ends within 3 points for cwtm sf +7.00 → +1.00 (a slower run" in text
     assert "(6 in all) the accuracies are equal in every run" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-r60` (40)" in text
