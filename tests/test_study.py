@@ -115,6 +115,27 @@ def test_simulator_evaluates_on_the_validation_split() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The grid's cells
+
+
+def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
+    """Every planned cell has its own folder; a long cell's id is its grid cell's id plus
+    ``-r<rounds>``, and that grid cell is planned too (the report pairs them)."""
+    from dataclasses import replace
+
+    study = _module("study_mnist")
+    cells = study.study_cells()
+    ids = {c.id for c in cells}
+    assert len(ids) == len(cells)
+    long = [c for c in cells if c.group == "long"]
+    assert long and all(c.rounds == study.LONG_ROUNDS for c in long)
+    for cell in long:
+        standard = replace(cell, rounds=study.ROUNDS[cell.nu])
+        assert cell.id == f"{standard.id}-r{study.LONG_ROUNDS}" and standard.id in ids
+    assert not any("-r" in c.id for c in cells if c.group != "long")
+
+
+# ----------------------------------------------------------------------------------------------
 # Report generator
 
 
