@@ -274,9 +274,12 @@ def sweep_findings(sweep: Sequence[Run]) -> list[str]:
 
 def accuracy_at(run: Run, round: int) -> float | None:
     """Accuracy at the last evaluation at or before ``round``; None past the run's end."""
-    if round > run.rounds:
-        return None
-    before = [h for h in run.history if h["round"] <= round]
+    return None if round > run.rounds else history_accuracy(run.history, round)
+
+
+def history_accuracy(history: Iterable[dict[str, float]], round: int) -> float | None:
+    """``test_accuracy`` of the last entry at or before ``round`` (None if there is none)."""
+    before = [h for h in history if h["round"] <= round]
     return before[-1]["test_accuracy"] if before else None
 
 
@@ -671,6 +674,62 @@ def long_section(study: Study) -> list[str]:
             + " (same seed, same plan; the budget only adds rounds)."
         )
     return lines
+
+
+#: Probe files (``bench/probe_mnist.py``), beside the current results folder.
+PROBES = "probe"
+
+
+def probe_section(folder: Path, windows: int = 8) -> list[str]:
+    """Each probe file in ``windows`` stretches of rounds: how much of the honest mean the
+    aggregate carries along it, the cosine between them, and the accuracy reached."""
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return ["No probe has run (`python bench/probe_mnist.py`)."]
+    rows: list[list[str]] = []
+    summary: list[str] = []
+    for path in files:
+        data = json.loads(path.read_text())
+        cosine, projection, spread = data["cosine"], data["projection"], data["spread"]
+        size = max(1, len(cosine) // windows)
+        for lo in range(0, len(cosine), size):
+            hi = min(lo + size, len(cosine))
+            n = hi - lo
+            rows.append(
+                [
+                    f"`{data['cell']}`",
+                    f"{lo + 1}–{hi}",
+                    f"{sum(projection[lo:hi]) / n:+.3f}",
+                    f"{sum(cosine[lo:hi]) / n:+.2f}",
+                    f"{100 * sum(c < 0 for c in cosine[lo:hi]) / n:.0f}",
+                    f"{sorted(spread[lo:hi])[n // 2]:.2f}",
+                    pct(history_accuracy(data["history"], hi)),
+                ]
+            )
+        half = len(cosine) // 2
+        late = projection[half:]
+        summary.append(
+            f"`{data['cell']}` {100 * sum(late) / len(late):.1f}% over rounds "
+            f"{half + 1}–{len(cosine)}"
+        )
+    lines = table(
+        [
+            "cell",
+            "rounds",
+            "projection a·μ_h/|μ_h|²",
+            "cos(a, μ_h)",
+            "cos < 0 (% of rounds)",
+            "median spread / |μ_h|",
+            "acc. at the end (%)",
+        ],
+        rows,
+    )
+    return [
+        *lines,
+        "",
+        "Means over each stretch of rounds (the spread: its median). Share of the honest "
+        f"mean the aggregate carries along it: {'; '.join(summary)}.",
+    ]
 
 
 def reading_section(study: Study) -> list[str]:
@@ -1160,6 +1219,12 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "before any attack ran.",
         "",
         *long_section(study),
+        "",
+        "Where the aggregate points: `bench/probe_mnist.py` reruns a cell with a probe on the "
+        "aggregation and logs, each round, the aggregate a against the honest vectors' mean "
+        "μ_h (the plain mean without an attack would give a projection of 1 and a cosine of 1).",
+        "",
+        *probe_section(results.parent / PROBES),
         "",
         "## How the hyperparameters were chosen",
         "",

@@ -283,7 +283,12 @@ def _run(
     )
 
 
-def run_zo(config: SimConfig, progress: bool = False) -> RunResult:
+#: Called once per round with (round, the n client vectors, Byzantine rows first, the aggregate):
+#: a read-only view of the aggregation for diagnostics (``bench/probe_mnist.py``).
+Probe = Callable[[int, Tensor, Tensor], None]
+
+
+def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None) -> RunResult:
     """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions."""
     aggregator = make_aggregator(config)
     attack = make_attack(config, aggregator)
@@ -307,13 +312,18 @@ def run_zo(config: SimConfig, progress: bool = False) -> RunResult:
         byz = byzantine_vectors(
             config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
         )
-        aggregate = aggregator(torch.cat([byz, honest]))
+        rows = torch.cat([byz, honest])
+        aggregate = aggregator(rows)
+        if probe is not None:
+            probe(t, rows, aggregate)
         apply_aggregate_(model, generator, zo, t, aggregate)
 
     return _run(config, "zo", model, round_update, zo.scalars_per_round, progress)
 
 
-def run_first_order(config: SimConfig, progress: bool = False) -> RunResult:
+def run_first_order(
+    config: SimConfig, progress: bool = False, probe: Probe | None = None
+) -> RunResult:
     """The baseline: robust FedSGD on d-dimensional autograd gradients."""
     aggregator = make_aggregator(config)
     attack = make_attack(config, aggregator)
@@ -331,7 +341,11 @@ def run_first_order(config: SimConfig, progress: bool = False) -> RunResult:
         byz = byzantine_vectors(
             config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
         )
-        apply_update_(model, aggregator(torch.cat([byz, honest])), lr)
+        rows = torch.cat([byz, honest])
+        aggregate = aggregator(rows)
+        if probe is not None:
+            probe(t, rows, aggregate)
+        apply_update_(model, aggregate, lr)
 
     return _run(config, "first_order", model, round_update, dims, progress)
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from cyber0.common.config import ConfigError
-from cyber0.common.simulator import build_config, main, simulate
+from cyber0.common.simulator import build_config, main, run_first_order, run_zo, simulate
 
 SMALL: dict[str, Any] = {
     "seed": 3,
@@ -40,6 +41,22 @@ def test_same_config_gives_the_same_model_digest() -> None:
     assert a["model_digest"] == b["model_digest"]
     c = simulate(build_config(with_(seed=4)))
     assert c["model_digest"] != a["model_digest"]
+
+
+@pytest.mark.parametrize("runner", [run_zo, run_first_order])
+def test_a_probe_sees_every_round_and_changes_nothing(runner: Any) -> None:
+    """The probe gets each round's n client vectors (Byzantine rows first) and the aggregate
+    the model is updated with, and the run ends on the same model as without it."""
+    config = build_config(with_(aggregator={"name": "mean"}, attack={"name": "sf"}))
+    seen: list[tuple[int, Any, Any]] = []
+    probed = runner(config, probe=lambda t, rows, agg: seen.append((t, rows, agg)))
+    assert probed.model_digest == runner(config).model_digest
+    assert [t for t, _, _ in seen] == list(range(config.rounds))
+    for _, rows, aggregate in seen:
+        assert rows.shape[0] == config.n_clients
+        assert torch.allclose(aggregate, rows.mean(0))  # the mean rule: checks what was passed
+        honest_mean = rows[config.f :].mean(0)
+        assert torch.allclose(rows[0], -honest_mean)  # SF: the Byzantine row comes first
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,15 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "zo-a1.0-nu64-k1-cwtm-sf-r60",
         _results("zo", [0.6, 0.8, 0.84, 0.91], 256, attack="sf"),
     )
+    probe = {
+        "cell": "zo-a1.0-nu64-k1-cwtm-sf-r4",
+        "cosine": [1.0, 0.5, -0.25, 0.5],
+        "projection": [0.5, 0.5, 0.25, 0.0],
+        "spread": [1.0, 2.0, 3.0, 4.0],
+        "history": [{"round": 2, "test_accuracy": 0.8}, {"round": 4, "test_accuracy": 0.7}],
+    }
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "zo-a1.0-nu64-k1-cwtm-sf-r4.json").write_text(json.dumps(probe))
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
         report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
@@ -246,3 +255,6 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "the gap ends within 3 points for cwtm sf +7.00 → +1.00 (a slower run" in text
     assert "(6 in all) the accuracies are equal in every run" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-r60` (40)" in text
+    # the probe, one round per stretch: round 3 has a negative cosine, accuracy from round 2
+    assert "| `zo-a1.0-nu64-k1-cwtm-sf-r4` | 3–3 | +0.250 | -0.25 | 100 | 3.00 | 80.00 |" in text
+    assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4." in text

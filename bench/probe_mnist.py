@@ -1,0 +1,86 @@
+"""Where a study cell's aggregate points: each round, the aggregate against the honest mean.
+
+    python bench/probe_mnist.py --aggregator nnm+cwtm --attack sf --seed 1 --rounds 800
+
+Runs one CYBER-0 cell of ``bench/study_mnist.py`` (the same simulation, up to ``--rounds``) with
+a probe on the aggregation and writes ``bench/results/probe/<cell id>.json``. Per round, with
+μ_h the mean of the honest vectors and a the aggregate:
+
+- ``cosine``: cos(a, μ_h);
+- ``projection``: a·μ_h / |μ_h|², the share of the honest mean the aggregate carries along it
+  (1 for the plain mean without an attack);
+- ``spread``: the honest vectors' median distance to μ_h, over |μ_h|.
+
+``bench/report_mnist.py`` summarises every probe file it finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from study_mnist import ALPHAS, ATTACKS, Cell, F
+
+OUT = Path(__file__).resolve().parent / "results" / "probe"
+
+
+def probe_cell(cell: Cell) -> dict[str, object]:
+    """Simulate ``cell`` with the probe; the per-round figures and the evaluation history."""
+    import torch
+
+    from cyber0.common.simulator import build_config, run_zo
+
+    cosine: list[float] = []
+    projection: list[float] = []
+    spread: list[float] = []
+
+    def probe(_: int, rows: torch.Tensor, aggregate: torch.Tensor) -> None:
+        honest = rows[F:].double()
+        mean, a = honest.mean(0), aggregate.double()
+        norm2 = float(mean @ mean)
+        cosine.append(float(a @ mean) / max(float(a.norm()) * norm2**0.5, 1e-300))
+        projection.append(float(a @ mean) / max(norm2, 1e-300))
+        spread.append(float((honest - mean).norm(dim=1).median()) / max(norm2**0.5, 1e-300))
+
+    result = run_zo(build_config(cell.config()), probe=probe)
+    return {
+        "cell": cell.id,
+        "config": cell.config(),
+        "cosine": cosine,
+        "projection": projection,
+        "spread": spread,
+        "history": result.history,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--aggregator", default="nnm+cwtm")
+    p.add_argument("--attack", default="sf", choices=ATTACKS)
+    p.add_argument("--alpha", type=float, default=1.0, choices=ALPHAS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=800)
+    p.add_argument("--out", type=Path, default=OUT, help="folder for the probe files")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    cell = Cell("zo", args.alpha, args.aggregator, args.attack, seed=args.seed, rounds=args.rounds)
+    data = probe_cell(cell)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{cell.id}.json"
+    path.write_text(json.dumps(data) + "\n")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
