@@ -1226,6 +1226,18 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         *probe_section(results.parent / PROBES),
         "",
+        "Read with the table (side runs of 800 rounds, the same computation as the cells' "
+        "first 800 rounds): without an attack, NNM+CWTM carries about half of the honest "
+        "mean along it. Under SF the share falls far below the third that mixing alone "
+        "would leave (10 honest rows and 5 at −μ_h in each mixed vector: 2/3 − 1/3); the "
+        "probe does not tell how much of the rest the trimming and the choice of neighbours "
+        "each take. At seed 0 the "
+        "share stays positive and training goes on, slowly. At seed 1 it falls to about "
+        "zero after round 400, while the honest spread is smaller against |μ_h| than "
+        "before: the aggregate is then nearly orthogonal to the honest descent direction "
+        "(a negative cosine in about half of the rounds), so the model stops improving and "
+        "drifts: the stall *Longer budget* shows at 3000 rounds.",
+        "",
         "## How the hyperparameters were chosen",
         "",
         f"A sweep on a validation split: {_validation_text(study)}, no attack, α=1, n=20, f=5, "
