@@ -62,6 +62,7 @@ def test_text_plan_trains_through_the_service(
     async def main() -> tuple[list[str], dict[str, object], tuple[float, float]]:
         federator = Federator(config)
         await federator.start()
+        cli: asyncio.subprocess.Process | None = None
         try:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
             cli = await asyncio.create_subprocess_exec(
@@ -87,6 +88,9 @@ def test_text_plan_trains_through_the_service(
                 (watcher.evaluate()),
             )
         finally:
+            if cli is not None and cli.returncode is None:  # a timed-out run must not hang
+                cli.kill()
+                await cli.wait()
             await federator.stop(grace=0.5)
 
     digests, cli_result, (accuracy, loss) = uvloop.run(asyncio.wait_for(main(), 58))
