@@ -551,22 +551,6 @@ def seed_section(study: Study) -> list[str]:
     return lines
 
 
-def _long_runs(study: Study) -> list[Run]:
-    """The long runs in reading order: rule, seed, then attack (no attack first)."""
-    return sorted(
-        study.long,
-        key=lambda r: (AGGREGATORS.index(r.aggregator), r.seed, ATTACKS.index(r.attack)),
-    )
-
-
-def _long_marks(study: Study) -> tuple[int, ...]:
-    """Rounds the long runs are read at: the grid's budget, halfway to the end, the end."""
-    standards = [s for r in study.long if (s := _standard(study, r)) is not None]
-    short = min((s.rounds for s in standards), default=0)
-    end = max(r.rounds for r in study.long)
-    return (short, (short + end) // 2, end) if short else (end,)
-
-
 def _standard(study: Study, run: Run) -> Run | None:
     """The grid's run of the same cell and seed as a long run."""
     return study.by_seed.get((run.block, run.aggregator, run.attack, run.seed))
@@ -580,34 +564,63 @@ def _long_accuracy(study: Study, run: Run, round: int) -> float | None:
     return accuracy_at(source, round)
 
 
-def _long_gaps(study: Study, run: Run) -> list[float] | None:
-    """A long run's drop against the same seed's no-attack long run at each mark; None for a
-    no-attack run, one without that base, or one that did not reach every mark."""
-    key = (run.block, run.aggregator, "none", run.seed)
-    bases = [b for b in study.long if (b.block, b.aggregator, b.attack, b.seed) == key]
-    if run.attack == "none" or not bases:
-        return None
-    gaps = []
-    for mark in _long_marks(study):
-        ours, base = _long_accuracy(study, run, mark), _long_accuracy(study, bases[0], mark)
-        if ours is None or base is None:
+@dataclass(frozen=True)
+class LongRead:
+    """The long runs read at ``marks`` (the grid's budget, halfway, the end): per run, in
+    reading order (rule, seed, attack), its accuracies and its drops against the same seed's
+    no-attack long run (None for that run, or where a mark is missing)."""
+
+    marks: tuple[int, ...]
+    rows: tuple[tuple[Run, tuple[float | None, ...], tuple[float, ...] | None], ...]
+
+    @classmethod
+    def of(cls, study: Study) -> LongRead:
+        runs = sorted(
+            study.long,
+            key=lambda r: (AGGREGATORS.index(r.aggregator), r.seed, ATTACKS.index(r.attack)),
+        )
+        standards = [s for r in runs if (s := _standard(study, r)) is not None]
+        short = min((s.rounds for s in standards), default=0)
+        end = max((r.rounds for r in runs), default=0)
+        marks = (short, (short + end) // 2, end) if short else (end,)
+        accs = {r.id: tuple(_long_accuracy(study, r, m) for m in marks) for r in runs}
+        bases = {(r.block, r.aggregator, r.seed): accs[r.id] for r in runs if r.attack == "none"}
+        rows = []
+        for run in runs:
+            base = bases.get((run.block, run.aggregator, run.seed))
+            ours = accs[run.id]
+            gaps = None if run.attack == "none" or base is None else _drops(ours, base)
+            rows.append((run, ours, gaps))
+        return cls(marks, tuple(rows))
+
+    def ends(self, within: bool) -> list[tuple[Run, tuple[float, ...]]]:
+        """The attacked runs whose last drop is (``within``) or is not within the tolerance."""
+        return [(r, g) for r, _, g in self.rows if g and (g[-1] <= TOLERANCE) == within]
+
+    def names(self, within: bool) -> str:
+        """``cwtm sf +2.89 → +1.92, …`` (drop at the budget → at the end) or ``none``."""
+        return (
+            ", ".join(
+                f"{_seed_name(r)} {100 * g[0]:+.2f} → {100 * g[-1]:+.2f}"
+                for r, g in self.ends(within)
+            )
+            or "none"
+        )
+
+
+def _drops(ours: Sequence[float | None], base: Sequence[float | None]) -> tuple[float, ...] | None:
+    """``base − ours`` mark by mark; None if either misses one."""
+    drops = []
+    for a, b in zip(ours, base, strict=True):
+        if a is None or b is None:
             return None
-        gaps.append(base - ours)
-    return gaps
+        drops.append(b - a)
+    return tuple(drops)
 
 
-def long_verdicts(study: Study) -> tuple[str, str]:
-    """The attacked long runs whose gap ends within the tolerance, and those whose gap ends
-    beyond it, each as ``cwtm sf +2.89 → +1.92, …`` (gap at the budget → at the end)."""
-    ends: dict[bool, list[str]] = {True: [], False: []}
-    for run in _long_runs(study):
-        gaps = _long_gaps(study, run)
-        if gaps is None:
-            continue
-        seed = f" (seed {run.seed})" if run.seed else ""
-        name = f"{run.aggregator} {run.attack}{seed} {100 * gaps[0]:+.2f} → {100 * gaps[-1]:+.2f}"
-        ends[gaps[-1] <= TOLERANCE].append(name)
-    return ", ".join(ends[True]) or "none", ", ".join(ends[False]) or "none"
+def _seed_name(run: Run) -> str:
+    """``nnm+cwtm sf (seed 1)``; seed 0 unnamed."""
+    return f"{run.aggregator} {run.attack}" + (f" (seed {run.seed})" if run.seed else "")
 
 
 def long_section(study: Study) -> list[str]:
@@ -615,24 +628,24 @@ def long_section(study: Study) -> list[str]:
     first rounds are the same computation), and whether its gap to no attack closes."""
     if not study.long:
         return ["Not run."]
-    marks = _long_marks(study)
+    read = LongRead.of(study)
+    marks = read.marks
     rows: list[list[str]] = []
     same: list[bool] = []
     compared = 0
-    for run in _long_runs(study):
+    for run, accs, gaps in read.rows:
         standard = _standard(study, run)
         if standard is not None:
             ours = {h["round"]: h["test_accuracy"] for h in run.history}
             shared = [h for h in standard.history if h["round"] in ours]
             same.append(all(ours[h["round"]] == h["test_accuracy"] for h in shared))
             compared += len(shared)
-        gaps = _long_gaps(study, run)
         rows.append(
             [
                 run.aggregator,
                 run.attack,
                 str(run.seed),
-                *(pct(_long_accuracy(study, run, m)) for m in marks),
+                *map(pct, accs),
                 "" if gaps is None else " / ".join(f"{100 * g:+.2f}" for g in gaps),
                 "" if gaps is None else ("yes" if gaps[-1] <= TOLERANCE else "no"),
             ]
@@ -645,23 +658,19 @@ def long_section(study: Study) -> list[str]:
         f"drop @{' / '.join(map(str, marks))} (pts)",
         f"within {100 * TOLERANCE:.0f} @{marks[-1]}",
     ]
-    within, beyond = long_verdicts(study)
     lines = table(header, rows)
     lines += [
         "",
         "Each value is the last evaluation at or before that round (up to the grid's budget, "
         "the standard run's). Drop against the same seed's no-attack run, at the budget → at "
-        f"round {marks[-1]}: within {100 * TOLERANCE:.0f} points at the end: {within}; "
-        f"beyond: {beyond}.",
+        f"round {marks[-1]}: within {100 * TOLERANCE:.0f} points at the end: "
+        f"{read.names(True)}; beyond: {read.names(False)}.",
     ]
-    stays = [r for r in _long_runs(study) if (g := _long_gaps(study, r)) and g[-1] > TOLERANCE]
-    if stays:
-        best = [(r, max(r.history, key=lambda h: h["test_accuracy"])) for r in stays]
+    if stays := read.ends(False):
+        best = [(r, max(r.history, key=lambda h: h["test_accuracy"])) for r, _ in stays]
         lines[-1] += " The best accuracy of each run that ends beyond, and its round: " + (
             ", ".join(
-                f"{r.aggregator} {r.attack}{f' (seed {r.seed})' if r.seed else ''} "
-                f"{pct(h['test_accuracy'])} at {h['round']:.0f}"
-                for r, h in best
+                f"{_seed_name(r)} {pct(h['test_accuracy'])} at {h['round']:.0f}" for r, h in best
             )
             + "."
         )
@@ -729,6 +738,18 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
         "",
         "Means over each stretch of rounds (the spread: its median). Share of the honest "
         f"mean the aggregate carries along it: {'; '.join(summary)}.",
+        "",
+        "Read with the table (side runs of 800 rounds, the same computation as the cells' "
+        "first 800 rounds): without an attack, NNM+CWTM carries about half of the honest "
+        "mean along it. Under SF the share falls far below the third that mixing alone "
+        "would leave (10 honest rows and 5 at −μ_h in each mixed vector: 2/3 − 1/3); the "
+        "probe does not tell how much of the rest the trimming and the choice of neighbours "
+        "each take. At seed 0 the "
+        "share stays positive and training goes on, slowly. At seed 1 it falls to about "
+        "zero after round 400, while the honest spread is smaller against |μ_h| than "
+        "before: the aggregate is then nearly orthogonal to the honest descent direction "
+        "(a negative cosine in about half of the rounds), so the model stops improving and "
+        "drifts: the stall *Longer budget* shows at 3000 rounds.",
     ]
 
 
@@ -820,12 +841,12 @@ def _long_reading(study: Study) -> str:
     """One sentence: which lagging cells catch up with more rounds (*Longer budget*)."""
     if not study.long:
         return ""
-    within, beyond = long_verdicts(study)
+    read = LongRead.of(study)
     return (
-        f" *Longer budget* puts this reading to the test with {_long_marks(study)[-1]} rounds "
+        f" *Longer budget* puts this reading to the test with {read.marks[-1]} rounds "
         "(drop at the budget → at the end, points): the gap ends within "
-        f"{100 * TOLERANCE:.0f} points for {within} (a slower run, not a worse one), and ends "
-        f"beyond for {beyond}."
+        f"{100 * TOLERANCE:.0f} points for {read.names(True)} (a slower run, not a worse one), "
+        f"and ends beyond for {read.names(False)}."
     )
 
 
@@ -1225,18 +1246,6 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "μ_h (the plain mean without an attack would give a projection of 1 and a cosine of 1).",
         "",
         *probe_section(results.parent / PROBES),
-        "",
-        "Read with the table (side runs of 800 rounds, the same computation as the cells' "
-        "first 800 rounds): without an attack, NNM+CWTM carries about half of the honest "
-        "mean along it. Under SF the share falls far below the third that mixing alone "
-        "would leave (10 honest rows and 5 at −μ_h in each mixed vector: 2/3 − 1/3); the "
-        "probe does not tell how much of the rest the trimming and the choice of neighbours "
-        "each take. At seed 0 the "
-        "share stays positive and training goes on, slowly. At seed 1 it falls to about "
-        "zero after round 400, while the honest spread is smaller against |μ_h| than "
-        "before: the aggregate is then nearly orthogonal to the honest descent direction "
-        "(a negative cosine in about half of the rounds), so the model stops improving and "
-        "drifts: the stall *Longer budget* shows at 3000 rounds.",
         "",
         "## How the hyperparameters were chosen",
         "",

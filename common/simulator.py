@@ -288,6 +288,17 @@ def _run(
 Probe = Callable[[int, Tensor, Tensor], None]
 
 
+def _aggregate(
+    aggregator: Aggregator, byz: Tensor, honest: Tensor, t: int, probe: Probe | None
+) -> Tensor:
+    """The robust rule on the round's n vectors (Byzantine rows first), shown to ``probe``."""
+    rows = torch.cat([byz, honest])
+    aggregate = aggregator(rows)
+    if probe is not None:
+        probe(t, rows, aggregate)
+    return aggregate
+
+
 def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None) -> RunResult:
     """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions."""
     aggregator = make_aggregator(config)
@@ -312,11 +323,7 @@ def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None
         byz = byzantine_vectors(
             config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
         )
-        rows = torch.cat([byz, honest])
-        aggregate = aggregator(rows)
-        if probe is not None:
-            probe(t, rows, aggregate)
-        apply_aggregate_(model, generator, zo, t, aggregate)
+        apply_aggregate_(model, generator, zo, t, _aggregate(aggregator, byz, honest, t, probe))
 
     return _run(config, "zo", model, round_update, zo.scalars_per_round, progress)
 
@@ -341,11 +348,7 @@ def run_first_order(
         byz = byzantine_vectors(
             config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
         )
-        rows = torch.cat([byz, honest])
-        aggregate = aggregator(rows)
-        if probe is not None:
-            probe(t, rows, aggregate)
-        apply_update_(model, aggregate, lr)
+        apply_update_(model, _aggregate(aggregator, byz, honest, t, probe), lr)
 
     return _run(config, "first_order", model, round_update, dims, progress)
 
