@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if before is not None:
             unchanged.append(model_digest(model) == before)
         scalars.append(g.tolist())
-        apply_aggregate_(model, generator, zo, t, g)
+        apply_aggregate_(model, generator, zo, t, g, estimator.cache)
     moved = model_digest(model) != initial
     zo_peak = peak()
     # one backpropagation step for comparison (gradients in the weights' dtype, no optimizer)

@@ -11,7 +11,8 @@ record the peak. Same model, same batch for the three modes:
 * ``inference``: the loss under ``torch.inference_mode``;
 * ``zo``: one ZO step with ν = 1 on the in-place path (two perturbed forwards through
   :meth:`~cyber0.common.estimator.ZOEstimator.step_scalars`) and the update
-  :func:`~cyber0.common.perturbation.apply_directions_`;
+  :func:`~cyber0.common.perturbation.apply_directions_`, with the client's default direction
+  cache (``DEFAULT_CACHE_BYTES``, held from the first forward to the update);
 * ``backprop_adam``: forward, backward, ``torch.optim.Adam.step`` (what a first-order client
   needs).
 
@@ -169,7 +170,8 @@ def measure_main(args: argparse.Namespace) -> int:
         def op() -> None:
             g = estimator.step_scalars(state["t"], 0, batch)
             with torch.no_grad():
-                apply_directions_(params, generator, state["t"], [(0, 0, zo.lr * float(g[0]))])
+                terms = [(0, 0, zo.lr * float(g[0]))]
+                apply_directions_(params, generator, state["t"], terms, estimator.cache)
             state["t"] += 1
 
     else:

@@ -9,12 +9,16 @@ A ZO step is what a client does each round with ν = 1, K = 1: the two perturbed
 (:meth:`~cyber0.common.estimator.ZOEstimator.step_scalars`, in-place path for MiniLM: forward
 hooks generate each tensor's direction, perturb a copy, restore; embedding tables perturb only
 the rows the batch looks up) and the model update ``w ← w − η R z``
-(:func:`~cyber0.common.perturbation.apply_directions_`, one more generation of all of z). Its
-floor is two forwards. The forward is the same loss closure under ``torch.inference_mode`` on
-the same batch. Forward and step are timed alternately in one process (``--repeats`` pairs after
-``--warmup``); the ratio is reported for each pair, its median is the figure. The breakdown
-beside it: the update alone (``update_s``) and, on the in-place path, one perturbed forward
-(``perturbed_forward_s``), timed in the same rotation.
+(:func:`~cyber0.common.perturbation.apply_directions_`), with the client's default direction
+cache (:class:`~cyber0.common.perturbation.DirectionCache`: each tensor's z generated once, for
+the first forward, and reused by the second forward and the update, up to
+``DEFAULT_CACHE_BYTES``). The same step without the cache (``--direction-cache 0`` on the
+client: z generated three times) is timed in the same rotation. Its floor is two forwards. The
+forward is the same loss closure under ``torch.inference_mode`` on the same batch. Forward and
+steps are timed alternately in one process (``--repeats`` rounds after ``--warmup``); the ratio
+is reported for each pair, its median is the figure. The breakdown beside it: the update alone
+without the cache (``update_s``) and, on the in-place path, one perturbed forward that
+generates its directions (``perturbed_forward_s``), timed in the same rotation.
 
 The generator figure times :meth:`DirectionGenerator.fill_` on one 22.7M-float tensor (MiniLM's
 size) and ``torch.randn`` into the same tensor, alternately. For information it also times a
@@ -43,6 +47,7 @@ from _common import command_line, figure, machine, started, write_result
 from cyber0.common.estimator import ZOEstimator
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import (
+    DEFAULT_CACHE_BYTES,
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
@@ -140,10 +145,15 @@ def measure_step(
     warmup: int,
     repeats: int,
 ) -> dict[str, Any]:
-    """Alternate forward and ZO step timings; returns the runs and their ratios."""
+    """Alternate forward and ZO step timings (in-place path: with and without the direction
+    cache); returns the runs and their ratios."""
     zo = ZOSettings(nu=1, local_steps=1, mu=1e-3, lr=1e-6)
     generator = DirectionGenerator(seed=1234)
-    estimator = ZOEstimator(model, loss_fn, generator, zo, path)  # type: ignore[arg-type]
+    budgets = {"": DEFAULT_CACHE_BYTES, "_nocache": 0} if path == "inplace" else {"": 0}
+    estimators = {
+        suffix: ZOEstimator(model, loss_fn, generator, zo, path, budget)  # type: ignore[arg-type]
+        for suffix, budget in budgets.items()
+    }
     params = [p for _, p in canonical_parameters(model)]
     d = sum(p.numel() for p in params)
 
@@ -153,12 +163,12 @@ def measure_step(
 
     state = {"round": 0}
 
-    def step() -> None:
+    def step(estimator: ZOEstimator) -> None:
         t = state["round"]
         g = estimator.step_scalars(t, 0, batch)
         terms = [(0, j, zo.lr * float(v)) for j, v in enumerate(g)]
         with torch.no_grad():
-            apply_directions_(params, generator, t, terms)
+            apply_directions_(params, generator, t, terms, estimator.cache)
         state["round"] = t + 1
 
     def update_only() -> None:
@@ -171,23 +181,23 @@ def measure_step(
 
     for _ in range(warmup):
         forward()
-        step()
-    fwd, zos, upd, pert = [], [], [], []
+        for estimator in estimators.values():
+            step(estimator)
+    fwd, upd, pert = [], [], []
+    zos: dict[str, list[float]] = {suffix: [] for suffix in estimators}
     for _ in range(repeats):
         fwd.append(timed(forward, device))
-        zos.append(timed(step, device))
+        for suffix, estimator in estimators.items():
+            zos[suffix].append(timed(lambda e=estimator: step(e), device))
         upd.append(timed(update_only, device))
         if path == "inplace":
             pert.append(timed(perturbed_forward, device))
-    ratios = [z / f for z, f in zip(zos, fwd, strict=True)]
-    out: dict[str, Any] = {
-        "path": path,
-        "parameters": d,
-        "forward_s": fwd,
-        "zo_step_s": zos,
-        "update_s": upd,
-        "ratio": ratios,
-    }
+    out: dict[str, Any] = {"path": path, "parameters": d, "forward_s": fwd, "update_s": upd}
+    if path == "inplace":
+        out["cache_bytes"] = DEFAULT_CACHE_BYTES
+    for suffix, times in zos.items():
+        out[f"zo_step{suffix}_s"] = times
+        out[f"ratio{suffix}"] = [z / f for z, f in zip(times, fwd, strict=True)]
     if pert:
         out["perturbed_forward_s"] = pert
     return out
@@ -414,14 +424,27 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
             figure(
                 f"step.{dev}.minilm.ratio",
                 f"MiniLM (d={r['parameters']:,}), batch {r['batch'][0]}×{r['batch'][1]}, "
-                f"in-place path, {dev}: ZO step / forward",
+                f"in-place path, direction cache {r['cache_bytes'] >> 20} MiB (the client's "
+                f"default), {dev}: ZO step / forward",
                 "×",
                 r["ratio"],
                 target="<= 2.3",
                 note=(
                     f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
-                    f"{statistics.median(r['zo_step_s']):.3f} s, of which the update "
-                    f"{statistics.median(r['update_s']):.3f} s; one perturbed forward "
+                    f"{statistics.median(r['zo_step_s']):.3f} s (medians)"
+                ),
+            )
+        )
+        figs.append(
+            figure(
+                f"step.{dev}.minilm.ratio_nocache",
+                f"MiniLM, the same step without the direction cache (`--direction-cache 0`), "
+                f"{dev}: ZO step / forward",
+                "×",
+                r["ratio_nocache"],
+                note=(
+                    f"ZO step {statistics.median(r['zo_step_nocache_s']):.3f} s, of which the "
+                    f"update {statistics.median(r['update_s']):.3f} s; one perturbed forward "
                     f"{statistics.median(r['perturbed_forward_s']):.3f} s (medians)"
                 ),
             )

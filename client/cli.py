@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cyber0.common.attacks import get_attack
+from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
 
 from .session import (
     DEFAULT_KEEPALIVE,
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="attack parameter (numbers are parsed), e.g. tau=1.5",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    p.add_argument(
+        "--direction-cache",
+        type=float,
+        default=DEFAULT_CACHE_BYTES / 2**20,
+        metavar="MIB",
+        help="MiB of a round's directions kept between the two forwards and the update "
+        "(transformers; 0: regenerate them, same results)",
+    )
     p.add_argument("--eval-every", type=int, default=10, help="observer: report every E rounds")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per unary call")
     p.add_argument("--max-retries", type=int, default=None, help="give up after N failed tries")
@@ -149,13 +158,20 @@ def _token(args: argparse.Namespace, client_id: str) -> str:
 def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     """The daemon's one model: a :class:`ColludingTrainer` for ``--role byzantine``."""
     device = resolve_device(args.device)
-    saving = {"checkpoint": args.save_model, "save_every": args.save_every, "resume": args.resume}
+    if not args.direction_cache >= 0:
+        raise ValueError(f"--direction-cache must be >= 0 MiB; got {args.direction_cache}")
+    options = {
+        "checkpoint": args.save_model,
+        "save_every": args.save_every,
+        "resume": args.resume,
+        "cache_bytes": int(args.direction_cache * 2**20),
+    }
     if args.role == "byzantine":
         attack = get_attack(args.attack, **_parse_params(args.attack_param))
         return ColludingTrainer(
-            device=device, flip_labels=attack.kind == "data", attack=attack, **saving
+            device=device, flip_labels=attack.kind == "data", attack=attack, **options
         )
-    return ZOTrainer(device=device, **saving)
+    return ZOTrainer(device=device, **options)
 
 
 def _check_saving(args: argparse.Namespace) -> None:

@@ -35,7 +35,11 @@ from cyber0.common.models import (
     evaluate,
     model_digest,
 )
-from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.perturbation import (
+    DEFAULT_CACHE_BYTES,
+    DirectionGenerator,
+    canonical_parameters,
+)
 from cyber0.common.plan import TrainingPlan, plan_json
 from cyber0.common.weights import load_weights, read_metadata, save_weights
 
@@ -152,7 +156,9 @@ class ZOTrainer:
     ``save_every``-th applied round (0: never) and by :meth:`save_checkpoint` (the daemon calls
     it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
     rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
-    trained on.
+    trained on. ``cache_bytes``: how much of a round's directions the in-place path keeps
+    between its forwards and the update (:class:`~cyber0.common.perturbation.DirectionCache`;
+    memory for speed, the same bits at any value).
     """
 
     device: torch.device = field(default_factory=resolve_device)
@@ -160,6 +166,7 @@ class ZOTrainer:
     checkpoint: str | None = None
     save_every: int = 0
     resume: bool = False
+    cache_bytes: int = DEFAULT_CACHE_BYTES
     plan: TrainingPlan | None = None
     shards: list[Shard] = field(default_factory=list)
     _task: Task | None = None
@@ -182,7 +189,9 @@ class ZOTrainer:
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
                 self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
             self.plan, self._task, self._model = plan, task, model
-            self._estimator = ZOEstimator(model, cross_entropy_loss, generator, plan.zo, path)
+            self._estimator = ZOEstimator(
+                model, cross_entropy_loss, generator, plan.zo, path, self.cache_bytes
+            )
         elif plan != self.plan:
             raise ValueError("one trainer cannot follow two different plans")
         if self._task is None:
@@ -240,7 +249,7 @@ class ZOTrainer:
         plan, model, estimator = self._ready()
         if round != self._applied + 1:
             raise ValueError(f"aggregate {round} cannot follow applied round {self._applied}")
-        apply_aggregate_(model, estimator.generator, plan.zo, round, values)
+        apply_aggregate_(model, estimator.generator, plan.zo, round, values, estimator.cache)
         self._applied = round
         if self.save_every and (round + 1) % self.save_every == 0:
             try:

@@ -23,7 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .perturbation import DirectionGenerator, apply_directions_, canonical_parameters, perturbed
+from .perturbation import (
+    DEFAULT_CACHE_BYTES,
+    DirectionCache,
+    DirectionGenerator,
+    apply_directions_,
+    canonical_parameters,
+    perturbed,
+)
 from .plan import ZOSettings
 
 #: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
@@ -48,11 +55,17 @@ def update_terms(
 
 
 def apply_aggregate_(
-    model: nn.Module, generator: DirectionGenerator, zo: ZOSettings, round: int, aggregate: Any
+    model: nn.Module,
+    generator: DirectionGenerator,
+    zo: ZOSettings,
+    round: int,
+    aggregate: Any,
+    cache: DirectionCache | None = None,
 ) -> None:
-    """The global update of round ``round``: ``w ← w − η Σ_{k,j} R_{k,j} z_{t,k,j}``."""
+    """The global update of round ``round``: ``w ← w − η Σ_{k,j} R_{k,j} z_{t,k,j}`` (with the
+    directions ``cache`` kept, e.g. a client's :attr:`ZOEstimator.cache`: same bits)."""
     params = [p for _, p in canonical_parameters(model)]
-    apply_directions_(params, generator, round, update_terms(zo, aggregate, zo.lr))
+    apply_directions_(params, generator, round, update_terms(zo, aggregate, zo.lr), cache)
 
 
 class _LossModule(nn.Module):
@@ -109,7 +122,10 @@ class ZOEstimator:
     (large models). Both see bitwise the same perturbed weights.
 
     With K > 1 the round's starting weights are kept in a snapshot (one copy of the weights)
-    and restored exactly after the local steps.
+    and restored exactly after the local steps. The in-place path keeps up to ``cache_bytes`` of
+    the round's directions in :attr:`cache` (:class:`~cyber0.common.perturbation.DirectionCache`)
+    for its second forward, its local updates and the round's global update
+    (:func:`apply_aggregate_` with ``cache=estimator.cache``).
     """
 
     def __init__(
@@ -119,6 +135,7 @@ class ZOEstimator:
         generator: DirectionGenerator,
         zo: ZOSettings,
         path: Path = "inplace",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if path not in ("batched", "inplace"):
             raise ValueError(f"path must be 'batched' or 'inplace'; got {path!r}")
@@ -127,6 +144,7 @@ class ZOEstimator:
         self.generator = generator
         self.zo = zo
         self.path = path
+        self.cache = DirectionCache(cache_bytes if path == "inplace" else 0)
         self._directions: dict[tuple[int, int], Tensor] = {}
 
     def _scaled_directions(self, round: int, dstep: int, flat: Tensor) -> Tensor:
@@ -158,7 +176,7 @@ class ZOEstimator:
             for j in range(zo.nu):
                 for sign, out in ((1.0, plus), (-1.0, minus)):
                     with perturbed(
-                        self.model, self.generator, round, dstep, j, sign * zo.mu
+                        self.model, self.generator, round, dstep, j, sign * zo.mu, self.cache
                     ) as touched:
                         out[j] = float(self.loss_fn(self.model, batch))
                     if len(touched) != n_params:
@@ -183,7 +201,7 @@ class ZOEstimator:
                 if k + 1 < zo.local_steps:
                     terms = [(direction_step(zo, k), j, zo.lr * float(v)) for j, v in enumerate(g)]
                     with torch.no_grad():
-                        apply_directions_(params, self.generator, round, terms)
+                        apply_directions_(params, self.generator, round, terms, self.cache)
         finally:
             if snapshot is not None:
                 with torch.no_grad():

@@ -34,6 +34,7 @@ import bisect
 import functools
 import itertools
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ BLOCK = 1 << 18
 BATCH_UPDATE_ELEMENTS = 1 << 22
 #: Tensors this small get their directions generated together (update, perturbed forward).
 SMALL_TENSOR = 1 << 13
+#: The direction cache a client keeps by default (:class:`DirectionCache`): MiniLM's
+#: non-embedding directions (42 MiB) fit; a model 16 times larger keeps a part of them.
+DEFAULT_CACHE_BYTES = 64 << 20
 _TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
 
 
@@ -96,31 +100,77 @@ def _gamma_steps(device: torch.device) -> Tensor:
     return torch.arange(1, BLOCK + 1, dtype=torch.int64, device=device).mul_(_signed(GAMMA))
 
 
-def _hash_block(keys: Tensor, start: int, count: int) -> Tensor:
-    """``x_c`` for counters ``start .. start + count - 1`` under each key of ``keys`` (T, 1):
-    a (T, count) int64 tensor holding the uint64 bits."""
+@dataclass(frozen=True)
+class _Scratch:
+    """Temporaries for up to ``size`` hashes, reused block after block and call after call
+    (:func:`_scratch`): allocating them afresh costs page faults, as much as the arithmetic."""
+
+    hashes: Tensor  # int64: the x_c of one block
+    ints: Tensor  # int64: shifted bits
+    floats: Tensor  # float32 (3, size): radius, angle, cosine
+    values: Tensor  # float32 (2 · size): a block's values when they cannot go straight out
+
+    @classmethod
+    def new(cls, size: int, device: torch.device) -> _Scratch:
+        """Normal tensors even when made under ``torch.inference_mode`` (that can write to
+        them), so that calls outside it can write to them too."""
+        with torch.inference_mode(False):
+            ints = torch.empty(2, size, dtype=torch.int64, device=device)
+            floats = torch.empty(5, size, device=device)
+        return cls(ints[0], ints[1], floats[:3], floats[3:].view(-1))
+
+    def shaped(self, rows: int, cols: int) -> _Scratch:
+        """Views for ``rows · cols`` hashes as (rows, cols) tensors (values: (rows, 2 · cols))."""
+        n = rows * cols
+        return _Scratch(
+            self.hashes[:n].view(rows, cols),
+            self.ints[:n].view(rows, cols),
+            self.floats[:, :n].view(3, rows, cols),
+            self.values[: 2 * n].view(rows, 2 * cols),
+        )
+
+
+_HELD = threading.local()
+
+
+def _scratch(size: int, device: torch.device) -> _Scratch:
+    """This thread's scratch on ``device``, for at least ``size`` hashes. It is kept (36 bytes
+    per hash: at most about 9.4 MiB, BLOCK hashes, for every call but a (ν, d) matrix with ν
+    above BLOCK) and grown when a call needs more."""
+    held: dict[torch.device, _Scratch] = _HELD.__dict__.setdefault("by_device", {})
+    found = held.get(device)
+    if found is None or found.hashes.numel() < size:
+        found = held[device] = _Scratch.new(size, device)
+    return found
+
+
+def _hash_block(keys: Tensor, start: int, scratch: _Scratch) -> Tensor:
+    """``x_c`` for counters ``start .. start + count - 1`` under each key of ``keys`` (T, 1),
+    written into ``scratch.hashes`` (T, count): int64 holding the uint64 bits."""
+    z = scratch.hashes
     offset = _signed(GAMMA * start & MASK64)
-    z = torch.add(keys, offset).add(_gamma_steps(keys.device)[:count])
-    _mix64_(z, torch.empty_like(z))
+    torch.add(_gamma_steps(keys.device)[: z.shape[1]], keys + offset, out=z)
+    _mix64_(z, scratch.ints)
     return z
 
 
-def _gaussian_block(x: Tensor, out: Tensor) -> None:
+def _gaussian_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Box-Muller from hashes ``x`` (T, c) into float32 ``out`` (T, 2c): pairs (cos, sin)."""
-    h = (x >> 40).bitwise_and_(0xFFFFFF)
-    low = (x >> 8).bitwise_and_(0xFFFFFF)
-    v = h.to(torch.float32).mul_(-(2.0**-24)).add_(1.0)  # 1 - h / 2**24, exact
-    r = v.log_().mul_(-2.0).sqrt_()
-    theta = low.to(torch.float32).mul_(_TWO_PI_2M24)
+    bits, (r, theta, cos) = scratch.ints, scratch.floats
+    torch.bitwise_right_shift(x, 40, out=bits).bitwise_and_(0xFFFFFF)
+    torch.mul(bits, -(2.0**-24), out=r).add_(1.0)  # 1 - h / 2**24, exact
+    r.log_().mul_(-2.0).sqrt_()
+    torch.bitwise_right_shift(x, 8, out=bits).bitwise_and_(0xFFFFFF)
+    torch.mul(bits, _TWO_PI_2M24, out=theta)
     pairs = out.view(*x.shape, 2)
-    torch.mul(r, torch.cos(theta), out=pairs[..., 0])
+    torch.mul(r, torch.cos(theta, out=cos), out=pairs[..., 0])
     torch.mul(r, theta.sin_(), out=pairs[..., 1])
 
 
-def _rademacher_block(x: Tensor, out: Tensor) -> None:
+def _rademacher_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Signs from bit 32 of the hashes (T, c): ``1 - 2 * bit`` as float32 into ``out`` (T, c)."""
-    bits = (x >> 32).bitwise_and_(1)
-    torch.sub(1.0, bits.to(torch.float32).mul_(2.0), out=out)
+    bits = torch.bitwise_right_shift(x, 32, out=scratch.ints).bitwise_and_(1)
+    out.copy_(torch.mul(bits, -2.0, out=scratch.floats[0]).add_(1.0))
 
 
 @dataclass(frozen=True)
@@ -161,20 +211,18 @@ class DirectionGenerator:
             raise ValueError(f"{rows} rows but {len(coords)} coordinates")
         keys = torch.tensor([_signed(stream_key(self.seed, *c)) for c in coords], dtype=torch.int64)
         keys = keys.to(out.device).view(rows, 1)
-        gaussian = self.distribution == "gaussian"
-        per_hash = 2 if gaussian else 1
+        per_hash = 2 if self.distribution == "gaussian" else 1
         cols = max(per_hash, BLOCK * per_hash // rows // per_hash * per_hash)
         direct = rows == 1 and out.dtype == torch.float32
+        scratch = _scratch(rows * -(-min(cols, n) // per_hash), out.device)
         for start in range(0, n, cols):
             stop = min(n, start + cols)
-            hashes = _hash_block(keys, start // per_hash, -(-(stop - start) // per_hash))
+            block = scratch.shaped(rows, -(-(stop - start) // per_hash))
+            hashes = _hash_block(keys, start // per_hash, block)
             width = hashes.shape[1] * per_hash
             fits = direct and stop - start == width
-            buf = out[:, start:stop] if fits else torch.empty(rows, width, device=out.device)
-            if gaussian:
-                _gaussian_block(hashes, buf)
-            else:
-                _rademacher_block(hashes, buf)
+            buf = out[:, start:stop] if fits else block.values[:, :width]
+            self._transform(hashes, buf, block)
             if not fits:
                 out[:, start:stop].copy_(buf[:, : stop - start])
         return out
@@ -218,20 +266,20 @@ class DirectionGenerator:
         chunk = max(1, BLOCK // hashes_per_row)
         steps = _gamma_steps(out.device)[:hashes_per_row]
         direct = out.is_contiguous() and out.dtype == torch.float32
+        scratch = _scratch(min(rows, chunk) * hashes_per_row, out.device)
         for lo in range(0, rows, chunk):
             base = first[lo : lo + chunk]
             counters = base >> 1 if gaussian else base
+            block = scratch.shaped(base.numel(), hashes_per_row)
             # x_c = mix64(key + GAMMA·(c + 1)) for c = counters + 0, 1, ...: wrapping int64.
-            hashes = counters.mul(_signed(GAMMA)).add_(key)[:, None].add(steps)
-            _mix64_(hashes, torch.empty_like(hashes))
-            target = out[lo : lo + hashes.shape[0]]
+            hashes = block.hashes
+            torch.add(steps, counters.mul(_signed(GAMMA)).add_(key)[:, None], out=hashes)
+            _mix64_(hashes, block.ints)
+            target = out[lo : lo + base.numel()]
             width_made = hashes_per_row * per_hash
             fits = direct and width_made == width
-            buf = target if fits else torch.empty(hashes.shape[0], width_made, device=out.device)
-            if gaussian:
-                _gaussian_block(hashes, buf)
-            else:
-                _rademacher_block(hashes, buf)
+            buf = target if fits else block.values[:, :width_made]
+            self._transform(hashes, buf, block)
             if odd:
                 cols = (base & 1)[:, None] + torch.arange(width, device=out.device)
                 target.copy_(buf.gather(1, cols))
@@ -267,6 +315,7 @@ class DirectionGenerator:
             dtype=torch.int64,
         ).to(device)
         total, i = firsts[-1], 0
+        scratch = _scratch(min(total, BLOCK), device)
         for a in range(0, total, BLOCK):
             b = min(total, a + BLOCK)
             while firsts[i + 1] <= a:
@@ -277,18 +326,23 @@ class DirectionGenerator:
             hashes = torch.repeat_interleave(shifted[i : last + 1], repeats, output_size=b - a)
             hashes = hashes.add_(_signed(GAMMA * a & MASK64))
             hashes = hashes.add_(_gamma_steps(device)[: b - a]).view(1, -1)
-            _mix64_(hashes, torch.empty_like(hashes))
-            buf = torch.empty(1, (b - a) * per_hash, device=device)
-            if per_hash == 2:
-                _gaussian_block(hashes, buf)
-            else:
-                _rademacher_block(hashes, buf)
+            block = scratch.shaped(1, b - a)
+            _mix64_(hashes, block.ints)
+            buf = block.values[:, : (b - a) * per_hash]
+            self._transform(hashes, buf, block)
             for k in range(i, last + 1):
                 lo = max(a, firsts[k]) - firsts[k]  # the tensor's hashes in this block
                 hi = min(b, firsts[k + 1]) - firsts[k]
                 flat = outs[k].view(-1)[lo * per_hash : hi * per_hash]
                 at = (firsts[k] + lo - a) * per_hash
                 flat.copy_(buf[0, at : at + flat.numel()])
+
+    def _transform(self, hashes: Tensor, out: Tensor, scratch: _Scratch) -> None:
+        """The values of ``hashes`` (T, c) into ``out`` (T, 2c Gaussian; T, c Rademacher)."""
+        if self.distribution == "gaussian":
+            _gaussian_block(hashes, out, scratch)
+        else:
+            _rademacher_block(hashes, out, scratch)
 
     def direction(self, like: Tensor, round: int, step: int, direction: int, index: int) -> Tensor:
         """A new tensor shaped like ``like`` holding direction ``(round, step, direction)`` of
@@ -318,6 +372,64 @@ class DirectionGenerator:
         return out
 
 
+Coords = tuple[int, int, int, int]
+
+
+class DirectionCache:
+    """One round's directions, kept from their first generation to the round's update, up to
+    ``budget`` bytes (the in-place path).
+
+    Without it the in-place path generates each tensor's z three times per direction: for the
+    forward at w + μz, for the one at w − μz and for the update. Entries are keyed by
+    ``(round, step, direction, index)`` and hold the generator's values in the parameter's
+    dtype, so every result is bitwise the same at any budget (0 keeps nothing). Tensors are kept
+    in the order they are first generated until the budget is full; keeping a direction of a new
+    round drops the previous round's. Only tensors of more than SMALL_TENSOR elements and not
+    read as lookup tables are kept (the others are generated in one pass, or a few rows at a
+    time).
+    """
+
+    def __init__(self, budget: int = 0) -> None:
+        if budget < 0:
+            raise ValueError(f"the direction cache budget must be >= 0 bytes; got {budget}")
+        self.budget = budget
+        self._round = -1
+        self._entries: dict[Coords, Tensor] = {}
+        self._used = 0
+
+    @property
+    def used(self) -> int:
+        """Bytes held."""
+        return self._used
+
+    def get(self, coords: Coords) -> Tensor | None:
+        """The kept direction ``(round, step, direction, index)``, or None. Read-only."""
+        return self._entries.get(coords)
+
+    def shifted(
+        self, generator: DirectionGenerator, param: Tensor, scale: float, coords: Coords
+    ) -> Tensor:
+        """A new tensor ``w + scale · z`` (bitwise ``fl(fl(z · scale) + w)``), for the
+        direction ``coords`` of ``param``, keeping z when it fits."""
+        z = self.get(coords)
+        if z is None:
+            z = generator.direction(param, *coords)
+            if not self._keep(coords, z):
+                return z.mul_(scale).add_(param.detach())
+        return torch.mul(z, scale).add_(param.detach())
+
+    def _keep(self, coords: Coords, z: Tensor) -> bool:
+        if coords[0] != self._round:
+            self._entries.clear()
+            self._round, self._used = coords[0], 0
+        size = z.numel() * z.element_size()
+        if self._used + size > self.budget:
+            return False
+        self._entries[coords] = z
+        self._used += size
+        return True
+
+
 def canonical_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Trainable parameters sorted by name: the order every party indexes directions by.
 
@@ -334,6 +446,7 @@ def apply_directions_(
     generator: DirectionGenerator,
     round: int,
     terms: Sequence[tuple[int, int, float]],
+    cache: DirectionCache | None = None,
 ) -> None:
     """``w ← w − Σ c · z_{round, step, direction}`` for ``terms = [(step, direction, c), ...]``.
 
@@ -343,11 +456,16 @@ def apply_directions_(
     directions together (:meth:`DirectionGenerator.fill_many_`); a larger one gets all its terms
     at once when they fit in BATCH_UPDATE_ELEMENTS, else one term and one block of 2·BLOCK
     elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at most (or one term
-    for all the small tensors, or one block, where that is more).
+    for all the small tensors, or one block, where that is more). A tensor whose directions are
+    all in ``cache`` takes them from there (same bits).
     """
     small: dict[torch.device, list[tuple[int, Tensor]]] = {}
     for index, param in enumerate(params):
-        if param.numel() <= SMALL_TENSOR:
+        kept = [cache.get((round, s, d, index)) for s, d, _ in terms] if cache is not None else []
+        if kept and all(z is not None for z in kept):
+            for z, (_, _, coefficient) in zip(kept, terms, strict=True):
+                param.sub_(torch.mul(z, coefficient))  # type: ignore[arg-type]
+        elif param.numel() <= SMALL_TENSOR:
             small.setdefault(param.device, []).append((index, param))
         elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
             coords = [(round, step, direction, index) for step, direction, _ in terms]
@@ -412,6 +530,7 @@ def perturbed(
     step: int,
     direction: int,
     scale: float,
+    cache: DirectionCache | None = None,
 ) -> Iterator[set[int]]:
     """Within the block, every forward of ``module`` sees ``w + scale · z`` (the in-place path).
 
@@ -421,10 +540,12 @@ def perturbed(
     block restores them exactly, and at most one tensor's worth of z (plus its perturbed copy) is
     alive at a time, besides the copies of the tensors of at most SMALL_TENSOR elements, which
     the first pre-hook makes all at once (:meth:`DirectionGenerator.fill_many_`: one pass
-    instead of dozens of tiny ones) and which live until the block ends. Parameters must be used
-    inside the forward of the module that owns them (true of torch.nn layers and Hugging Face
-    models); the block yields the set of canonical indices that were perturbed, so callers can
-    detect a parameter used any other way.
+    instead of dozens of tiny ones) and which live until the block ends, and besides the
+    directions ``cache`` keeps (:class:`DirectionCache`: the next perturbed forward and the
+    update of the same direction reuse them). Parameters must be used inside the forward of the
+    module that owns them (true of torch.nn layers and Hugging Face models); the block yields
+    the set of canonical indices that were perturbed, so callers can detect a parameter used any
+    other way.
 
     A plain ``nn.Embedding`` (see :func:`_lookup_table`) reads only the rows of its ids: its
     forward hook returns ``(scale · Z)[ids] + W[ids]``, generating z for the distinct rows only
@@ -432,6 +553,7 @@ def perturbed(
     the same two IEEE operations per element, and addition commutes.
     """
     index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
+    keeper = cache if cache is not None else DirectionCache()
     handles = []
     lookups = [m for m in module.modules() if _lookup_table(m) and id(m.weight) in index_of]
     row_wise = {id(m) for m in lookups}
@@ -464,10 +586,8 @@ def perturbed(
                 continue
             z = ready.get(id(param))
             if z is None:
-                z = generator.direction(param, round, step, direction, index_of[id(param)])
-                # w + scale·z written into z's own buffer: one tensor's worth of extra memory,
-                # not two (IEEE addition commutes, so the bits equal param + z·scale).
-                z.mul_(scale).add_(param.detach())
+                coords = (round, step, direction, index_of[id(param)])
+                z = keeper.shifted(generator, param, scale, coords)
             mod._parameters[name] = z  # type: ignore[assignment]
             touched.add(index_of[id(param)])
             originals[id(mod)].append((name, param))

@@ -84,6 +84,29 @@ def test_biased_variant_sums_steps_over_shared_directions() -> None:
     assert torch.allclose(s, 2 * g, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["unbiased", "biased"])
+def test_a_client_with_a_direction_cache_follows_the_same_trajectory(variant: str) -> None:
+    """Local rounds (K = 2: local updates too) and global updates with the estimator's cache
+    give bitwise the vectors and weights of an estimator that keeps nothing."""
+    zo = ZOSettings(nu=2, local_steps=2, mu=1e-2, lr=0.05, variant=variant)  # type: ignore[arg-type]
+    gen = DirectionGenerator(6)
+    runs = []
+    for budget in (0, 1 << 20):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(120, 80), nn.Tanh(), nn.Linear(80, 3))  # 9,600 weights
+        x, y = torch.randn(32, 120), torch.randint(0, 3, (32,))
+        est = ZOEstimator(model, ce_loss, gen, zo, "inplace", cache_bytes=budget)
+        vectors = []
+        for t in range(3):
+            vectors.append(est.local_round(t, [(x, y), (x, y)]))
+            apply_aggregate_(model, gen, zo, t, vectors[-1], est.cache)
+        assert (est.cache.used > 0) == (budget > 0)
+        runs.append((vectors, [p.detach().clone() for p in model.parameters()]))
+    (va, wa), (vb, wb) = runs
+    assert all(torch.equal(a, b) for a, b in zip(va, vb, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(wa, wb, strict=True))
+
+
 def test_update_terms_layout() -> None:
     zo = ZOSettings(nu=2, local_steps=3)
     terms = update_terms(zo, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 0.5)

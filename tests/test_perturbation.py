@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from cyber0.common.perturbation import (
     BLOCK,
     GAMMA,
+    SMALL_TENSOR,
+    DirectionCache,
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
@@ -110,6 +112,21 @@ def test_repeated_calls_and_slices_agree() -> None:
     c = g.direction(torch.empty(200_000, dtype=torch.float64), 0, 0, 0, 0)
     assert torch.equal(c, a.double())
     assert not torch.equal(a, g.direction(torch.empty(200_000), 0, 0, 1, 0))
+
+
+def test_generation_inside_and_outside_inference_mode_share_the_scratch() -> None:
+    """The kept scratch (:func:`_scratch`) serves calls in and out of inference mode, in either
+    order, with the same values."""
+    import cyber0.common.perturbation as perturbation
+
+    perturbation._HELD.__dict__.clear()  # this thread's scratch is made below, in inference mode
+    g = DirectionGenerator(12)
+    with torch.inference_mode():
+        inside = g.direction(torch.empty(3 * BLOCK + 1), 0, 0, 0, 0)
+    outside = g.direction(torch.empty(3 * BLOCK + 1), 0, 0, 0, 0)
+    with torch.inference_mode():
+        again = g.direction(torch.empty(3 * BLOCK + 1), 0, 0, 0, 0)
+    assert torch.equal(inside, outside) and torch.equal(outside, again)
 
 
 def test_gaussian_statistics() -> None:
@@ -237,6 +254,83 @@ def test_every_update_path_gives_the_same_bits(
         apply_directions_(params, g, 9, terms)
         assert all(torch.equal(p, e) for p, e in zip(params, expected, strict=True)), setting
         monkeypatch.undo()
+
+
+class Tower(nn.Module):
+    """Two tensors above SMALL_TENSOR elements, small ones, and a lookup table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(40, 128)
+        self.wide = nn.Linear(128, 96)  # 12,288 weights
+        self.norm = nn.LayerNorm(96)
+        self.out = nn.Linear(96, 100)  # 9,600 weights
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.out(self.norm(torch.tanh(self.wide(self.embed(ids))))).square().mean()
+
+
+def _round_with_cache(
+    model: Tower, g: DirectionGenerator, cache: DirectionCache | None, t: int, x: Tensor
+) -> list[Tensor]:
+    """ν = 2 directions, losses at w ± μz, then the update with the losses as coefficients."""
+    params = [p for _, p in canonical_parameters(model)]
+    losses = []
+    for j in range(2):
+        for scale in (1e-2, -1e-2):
+            with perturbed(model, g, t, 0, j, scale, cache), torch.inference_mode():
+                losses.append(model(x))
+    apply_directions_(params, g, t, [(0, j, 0.1 * float(losses[2 * j])) for j in range(2)], cache)
+    return losses
+
+
+def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At budgets 0, one tensor and all: the same losses and weights, bit for bit, as without a
+    cache, never more bytes held than the budget; with room for all, each large tensor's
+    direction is generated once per round instead of three times (two forwards, the update)."""
+    generated: list[int] = []
+    fill_rows = DirectionGenerator.fill_rows_
+
+    def spy(self: DirectionGenerator, out: Tensor, coords: object) -> Tensor:
+        generated.append(out.numel())
+        return fill_rows(self, out, coords)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DirectionGenerator, "fill_rows_", spy)
+    x = torch.randint(0, 40, (8, 5))
+    g = DirectionGenerator(17)
+    large = sum(p.numel() for _, p in canonical_parameters(Tower()) if p.numel() > SMALL_TENSOR)
+    runs = {}
+    for budget in (None, 0, 12_288 * 4, 1 << 30):
+        torch.manual_seed(0)
+        model = Tower()
+        cache = None if budget is None else DirectionCache(budget)
+        generated.clear()
+        losses = [loss for t in range(2) for loss in _round_with_cache(model, g, cache, t, x)]
+        if cache is not None:
+            assert cache.used <= cache.budget
+        runs[budget] = (losses, [p.detach().clone() for p in model.parameters()], sum(generated))
+    reference = runs[None]
+    for budget, (losses, weights, _) in runs.items():
+        assert all(torch.equal(a, b) for a, b in zip(losses, reference[0], strict=True)), budget
+        assert all(torch.equal(a, b) for a, b in zip(weights, reference[1], strict=True)), budget
+    # Two rounds of two directions: 3 generations of the large tensors each, or 1.
+    assert runs[0][2] - runs[1 << 30][2] == 2 * 2 * 2 * large
+    assert runs[0][2] > runs[12_288 * 4][2] > runs[1 << 30][2]
+
+
+def test_a_direction_cache_keeps_one_round_and_refuses_a_negative_budget() -> None:
+    g = DirectionGenerator(3)
+    w = torch.zeros(SMALL_TENSOR + 1)
+    cache = DirectionCache(1 << 20)
+    first = cache.shifted(g, w, 1.0, (0, 0, 0, 4))
+    assert torch.equal(first, g.direction(w, 0, 0, 0, 4))
+    assert cache.get((0, 0, 0, 4)) is not None and cache.used == w.numel() * 4
+    cache.shifted(g, w, 1.0, (1, 0, 0, 4))
+    assert cache.get((0, 0, 0, 4)) is None and cache.used == w.numel() * 4
+    with pytest.raises(ValueError, match="budget must be >= 0"):
+        DirectionCache(-1)
 
 
 def test_fill_many_equals_fill_per_tensor() -> None:

@@ -136,9 +136,11 @@ def test_load_model_builds_what_the_metadata_names(tmp_path: Path) -> None:
         (["--save-model", "{tmp}/m.safetensors", "--save-every", "-1"], "must be >= 0"),
         (["--save-model", "{tmp}/absent/m.safetensors"], "does not exist or is read-only"),
         (["--save-model", "{tmp}"], "is a folder"),
+        (["--direction-cache", "-1"], "--direction-cache must be >= 0 MiB; got -1.0"),
+        (["--direction-cache", "nan"], "--direction-cache must be >= 0 MiB; got nan"),
     ],
 )
-def test_client_refuses_unusable_saving_options(
+def test_client_refuses_unusable_saving_and_cache_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     """Exit 2 with the reason before connecting anywhere (the target is never dialled)."""
