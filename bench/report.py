@@ -562,7 +562,9 @@ def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str
             f"Device {r['device']}, {r['threads']} torch threads. A ZO step is "
             "`ZOEstimator.step_scalars` (ν = 1; MiniLM on the in-place path, logistic "
             "regression on the batched path the trainer uses, and the in-place path for "
-            "comparison) plus the update `apply_directions_`; forward = the same loss under "
+            "comparison) plus the update `apply_directions_`, with the client's default "
+            "direction cache (MiniLM: also without it, in the same rotation); forward = the "
+            "same loss under "
             "`inference_mode`, same batch; timed alternately in one process, the ratio taken "
             "per pair. MiniLM: `AutoModelForSequenceClassification` from the offline folder, 2 "
             "labels, batch 32 × 64 random token ids. Generator: one 22.7M-float tensor, "
@@ -593,24 +595,51 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         zo = statistics.median(m["zo_step_s"])
         upd = statistics.median(m["update_s"])
         pert = statistics.median(m.get("perturbed_forward_s") or [float("nan")])
+        ratio = statistics.median(m["ratio"])
         lines += [
             f"**Anatomy of the MiniLM ratio** (medians of the `{name}` run): forward "
-            f"F = {fwd:.3f} s, ZO step {zo:.3f} s = two perturbed forwards (one: "
-            f"{pert:.3f} s) + the update (U = {upd:.3f} s). The ± perturbations regenerate z "
-            "tensor by tensor instead of storing it (that is what keeps the memory at "
-            "inference level, section 4): the 30,522 × 384 word-embedding table, half of "
-            "MiniLM's 22.7M parameters, gets z only for the rows the batch looks up (the "
-            "directions are counter-based, so any slice is computable alone), the ~10.8M other "
-            "parameters get theirs in full, and tensors of ≤ 8,192 elements in one pass. The "
-            "update regenerates all 22.7M once more. A step therefore generates about 44M "
-            "directions; the 2.3 target leaves 0.3F for all of it "
-            f"({0.3 * fwd * 1e3:.0f} ms here), while `torch.randn` alone takes "
-            f"{randn * 1e3:.0f} ms for 22.7M floats. Not met: closing the rest needs a fused "
-            "generator (below) or storing z (which breaks the memory bound). Side by side in "
-            "one process (old and new code alternated, 7 pairs, load 8–9), the row-wise "
-            "embedding and one-pass small tensors took the ratio from 3.07× to 2.66×.",
+            f"F = {fwd:.3f} s, ZO step {zo:.3f} s. The in-place path never stores a perturbed "
+            "model: forward hooks swap in w ± μz tensor by tensor (that is what keeps the "
+            "memory at inference level, section 4). The 30,522 × 384 word-embedding table, "
+            "half of MiniLM's 22.7M parameters, gets z only for the rows the batch looks up "
+            "(the directions are counter-based, so any slice is computable alone), tensors of "
+            "≤ 8,192 elements get theirs in one pass, and the ~10.8M other parameters get "
+            "theirs in full.",
             "",
         ]
+        if "zo_step_nocache_s" in m:
+            plain = statistics.median(m["zo_step_nocache_s"])
+            lines += [
+                "Without a cache each forward and the update generate z again: a step "
+                "generates about 44M directions and takes "
+                f"{plain:.3f} s ({statistics.median(m['ratio_nocache']):.2f}× F; one "
+                f"perturbed forward {pert:.3f} s, the update U = {upd:.3f} s). "
+                "**Changed:** the client keeps a round's directions from the first forward to "
+                "the update (`DirectionCache`, `--direction-cache`, default "
+                f"{m['cache_bytes'] >> 20} MiB; the same bits at any budget, tested): MiniLM's "
+                "10.8M non-embedding directions (41 MiB) are generated once, so a step "
+                "generates about 22.7M (the first forward's, and the embedding table in full "
+                f"for the update). Measured side by side in this run: {ratio:.2f}× against "
+                f"{statistics.median(m['ratio_nocache']):.2f}×. The 2.3 target leaves 0.3F "
+                f"({0.3 * fwd * 1e3:.0f} ms here) for generating, for the copies w ± μz and for "
+                f"the update, while `torch.randn` alone takes {randn * 1e3:.0f} ms for 22.7M "
+                "floats. The cache costs memory: its 41 MiB are in the ZO peak of section 4. "
+                "Run to run the median moves more than the target's margin: four runs of 5–9 "
+                "rounds on the idle machine this session gave 2.26×, 2.37×, 2.38× and 2.48× "
+                "with the cache (the last, with the final code, is the table's) and 2.63×, "
+                "2.74×, 2.71× and 2.77× without it. Not met: the gap left is the generator "
+                "itself (about 23M directions at the speed of `torch.randn`), which only a "
+                "fused generator or more memory would close.",
+                "",
+                "**Changed:** the generator keeps a per-thread scratch (at most 9.4 MiB) "
+                "instead of allocating its ~20 temporaries for every block: fresh allocations "
+                "of a few MiB are returned to the kernel and fault their pages in again. "
+                "Generating MiniLM's 36 large tensors one by one (old and new code alternated "
+                "in one process, 9 pairs) took 44–45 ms against 46–80 ms before, depending on "
+                "the allocator's state; the bits are unchanged (hash of every generation path, "
+                "before and after).",
+                "",
+            ]
     compiled = g.get("compiled") or {}
     lines += [
         f"**The generator** takes {statistics.median(g['fill_over_randn']):.2f}× the time of "
@@ -684,8 +713,17 @@ def memory_section(docs: dict[str, dict[str, Any]]) -> list[str]:
             "memory: the 355M model's ZO steps take minutes with the default spin-waiting "
             "under this machine's load).",
             "",
-            "**Changed:** the in-place path now writes w + μz into z's own buffer "
-            "(`z.mul_(scale).add_(param)` in `cyber0.common.perturbation.perturbed`, bitwise "
+            "**Changed:** the ZO step now holds, at its peak, the client's direction cache "
+            "(section 3; one allocation of min(`--direction-cache`, one direction of every "
+            "tensor generated whole): 41 MiB for MiniLM, the 64 MiB default for the 355M "
+            "model) and the generator's per-thread scratch (at most 9.4 MiB). The previous "
+            "run, without them: MiniLM ZO peak 512 MiB (+119 above the model, 1.04× the "
+            "inference peak), RoBERTa-large-shaped 1783 MiB (+74, 1.02×). "
+            "`--direction-cache 0` gives the cache's share back, at the speed of section 3's "
+            "row without the cache.",
+            "",
+            "**Changed (earlier):** the in-place path writes w + μz into z's own buffer when "
+            "z is not kept (`z.mul_(scale).add_(param)` in `DirectionCache.shifted`, bitwise "
             "equal to the former `param + z·scale`): one tensor's worth of extra memory instead "
             "of two. MiniLM's largest tensor is the 30,522 × 384 word embedding (45 MiB): the "
             "ZO peak went from 1.15× to ~1.06× the inference peak (CPU RSS).",

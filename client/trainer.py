@@ -5,8 +5,9 @@ The plan's ``dataset`` picks the task (:data:`TASKS`): ``mnist`` (the plan's mod
 ``minilm`` or ``hf:<id>``, resolved to a local folder by :mod:`cyber0.common.hf`; its weight
 dtype is the model name's ``dtype`` option, so it is part of the plan). Small models use the
 batched ZO path, transformers the in-place one under ``torch.inference_mode``: no gradients, no
-optimizer state, no second copy of the weights (with K = 1 local step). Directions are generated
-on the model's device.
+optimizer state, no second copy of the weights (with K = 1 local step), and at most
+``cache_bytes`` of a round's directions kept for reuse. Directions are generated on the model's
+device.
 
 :class:`ZOTrainer` is an honest client (or, with ``flip_labels``, a label-flipping one) and an
 observer; :class:`ColludingTrainer` holds several Byzantine identities that craft their vectors

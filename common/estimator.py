@@ -30,6 +30,7 @@ from .perturbation import (
     apply_directions_,
     canonical_parameters,
     perturbed,
+    whole_direction_bytes,
 )
 from .plan import ZOSettings
 
@@ -123,9 +124,10 @@ class ZOEstimator:
 
     With K > 1 the round's starting weights are kept in a snapshot (one copy of the weights)
     and restored exactly after the local steps. The in-place path keeps up to ``cache_bytes`` of
-    the round's directions in :attr:`cache` (:class:`~cyber0.common.perturbation.DirectionCache`)
-    for its second forward, its local updates and the round's global update
-    (:func:`apply_aggregate_` with ``cache=estimator.cache``).
+    the round's directions (no more than one direction of every tensor needs) in :attr:`cache`
+    (:class:`~cyber0.common.perturbation.DirectionCache`) for its second forward, its local
+    updates and the round's global update (:func:`apply_aggregate_` with
+    ``cache=estimator.cache``).
     """
 
     def __init__(
@@ -144,7 +146,8 @@ class ZOEstimator:
         self.generator = generator
         self.zo = zo
         self.path = path
-        self.cache = DirectionCache(cache_bytes if path == "inplace" else 0)
+        budget = min(cache_bytes, whole_direction_bytes(model)) if path == "inplace" else 0
+        self.cache = DirectionCache(budget)
         self._directions: dict[tuple[int, int], Tensor] = {}
 
     def _scaled_directions(self, round: int, dstep: int, flat: Tensor) -> Tensor:

@@ -55,8 +55,10 @@ BLOCK = 1 << 18
 BATCH_UPDATE_ELEMENTS = 1 << 22
 #: Tensors this small get their directions generated together (update, perturbed forward).
 SMALL_TENSOR = 1 << 13
+#: Byte alignment of the directions in a :class:`DirectionCache`'s arena.
+_ALIGN = 64
 #: The direction cache a client keeps by default (:class:`DirectionCache`): MiniLM's
-#: non-embedding directions (42 MiB) fit; a model 16 times larger keeps a part of them.
+#: non-embedding directions (41 MiB) fit; a model 16 times larger keeps a part of them.
 DEFAULT_CACHE_BYTES = 64 << 20
 _TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
 
@@ -376,30 +378,33 @@ Coords = tuple[int, int, int, int]
 
 
 class DirectionCache:
-    """One round's directions, kept from their first generation to the round's update, up to
-    ``budget`` bytes (the in-place path).
+    """One round's directions, kept from their first generation to the round's update, in an
+    arena of ``budget`` bytes (the in-place path).
 
     Without it the in-place path generates each tensor's z three times per direction: for the
     forward at w + μz, for the one at w − μz and for the update. Entries are keyed by
     ``(round, step, direction, index)`` and hold the generator's values in the parameter's
-    dtype, so every result is bitwise the same at any budget (0 keeps nothing). Tensors are kept
-    in the order they are first generated until the budget is full; keeping a direction of a new
-    round drops the previous round's. Only tensors of more than SMALL_TENSOR elements and not
-    read as lookup tables are kept (the others are generated in one pass, or a few rows at a
-    time).
+    dtype, so every result is bitwise the same at any budget (0 keeps nothing). The arena is one
+    allocation, made at the first kept direction (on that tensor's device; tensors on another
+    are not kept), so the memory it costs is exactly ``budget``: give it
+    :func:`whole_direction_bytes` of the model, or less. Tensors are kept in the order they are
+    first generated until the arena is full; keeping a direction of a new round drops the
+    previous round's. Only the tensors :func:`perturbed` generates whole are kept (not those of
+    at most SMALL_TENSOR elements, generated together, nor lookup tables' rows).
     """
 
     def __init__(self, budget: int = 0) -> None:
         if budget < 0:
             raise ValueError(f"the direction cache budget must be >= 0 bytes; got {budget}")
         self.budget = budget
+        self._arena: Tensor | None = None
         self._round = -1
         self._entries: dict[Coords, Tensor] = {}
         self._used = 0
 
     @property
     def used(self) -> int:
-        """Bytes held."""
+        """Bytes of the arena holding this round's directions."""
         return self._used
 
     def get(self, coords: Coords) -> Tensor | None:
@@ -413,21 +418,31 @@ class DirectionCache:
         direction ``coords`` of ``param``, keeping z when it fits."""
         z = self.get(coords)
         if z is None:
-            z = generator.direction(param, *coords)
-            if not self._keep(coords, z):
-                return z.mul_(scale).add_(param.detach())
+            slot = self._slot(coords, param)
+            if slot is None:
+                return generator.direction(param, *coords).mul_(scale).add_(param.detach())
+            z = generator.fill_(slot, *coords)
         return torch.mul(z, scale).add_(param.detach())
 
-    def _keep(self, coords: Coords, z: Tensor) -> bool:
+    def _slot(self, coords: Coords, like: Tensor) -> Tensor | None:
+        """Arena space for the direction ``coords`` shaped like ``like``, registered under
+        ``coords``; None when it does not fit."""
         if coords[0] != self._round:
             self._entries.clear()
             self._round, self._used = coords[0], 0
-        size = z.numel() * z.element_size()
-        if self._used + size > self.budget:
-            return False
-        self._entries[coords] = z
-        self._used += size
-        return True
+        start = -(-self._used // _ALIGN) * _ALIGN
+        size = like.numel() * like.element_size()
+        if start + size > self.budget:
+            return None
+        if self._arena is None:
+            with torch.inference_mode(False):  # writable in and out of inference mode
+                self._arena = torch.empty(self.budget, dtype=torch.uint8, device=like.device)
+        elif self._arena.device != like.device:
+            return None
+        slot = self._arena[start : start + size].view(like.dtype).view(like.shape)
+        self._entries[coords] = slot
+        self._used = start + size
+        return slot
 
 
 def canonical_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -456,15 +471,17 @@ def apply_directions_(
     directions together (:meth:`DirectionGenerator.fill_many_`); a larger one gets all its terms
     at once when they fit in BATCH_UPDATE_ELEMENTS, else one term and one block of 2·BLOCK
     elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at most (or one term
-    for all the small tensors, or one block, where that is more). A tensor whose directions are
-    all in ``cache`` takes them from there (same bits).
+    for all the small tensors, or one block, where that is more). A tensor with directions in
+    ``cache`` takes those from there and generates the others whole, one at a time (same bits).
     """
     small: dict[torch.device, list[tuple[int, Tensor]]] = {}
     for index, param in enumerate(params):
         kept = [cache.get((round, s, d, index)) for s, d, _ in terms] if cache is not None else []
-        if kept and all(z is not None for z in kept):
-            for z, (_, _, coefficient) in zip(kept, terms, strict=True):
-                param.sub_(torch.mul(z, coefficient))  # type: ignore[arg-type]
+        if any(z is not None for z in kept):
+            for z, (step, direction, coefficient) in zip(kept, terms, strict=True):
+                if z is None:
+                    z = generator.direction(param, round, step, direction, index)
+                param.sub_(torch.mul(z, coefficient))
         elif param.numel() <= SMALL_TENSOR:
             small.setdefault(param.device, []).append((index, param))
         elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
@@ -522,6 +539,43 @@ def _lookup_table(mod: nn.Module) -> bool:
     )
 
 
+def _hooked(
+    module: nn.Module, index_of: dict[int, int]
+) -> tuple[list[nn.Module], list[nn.Module], dict[int, Tensor]]:
+    """How :func:`perturbed` treats ``module``'s submodules: the lookup tables (rows only), the
+    modules whose parameters it swaps, and the swapped tensors small enough to be generated
+    together (by id); the other swapped tensors are generated whole, one by one."""
+    lookups = [m for m in module.modules() if _lookup_table(m) and id(m.weight) in index_of]
+    row_wise = {id(m) for m in lookups}
+    swapped = [
+        m
+        for m in module.modules()
+        if id(m) not in row_wise and any(p is not None for p in m._parameters.values())
+    ]
+    small: dict[int, Tensor] = {
+        id(p): p
+        for m in swapped
+        if not isinstance(m, nn.Embedding)  # max_norm renormalises its copy in place
+        for p in m._parameters.values()
+        if p is not None and id(p) in index_of and p.numel() <= SMALL_TENSOR
+    }
+    return lookups, swapped, small
+
+
+def whole_direction_bytes(module: nn.Module) -> int:
+    """The :class:`DirectionCache` budget that keeps one direction of every tensor
+    :func:`perturbed` generates whole (aligned as the arena lays them out)."""
+    index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
+    _, swapped, small = _hooked(module, index_of)
+    whole = {
+        id(p): p
+        for m in swapped
+        for p in m._parameters.values()
+        if p is not None and id(p) in index_of and id(p) not in small
+    }
+    return sum(-(-p.numel() * p.element_size() // _ALIGN) * _ALIGN for p in whole.values())
+
+
 @contextmanager
 def perturbed(
     module: nn.Module,
@@ -555,20 +609,7 @@ def perturbed(
     index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
     keeper = cache if cache is not None else DirectionCache()
     handles = []
-    lookups = [m for m in module.modules() if _lookup_table(m) and id(m.weight) in index_of]
-    row_wise = {id(m) for m in lookups}
-    swapped = [
-        m
-        for m in module.modules()
-        if id(m) not in row_wise and any(p is not None for p in m._parameters.values())
-    ]
-    small = {
-        id(p): p
-        for m in swapped
-        if not isinstance(m, nn.Embedding)  # max_norm renormalises its copy in place
-        for p in m._parameters.values()
-        if p is not None and id(p) in index_of and p.numel() <= SMALL_TENSOR
-    }
+    lookups, swapped, small = _hooked(module, index_of)
     ready: dict[int, Tensor] = {}
 
     def perturb_small() -> None:

@@ -23,6 +23,7 @@ from cyber0.common.perturbation import (
     mix64,
     perturbed,
     stream_key,
+    whole_direction_bytes,
 )
 
 
@@ -287,8 +288,9 @@ def _round_with_cache(
 def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """At budgets 0, one tensor and all: the same losses and weights, bit for bit, as without a
-    cache, never more bytes held than the budget; with room for all, each large tensor's
+    """At budgets 0, one tensor, one direction (:func:`whole_direction_bytes`: the two Linear
+    weights, not the lookup table nor the small tensors) and both directions: the same losses
+    and weights, bit for bit, as without a cache, never more bytes held than the budget; a kept
     direction is generated once per round instead of three times (two forwards, the update)."""
     generated: list[int] = []
     fill_rows = DirectionGenerator.fill_rows_
@@ -301,8 +303,10 @@ def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
     x = torch.randint(0, 40, (8, 5))
     g = DirectionGenerator(17)
     large = sum(p.numel() for _, p in canonical_parameters(Tower()) if p.numel() > SMALL_TENSOR)
+    everything = whole_direction_bytes(Tower())
+    assert everything == (12_288 + 9_600) * 4
     runs = {}
-    for budget in (None, 0, 12_288 * 4, 1 << 30):
+    for budget in (None, 0, 12_288 * 4, everything, 2 * everything):
         torch.manual_seed(0)
         model = Tower()
         cache = None if budget is None else DirectionCache(budget)
@@ -316,8 +320,10 @@ def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
         assert all(torch.equal(a, b) for a, b in zip(losses, reference[0], strict=True)), budget
         assert all(torch.equal(a, b) for a, b in zip(weights, reference[1], strict=True)), budget
     # Two rounds of two directions: 3 generations of the large tensors each, or 1.
-    assert runs[0][2] - runs[1 << 30][2] == 2 * 2 * 2 * large
-    assert runs[0][2] > runs[12_288 * 4][2] > runs[1 << 30][2]
+    # Two rounds of ν = 2 directions: each kept (direction, tensor) spares two generations.
+    assert runs[0][2] - runs[2 * everything][2] == 2 * 2 * 2 * large
+    assert runs[0][2] - runs[everything][2] == 2 * 1 * 2 * large
+    assert runs[0][2] > runs[12_288 * 4][2] > runs[everything][2]
 
 
 def test_a_direction_cache_keeps_one_round_and_refuses_a_negative_budget() -> None:
