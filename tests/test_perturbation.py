@@ -285,8 +285,9 @@ def _round_with_cache(
     return losses
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
 ) -> None:
     """At budgets 0, one tensor, one direction (:func:`whole_direction_bytes`: the two Linear
     weights, not the lookup table nor the small tensors) and both directions: the same losses
@@ -303,12 +304,13 @@ def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
     x = torch.randint(0, 40, (8, 5))
     g = DirectionGenerator(17)
     large = sum(p.numel() for _, p in canonical_parameters(Tower()) if p.numel() > SMALL_TENSOR)
-    everything = whole_direction_bytes(Tower())
-    assert everything == (12_288 + 9_600) * 4
+    size = torch.empty(0, dtype=dtype).element_size()
+    everything = whole_direction_bytes(Tower().to(dtype))
+    assert everything == (12_288 + 9_600) * size
     runs = {}
-    for budget in (None, 0, 12_288 * 4, everything, 2 * everything):
+    for budget in (None, 0, 12_288 * size, everything, 2 * everything):
         torch.manual_seed(0)
-        model = Tower()
+        model = Tower().to(dtype)
         cache = None if budget is None else DirectionCache(budget)
         generated.clear()
         losses = [loss for t in range(2) for loss in _round_with_cache(model, g, cache, t, x)]
@@ -323,7 +325,7 @@ def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
     # Two rounds of ν = 2 directions: each kept (direction, tensor) spares two generations.
     assert runs[0][2] - runs[2 * everything][2] == 2 * 2 * 2 * large
     assert runs[0][2] - runs[everything][2] == 2 * 1 * 2 * large
-    assert runs[0][2] > runs[12_288 * 4][2] > runs[everything][2]
+    assert runs[0][2] > runs[12_288 * size][2] > runs[everything][2]
 
 
 def test_a_direction_cache_keeps_one_round_and_refuses_a_negative_budget() -> None:
