@@ -160,10 +160,10 @@ def _gaussian_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Box-Muller from hashes ``x`` (T, c) into float32 ``out`` (T, 2c): pairs (cos, sin)."""
     bits, (r, theta, cos) = scratch.ints, scratch.floats
     torch.bitwise_right_shift(x, 40, out=bits).bitwise_and_(0xFFFFFF)
-    torch.mul(bits, -(2.0**-24), out=r).add_(1.0)  # 1 - h / 2**24, exact
+    r.copy_(bits).mul_(-(2.0**-24)).add_(1.0)  # 1 - h / 2**24, exact
     r.log_().mul_(-2.0).sqrt_()
     torch.bitwise_right_shift(x, 8, out=bits).bitwise_and_(0xFFFFFF)
-    torch.mul(bits, _TWO_PI_2M24, out=theta)
+    theta.copy_(bits).mul_(_TWO_PI_2M24)
     pairs = out.view(*x.shape, 2)
     torch.mul(r, torch.cos(theta, out=cos), out=pairs[..., 0])
     torch.mul(r, theta.sin_(), out=pairs[..., 1])
@@ -172,7 +172,7 @@ def _gaussian_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
 def _rademacher_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Signs from bit 32 of the hashes (T, c): ``1 - 2 * bit`` as float32 into ``out`` (T, c)."""
     bits = torch.bitwise_right_shift(x, 32, out=scratch.ints).bitwise_and_(1)
-    out.copy_(torch.mul(bits, -2.0, out=scratch.floats[0]).add_(1.0))
+    out.copy_(scratch.floats[0].copy_(bits).mul_(-2.0).add_(1.0))
 
 
 @dataclass(frozen=True)
