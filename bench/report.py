@@ -624,10 +624,11 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 f"({0.3 * fwd * 1e3:.0f} ms here) for generating, for the copies w ± μz and for "
                 f"the update, while `torch.randn` alone takes {randn * 1e3:.0f} ms for 22.7M "
                 "floats. The cache costs memory: its 41 MiB are in the ZO peak of section 4. "
-                "Run to run the median moves more than the target's margin: four runs of 5–9 "
-                "rounds on the idle machine this session gave 2.26×, 2.37×, 2.38× and 2.48× "
-                "with the cache (the last, with the final code, is the table's) and 2.63×, "
-                "2.74×, 2.71× and 2.77× without it. Not met: the gap left is the generator "
+                "Run to run the median moves more than the target's margin: five runs of 5–9 "
+                "rounds on the idle machine this session gave 2.26×, 2.37×, 2.38×, 2.48× and "
+                "2.33× with the cache (the last, with the final code, is the table's) and "
+                "2.63×, 2.74×, 2.71×, 2.77× and 2.53× without it. Not met: the gap left is the "
+                "generator "
                 "itself (about 23M directions at the speed of `torch.randn`), which only a "
                 "fused generator or more memory would close.",
                 "",
