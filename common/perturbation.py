@@ -148,7 +148,8 @@ def _scratch(size: int, device: torch.device) -> _Scratch:
 
 def _hash_block(keys: Tensor, start: int, scratch: _Scratch) -> Tensor:
     """``x_c`` for counters ``start .. start + count - 1`` under each key of ``keys`` (T, 1),
-    written into ``scratch.hashes`` (T, count): int64 holding the uint64 bits."""
+    written into ``scratch.hashes`` (T, count; the caller shapes it to the block): int64 holding
+    the uint64 bits."""
     z = scratch.hashes
     offset = _signed(GAMMA * start & MASK64)
     torch.add(_gamma_steps(keys.device)[: z.shape[1]], keys + offset, out=z)
@@ -540,11 +541,13 @@ def _lookup_table(mod: nn.Module) -> bool:
 
 
 def _hooked(
-    module: nn.Module, index_of: dict[int, int]
-) -> tuple[list[nn.Module], list[nn.Module], dict[int, Tensor]]:
-    """How :func:`perturbed` treats ``module``'s submodules: the lookup tables (rows only), the
-    modules whose parameters it swaps, and the swapped tensors small enough to be generated
-    together (by id); the other swapped tensors are generated whole, one by one."""
+    module: nn.Module,
+) -> tuple[dict[int, int], list[nn.Module], list[nn.Module], dict[int, Tensor]]:
+    """How :func:`perturbed` treats ``module``: the canonical index of each trainable
+    parameter (by id), the lookup tables (rows only), the modules whose parameters it swaps,
+    and the swapped tensors small enough to be generated together (by id); the other swapped
+    tensors are generated whole, one by one."""
+    index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
     lookups = [m for m in module.modules() if _lookup_table(m) and id(m.weight) in index_of]
     row_wise = {id(m) for m in lookups}
     swapped = [
@@ -559,14 +562,13 @@ def _hooked(
         for p in m._parameters.values()
         if p is not None and id(p) in index_of and p.numel() <= SMALL_TENSOR
     }
-    return lookups, swapped, small
+    return index_of, lookups, swapped, small
 
 
 def whole_direction_bytes(module: nn.Module) -> int:
     """The :class:`DirectionCache` budget that keeps one direction of every tensor
     :func:`perturbed` generates whole (aligned as the arena lays them out)."""
-    index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
-    _, swapped, small = _hooked(module, index_of)
+    index_of, _, swapped, small = _hooked(module)
     whole = {
         id(p): p
         for m in swapped
@@ -606,10 +608,9 @@ def perturbed(
     (:meth:`DirectionGenerator.fill_ranges_`). The bits equal those of ``(W + scale · Z)[ids]``:
     the same two IEEE operations per element, and addition commutes.
     """
-    index_of = {id(p): i for i, (_, p) in enumerate(canonical_parameters(module))}
+    index_of, lookups, swapped, small = _hooked(module)
     keeper = cache if cache is not None else DirectionCache()
     handles = []
-    lookups, swapped, small = _hooked(module, index_of)
     ready: dict[int, Tensor] = {}
 
     def perturb_small() -> None:
