@@ -11,7 +11,8 @@
 # is exactly K*nu floats per client, all final digests are equal, the observer's saved weights
 # (results/observer.safetensors) rebuild the model with that digest; and that the federator
 # refuses a plaintext connection. Everything it started (containers, networks, volumes, dockerd) is
-# removed on exit, failed or not; the images stay as a build cache.
+# removed on exit, failed or not, and whatever a killed earlier run left is removed before the
+# stack starts; the images stay as a build cache.
 #
 # E2E_STACK=text runs the text stack instead (docker/text.env: an image with the text extra and
 # the offline MiniLM and Rotten Tomatoes packages; MiniLM's last layer and head fine-tuned in
@@ -179,6 +180,17 @@ docker image ls "$IMAGE" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 
 begin "stack up"
 compose config -q
+# A run killed before its teardown (a machine restart, kill -9) leaves its containers and the
+# federator's state volume behind; the federator would resume that federation. Start clean.
+stale=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT";
+  docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
+if [ -n "$stale" ]; then
+  echo "removing what an earlier run of $PROJECT left behind: $(echo $stale | wc -w) containers/volumes"
+  compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+  docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
+  docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+    | xargs -r docker volume rm >/dev/null
+fi
 compose_up=1
 # Returns once the federator is healthy and every client has been started.
 timeout 300 env "${compose_env[@]}" docker-compose "${env_file[@]}" --ansi never up -d --no-build
