@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_CACHE_BYTES / 2**20,
         metavar="MIB",
-        help="MiB of a round's directions kept between the two forwards and the update "
-        "(transformers; 0: regenerate them, same results)",
+        help="MiB of a round's directions kept for the update (transformers: from the first "
+        "forward; small models: the direction matrix); 0: regenerate them, same results",
     )
     p.add_argument("--eval-every", type=int, default=10, help="observer: report every E rounds")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per unary call")

@@ -157,9 +157,10 @@ class ZOTrainer:
     ``save_every``-th applied round (0: never) and by :meth:`save_checkpoint` (the daemon calls
     it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
     rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
-    trained on. ``cache_bytes``: how much of a round's directions the in-place path keeps
-    between its forwards and the update (:class:`~cyber0.common.perturbation.DirectionCache`;
-    memory for speed, the same bits at any value).
+    trained on. ``cache_bytes``: how much of a round's directions the estimator keeps for the
+    local and global updates (and the in-place path's second forward)
+    (:class:`~cyber0.common.perturbation.DirectionCache`; memory for speed, the same bits at
+    any value).
     """
 
     device: torch.device = field(default_factory=resolve_device)

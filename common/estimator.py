@@ -16,6 +16,7 @@ the global model: after its K steps the client returns to the round's starting w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -123,11 +124,12 @@ class ZOEstimator:
     (large models). Both see bitwise the same perturbed weights.
 
     With K > 1 the round's starting weights are kept in a snapshot (one copy of the weights)
-    and restored exactly after the local steps. The in-place path keeps up to ``cache_bytes`` of
-    the round's directions (no more than one direction of every tensor needs) in :attr:`cache`
-    (:class:`~cyber0.common.perturbation.DirectionCache`) for its second forward, its local
-    updates and the round's global update (:func:`apply_aggregate_` with
-    ``cache=estimator.cache``).
+    and restored exactly after the local steps. Up to ``cache_bytes`` of the round's directions
+    are kept in :attr:`cache` (:class:`~cyber0.common.perturbation.DirectionCache`) for the
+    local updates and the round's global update (:func:`apply_aggregate_` with
+    ``cache=estimator.cache``), and on the in-place path for its second forward: the in-place
+    path keeps no more than one direction of every tensor needs, the batched path its (ν, d)
+    direction matrices that fit.
     """
 
     def __init__(
@@ -146,20 +148,24 @@ class ZOEstimator:
         self.generator = generator
         self.zo = zo
         self.path = path
-        budget = min(cache_bytes, whole_direction_bytes(model)) if path == "inplace" else 0
-        self.cache = DirectionCache(budget)
+        if path == "inplace":
+            cache_bytes = min(cache_bytes, whole_direction_bytes(model))
+        self.cache = DirectionCache(cache_bytes)
         self._directions: dict[tuple[int, int], Tensor] = {}
 
     def _scaled_directions(self, round: int, dstep: int, flat: Tensor) -> Tensor:
         """μ·Z for the batched path, cached for the current round (clients of a simulator and
-        the local steps of a round share them)."""
+        the local steps of a round share them). Z itself goes to :attr:`cache` when it fits,
+        for the local updates and the round's global update."""
         key = (round, dstep)
         if key not in self._directions:
             if any(r != round for r, _ in self._directions):
                 self._directions.clear()
-            sizes = [p.numel() for _, p in canonical_parameters(self.model)]
+            shapes = [tuple(p.shape) for _, p in canonical_parameters(self.model)]
+            sizes = [math.prod(shape) for shape in shapes]
             z = self.generator.matrix(sizes, round, dstep, self.zo.nu, flat.device, flat.dtype)
-            self._directions[key] = z.mul_(self.zo.mu)
+            kept = self.cache.keep_matrix(round, dstep, z, shapes)
+            self._directions[key] = torch.mul(z, self.zo.mu) if kept else z.mul_(self.zo.mu)
         return self._directions[key]
 
     @torch.inference_mode()

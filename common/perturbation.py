@@ -376,6 +376,7 @@ class DirectionGenerator:
 
 
 Coords = tuple[int, int, int, int]
+Shape = tuple[int, ...]
 
 
 class DirectionCache:
@@ -391,7 +392,9 @@ class DirectionCache:
     :func:`whole_direction_bytes` of the model, or less. Tensors are kept in the order they are
     first generated until the arena is full; keeping a direction of a new round drops the
     previous round's. Only the tensors :func:`perturbed` generates whole are kept (not those of
-    at most SMALL_TENSOR elements, generated together, nor lookup tables' rows).
+    at most SMALL_TENSOR elements, generated together, nor lookup tables' rows). The batched
+    path keeps its (ν, d) direction matrices instead (:meth:`keep_matrix`), within the same
+    budget.
     """
 
     def __init__(self, budget: int = 0) -> None:
@@ -402,11 +405,27 @@ class DirectionCache:
         self._round = -1
         self._entries: dict[Coords, Tensor] = {}
         self._used = 0
+        self._held = 0
 
     @property
     def used(self) -> int:
-        """Bytes of the arena holding this round's directions."""
-        return self._used
+        """Bytes holding this round's directions (arena and kept matrices)."""
+        return self._used + self._held
+
+    def keep_matrix(self, round: int, step: int, matrix: Tensor, shapes: Sequence[Shape]) -> bool:
+        """Keep the batched path's direction matrix of ``(round, step)``: row j, cut at the
+        canonical parameters' ``shapes``, is direction j of each parameter (its views become the
+        entries; the caller must not modify it). Its bytes count against the budget; False, and
+        nothing kept, when it does not fit."""
+        self._begin(round)
+        size = matrix.numel() * matrix.element_size()
+        if self._used + self._held + size > self.budget:
+            return False
+        self._held += size
+        for index, part in enumerate(matrix.split([math.prod(s) for s in shapes], dim=1)):
+            for direction, row in enumerate(part):
+                self._entries[(round, step, direction, index)] = row.view(shapes[index])
+        return True
 
     def get(self, coords: Coords) -> Tensor | None:
         """The kept direction ``(round, step, direction, index)``, or None. Read-only."""
@@ -428,12 +447,10 @@ class DirectionCache:
     def _slot(self, coords: Coords, like: Tensor) -> Tensor | None:
         """Arena space for the direction ``coords`` shaped like ``like``, registered under
         ``coords``; None when it does not fit."""
-        if coords[0] != self._round:
-            self._entries.clear()
-            self._round, self._used = coords[0], 0
+        self._begin(coords[0])
         start = -(-self._used // _ALIGN) * _ALIGN
         size = like.numel() * like.element_size()
-        if start + size > self.budget:
+        if start + size + self._held > self.budget:
             return None
         if self._arena is None:
             with torch.inference_mode(False):  # writable in and out of inference mode
@@ -444,6 +461,12 @@ class DirectionCache:
         self._entries[coords] = slot
         self._used = start + size
         return slot
+
+    def _begin(self, round: int) -> None:
+        """Drop the kept directions when ``round`` is not theirs."""
+        if round != self._round:
+            self._entries.clear()
+            self._round, self._used, self._held = round, 0, 0
 
 
 def canonical_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -323,7 +323,8 @@ def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None
         byz = byzantine_vectors(
             config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
         )
-        apply_aggregate_(model, generator, zo, t, _aggregate(aggregator, byz, honest, t, probe))
+        aggregate = _aggregate(aggregator, byz, honest, t, probe)
+        apply_aggregate_(model, generator, zo, t, aggregate, estimator.cache)
 
     return _run(config, "zo", model, round_update, zo.scalars_per_round, progress)
 

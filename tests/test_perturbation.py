@@ -341,6 +341,27 @@ def test_a_direction_cache_keeps_one_round_and_refuses_a_negative_budget() -> No
         DirectionCache(-1)
 
 
+def test_a_direction_cache_keeps_the_batched_matrix_within_its_budget() -> None:
+    """Row j of a kept (ν, d) matrix, cut at the parameters' sizes, is direction j of each
+    parameter; a matrix over the budget is not kept, and a new round drops the kept one."""
+    g = DirectionGenerator(5)
+    shapes = [(3, 4), (7,), (2, 2, 2)]
+    matrix = g.matrix([12, 7, 8], 2, 1, 3)
+    size = matrix.numel() * 4
+    refused = DirectionCache(size - 1)
+    assert not refused.keep_matrix(2, 1, matrix, shapes)
+    assert refused.used == 0 and refused.get((2, 1, 0, 0)) is None
+    cache = DirectionCache(size)
+    assert cache.keep_matrix(2, 1, matrix, shapes) and cache.used == size
+    for j in range(3):
+        for index, shape in enumerate(shapes):
+            kept = cache.get((2, 1, j, index))
+            assert kept is not None
+            assert torch.equal(kept, g.direction(torch.empty(shape), 2, 1, j, index))
+    assert not cache.keep_matrix(2, 0, matrix, shapes)  # the budget is spent for round 2
+    assert cache.keep_matrix(3, 0, matrix, shapes) and cache.get((2, 1, 0, 0)) is None
+
+
 def test_fill_many_equals_fill_per_tensor() -> None:
     for distribution in ("gaussian", "rademacher"):
         g = DirectionGenerator(5, distribution)  # type: ignore[arg-type]
