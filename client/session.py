@@ -279,6 +279,7 @@ class Session:
         self.plan: TrainingPlan | None = None
         self.shard_index: int | None = None
         self.reconnects = 0
+        self._finished: grpc.aio.StreamStreamCall | None = None  # the stream already half-closed
 
     async def run(self) -> SessionResult:
         """Take part until the last round is applied and reported; raise :class:`SessionError`
@@ -445,6 +446,10 @@ class Session:
         return pb.ClientMessage(report=report)
 
     async def _finish(self, call: grpc.aio.StreamStreamCall, t: int) -> None:
-        """Report the final model, then half-close: the federator ends the stream with OK."""
+        """Report the final model, then half-close: the federator ends the stream with OK. Once
+        per stream (a stream opened after the end also gets the last Aggregate)."""
+        if self._finished is call:
+            return
+        self._finished = call
         await call.write(await self._report(t))
         await call.done_writing()

@@ -22,6 +22,9 @@ Round state machine (round t, m = plan.zo.scalars_per_round, n = plan.n_clients,
   stands for RoundStart(t+1), so a round costs one write per client, not two. An update that
   arrives now for t from a client that was invited to t and did not answer is dropped silently
   (late, not an error).
+* DONE (every round committed): a stream that opens now gets the last Aggregate, so a party that
+  missed the last broadcast (it joined before the end and opened its stream after it) still
+  learns that training is over.
 """
 
 from __future__ import annotations
@@ -275,8 +278,10 @@ class RoundEngine:
         return role
 
     def connect(self, client_id: str) -> Stream:
-        """Open the stream of a joined client. While the client has another open stream the new
-        one is refused (PERMISSION_DENIED): one identity, one stream. A stream the engine closed
+        """Open the stream of a joined client: it is invited to the open round (a training
+        client that has not answered it), or, once training is over, gets the last Aggregate.
+        While the client has another open stream the new one is refused (PERMISSION_DENIED):
+        one identity, one stream. A stream the engine closed
         (refusal, lagging) no longer counts; one whose connection died counts until gRPC drops
         the connection (keepalive) and the servicer calls :meth:`disconnect`."""
         role = self._require_joined(client_id)
@@ -292,6 +297,12 @@ class RoundEngine:
         r = self._round
         if role == "train" and r.is_open and client_id not in r.received | r.excluded:
             self._invite(stream)
+        elif len(self._aggregates) == self.plan.rounds:
+            # Training is over: the last broadcast went out before this stream existed (its
+            # party joined before the end, or after it). The last Aggregate tells it so; it
+            # catches up on the rest by pages and reports.
+            last = self.plan.rounds - 1
+            stream.push(pb.ServerMessage(aggregate=wire.aggregate(last, self._aggregates[last])))
         self._changed.set()
         return stream
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,43 @@ def test_observer_follows_the_run_and_a_late_one_catches_up_by_pages(
     assert by_observer == [(1, pytest.approx(0.26)), (3, pytest.approx(0.28)),
                            (4, pytest.approx(0.29))]  # fmt: skip
     assert [(r["round"], r["loss"]) for r in reports if r["client"] == "late"] == [(4, 1.0)]
+
+
+class StalledTrainer(FakeTrainer):
+    """An observer's model whose setup waits for ``release``: its session joins, then opens its
+    stream only once the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def setup(self, plan: Any, shard_index: int) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+        super().setup(plan, shard_index)
+
+
+def test_a_party_that_joined_before_the_end_and_connects_after_it_finishes() -> None:
+    """The observer joins while rounds remain, but its stream opens after the last round's
+    broadcast: the federator hands it the last Aggregate, and it catches up and reports."""
+    config = make_config(n=3, f=0, aggregator="mean", rounds=4)
+    stalled = StalledTrainer()
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            assert fed.engine is not None
+            late = asyncio.create_task(observer(fed.address, stalled, every=10).run())
+            assert await asyncio.to_thread(stalled.entered.wait, 10)
+            assert fed.engine.completed_rounds == 0  # joined before the first round
+            trainers, sessions = trainers_sessions(fed.address, 3)
+            await asyncio.gather(*(s.run() for s in sessions))
+            assert fed.engine.completed_rounds == 4
+            stalled.release.set()
+            result = await asyncio.wait_for(late, 20)
+            assert result.applied_round == 3 and result.digest == trainers[0].digest()
+
+    run(main())
 
 
 class CountingTrainer(FakeTrainer):
