@@ -563,7 +563,8 @@ def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str
             "`ZOEstimator.step_scalars` (ν = 1; MiniLM on the in-place path, logistic "
             "regression on the batched path the trainer uses, and the in-place path for "
             "comparison) plus the update `apply_directions_`, with the client's default "
-            "direction cache (MiniLM: also without it, in the same rotation); forward = the "
+            "direction cache (MiniLM and the batched path: also without it, in the same "
+            "rotation); forward = the "
             "same loss under "
             "`inference_mode`, same batch; timed alternately in one process, the ratio taken "
             "per pair. MiniLM: `AutoModelForSequenceClassification` from the offline folder, 2 "
@@ -624,10 +625,10 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 f"({0.3 * fwd * 1e3:.0f} ms here) for generating, for the copies w ± μz and for "
                 f"the update, while `torch.randn` alone takes {randn * 1e3:.0f} ms for 22.7M "
                 "floats. The cache costs memory: its 41 MiB are in the ZO peak of section 4. "
-                "Run to run the median moves more than the target's margin: five runs of 5–9 "
-                "rounds on the idle machine this session gave 2.26×, 2.37×, 2.38×, 2.48× and "
-                "2.33× with the cache (the last, with the final code, is the table's) and "
-                "2.63×, 2.74×, 2.71×, 2.77× and 2.53× without it. Not met: the gap left is the "
+                "Run to run the median moves more than the target's margin: five earlier runs "
+                "of 5–9 rounds on the idle machine (2026-11-27) gave 2.26×, 2.37×, 2.38×, "
+                "2.48× and 2.33× with the cache and 2.63×, 2.74×, 2.71×, 2.77× and 2.53× "
+                "without it; the table has the latest run. Not met: the gap left is the "
                 "generator "
                 "itself (about 23M directions at the speed of `torch.randn`), which only a "
                 "fused generator or more memory would close.",
@@ -684,9 +685,23 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         ]
     lines += [
         "Logistic regression (d = 7,850) is all fixed overhead — hooks, `vmap`, dozens of "
-        "small ops for a few-µs forward — so its ratio says little about large models.",
+        "small ops for a forward of about 0.1 ms — so its ratio says little about large "
+        "models.",
         "",
     ]
+    batched = r["logreg"].get("batched", {})
+    if "ratio_nocache" in batched:
+        lines += [
+            "**Changed:** the batched path keeps its (ν, d) direction matrix in the direction "
+            "cache (`DirectionCache.keep_matrix`, within the same budget: 31 KiB here, 2 MiB "
+            "for ν = 64) for the update, which generated it a second time before (the same "
+            "bits, tested): logistic regression's step went to "
+            f"{statistics.median(batched['ratio']):.1f}× F against "
+            f"{statistics.median(batched['ratio_nocache']):.1f}× without it, side by side in "
+            "this run. The simulator gains more at K > 1, where each client's K − 1 local "
+            "updates regenerated the matrix too.",
+            "",
+        ]
     return lines
 
 
