@@ -281,9 +281,9 @@ class RoundEngine:
         """Open the stream of a joined client: it is invited to the open round (a training
         client that has not answered it), or, once training is over, gets the last Aggregate.
         While the client has another open stream the new one is refused (PERMISSION_DENIED):
-        one identity, one stream. A stream the engine closed
-        (refusal, lagging) no longer counts; one whose connection died counts until gRPC drops
-        the connection (keepalive) and the servicer calls :meth:`disconnect`."""
+        one identity, one stream. A stream the engine closed (refusal, lagging) no longer
+        counts; one whose connection died counts until gRPC drops the connection (keepalive)
+        and the servicer calls :meth:`disconnect`."""
         role = self._require_joined(client_id)
         old = self._streams.get(client_id)
         if old is not None and not old.closed:
