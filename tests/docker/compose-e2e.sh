@@ -84,6 +84,13 @@ compose_env=(
   FEDERATOR_PUBLISH=127.0.0.1: FEDERATOR_HOSTS= FEDERATOR_IPS= TLS_SERVER_NAME=
 )
 compose() { env "${compose_env[@]}" docker-compose "${env_file[@]}" --ansi never "$@"; }
+remove_stack() {  # the project's containers, networks and volumes, whoever started them
+  compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+  docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1
+  docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+    | xargs -r docker volume rm >/dev/null 2>&1
+  return 0
+}
 
 finish() {
   local code=$?
@@ -100,9 +107,7 @@ finish() {
   if [ -n "$compose_up" ]; then
     echo "== [compose-e2e] teardown: containers, networks, volumes =="
     compose logs --no-color >"$work/compose.log" 2>&1
-    compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
-    docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
-      | xargs -r docker rm -f >/dev/null 2>&1
+    remove_stack
   fi
   if [ -n "${E2E_KEEP_RESULTS:-}" ]; then
     mkdir -p "$E2E_KEEP_RESULTS" && cp -a "$results" "$work/compose.log" "$E2E_KEEP_RESULTS/" 2>/dev/null
@@ -186,10 +191,7 @@ stale=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT";
   docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
 if [ -n "$stale" ]; then
   echo "removing what an earlier run of $PROJECT left behind: $(echo $stale | wc -w) containers/volumes"
-  compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 || true
-  docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
-  docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" \
-    | xargs -r docker volume rm >/dev/null
+  remove_stack
 fi
 compose_up=1
 # Returns once the federator is healthy and every client has been started.
