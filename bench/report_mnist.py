@@ -867,11 +867,12 @@ def _seed_range(study: Study, aggregator: str, attack: str) -> str:
 
 
 def other_blocks(study: Study) -> list[str]:
-    """Attack costs in the α=1 blocks other than ν=64, K=1, each attacked run's final accuracy
-    placed on its no-attack run's curve (the round at which that run first got there)."""
+    """Attack costs in the blocks other than ν=64, K=1 (at α=1 the targets' block, at α=0.1
+    :func:`heterogeneity_section`'s), each attacked run's final accuracy placed on its no-attack
+    run's curve (the round at which that run first got there)."""
     lines = []
     for block in study.blocks():
-        if block[0] != 1.0 or block == (1.0, 64, 1, ""):
+        if block[1:] == (64, 1, ""):
             continue
         for agg in AGGREGATORS:
             base = study.get(block, agg, "none")
@@ -901,8 +902,8 @@ def other_blocks(study: Study) -> list[str]:
     if not lines:
         return []
     return [
-        "The other blocks at α=1 (the issue's ±3-point target is stated for ν=64, K=1; these "
-        "are reported as they came):",
+        "The other blocks (the issue's ±3-point target is stated for α=1, ν=64, K=1, and α=0.1 "
+        "at ν=64, K=1 has its own section below; these are reported as they came):",
         "",
         *lines,
         "",
@@ -968,7 +969,7 @@ def heterogeneity_section(study: Study) -> list[str]:
             text += f" First-order {agg} without attack: {pct(fo.final)}%."
         lines.append(text)
     if not lines:
-        return ["No α=0.1 cell has run."]
+        return ["No α=0.1 cell at ν=64, K=1 has run."]
     attacked = [
         r
         for r in study.cells

@@ -145,7 +145,7 @@ def _results(
     cfg: dict[str, Any] = {
         "data": {"alpha": over.get("alpha", 1.0), "validation": 0},
         "zo": {
-            "nu": 64,
+            "nu": over.get("nu", 64),
             "local_steps": 1,
             "variant": "unbiased",
             "lr": 0.002,
@@ -218,6 +218,15 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "zo-a1.0-nu64-k1-cwtm-sf-r60",
         _results("zo", [0.6, 0.8, 0.84, 0.91], 256, attack="sf"),
     )
+    # a block other than ν=64, K=1 at α=0.1: read with the other blocks, not the α=0.1 section
+    _write(
+        results, "zo-a0.1-nu1-k1-cwtm-none", _results("zo", [0.8, 0.85, 0.9], 4, alpha=0.1, nu=1)
+    )
+    _write(
+        results,
+        "zo-a0.1-nu1-k1-cwtm-sf",
+        _results("zo", [0.7, 0.8, 0.82], 4, alpha=0.1, nu=1, attack="sf"),
+    )
     probe = {
         "cell": "zo-a1.0-nu64-k1-cwtm-sf-r4",
         "cosine": [1.0, 0.5, -0.25, 0.5],
@@ -258,3 +267,8 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     # the probe, one round per stretch: round 3 has a negative cosine, accuracy from round 2
     assert "| `zo-a1.0-nu64-k1-cwtm-sf-r4` | 3–3 | +0.250 | -0.25 | 100 | 3.00 | 80.00 |" in text
     assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4." in text
+    assert (
+        "- CYBER-0, α=0.1, ν=1, K=1, cwtm: no attack 90.00% after 30 rounds (+5.00 over its last "
+        "fifth); 0 of 1 attacks within 3 points: sf -8.00 (round 20)" in text
+    )
+    assert "No α=0.1 cell at ν=64, K=1 has run." in text
