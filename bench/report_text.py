@@ -31,6 +31,8 @@ TARGET_MARGIN = 0.05
 SCORE_LAST = 5
 #: The previous grid on the same pool (batch 32, 2,000 ZO rounds), kept for comparison.
 PREVIOUS = "batch32-2000"
+#: The grid run with the steps chosen without attack (CWTM only), kept for comparison.
+NO_ATTACK_STEPS = "no-attack-steps"
 
 
 USAGE = [
@@ -85,50 +87,122 @@ def load(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def score(cell: dict[str, Any]) -> float:
-    """Mean accuracy of the last :data:`SCORE_LAST` evaluations after round 0."""
+    """Mean accuracy of the last :data:`SCORE_LAST` evaluations after round 0; 0 for a run
+    that diverged (its accuracies are NaN)."""
     tail = [p["accuracy"] for p in cell["history"][1:]][-SCORE_LAST:]
-    return sum(tail) / len(tail)
+    mean = sum(tail) / len(tail)
+    return 0.0 if mean != mean else mean
+
+
+Setting = tuple[str, int, float, int]  # method, ν (1 for first-order), step, batch
+
+
+def sweep_settings(
+    sweep: dict[str, dict[str, Any]],
+) -> dict[Setting, dict[tuple[str, str], dict[str, Any]]]:
+    """The sweep's runs by setting, then by (rule, attack)."""
+    settings: dict[Setting, dict[tuple[str, str], dict[str, Any]]] = {}
+    for cell in sweep.values():
+        c = cell["cell"]
+        key = (c["method"], c["nu"] if c["method"] == "zo" else 1, c["lr"], c["batch"])
+        settings.setdefault(key, {})[(c["aggregator"], c["attack"])] = cell
+    return settings
+
+
+def chosen_settings(sweep: dict[str, dict[str, Any]]) -> dict[tuple[str, int], Setting]:
+    """Per method: among the settings that ran under every rule and attack, the one whose
+    worst score is highest (ties: the smaller step)."""
+    full = len(AGGREGATORS) * len(ATTACKS)
+    best: dict[tuple[str, int], tuple[float, Setting]] = {}
+    for key, runs in sorted(sweep_settings(sweep).items()):
+        if len(runs) < full:
+            continue
+        worst = min(score(r) for r in runs.values())
+        method = key[:2]
+        if method not in best or worst > best[method][0]:
+            best[method] = (worst, key)
+    return {method: key for method, (_, key) in best.items()}
 
 
 def sweep_section(sweep: dict[str, dict[str, Any]], cells: dict[str, dict[str, Any]]) -> list[str]:
-    """The sweep table, the choice per method (highest :func:`score`) and whether the grid's
-    cells use that choice."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for cell in sweep.values():
-        c = cell["cell"]
-        groups.setdefault((c["method"], c["nu"] if c["method"] == "zo" else 1), []).append(cell)
-    chosen = {key: max(group, key=score)["id"] for key, group in groups.items()}
+    """The sweep table (validation score of every setting under every rule and attack), the
+    choice per method (:func:`chosen_settings`), and whether the grid's cells use it."""
+    settings = sweep_settings(sweep)
+    chosen = chosen_settings(sweep)
+    columns = [(a, attack) for a in AGGREGATORS for attack in ATTACKS]
     lines = [
-        "## Step sizes and batch (validation sentences, no attack, CWTM)",
+        "## Step sizes and batch (validation sentences, every rule and attack)",
         "",
         "Chosen on the 1,000 validation sentences only (held out of the training pool, never",
-        f"the test set): per method, the setting with the highest mean validation accuracy over "
-        f"its last {SCORE_LAST} evaluations.",
+        f"the test set). A run's score is its mean validation accuracy over its last {SCORE_LAST}",
+        "evaluations. Each candidate setting runs under both rules and all four attacks, and a",
+        "method takes the setting with the highest **worst** score over those eight runs: one",
+        "step for all of a method's cells, chosen for the threat model rather than for the",
+        "attack-free run. Scores (%):",
         "",
-        f"| method | step | batch | rounds | final | mean of last {SCORE_LAST} | chosen |",
-        "|---|---|---|---|---|---|---|",
+        "| method | step | batch | "
+        + " | ".join(f"{a} {attack}" for a, attack in columns)
+        + " | worst | chosen |",
+        "|---|---|---|" + "---|" * (len(columns) + 2),
     ]
-    for key in sorted(groups):
-        for cell in sorted(groups[key], key=lambda c: (c["cell"]["batch"], c["cell"]["lr"])):
-            c = cell["cell"]
-            lines.append(
-                f"| {method_label(*key)} | {c['lr']:g} | {c['batch']} | {c['rounds']} | "
-                f"{pct(cell['final_accuracy'])} | {pct(score(cell))} | "
-                f"{'**yes**' if chosen[key] == cell['id'] else ''} |"
+    for key in sorted(settings):
+        runs = settings[key]
+        row = [pct(score(r)) if (r := runs.get(col)) else "" for col in columns]
+        low = pct(min(score(r) for r in runs.values())) if len(runs) == len(columns) else ""
+        mark = "**yes**" if chosen.get(key[:2]) == key else ""
+        lines.append(
+            f"| {method_label(key[0], key[1])} | {key[2]:g} | {key[3]} | {' | '.join(row)} | "
+            f"{low} | {mark} |"
+        )
+    notes = []
+    for method, pick in sorted(chosen.items()):
+        runs = settings[pick]
+        worst = min(score(r) for r in runs.values())
+        free = max(
+            (k for k in settings if k[:2] == method and ("cwtm", "none") in settings[k]),
+            key=lambda k: score(settings[k][("cwtm", "none")]),
+        )
+        partial = [k for k in settings if k[:2] == method and len(settings[k]) < len(columns)]
+        bounded = [k for k in partial if score(settings[k][("cwtm", "none")]) < worst]
+        text = (
+            f"{method_label(*method)}: step {pick[2]:g}, batch {pick[3]} (worst score "
+            f"{pct(worst)}%; without attacks, CWTM alone would pick step {free[2]:g}, batch "
+            f"{free[3]})"
+        )
+        if partial:
+            text += (
+                "; the settings run without attack only ("
+                + ", ".join(f"step {k[2]:g} batch {k[3]}" for k in partial)
+                + ") "
+                + (
+                    "score below that worst case already without attack, so none could win"
+                    if len(bounded) == len(partial)
+                    else "include one scoring above it without attack: the choice is open there"
+                )
             )
+        notes.append(text)
+    lines += [
+        "",
+        "Chosen: " + "; ".join(notes) + "."
+        if notes
+        else "No setting has run under every rule and attack yet (`--sweep` resumes where it "
+        "stopped): no worst-case choice is made, and the grid keeps the steps chosen without "
+        "attack (CWTM only, the `cwtm none` column).",
+        "",
+    ]
     used = []
-    for (method, nu), best in sorted(chosen.items()):
-        b = sweep[best]["cell"]
-        grid = cells.get(cell_id(method, nu, "cwtm", "none"))
+    for method, pick in sorted(chosen.items()):
+        grid = cells.get(cell_id(method[0], method[1], "cwtm", "none"))
         if grid is None:
             continue
         g = grid["cell"]
-        same = (g["lr"], g["batch"]) == (b["lr"], b["batch"])
+        same = (g["lr"], g["batch"]) == (pick[2], pick[3])
         used.append(
-            f"{method_label(method, nu)}: step {g['lr']:g}, batch {g['batch']}"
-            + ("" if same else f" (**not** the sweep's choice {b['lr']:g}, {b['batch']})")
+            f"{method_label(*method)}: step {g['lr']:g}, batch {g['batch']}"
+            + ("" if same else f" (**not** the sweep's choice {pick[2]:g}, {pick[3]})")
         )
-    lines += ["", "The grid below runs with " + "; ".join(used) + ".", ""]
+    if used:
+        lines += ["The grid below runs with " + "; ".join(used) + ".", ""]
     return lines
 
 
@@ -244,47 +318,44 @@ def lf_history(cells: dict[str, dict[str, Any]], previous: dict[str, dict[str, A
     )
 
 
-def alie_decay(cells: dict[str, dict[str, Any]], diagnosis: dict[str, dict[str, Any]]) -> list[str]:
+def alie_decay(cells: dict[str, dict[str, Any]], sweep: dict[str, dict[str, Any]]) -> list[str]:
     """One line per ALIE cell whose final accuracy is more than 3 points under its own best
-    evaluation (the run peaked and then decayed), with the validation runs of ``diagnosis``
-    (``--alie-steps``: the same cell at other steps) when there are any."""
+    evaluation (the run peaked and then decayed), with the same cell's validation runs at the
+    sweep's steps."""
     out = []
-    steps = sorted(diagnosis.values(), key=lambda c: c["cell"]["lr"])
-
-    def same(cell: dict[str, Any], nu: int, aggregator: str) -> bool:
-        return bool(cell["cell"]["nu"] == nu and cell["cell"]["aggregator"] == aggregator)
-
-    def diagnosed(runs: list[dict[str, Any]]) -> str:
-        small, large = runs[0], runs[-1]
-        verdict = (
-            "the smaller step holds where the larger one decays"
-            if small["final_accuracy"] - large["final_accuracy"] > TARGET_GAP
-            else "the smaller step does not hold better"
-        )
-        return f" The same cell on the validation sentences ({tried}): {verdict}."
-
-    tried = "; ".join(
-        f"step {c['cell']['lr']:g}: peak {pct(max(p['accuracy'] for p in c['history']))}%, "
-        f"final {pct(c['final_accuracy'])}%"
-        for c in steps
-    )
     for nu in (1, 4):
         for a in AGGREGATORS:
             cell = cells.get(cell_id("zo", nu, a, "alie"))
             if cell is None:
                 continue
             peak = max(cell["history"], key=lambda p: p["accuracy"])
-            if peak["accuracy"] - cell["final_accuracy"] > TARGET_GAP:
-                out.append(
-                    f"- ALIE, ν={nu} {a}: the run peaked at {pct(peak['accuracy'])}% (round "
-                    f"{peak['round']}) and decayed to {pct(cell['final_accuracy'])}% by round "
-                    f"{cell['cell']['rounds']}, at step {cell['cell']['lr']:g}. ALIE's rows sit "
-                    "z·σ above the honest mean in every coordinate, so the aggregate carries a "
-                    "bias of size ∝ σ along each round's fresh random direction: zero on average "
-                    "over rounds, but it accumulates like a random walk whose size grows with "
-                    "the step. The step was chosen without attack."
-                    + (diagnosed(steps) if tried and same(steps[0], nu, a) else "")
-                )
+            if peak["accuracy"] - cell["final_accuracy"] <= TARGET_GAP:
+                continue
+            steps = sorted(
+                (
+                    c
+                    for c in sweep.values()
+                    if (c["cell"]["method"], c["cell"]["nu"], c["cell"]["aggregator"])
+                    == ("zo", nu, a)
+                    and c["cell"]["attack"] == "alie"
+                    and c["cell"]["batch"] == cell["cell"]["batch"]
+                ),
+                key=lambda c: c["cell"]["lr"],
+            )
+            tried = "; ".join(
+                f"step {c['cell']['lr']:g}: peak {pct(max(p['accuracy'] for p in c['history']))}%"
+                f", final {pct(c['final_accuracy'])}%"
+                for c in steps
+            )
+            out.append(
+                f"- ALIE, ν={nu} {a}: the run peaked at {pct(peak['accuracy'])}% (round "
+                f"{peak['round']}) and decayed to {pct(cell['final_accuracy'])}% by round "
+                f"{cell['cell']['rounds']}, at step {cell['cell']['lr']:g}. ALIE's rows sit "
+                "z·σ above the honest mean in every coordinate, so the aggregate carries a bias "
+                "of size ∝ σ along each round's fresh random direction: zero on average over "
+                "rounds, but it accumulates like a random walk whose size grows with the step."
+                + (f" The same cell on the validation sentences: {tried}." if tried else "")
+            )
     return out
 
 
@@ -292,7 +363,7 @@ def summary(
     cells: dict[str, dict[str, Any]],
     meta: dict[str, Any],
     previous: dict[str, dict[str, Any]],
-    diagnosis: dict[str, dict[str, Any]],
+    sweep: dict[str, dict[str, Any]],
 ) -> list[str]:
     """Per attack: how many CYBER-0 cells stay within 3 points of their no-attack run, and the
     first-order baseline's drops; why label flipping costs what it does; bytes. All from the
@@ -343,7 +414,7 @@ def summary(
             f"(changes {', '.join(f'{d:+.1f}' for d in drops)}); first-order "
             f"{', '.join(f'{d:+.1f}' for d in fo)} points."
         )
-    out += alie_decay(cells, diagnosis)
+    out += alie_decay(cells, sweep)
     shares = [f / n for f, n in zip(meta["shard_fresh"], meta["shard_sizes"], strict=True)]
     honest = shares[meta["f"] :]
     positive = {
@@ -398,24 +469,14 @@ def summary(
     return out
 
 
-def history_section(results: Path) -> list[str]:
-    """The previous grid on the balanced pool (batch 32, 2,000 ZO rounds), beside this one."""
-    folder = results / PREVIOUS
+def history_section(folder: Path, title: str, intro: str) -> list[str]:
+    """An earlier grid kept in ``folder``: its final test accuracies, as a table."""
     if not folder.is_dir():
         return []
     old = load(folder)
-    old_meta = old.pop("meta", {})
-    lines = [
-        "",
-        "## History: the previous grid (batch 32, 2,000 ZO rounds)",
-        "",
-        f"The same pool and split with batch {old_meta.get('batch', 32)} per client, 2,000 ZO "
-        "rounds (ν=1 and ν=4 at step 0.005, chosen on the earlier pool) and 500 first-order "
-        "rounds (`bench/results/text/batch32-2000/`). Final test accuracy:",
-        "",
-        "| method | aggregator | " + " | ".join(ATTACKS) + " |",
-        "|---|---|" + "---|" * len(ATTACKS),
-    ]
+    lines = ["", f"## History: {title}", "", intro, ""]
+    lines += ["| method | aggregator | " + " | ".join(ATTACKS) + " |"]
+    lines += ["|---|---|" + "---|" * len(ATTACKS)]
     for method, nu in METHODS:
         for aggregator in AGGREGATORS:
             row = [
@@ -426,6 +487,16 @@ def history_section(results: Path) -> list[str]:
             ]
             lines.append(f"| {method_label(method, nu)} | {aggregator} | {' | '.join(row)} |")
     return lines
+
+
+def steps_used(folder: Path) -> str:
+    """The steps of the grid kept in ``folder``, per method, as text."""
+    used = {}
+    for cell in load(folder).values():
+        c = cell.get("cell")
+        if c is not None:
+            used[method_label(c["method"], c["nu"])] = c["lr"]
+    return ", ".join(f"{m} {lr:g}" for m, lr in sorted(used.items()))
 
 
 def render(results: Path) -> str:
@@ -519,8 +590,7 @@ def render(results: Path) -> str:
                     )
     lines += ["", "![accuracy](figures/text-accuracy.png)", "", "![bytes](figures/text-bytes.png)"]
     previous = load(results / PREVIOUS) if (results / PREVIOUS).is_dir() else {}
-    diagnosis = load(results / "alie-steps") if (results / "alie-steps").is_dir() else {}
-    lines += ["", "## Reading", "", *summary(cells, meta, previous, diagnosis)]
+    lines += ["", "## Reading", "", *summary(cells, meta, previous, sweep)]
     lines += ["", "## Targets (CYBER-0 cells)", ""]
     met = sum(ok for _, ok in checks)
     lines.append(f"{met} of {len(checks)} checks met.")
@@ -530,11 +600,10 @@ def render(results: Path) -> str:
     lines += ["", "## What ran", ""]
     wall = sum(c["wall_seconds"] for c in cells.values())
     sweep_wall = sum(c["wall_seconds"] for c in sweep.values())
-    diagnosis_wall = sum(c["wall_seconds"] for c in diagnosis.values())
     lines.append(
         f"Wall time on the shared 2-core machine (other experiments running beside it): feature "
         f"pass {meta['feature_seconds']:.0f} s (once, cached), sweep {sweep_wall:.0f} s, grid "
-        f"{wall:.0f} s, ALIE step diagnosis {diagnosis_wall:.0f} s, one thread per run. "
+        f"{wall:.0f} s, one thread per run. "
         "Before the sweep, twelve exploratory runs on the "
         "validation sentences (ν=4, CWTM and NNM+CWTM, no attack, ALIE and LF, step 0.002 and "
         "0.005, batch 32 and 128, 2,000 to 10,000 rounds; not kept) showed the no-attack curves "
@@ -545,7 +614,21 @@ def render(results: Path) -> str:
         f"{len(cells)} cells ran"
         + (f"; not run: {', '.join(missing)}." if missing else "; every cell of the grid ran.")
     )
-    lines += history_section(results)
+    if (results / NO_ATTACK_STEPS).is_dir():
+        lines += history_section(
+            results / NO_ATTACK_STEPS,
+            "the grid with steps chosen without attack",
+            "The same grid with each method's step chosen on the validation sentences without "
+            f"attack, CWTM only ({steps_used(results / NO_ATTACK_STEPS)}; "
+            f"`bench/results/text/{NO_ATTACK_STEPS}/`). Final test accuracy:",
+        )
+    lines += history_section(
+        results / PREVIOUS,
+        "the previous grid (batch 32, 2,000 ZO rounds)",
+        "The same pool and split with batch 32 per client, 2,000 ZO rounds (ν=1 and ν=4 at "
+        "step 0.005, chosen on the earlier pool) and 500 first-order rounds "
+        f"(`bench/results/text/{PREVIOUS}/`). Final test accuracy:",
+    )
     natural = load(results / "natural-prior") if (results / "natural-prior").is_dir() else {}
     natural.pop("meta", None)
     if natural:
