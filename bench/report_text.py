@@ -109,18 +109,22 @@ def sweep_settings(
     return settings
 
 
+def worst(runs: dict[tuple[str, str], dict[str, Any]]) -> float | None:
+    """A setting's lowest score over every rule and attack; None until all of them ran."""
+    if len(runs) < len(AGGREGATORS) * len(ATTACKS):
+        return None
+    return min(score(r) for r in runs.values())
+
+
 def chosen_settings(sweep: dict[str, dict[str, Any]]) -> dict[tuple[str, int], Setting]:
     """Per method: among the settings that ran under every rule and attack, the one whose
     worst score is highest (ties: the smaller step)."""
-    full = len(AGGREGATORS) * len(ATTACKS)
     best: dict[tuple[str, int], tuple[float, Setting]] = {}
     for key, runs in sorted(sweep_settings(sweep).items()):
-        if len(runs) < full:
-            continue
-        worst = min(score(r) for r in runs.values())
+        low = worst(runs)
         method = key[:2]
-        if method not in best or worst > best[method][0]:
-            best[method] = (worst, key)
+        if low is not None and (method not in best or low > best[method][0]):
+            best[method] = (low, key)
     return {method: key for method, (_, key) in best.items()}
 
 
@@ -148,25 +152,25 @@ def sweep_section(sweep: dict[str, dict[str, Any]], cells: dict[str, dict[str, A
     for key in sorted(settings):
         runs = settings[key]
         row = [pct(score(r)) if (r := runs.get(col)) else "" for col in columns]
-        low = pct(min(score(r) for r in runs.values())) if len(runs) == len(columns) else ""
+        shown = "" if (w := worst(runs)) is None else pct(w)
         mark = "**yes**" if chosen.get(key[:2]) == key else ""
         lines.append(
             f"| {method_label(key[0], key[1])} | {key[2]:g} | {key[3]} | {' | '.join(row)} | "
-            f"{low} | {mark} |"
+            f"{shown} | {mark} |"
         )
     notes = []
     for method, pick in sorted(chosen.items()):
-        runs = settings[pick]
-        worst = min(score(r) for r in runs.values())
+        low = worst(settings[pick])
+        assert low is not None  # chosen settings ran everywhere
         free = max(
             (k for k in settings if k[:2] == method and ("cwtm", "none") in settings[k]),
             key=lambda k: score(settings[k][("cwtm", "none")]),
         )
         partial = [k for k in settings if k[:2] == method and len(settings[k]) < len(columns)]
-        bounded = [k for k in partial if score(settings[k][("cwtm", "none")]) < worst]
+        bounded = [k for k in partial if score(settings[k][("cwtm", "none")]) < low]
         text = (
             f"{method_label(*method)}: step {pick[2]:g}, batch {pick[3]} (worst score "
-            f"{pct(worst)}%; without attacks, CWTM alone would pick step {free[2]:g}, batch "
+            f"{pct(low)}%; without attacks, CWTM alone would pick step {free[2]:g}, batch "
             f"{free[3]})"
         )
         if partial:

@@ -450,8 +450,8 @@ def grid() -> list[Cell]:
 
 
 def sweep() -> list[Cell]:
-    """Step sizes (and, for ν=4, the batch) on the validation sentences, no attack, CWTM, at
-    the grid's round counts."""
+    """Step sizes (and, for ν=4, the batch) on the validation sentences at the grid's round
+    counts: every candidate step under each rule and attack of the grid."""
 
     def zo(nu: int, lr: float, aggregator: str, attack: str, batch: int = BATCH) -> Cell:
         return Cell("zo", aggregator, attack, nu, lr, ZO_ROUNDS[nu], "validation", batch)
