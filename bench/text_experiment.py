@@ -85,8 +85,14 @@ ZO_ROUNDS = {1: 20000, 4: 10000}
 FO_ROUNDS = 500
 EVAL_EVERY = 250
 MU = 1e-3
-#: The steps ``--sweep`` tries under every rule and attack.
-ZO_STEPS = (0.001, 0.002, 0.005)
+#: The settings ``--sweep`` tries, each under every rule and attack: ZO (ν, step, batch),
+#: first-order step (batch :data:`BATCH`).
+ZO_SETTINGS = (
+    *((nu, lr, BATCH) for nu in (1, 4) for lr in (0.001, 0.002, 0.005)),
+    (1, 0.01, BATCH),
+    (4, 0.002, 32),
+    (4, 0.005, 32),
+)
 FO_STEPS = (0.1, 0.3, 1.0)
 #: Chosen by ``--sweep`` on the validation sentences: per method, the step with the highest
 #: worst-case score over the rules and attacks; see docs/results-text.md.
@@ -451,26 +457,16 @@ def grid() -> list[Cell]:
 
 def sweep() -> list[Cell]:
     """Step sizes (and, for ν=4, the batch) on the validation sentences at the grid's round
-    counts: every candidate step under each rule and attack of the grid."""
-
-    def zo(nu: int, lr: float, aggregator: str, attack: str, batch: int = BATCH) -> Cell:
-        return Cell("zo", aggregator, attack, nu, lr, ZO_ROUNDS[nu], "validation", batch)
-
-    def fo(lr: float, aggregator: str, attack: str) -> Cell:
-        return Cell("first_order", aggregator, attack, lr=lr, split="validation")
-
-    # No attack, CWTM, at every step tried, including the settings the attacked runs leave out:
-    # ν=1 at 0.01 and ν=4 at batch 32 scored below the other steps without attack, and a
-    # setting's worst case over the attacks is at most its no-attack score.
-    cells = [zo(nu, lr, "cwtm", "none") for nu in NUS for lr in ZO_STEPS]
-    cells.append(zo(1, 0.01, "cwtm", "none"))
-    cells += [zo(4, lr, "cwtm", "none", batch=32) for lr in (0.002, 0.005)]
-    cells += [fo(lr, "cwtm", "none") for lr in FO_STEPS]
+    counts: every candidate setting under each rule and attack of the grid, no attack first."""
+    cells = []
     for attack, aggregator in itertools.product(ATTACKS, AGGREGATORS):
-        if (attack, aggregator) == ("none", "cwtm"):
-            continue
-        cells += [fo(lr, aggregator, attack) for lr in FO_STEPS]
-        cells += [zo(nu, lr, aggregator, attack) for nu in NUS for lr in ZO_STEPS]
+        cells += [
+            Cell("first_order", aggregator, attack, lr=lr, split="validation") for lr in FO_STEPS
+        ]
+        cells += [
+            Cell("zo", aggregator, attack, nu, lr, ZO_ROUNDS[nu], "validation", batch)
+            for nu, lr, batch in ZO_SETTINGS
+        ]
     return cells
 
 
