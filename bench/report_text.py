@@ -167,7 +167,8 @@ def sweep_section(sweep: dict[str, dict[str, Any]], cells: dict[str, dict[str, A
             key=lambda k: score(settings[k][("cwtm", "none")]),
         )
         partial = [k for k in settings if k[:2] == method and len(settings[k]) < len(columns)]
-        bounded = [k for k in partial if score(settings[k][("cwtm", "none")]) < low]
+        # A setting's worst case is at most the lowest score it has so far.
+        bounded = [k for k in partial if min(map(score, settings[k].values())) < low]
         text = (
             f"{method_label(*method)}: step {pick[2]:g}, batch {pick[3]} (worst score "
             f"{pct(low)}%; without attacks, CWTM alone would pick step {free[2]:g}, batch "
@@ -175,11 +176,11 @@ def sweep_section(sweep: dict[str, dict[str, Any]], cells: dict[str, dict[str, A
         )
         if partial:
             text += (
-                "; the settings run without attack only ("
+                "; the settings not yet run under every rule and attack ("
                 + ", ".join(f"step {k[2]:g} batch {k[3]}" for k in partial)
                 + ") "
                 + (
-                    "score below that worst case already without attack, so none could win"
+                    "already score below that worst case in some run, so none could win"
                     if len(bounded) == len(partial)
                     else "include one scoring above it without attack: the choice is open there"
                 )

@@ -85,10 +85,11 @@ ZO_ROUNDS = {1: 20000, 4: 10000}
 FO_ROUNDS = 500
 EVAL_EVERY = 250
 MU = 1e-3
+NUS = (1, 4)
 #: The settings ``--sweep`` tries, each under every rule and attack: ZO (ν, step, batch),
 #: first-order step (batch :data:`BATCH`).
 ZO_SETTINGS = (
-    *((nu, lr, BATCH) for nu in (1, 4) for lr in (0.001, 0.002, 0.005)),
+    *((nu, lr, BATCH) for nu in NUS for lr in (0.001, 0.002, 0.005)),
     (1, 0.01, BATCH),
     (4, 0.002, 32),
     (4, 0.005, 32),
@@ -98,7 +99,6 @@ FO_STEPS = (0.1, 0.3, 1.0)
 #: worst-case score over the rules and attacks; see docs/results-text.md.
 ZO_LR = {1: 0.005, 4: 0.002}
 FO_LR = 0.3
-NUS = (1, 4)
 AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: Priority order: no attack and ALIE first, then SF and LF.
 ATTACKS = ("none", "alie", "sf", "lf")

@@ -257,13 +257,13 @@ def test_text_sweep_picks_the_step_with_the_best_worst_case() -> None:
                 bad = (aggregator, attack) == ("nnm+cwtm", "alie")
                 run = _sweep_run("zo", 1, lr, aggregator, attack, alie if bad else clean)
                 runs[f"{lr}-{aggregator}-{attack}"] = run
-    # A setting run without attack only, scoring under the chosen worst case: bounded out.
+    # A setting not yet run under every attack, scoring under the chosen worst case: bounded out.
     runs["0.01"] = _sweep_run("zo", 1, 0.01, "cwtm", "none", 0.72)
     assert report.chosen_settings(runs) == {("zo", 1): ("zo", 1, 0.002, 128)}
     text = "\n".join(report.sweep_section(runs, {}))
     assert "step 0.002, batch 128 (worst score 73.0%" in text
     assert "CWTM alone would pick step 0.005" in text
     assert "so none could win" in text
-    # Without attack only, but scoring above that worst case: the report says the choice is open.
+    # Partial, but scoring above that worst case: the report says the choice is open.
     runs["0.01"] = _sweep_run("zo", 1, 0.01, "cwtm", "none", 0.74)
     assert "the choice is open there" in "\n".join(report.sweep_section(runs, {}))
