@@ -475,7 +475,8 @@ def summary(
 
 
 def history_section(folder: Path, title: str, intro: str) -> list[str]:
-    """An earlier grid kept in ``folder``: its final test accuracies, as a table."""
+    """An earlier grid kept in ``folder``: its final test accuracies, as a table (rows with
+    no cell kept are left out)."""
     if not folder.is_dir():
         return []
     old = load(folder)
@@ -484,12 +485,10 @@ def history_section(folder: Path, title: str, intro: str) -> list[str]:
     lines += ["|---|---|" + "---|" * len(ATTACKS)]
     for method, nu in METHODS:
         for aggregator in AGGREGATORS:
-            row = [
-                pct(c["final_accuracy"])
-                if (c := old.get(cell_id(method, nu, aggregator, a)))
-                else "-"
-                for a in ATTACKS
-            ]
+            kept = [old.get(cell_id(method, nu, aggregator, a)) for a in ATTACKS]
+            if not any(kept):
+                continue
+            row = [pct(c["final_accuracy"]) if c else "-" for c in kept]
             lines.append(f"| {method_label(method, nu)} | {aggregator} | {' | '.join(row)} |")
     return lines
 
@@ -624,7 +623,8 @@ def render(results: Path) -> str:
             results / NO_ATTACK_STEPS,
             "the grid with steps chosen without attack",
             "The same grid with each method's step chosen on the validation sentences without "
-            f"attack, CWTM only ({steps_used(results / NO_ATTACK_STEPS)}; "
+            "attack, CWTM only; kept for the methods whose step that choice changed "
+            f"({steps_used(results / NO_ATTACK_STEPS)}; "
             f"`bench/results/text/{NO_ATTACK_STEPS}/`). Final test accuracy:",
         )
     lines += history_section(

@@ -97,8 +97,8 @@ ZO_SETTINGS = (
 FO_STEPS = (0.1, 0.3, 1.0)
 #: Chosen by ``--sweep`` on the validation sentences: per method, the step with the highest
 #: worst-case score over the rules and attacks; see docs/results-text.md.
-ZO_LR = {1: 0.005, 4: 0.002}
-FO_LR = 0.3
+ZO_LR = {1: 0.002, 4: 0.002}
+FO_LR = 0.1
 AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: Priority order: no attack and ALIE first, then SF and LF.
 ATTACKS = ("none", "alie", "sf", "lf")
