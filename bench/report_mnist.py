@@ -57,6 +57,7 @@ class Run:
     fo_lr: float
     fo_batch: int
     seed: int
+    mode: str
 
     @property
     def block(self) -> tuple[float, int, int, str]:
@@ -111,6 +112,7 @@ def load_run(path: Path, root: Path) -> Run:
         fo_lr=float(fo["lr"]),
         fo_batch=int(fo["batch_size"]),
         seed=int(config["seed"]),
+        mode=str(config["attack"].get("mode", "omniscient")),
     )
 
 
@@ -170,7 +172,8 @@ class Study:
         evaluated = [r for r in runs if r.eval_split != "validation"]
         # a budget other than the grid's is named in the id (``-r<rounds>``, see Cell.id)
         self.long = [r for r in evaluated if re.search(r"-r\d+$", r.id)]
-        tested = [r for r in evaluated if r not in self.long]
+        self.colluding = [r for r in evaluated if r.mode == "colluding" and r not in self.long]
+        tested = [r for r in evaluated if r not in self.long and r not in self.colluding]
         self.cells = [r for r in tested if r.seed == SEED]
         self.spread = [r for r in tested if r.seed != SEED]
         self.index = {(r.block, r.aggregator, r.attack): r for r in self.cells}
@@ -548,6 +551,59 @@ def seed_section(study: Study) -> list[str]:
             f"average over the seeds: {', '.join(lucky)}; for these the seed-0 verdict is "
             "luck, not robustness."
         )
+    return lines
+
+
+def colluding_section(study: Study) -> list[str]:
+    """The target block at seed 0 with colluding attackers beside the omniscient ones: each
+    attack's drop against the no-attack run."""
+    from study_mnist import COLLUDING_ATTACKS
+
+    block = (1.0, 64, 1, "")
+    colluding = {(r.aggregator, r.attack): r for r in study.colluding if r.block == block}
+    if not colluding:
+        return ["Not run."]
+    rows: list[list[str]] = []
+    within: list[str] = []
+    beyond: list[str] = []
+    for agg in HEADLINE_AGGREGATORS:
+        base = study.get(block, agg, "none")
+        for attack in COLLUDING_ATTACKS:
+            run, omni = colluding.get((agg, attack)), study.get(block, agg, attack)
+            if run is None:
+                continue
+            drops = [
+                None if r is None or base is None else base.final - r.final for r in (omni, run)
+            ]
+            shown = ["—" if d is None else f"{100 * d:+.2f}" for d in drops]
+            if drops[1] is not None:
+                (within if drops[1] <= TOLERANCE else beyond).append(f"{agg} {attack}")
+            rows.append(
+                [
+                    agg,
+                    attack,
+                    pct(omni.final if omni else None),
+                    shown[0],
+                    pct(run.final),
+                    shown[1],
+                    "—" if drops[1] is None else ("yes" if drops[1] <= TOLERANCE else "no"),
+                ]
+            )
+    header = [
+        "rule",
+        "attack",
+        "omniscient: test acc. (%)",
+        "drop (pts)",
+        "colluding: test acc. (%)",
+        "drop (pts)",
+        f"colluding within {100 * TOLERANCE:.0f}",
+    ]
+    lines = table(header, rows)
+    lines += [
+        "",
+        f"Colluding attackers within {100 * TOLERANCE:.0f} points of the no-attack run: "
+        f"{', '.join(within) or 'none'}; beyond: {', '.join(beyond) or 'none'}.",
+    ]
     return lines
 
 
@@ -997,7 +1053,7 @@ def inventory_section(study: Study) -> list[str]:
     """Which cells ran with how many rounds, their wall time, and which did not run."""
     from study_mnist import study_cells
 
-    done = {r.id: r for r in [*study.cells, *study.spread, *study.long]}
+    done = {r.id: r for r in [*study.cells, *study.spread, *study.long, *study.colluding]}
     planned = study_cells()
     by_group: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
@@ -1049,10 +1105,11 @@ def inventory_section(study: Study) -> list[str]:
 
 def _by_stem(ids: Sequence[str]) -> list[tuple[tuple[str, str], list[str]]]:
     """Cell ids grouped by everything but the attack: ``((stem, suffix), attacks)``, the attack
-    being the last dash-separated part before an optional ``-s<seed>`` and ``-r<rounds>``."""
+    being the last dash-separated part before an optional ``-col``, ``-s<seed>`` and
+    ``-r<rounds>``."""
     stems: dict[tuple[str, str], list[str]] = {}
     for cell_id in ids:
-        found = re.fullmatch(r"(.+?)-([^-]+)((?:-s\d+)?(?:-r\d+)?)", cell_id)
+        found = re.fullmatch(r"(.+?)-([^-]+)((?:-col)?(?:-s\d+)?(?:-r\d+)?)", cell_id)
         assert found is not None, cell_id
         stems.setdefault((found[1], found[3]), []).append(found[2])
     return list(stems.items())
@@ -1206,7 +1263,9 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "do not edit by hand -->",
         "",
         "Issue 2's study: multinomial logistic regression (784→10) on MNIST, n=20 clients of "
-        "which f=5 are Byzantine (clients 0–4, omniscient attackers), Dirichlet(α) label skew, "
+        "which f=5 are Byzantine (clients 0–4, omniscient attackers; *Colluding attackers* has "
+        "the target block against attackers who see only their own data), Dirichlet(α) label "
+        "skew, "
         "seed 0 for every cell, and seeds 1 and 2 for the target block (*Seed spread* says how "
         "much a cell moves with the seed). Accuracy is measured on "
         "the 10,000 MNIST test examples; "
@@ -1247,6 +1306,15 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "μ_h (the plain mean without an attack would give a projection of 1 and a cosine of 1).",
         "",
         *probe_section(results.parent / PROBES),
+        "",
+        "### Colluding attackers",
+        "",
+        "The target block at seed 0 with colluding attackers (group `colluding`): the f "
+        "Byzantine clients compute honest vectors on their own shards and build the attack "
+        "from those f vectors alone, without seeing the honest clients' vectors. No attack and "
+        "label flipping do not read the honest vectors, so their runs are the ones above.",
+        "",
+        *colluding_section(study),
         "",
         "## How the hyperparameters were chosen",
         "",

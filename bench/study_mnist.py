@@ -51,13 +51,18 @@ SEED = 0
 #: directions and attack noise all change with the seed).
 SPREAD_SEEDS = (1, 2)
 VALIDATION = 10_000
+#: The attacks of the colluding group: those that read the honest vectors (LF and no attack do
+#: not, so their runs are the same in both modes).
+COLLUDING_ATTACKS = ("sf", "foe", "alie", "tma", "minmax", "adaptive")
 
 log = logging.getLogger("study_mnist")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One experiment of the grid: a method on (α, ν, K, variant, aggregator, attack)."""
+    """One experiment of the grid: a method on (α, ν, K, variant, aggregator, attack); the
+    attackers are omniscient (they see the honest vectors) unless ``mode`` is "colluding"
+    (they see only their own honest computations)."""
 
     method: str  # "zo" or "first_order"
     alpha: float
@@ -75,6 +80,7 @@ class Cell:
     fo_batch: int = FO_BATCH
     validation: int = 0
     seed: int = SEED
+    mode: str = "omniscient"
     tag: str = field(default="", compare=False)
 
     @property
@@ -84,13 +90,14 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; a seed
-        other than :data:`SEED` adds ``-s<seed>``, a budget other than the standard one
-        (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
+        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; colluding
+        attackers add ``-col``, a seed other than :data:`SEED` adds ``-s<seed>``, a budget
+        other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
-        suffix = "" if self.seed == SEED else f"-s{self.seed}"
+        suffix = "-col" if self.mode == "colluding" else ""
+        suffix += "" if self.seed == SEED else f"-s{self.seed}"
         if self.rounds != standard_rounds(self.method, self.nu):
             suffix += f"-r{self.rounds}"
         if self.method == "first_order":
@@ -117,7 +124,7 @@ class Cell:
                 "variant": self.variant,
             },
             "aggregator": {"name": self.aggregator},
-            "attack": {"name": self.attack, "mode": "omniscient"},
+            "attack": {"name": self.attack, "mode": self.mode},
             "methods": [self.method],
             "first_order": {"lr": self.fo_lr, "batch_size": self.fo_batch},
         }
@@ -171,6 +178,8 @@ def study_cells() -> list[Cell]:
         *_zo(1.0, ("cwtm",), ("none", "sf", "foe", "lf", "tma"), "long", rounds=LONG_ROUNDS),
         *_zo(1.0, ("nnm+cwtm",), ("none", "sf", "foe"), "long", rounds=LONG_ROUNDS),
         *_zo(1.0, ("nnm+cwtm",), ("none", "sf"), "long", rounds=LONG_ROUNDS, seed=1),
+        # the target block against colluding attackers (the vector attacks; LF is the same)
+        *_zo(1.0, ("cwtm", "nnm+cwtm"), COLLUDING_ATTACKS, "colluding", mode="colluding"),
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),
@@ -380,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--aggregator", nargs="+", help="keep these aggregators")
     p.add_argument("--attack", nargs="+", help="keep these attacks")
     p.add_argument("--method", nargs="+", choices=("zo", "first_order"), help="keep methods")
-    p.add_argument("--group", nargs="+", help="priority groups a..e, seeds, long, rest, sweep")
+    p.add_argument(
+        "--group", nargs="+", help="priority groups a..e, seeds, long, colluding, rest, sweep"
+    )
     p.add_argument("--rounds", type=int, help="override every selected cell's rounds")
     p.add_argument("--jobs", type=int, default=1, help="cells in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")

@@ -133,6 +133,12 @@ def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
         standard = replace(cell, rounds=study.ROUNDS[cell.nu])
         assert cell.id == f"{standard.id}-r{study.LONG_ROUNDS}" and standard.id in ids
     assert not any("-r" in c.id for c in cells if c.group != "long")
+    colluding = [c for c in cells if c.group == "colluding"]
+    assert colluding and all(c.config()["attack"]["mode"] == "colluding" for c in colluding)
+    for cell in colluding:
+        omniscient = replace(cell, mode="omniscient")
+        assert cell.id == f"{omniscient.id}-col" and omniscient.id in ids
+    assert all(c.config()["attack"]["mode"] == "omniscient" for c in cells if c not in colluding)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +160,7 @@ def _results(
         },
         "first_order": {"lr": 0.1, "batch_size": 32},
         "aggregator": {"name": over.get("aggregator", "cwtm")},
-        "attack": {"name": over.get("attack", "none")},
+        "attack": {"name": over.get("attack", "none"), "mode": over.get("mode", "omniscient")},
         "methods": [method],
         "seed": over.get("seed", 0),
     }
@@ -218,6 +224,12 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "zo-a1.0-nu64-k1-cwtm-sf-r60",
         _results("zo", [0.6, 0.8, 0.84, 0.91], 256, attack="sf"),
     )
+    # colluding attackers: their own table, the omniscient sf run stays in the seed-0 table
+    _write(
+        results,
+        "zo-a1.0-nu64-k1-cwtm-sf-col",
+        _results("zo", [0.7, 0.85, 0.9], 256, attack="sf", mode="colluding"),
+    )
     # a block other than ν=64, K=1 at α=0.1: read with the other blocks, not the α=0.1 section
     _write(
         results, "zo-a0.1-nu1-k1-cwtm-none", _results("zo", [0.8, 0.85, 0.9], 4, alpha=0.1, nu=1)
@@ -272,3 +284,8 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "fifth); 0 of 1 attacks within 3 points: sf -8.00 (round 20)" in text
     )
     assert "No α=0.1 cell at ν=64, K=1 has run." in text
+    assert "| cwtm | sf | 84.00 | +7.00 | 90.00 | +1.00 | yes |" in text
+    assert (
+        "Colluding attackers within 3 points of the no-attack run: cwtm sf; beyond: none." in text
+    )
+    assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
