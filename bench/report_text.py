@@ -33,6 +33,8 @@ SCORE_LAST = 5
 PREVIOUS = "batch32-2000"
 #: The grid run with the steps chosen without attack (CWTM only), kept for comparison.
 NO_ATTACK_STEPS = "no-attack-steps"
+#: Sentences per class per client of the few-shot grid (``text_experiment.py --shots``).
+FEWSHOT = 16
 
 
 USAGE = [
@@ -503,6 +505,88 @@ def steps_used(folder: Path) -> str:
     return ", ".join(f"{m} {lr:g}" for m, lr in sorted(used.items()))
 
 
+def results_table(
+    cells: dict[str, dict[str, Any]],
+) -> tuple[list[str], list[str], list[tuple[str, bool]]]:
+    """The grid's test accuracies as a table, the cell ids that did not run, and the target
+    checks of the CYBER-0 cells (label, met)."""
+    lines = [
+        "| method | aggregator | attack | rounds | start | final | Δ start | Δ no attack | "
+        "scalars/round | bytes per client (up+down) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    missing = []
+    checks: list[tuple[str, bool]] = []
+    for method, nu in METHODS:
+        for aggregator in AGGREGATORS:
+            base = cells.get(cell_id(method, nu, aggregator, "none"))
+            for attack in ATTACKS:
+                cell = cells.get(cell_id(method, nu, aggregator, attack))
+                if cell is None:
+                    missing.append(cell_id(method, nu, aggregator, attack))
+                    continue
+                final = cell["final_accuracy"]
+                d_base = "" if base is None else f"{100 * (final - base['final_accuracy']):+.1f}"
+                lines.append(
+                    f"| {method_label(method, nu)} | {aggregator} | {attack} | "
+                    f"{cell['cell']['rounds']} | {pct(cell['initial_accuracy'])} | "
+                    f"**{pct(final)}** | {100 * (final - cell['initial_accuracy']):+.1f} | "
+                    f"{d_base} | {cell['scalars_per_client_round']:,} | "
+                    f"{human_bytes(cell['total_bytes_per_client'])} |"
+                )
+                if method == "zo":
+                    tag = f"ν={nu} {aggregator} {attack}"
+                    if attack == "none":
+                        checks.append(
+                            (f"{tag}: ≥ {pct(TARGET_ACCURACY)}%", final >= TARGET_ACCURACY)
+                        )
+                    elif base is not None:
+                        gap = base["final_accuracy"] - final
+                        checks.append((f"{tag}: within 3 points of no attack", gap <= TARGET_GAP))
+                    checks.append(
+                        (
+                            f"{tag}: ≥ start + {pct(TARGET_MARGIN)} points",
+                            final >= cell["initial_accuracy"] + TARGET_MARGIN,
+                        )
+                    )
+    return lines, missing, checks
+
+
+def fewshot_section(folder: Path) -> list[str]:
+    """The grid rerun on a few-shot setting kept in ``folder`` (``fewshot-<shots>``), with
+    its target checks counted apart from the full setting's."""
+    if not (folder / "meta.json").exists():
+        return []
+    meta = json.loads((folder / "meta.json").read_text())
+    cells = {k: v for k, v in load(folder).items() if k != "meta"}
+    if not cells:
+        return []
+    table, missing, checks = results_table(cells)
+    shots = meta["shots"]
+    lines = [
+        "",
+        f"## Few-shot: {shots} sentences per class per client",
+        "",
+        f"The same grid on `rotten_tomatoes?shots={shots}` (the shards a client daemon gets "
+        f"for that dataset): {shots}·{meta['n_clients']} = {shots * meta['n_clients']} "
+        f"sentences per class drawn from the training pool, split by the same "
+        f"Dirichlet(α={meta['alpha']}) skew: sizes {meta['shard_sizes']}, fresh counts "
+        f"{meta['shard_fresh']}. A client's batch is its whole shard (at most "
+        f"{meta['batch']}). Steps, rounds, start and Byzantine clients are the full setting's; "
+        "the steps were not tuned again (a few-shot user has no validation sentences to spare). "
+        f"`bench/results/text/{folder.name}/`.",
+        "",
+        *table,
+        "",
+        f"{sum(ok for _, ok in checks)} of {len(checks)} checks of the targets above met on "
+        "this setting; not met: "
+        + (", ".join(label for label, ok in checks if not ok) or "none")
+        + "."
+        + (f" Not run: {', '.join(missing)}." if missing else ""),
+    ]
+    return lines
+
+
 def render(results: Path) -> str:
     meta = json.loads((results / "meta.json").read_text())
     cells = {k: v for k, v in load(results).items() if k not in ("meta", "gpu_text")}
@@ -551,47 +635,8 @@ def render(results: Path) -> str:
     ]
     if sweep:
         lines += sweep_section(sweep, cells)
-    lines += [
-        "## Results (test accuracy after training)",
-        "",
-        "| method | aggregator | attack | rounds | start | final | Δ start | Δ no attack | "
-        "scalars/round | bytes per client (up+down) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    missing = []
-    checks: list[tuple[str, bool]] = []
-    for method, nu in METHODS:
-        for aggregator in AGGREGATORS:
-            base = cells.get(cell_id(method, nu, aggregator, "none"))
-            for attack in ATTACKS:
-                cell = cells.get(cell_id(method, nu, aggregator, attack))
-                if cell is None:
-                    missing.append(cell_id(method, nu, aggregator, attack))
-                    continue
-                final = cell["final_accuracy"]
-                d_base = "" if base is None else f"{100 * (final - base['final_accuracy']):+.1f}"
-                lines.append(
-                    f"| {method_label(method, nu)} | {aggregator} | {attack} | "
-                    f"{cell['cell']['rounds']} | {pct(cell['initial_accuracy'])} | "
-                    f"**{pct(final)}** | {100 * (final - cell['initial_accuracy']):+.1f} | "
-                    f"{d_base} | {cell['scalars_per_client_round']:,} | "
-                    f"{human_bytes(cell['total_bytes_per_client'])} |"
-                )
-                if method == "zo":
-                    tag = f"ν={nu} {aggregator} {attack}"
-                    if attack == "none":
-                        checks.append(
-                            (f"{tag}: ≥ {pct(TARGET_ACCURACY)}%", final >= TARGET_ACCURACY)
-                        )
-                    elif base is not None:
-                        gap = base["final_accuracy"] - final
-                        checks.append((f"{tag}: within 3 points of no attack", gap <= TARGET_GAP))
-                    checks.append(
-                        (
-                            f"{tag}: ≥ start + {pct(TARGET_MARGIN)} points",
-                            final >= cell["initial_accuracy"] + TARGET_MARGIN,
-                        )
-                    )
+    table, missing, checks = results_table(cells)
+    lines += ["## Results (test accuracy after training)", "", *table]
     lines += ["", "![accuracy](figures/text-accuracy.png)", "", "![bytes](figures/text-bytes.png)"]
     previous = load(results / PREVIOUS) if (results / PREVIOUS).is_dir() else {}
     lines += ["", "## Reading", "", *summary(cells, meta, previous, sweep)]
@@ -601,6 +646,7 @@ def render(results: Path) -> str:
     lines.append("")
     for label, ok in checks:
         lines.append(f"- {'met' if ok else '**not met**'}: {label}")
+    lines += fewshot_section(results / f"fewshot-{FEWSHOT}")
     lines += ["", "## What ran", ""]
     wall = sum(c["wall_seconds"] for c in cells.values())
     sweep_wall = sum(c["wall_seconds"] for c in sweep.values())

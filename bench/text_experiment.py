@@ -33,8 +33,14 @@ never on the test set: every candidate step runs under each rule and each attack
 and a method takes the step whose worst validation score over those eight runs is highest (one
 step for all of a method's cells, attacked or not).
 
+**Few-shot.** ``--shots 16`` runs the same grid on the few-shot setting of
+:mod:`cyber0.common.text` (``rotten_tomatoes?shots=16``: 16·n sentences per class drawn from the
+training pool, then split by the same Dirichlet skew; the shards a client daemon gets for that
+dataset) into ``OUT/fewshot-16/``, with the full setting's steps (not tuned again).
+
     python bench/text_experiment.py --sweep              # η, batch, first-order lr (validation)
     python bench/text_experiment.py --budget-minutes 60  # the grid, by priority
+    python bench/text_experiment.py --shots 16           # the grid, few-shot
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from cyber0.common import text
 from cyber0.common.aggregators import AggregationError, get_aggregator
 from cyber0.common.attacks import Attack, get_attack
 from cyber0.common.baseline import apply_update_, flat_gradient
-from cyber0.common.data import batch_indices, dirichlet_partition
+from cyber0.common.data import MIN_SIZE, batch_indices, dirichlet_partition
 from cyber0.common.estimator import apply_aggregate_, flat_parameters, perturbed_losses
 from cyber0.common.hf import TextClassifier, build_text_classifier, tokenizer_folder
 from cyber0.common.models import model_digest
@@ -236,8 +242,9 @@ class Setup:
     meta: dict[str, Any]
 
 
-def build_setup(cache_dir: Path, max_length: int) -> Setup:
-    """Load MiniLM, compute or load the features, split the data, fit the probe."""
+def build_setup(cache_dir: Path, max_length: int, shots: int = 0) -> Setup:
+    """Load MiniLM, compute or load the features, split the data, fit the probe; ``shots``
+    > 0: the clients hold the few-shot shards instead."""
     model = build_text_classifier(MODEL + "&train=all")
     features = feature_cache(model, max_length, cache_dir)
     xbar: Tensor = features["xbar"]
@@ -246,8 +253,23 @@ def build_setup(cache_dir: Path, max_length: int) -> Setup:
     gen = torch.Generator().manual_seed(VALIDATION_SEED)
     pool = split.train[torch.randperm(split.train.numel(), generator=gen)]
     validation, train = pool[:VALIDATION].sort().values, pool[VALIDATION:].sort().values
-    parts = dirichlet_partition(labels[train], N_CLIENTS, ALPHA, SEED)
-    shards = [train[p] for p in parts]
+    if shots:
+        shards = [
+            text.text_shard_indices(
+                text.TextShardSpec(
+                    n_clients=N_CLIENTS,
+                    client_index=k,
+                    seed=SEED,
+                    partition="dirichlet",
+                    alpha=ALPHA,
+                    shots=shots,
+                    min_size=min(MIN_SIZE, shots),
+                )
+            )
+            for k in range(N_CLIENTS)
+        ]
+    else:
+        shards = [train[p] for p in dirichlet_partition(labels[train], N_CLIENTS, ALPHA, SEED)]
     probe = split.probe
     ln = last_layernorm(model)
     with torch.no_grad():
@@ -280,7 +302,8 @@ def build_setup(cache_dir: Path, max_length: int) -> Setup:
         "n_clients": N_CLIENTS,
         "f": F_BYZ,
         "alpha": ALPHA,
-        "train_sentences": int(train.numel()),
+        "shots": shots,
+        "train_sentences": sum(int(s.numel()) for s in shards),
         "validation_sentences": int(validation.numel()),
         "test_sentences": int(split.test.numel()),
         "shard_sizes": [int(s.numel()) for s in shards],
@@ -478,16 +501,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="cell ids to run")
+    parser.add_argument(
+        "--shots", type=int, default=0, help="few-shot: sentences per class per client"
+    )
     args = parser.parse_args(argv)
+    if args.shots < 0:
+        parser.error(f"--shots must be >= 0; got {args.shots}")
+    if args.shots and args.sweep:
+        parser.error("--sweep tunes the full setting; --shots runs the grid with its steps")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
-    setup = build_setup(args.cache, MAX_LENGTH)
-    out = args.out / ("sweep" if args.sweep else "")
+    setup = build_setup(args.cache, MAX_LENGTH, args.shots)
+    home = args.out / f"fewshot-{args.shots}" if args.shots else args.out
+    out = home / ("sweep" if args.sweep else "")
     out.mkdir(parents=True, exist_ok=True)
     meta = {**setup.meta, "python": platform.python_version(), "torch": torch.__version__}
     meta["setup_seconds"] = time.perf_counter() - began
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (home / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     log.info("setup done in %.0f s: %s", meta["setup_seconds"], meta["shard_sizes"])
     cells = sweep() if args.sweep else grid()
     if args.only:

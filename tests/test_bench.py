@@ -267,3 +267,42 @@ def test_text_sweep_picks_the_step_with_the_best_worst_case() -> None:
     # Partial, but scoring above that worst case: the report says the choice is open.
     runs["0.01"] = _sweep_run("zo", 1, 0.01, "cwtm", "none", 0.74)
     assert "the choice is open there" in "\n".join(report.sweep_section(runs, {}))
+
+
+def test_text_fewshot_section_counts_its_own_checks(tmp_path: Path) -> None:
+    report = _module("report_text")
+    folder = tmp_path / "fewshot-16"
+    folder.mkdir()
+    meta = {"shots": 16, "n_clients": 8, "alpha": 1.0, "batch": 128}
+    meta |= {"shard_sizes": [32] * 8, "shard_fresh": [16] * 8}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for attack, final in (("none", 0.76), ("lf", 0.70)):
+        cell = {
+            "cell": {"rounds": 20000},
+            "initial_accuracy": 0.66,
+            "final_accuracy": final,
+            "scalars_per_client_round": 1,
+            "total_bytes_per_client": 160_000,
+        }
+        (folder / f"zo-nu1-cwtm-{attack}.json").write_text(json.dumps(cell))
+    text = "\n".join(report.fewshot_section(folder))
+    assert "## Few-shot: 16 sentences per class per client" in text
+    assert "16·8 = 128 sentences per class" in text
+    assert "| CYBER-0 ν=1 | cwtm | lf | 20000 | 66.0 | **70.0** | +4.0 | -6.0 | 1 |" in text
+    # none: >= 75% and >= start + 5 met; lf: within 3 and >= start + 5 not met
+    assert "2 of 4 checks of the targets above met on this setting" in text
+    assert "not met: ν=1 cwtm lf: within 3 points of no attack, ν=1 cwtm lf: ≥ start" in text
+    assert "Not run: zo-nu1-cwtm-alie," in text
+    assert report.fewshot_section(tmp_path / "fewshot-8") == []
+
+
+def test_text_experiment_refuses_bad_shots(capsys: pytest.CaptureFixture[str]) -> None:
+    experiment = _module("text_experiment")
+    for argv, message in (
+        (["--shots", "-1"], "--shots must be >= 0; got -1"),
+        (["--shots", "16", "--sweep"], "--sweep tunes the full setting"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            experiment.main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
