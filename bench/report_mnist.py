@@ -566,6 +566,10 @@ def colluding_section(study: Study) -> list[str]:
     rows: list[list[str]] = []
     within: list[str] = []
     beyond: list[str] = []
+    both: list[str] = []
+    mean_sends: dict[int, list[float]] = {0: [], 1: []}
+    weaker: list[str] = []
+    stronger: list[str] = []
     for agg in HEADLINE_AGGREGATORS:
         base = study.get(block, agg, "none")
         for attack in COLLUDING_ATTACKS:
@@ -576,8 +580,19 @@ def colluding_section(study: Study) -> list[str]:
                 None if r is None or base is None else base.final - r.final for r in (omni, run)
             ]
             shown = ["—" if d is None else f"{100 * d:+.2f}" for d in drops]
+            name = f"{agg} {attack}"
             if drops[1] is not None:
-                (within if drops[1] <= TOLERANCE else beyond).append(f"{agg} {attack}")
+                (within if drops[1] <= TOLERANCE else beyond).append(name)
+            if drops[0] is not None and drops[1] is not None:
+                if drops[0] > TOLERANCE and drops[1] > TOLERANCE:
+                    both.append(name)
+                if attack in ("sf", "foe"):
+                    mean_sends[0].append(drops[0])
+                    mean_sends[1].append(drops[1])
+                seeds = _seed_drops(study, agg, attack)
+                if len(seeds) >= 2 and abs(drops[1] - drops[0]) > max(seeds) - min(seeds):
+                    change = f"{name} ({100 * drops[0]:+.2f} → {100 * drops[1]:+.2f})"
+                    (weaker if drops[1] < drops[0] else stronger).append(change)
             rows.append(
                 [
                     agg,
@@ -603,7 +618,22 @@ def colluding_section(study: Study) -> list[str]:
         "",
         f"Colluding attackers within {100 * TOLERANCE:.0f} points of the no-attack run: "
         f"{', '.join(within) or 'none'}; beyond: {', '.join(beyond) or 'none'}.",
+        "",
+        "A colluding attack's drop differs from the omniscient one's by more than the "
+        "omniscient drop moves over seeds (*Seed spread*) for: "
+        f"{', '.join(weaker) or 'none'} weaker without the honest vectors; "
+        f"{', '.join(stronger) or 'none'} stronger. Beyond {100 * TOLERANCE:.0f} points in "
+        f"both modes: {', '.join(both) or 'none'}.",
     ]
+    if mean_sends[0]:
+        omni_mean, coll_mean = (100 * sum(d) / len(d) for d in mean_sends.values())
+        lines[-1] += (
+            f" Over the SF and FOE cells the mean drop is {omni_mean:+.2f} points omniscient "
+            f"and {coll_mean:+.2f} colluding: both attacks send a multiple of −μ_h, and the mean "
+            "of the colluders' own vectors points almost where the honest mean does when their "
+            "shards are drawn like everyone else's, so the target's misses under these attacks "
+            "do not come from granting the attackers the honest vectors."
+        )
     return lines
 
 
@@ -906,17 +936,23 @@ def _long_reading(study: Study) -> str:
     )
 
 
-def _seed_range(study: Study, aggregator: str, attack: str) -> str:
-    """`` (a–b points over N seeds)``: an attack's drops against the same seed's no-attack run
-    in the target block, or nothing when fewer than two seeds ran."""
+def _seed_drops(study: Study, aggregator: str, attack: str) -> list[float]:
+    """An attack's drops against the same seed's no-attack run in the target block, one per
+    seed that ran both."""
     block = (1.0, 64, 1, "")
     seeds = sorted({r.seed for r in [*study.cells, *study.spread]})
-    drops = [
+    return [
         base.final - run.final
         for s in seeds
         if (base := study.by_seed.get((block, aggregator, "none", s))) is not None
         and (run := study.by_seed.get((block, aggregator, attack, s))) is not None
     ]
+
+
+def _seed_range(study: Study, aggregator: str, attack: str) -> str:
+    """`` (a–b points over N seeds)``: :func:`_seed_drops` as a range, or nothing when fewer
+    than two seeds ran."""
+    drops = _seed_drops(study, aggregator, attack)
     if len(drops) < 2:
         return ""
     return f" ({100 * min(drops):.1f}–{100 * max(drops):.1f} points over {len(drops)} seeds)"

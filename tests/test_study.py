@@ -288,4 +288,9 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert (
         "Colluding attackers within 3 points of the no-attack run: cwtm sf; beyond: none." in text
     )
+    # the colluding sf drop (1) is 6 points below the omniscient one (7), more than the 5 the
+    # omniscient drop moves over seeds (7 and 2)
+    assert "over seeds (*Seed spread*) for: cwtm sf (+7.00 → +1.00) weaker" in text
+    assert "Beyond 3 points in both modes: none." in text
+    assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
