@@ -552,9 +552,93 @@ def results_table(
     return lines, missing, checks
 
 
-def fewshot_section(folder: Path) -> list[str]:
+def checks_by_target(checks: Sequence[tuple[str, bool]]) -> list[str]:
+    """Target checks labelled ``"<cell>: <target>"`` as one line per target: how many cells
+    met it and which did not."""
+    targets: dict[str, list[tuple[str, bool]]] = {}
+    for label, ok in checks:
+        cell, target = label.split(": ", 1)
+        targets.setdefault(target, []).append((cell, ok))
+    lines = []
+    for target, results in targets.items():
+        failed = [cell for cell, ok in results if not ok]
+        lines.append(
+            f"- {target}: {len(results) - len(failed)} of {len(results)} met"
+            + (f"; not met: {', '.join(failed)}" if failed else "")
+        )
+    return lines
+
+
+def _finals(cells: dict[str, dict[str, Any]], method: str, attack: str) -> list[float]:
+    """Final test accuracies (%) of one method's cells under ``attack``, every ν and rule."""
+    return [
+        100 * cell["final_accuracy"]
+        for m, nu in METHODS
+        for aggregator in AGGREGATORS
+        if m == method and (cell := cells.get(cell_id(m, nu, aggregator, attack))) is not None
+    ]
+
+
+def _mean_drop(cells: dict[str, dict[str, Any]], method: str, attack: str) -> float | None:
+    """Mean drop (points) of one method's cells under ``attack`` against their no-attack run."""
+    drops = [
+        100 * (base["final_accuracy"] - cell["final_accuracy"])
+        for m, nu in METHODS
+        for aggregator in AGGREGATORS
+        if m == method
+        and (cell := cells.get(cell_id(m, nu, aggregator, attack))) is not None
+        and (base := cells.get(cell_id(m, nu, aggregator, "none"))) is not None
+    ]
+    return sum(drops) / len(drops) if drops else None
+
+
+def fewshot_reading(
+    cells: dict[str, dict[str, Any]], full: dict[str, dict[str, Any]], meta: dict[str, Any]
+) -> list[str]:
+    """What the few-shot grid shows beside the full setting: how far the no-attack runs get,
+    and whether first-order FedSGD loses as much under each attack."""
+    zo, fo, zo_full = (
+        _finals(cells, "zo", "none"),
+        _finals(cells, "first_order", "none"),
+        _finals(full, "zo", "none"),
+    )
+    if not zo or not fo:
+        return []
+    start = 100 * next(iter(cells.values()))["initial_accuracy"]
+    reach = (
+        f"Reading: without an attack CYBER-0 ends at {min(zo):.1f}–{max(zo):.1f}% "
+        f"({min(zo) - start:+.1f} to {max(zo) - start:+.1f} points over the start) and "
+        f"first-order FedSGD at {min(fo):.1f}–{max(fo):.1f}%"
+        + (
+            f", against {min(zo_full):.1f}–{max(zo_full):.1f}% for CYBER-0 in the full setting"
+            if zo_full
+            else ""
+        )
+        + f": with {meta['train_sentences']} training sentences and the full setting's steps, "
+        "neither method comes near the accuracy level or the margin over the start, whatever "
+        "the rule, so this setting is reported as it comes."
+    )
+    pairs, beyond = [], {"zo": [], "first_order": []}
+    for attack in ATTACKS[1:]:
+        means = {m: _mean_drop(cells, m, attack) for m in beyond}
+        if any(v is None for v in means.values()):
+            continue
+        pairs.append(f"{attack} {means['zo']:+.1f} / {means['first_order']:+.1f}")
+        for m, v in means.items():
+            if v is not None and v > 100 * TARGET_GAP:
+                beyond[m].append(attack)
+    attacks = (
+        f" Mean drop against the no-attack run, CYBER-0 / first-order: {', '.join(pairs)} "
+        f"points; beyond {100 * TARGET_GAP:.0f} points on average: CYBER-0 "
+        f"{', '.join(beyond['zo']) or 'none'}, first-order "
+        f"{', '.join(beyond['first_order']) or 'none'} (same rules, same shards)."
+    )
+    return ["", reach + attacks]
+
+
+def fewshot_section(folder: Path, full: dict[str, dict[str, Any]]) -> list[str]:
     """The grid rerun on a few-shot setting kept in ``folder`` (``fewshot-<shots>``), with
-    its target checks counted apart from the full setting's."""
+    its target checks counted apart from the full setting's (``full``: its cells)."""
     if not (folder / "meta.json").exists():
         return []
     meta = json.loads((folder / "meta.json").read_text())
@@ -577,12 +661,12 @@ def fewshot_section(folder: Path) -> list[str]:
         f"`bench/results/text/{folder.name}/`.",
         "",
         *table,
+        *fewshot_reading(cells, full, meta),
         "",
-        f"{sum(ok for _, ok in checks)} of {len(checks)} checks of the targets above met on "
-        "this setting; not met: "
-        + (", ".join(label for label, ok in checks if not ok) or "none")
-        + "."
-        + (f" Not run: {', '.join(missing)}." if missing else ""),
+        f"Targets on this setting (CYBER-0 cells): {sum(ok for _, ok in checks)} of "
+        f"{len(checks)} checks met." + (f" Not run: {', '.join(missing)}." if missing else ""),
+        "",
+        *checks_by_target(checks),
     ]
     return lines
 
@@ -646,7 +730,7 @@ def render(results: Path) -> str:
     lines.append("")
     for label, ok in checks:
         lines.append(f"- {'met' if ok else '**not met**'}: {label}")
-    lines += fewshot_section(results / f"fewshot-{FEWSHOT}")
+    lines += fewshot_section(results / f"fewshot-{FEWSHOT}", cells)
     lines += ["", "## What ran", ""]
     wall = sum(c["wall_seconds"] for c in cells.values())
     sweep_wall = sum(c["wall_seconds"] for c in sweep.values())

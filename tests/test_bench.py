@@ -275,25 +275,42 @@ def test_text_fewshot_section_counts_its_own_checks(tmp_path: Path) -> None:
     folder.mkdir()
     meta = {"shots": 16, "n_clients": 8, "alpha": 1.0, "batch": 128}
     meta |= {"shard_sizes": [32] * 8, "shard_fresh": [16] * 8}
+    meta |= {"train_sentences": 256, "probe_sentences": 32}
     (folder / "meta.json").write_text(json.dumps(meta))
-    for attack, final in (("none", 0.76), ("lf", 0.70)):
-        cell = {
+
+    def cell(final: float) -> dict[str, Any]:
+        return {
             "cell": {"rounds": 20000},
             "initial_accuracy": 0.66,
             "final_accuracy": final,
             "scalars_per_client_round": 1,
             "total_bytes_per_client": 160_000,
         }
-        (folder / f"zo-nu1-cwtm-{attack}.json").write_text(json.dumps(cell))
-    text = "\n".join(report.fewshot_section(folder))
+
+    finals = {"zo-nu1-cwtm-none": 0.76, "zo-nu1-cwtm-lf": 0.70}
+    finals |= {"fo-cwtm-none": 0.70, "fo-cwtm-lf": 0.60}
+    for name, final in finals.items():
+        (folder / f"{name}.json").write_text(json.dumps(cell(final)))
+    full = {"zo-nu1-cwtm-none": cell(0.78)}
+    text = "\n".join(report.fewshot_section(folder, full))
     assert "## Few-shot: 16 sentences per class per client" in text
     assert "16·8 = 128 sentences per class" in text
     assert "| CYBER-0 ν=1 | cwtm | lf | 20000 | 66.0 | **70.0** | +4.0 | -6.0 | 1 |" in text
+    assert (
+        "without an attack CYBER-0 ends at 76.0–76.0% (+10.0 to +10.0 points over the start) "
+        "and first-order FedSGD at 70.0–70.0%, against 78.0–78.0% for CYBER-0 in the full "
+        "setting: with 256 training sentences" in text
+    )
+    # alie and sf did not run: only lf is compared, and it is beyond 3 points for both methods
+    assert "CYBER-0 / first-order: lf +6.0 / +10.0 points" in text
+    assert "on average: CYBER-0 lf, first-order lf (same rules" in text
     # none: >= 75% and >= start + 5 met; lf: within 3 and >= start + 5 not met
-    assert "2 of 4 checks of the targets above met on this setting" in text
-    assert "not met: ν=1 cwtm lf: within 3 points of no attack, ν=1 cwtm lf: ≥ start" in text
+    assert "Targets on this setting (CYBER-0 cells): 2 of 4 checks met." in text
+    assert "- ≥ 75.0%: 1 of 1 met\n" in text
+    assert "- ≥ start + 5.0 points: 1 of 2 met; not met: ν=1 cwtm lf" in text
+    assert "- within 3 points of no attack: 0 of 1 met; not met: ν=1 cwtm lf" in text
     assert "Not run: zo-nu1-cwtm-alie," in text
-    assert report.fewshot_section(tmp_path / "fewshot-8") == []
+    assert report.fewshot_section(tmp_path / "fewshot-8", full) == []
 
 
 def test_text_experiment_refuses_bad_shots(capsys: pytest.CaptureFixture[str]) -> None:
