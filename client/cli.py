@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cyber0.common.attacks import get_attack
+from cyber0.common.aggregators import get_aggregator
+from cyber0.common.attacks import get_attack_against
 from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
 
 from .session import (
@@ -167,9 +168,15 @@ def build_trainer(args: argparse.Namespace) -> ZOTrainer:
         "cache_bytes": int(args.direction_cache * 2**20),
     }
     if args.role == "byzantine":
-        attack = get_attack(args.attack, **_parse_params(args.attack_param))
+        params = _parse_params(args.attack_param)
+        # Checked now against a stand-in rule; the trainer builds it against the plan's rule.
+        kind = get_attack_against(args.attack, get_aggregator("mean"), **params).kind
         return ColludingTrainer(
-            device=device, flip_labels=attack.kind == "data", attack=attack, **options
+            device=device,
+            flip_labels=kind == "data",
+            attack=args.attack,
+            attack_params=params,
+            **options,
         )
     return ZOTrainer(device=device, **options)
 

@@ -21,12 +21,13 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from cyber0.common.attacks import Attack
+from cyber0.common.aggregators import get_aggregator
+from cyber0.common.attacks import Attack, get_attack_against
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
 from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
 from cyber0.common.models import (
@@ -303,13 +304,23 @@ class ColludingTrainer(ZOTrainer):
     At the first ``compute_update(t)`` of a round it computes every identity's honest vector on
     its own shard, feeds them to the attack (``attack(own, n, f)``, the colluding mode: no honest
     client's vector is ever seen) and hands out one row per call. ``setup`` is called once per
-    identity, so identities are served in the order they joined.
+    identity, so identities are served in the order they joined. The attack (``attack``,
+    ``attack_params``: a registry name and its parameters) is built at the first ``setup``,
+    against the plan's rule (what the adaptive attack line-searches).
     """
 
-    attack: Attack | None = None
+    attack: str = "alie"
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    _attack: Attack | None = None
     _round: int = -1
     _rows: list[list[float]] = field(default_factory=list)
     _served: int = 0
+
+    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+        super().setup(plan, shard_index)
+        if self._attack is None:
+            rule = get_aggregator(plan.aggregator, f=plan.f)
+            self._attack = get_attack_against(self.attack, rule, **self.attack_params)
 
     def compute_update(self, round: int) -> Sequence[float]:
         """Row i of the round's colluding vectors for the i-th request of the round (cycling, so
@@ -317,7 +328,7 @@ class ColludingTrainer(ZOTrainer):
         plan, _, _ = self._ready()
         if round != self._round:
             own = torch.stack([self.honest_update(s, round) for s in self.shards])
-            attack = self.attack
+            attack = self._attack
             if attack is None or attack.kind == "data":
                 rows = own
             else:

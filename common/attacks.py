@@ -52,6 +52,7 @@ __all__ = [
     "TrimmedMeanAttack",
     "alie_z",
     "get_attack",
+    "get_attack_against",
 ]
 
 _F64 = torch.float64
@@ -582,3 +583,17 @@ def get_attack(name: str, **params: Any) -> Attack:
         if key not in params:
             raise AttackConfigError(f"{name}: missing required parameter {key!r}")
     return cls(**params)
+
+
+def get_attack_against(name: str, rule: Aggregator, **params: Any) -> Attack:
+    """:func:`get_attack`, with ``rule`` (the aggregator in use) as the adaptive attack's
+    ``aggregator``; every other attack ignores ``rule``. Naming the aggregator in ``params`` is
+    refused: the attack must line-search against the rule that actually aggregates."""
+    if name == "adaptive":
+        if "aggregator" in params:
+            raise AttackConfigError(
+                "adaptive: the aggregator is the one in use (the training plan's rule); do not "
+                "give it as a parameter"
+            )
+        params["aggregator"] = rule
+    return get_attack(name, **params)

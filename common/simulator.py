@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .aggregators import Aggregator, get_aggregator
-from .attacks import Attack, get_attack
+from .attacks import Attack, get_attack_against
 from .baseline import apply_update_, flat_gradient
 from .config import ConfigError, from_mapping, load_yaml
 from .data import ShardSpec, batch_indices, load_mnist, load_shard, validation_split
@@ -143,11 +143,8 @@ def make_attack(config: SimConfig, aggregator: Aggregator) -> Attack | None:
     """The attack named by the config (None for ``none``); adaptive attacks get the rule."""
     if config.attack.name == "none" or config.f == 0:
         return None
-    params = dict(config.attack.params)
-    if config.attack.name == "adaptive":
-        params.setdefault("aggregator", aggregator)
     try:
-        return get_attack(config.attack.name, **params)
+        return get_attack_against(config.attack.name, aggregator, **config.attack.params)
     except ValueError as exc:
         raise ConfigError(f"attack: {exc}") from exc
 
