@@ -23,8 +23,17 @@ from typing import IO, Any
 import yaml
 
 
+def training_ids(args: argparse.Namespace) -> list[str]:
+    """The training identities in shard order: honest ones first, then the Byzantine ones (as
+    the Docker stack enrols them)."""
+    honest = [f"honest-{i}" for i in range(args.honest)]
+    return honest + [f"byzantine-{i}" for i in range(args.byzantine)]
+
+
 def default_plan(args: argparse.Namespace) -> dict[str, Any]:
-    """The demo's training plan (MNIST logistic regression, Dirichlet(1) label skew)."""
+    """The demo's training plan (MNIST logistic regression, Dirichlet(1) label skew) and its
+    enrolment, so that every identity gets the same shard in every run, whatever the order the
+    daemons connect in."""
     return {
         "seed": args.seed,
         "model": "logreg",
@@ -36,7 +45,7 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
         "aggregator": args.aggregator,
         "rounds": args.rounds,
         "zo": {"nu": args.nu, "local_steps": 1, "mu": 0.001, "lr": 0.002, "batch_size": 64},
-        "federator": {"round_timeout": 30.0, "linger": 60.0},
+        "federator": {"round_timeout": 30.0, "linger": 60.0, "enrolment": training_ids(args)},
     }
 
 
@@ -109,10 +118,11 @@ def start_clients(args: argparse.Namespace, workdir: Path, port: int) -> list[Pa
     observer = ["--role", "observer", "--eval-every", str(args.eval_every)]
     observer += ["--save-model", str(workdir / "model.safetensors")]
     specs: list[tuple[str, list[str], list[str]]] = [("observer", ["observer"], observer)]
-    specs += [(f"honest-{i}", [f"honest-{i}"], []) for i in range(args.honest)]
+    ids = training_ids(args)
+    specs += [(i, [i], []) for i in ids[: args.honest]]
     if args.byzantine:
-        ids = [f"byzantine-{i}" for i in range(args.byzantine)]
-        specs.append(("byzantine", ids, ["--role", "byzantine", "--attack", args.attack]))
+        byzantine = ["--role", "byzantine", "--attack", args.attack]
+        specs.append(("byzantine", ids[args.honest :], byzantine))
     for name, ids, extra in specs:
         id_args = [a for i in ids for a in ("--id", i)]
         proc = spawn([*base, *id_args, *extra], workdir / f"{name}.out", workdir / f"{name}.log")

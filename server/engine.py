@@ -232,6 +232,9 @@ class RoundEngine:
         shard: int | None = None
         if role == "train":
             shard = await self._shard_of(client_id)
+        if previous is None:
+            where = "" if shard is None else f" on shard {shard}"
+            _log.info("%s joined as %s%s", client_id, role, where)
         self._joined[client_id] = role
         digest_round, digest = self._digest
         return JoinInfo(self.plan, shard, self.completed_rounds, digest, digest_round)

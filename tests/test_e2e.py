@@ -56,6 +56,12 @@ def test_demo_federation_learns_and_agrees(tmp_path: Path) -> None:
             for _ in r["participants"]
         )
     assert {c for r in rounds_seen for c in r["participants"]} >= {"byzantine-0", "byzantine-1"}
+    # shards follow the demo's enrolment, not the order the daemons happened to connect in
+    joined = re.findall(
+        r"(\S+) joined as train on shard (\d+)", (workdir / "federator.log").read_text()
+    )
+    shards = {client: int(shard) for client, shard in joined}
+    assert shards == {f"honest-{i}": i for i in range(5)} | {"byzantine-0": 5, "byzantine-1": 6}
     final = [r for r in records if r["event"] == "report" and r["client"] == "observer"][-1]
     # 60 rounds of ν=32 with 2 of 7 clients attacking reach about 0.8; 0.7 leaves noise room.
     assert final["round"] == rounds - 1 and final["accuracy"] >= 0.7
