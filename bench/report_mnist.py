@@ -567,7 +567,7 @@ def colluding_section(study: Study) -> list[str]:
     within: list[str] = []
     beyond: list[str] = []
     both: list[str] = []
-    mean_sends: dict[int, list[float]] = {0: [], 1: []}
+    sends: list[tuple[float, float]] = []  # SF and FOE: (omniscient, colluding) drops
     weaker: list[str] = []
     stronger: list[str] = []
     for agg in HEADLINE_AGGREGATORS:
@@ -587,8 +587,7 @@ def colluding_section(study: Study) -> list[str]:
                 if drops[0] > TOLERANCE and drops[1] > TOLERANCE:
                     both.append(name)
                 if attack in ("sf", "foe"):
-                    mean_sends[0].append(drops[0])
-                    mean_sends[1].append(drops[1])
+                    sends.append((drops[0], drops[1]))
                 seeds = _seed_drops(study, agg, attack)
                 if len(seeds) >= 2 and abs(drops[1] - drops[0]) > max(seeds) - min(seeds):
                     change = f"{name} ({100 * drops[0]:+.2f} → {100 * drops[1]:+.2f})"
@@ -625,8 +624,8 @@ def colluding_section(study: Study) -> list[str]:
         f"{', '.join(stronger) or 'none'} stronger. Beyond {100 * TOLERANCE:.0f} points in "
         f"both modes: {', '.join(both) or 'none'}.",
     ]
-    if mean_sends[0]:
-        omni_mean, coll_mean = (100 * sum(d) / len(d) for d in mean_sends.values())
+    if sends:
+        omni_mean, coll_mean = (100 * sum(d) / len(sends) for d in zip(*sends, strict=True))
         lines[-1] += (
             f" Over the SF and FOE cells the mean drop is {omni_mean:+.2f} points omniscient "
             f"and {coll_mean:+.2f} colluding: both attacks send a multiple of −μ_h, and the mean "
