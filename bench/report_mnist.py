@@ -29,6 +29,9 @@ TOLERANCE = 0.03  # every attack within 3 points of no attack (CWTM, NNM+CWTM)
 ATTACKS = ("none", "sf", "foe", "alie", "lf", "tma", "minmax", "adaptive")
 AGGREGATORS = ("cwtm", "nnm+cwtm", "krum", "median")
 HEADLINE_AGGREGATORS = ("cwtm", "nnm+cwtm")
+#: (α, ν, K, variant) of the target block, and of the K=5 seed group (NNM+CWTM, biased).
+TARGET_BLOCK = (1.0, 64, 1, "")
+K5_BLOCK = (1.0, 64, 5, "biased")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -419,7 +422,7 @@ def targets_section(study: Study) -> tuple[list[str], bool | None]:
 
     Returns the lines and the verdict: False if any evaluated target fails, True if every
     target of CWTM and NNM+CWTM ran and holds, None if none fails but some did not run."""
-    block = (1.0, 64, 1, "")
+    block = TARGET_BLOCK
     rows: list[list[str]] = []
     verdicts: list[bool | None] = []
     for agg in AGGREGATORS:
@@ -479,12 +482,16 @@ def targets_section(study: Study) -> tuple[list[str], bool | None]:
     return table(header, rows), overall
 
 
-def seed_section(study: Study) -> list[str]:
-    """The target block again at the spread seeds: each attack's drop against the no-attack run
-    of the same seed, and how the verdict reads over seeds."""
+def seed_section(
+    study: Study,
+    block: tuple[float, int, int, str] = TARGET_BLOCK,
+    aggregators: Sequence[str] = HEADLINE_AGGREGATORS,
+) -> list[str]:
+    """A block again at the spread seeds (by default the target block): each attack's drop
+    against the no-attack run of the same seed, and how the verdict reads over seeds."""
     from study_mnist import SEED, SPREAD_SEEDS
 
-    block, seeds = (1.0, 64, 1, ""), (SEED, *SPREAD_SEEDS)
+    seeds = (SEED, *SPREAD_SEEDS)
     if not any(r.block == block for r in study.spread):
         return ["Not run: every cell ran at seed 0 only."]
     rows: list[list[str]] = []
@@ -492,7 +499,7 @@ def seed_section(study: Study) -> list[str]:
     mixed: list[str] = []
     within: list[str] = []
     lucky: list[str] = []
-    for agg in HEADLINE_AGGREGATORS:
+    for agg in aggregators:
         base = {s: study.by_seed.get((block, agg, "none", s)) for s in seeds}
         for attack in ATTACKS:
             runs = {s: study.by_seed.get((block, agg, attack, s)) for s in seeds}
@@ -547,10 +554,45 @@ def seed_section(study: Study) -> list[str]:
     ]
     if lucky:
         lines[-1] += (
-            f" Met at seed 0 in the table above but beyond {100 * TOLERANCE:.0f} points on "
+            f" Met at seed 0 ({block_name(block)}) but beyond {100 * TOLERANCE:.0f} points on "
             f"average over the seeds: {', '.join(lucky)}; for these the seed-0 verdict is "
             "luck, not robustness."
         )
+    return lines
+
+
+def local_steps_section(study: Study) -> list[str]:
+    """NNM+CWTM at K=5 (biased) across seeds, and each attack's mean drop over seeds against
+    the target block's (K=1) over the same seeds."""
+    rule = "nnm+cwtm"
+    sf = " / ".join(f"{100 * d:+.2f}" for d in _seed_drops(study, rule, "sf"))
+    lines = [
+        f"NNM+CWTM's misses in the target block depend on the seed (SF drop by seed: {sf} "
+        "points). Group `k5seeds` reruns NNM+CWTM with K=5 local steps, biased variant, at "
+        "seeds 1 and 2: each client sums its K steps' scalars on the same ν directions, so it "
+        "sends the ν scalars a round of K=1 while each vector averages K minibatches. Same "
+        "rates as K=1 (not tuned); the seed-0 runs are the grid's cells.",
+        "",
+    ]
+    table_lines = seed_section(study, K5_BLOCK, (rule,))
+    lines += table_lines
+    if len(table_lines) == 1:
+        return lines
+    pairs = []
+    for attack in ATTACKS[1:]:
+        k5 = _seed_drops(study, rule, attack, K5_BLOCK)
+        k1 = _seed_drops(study, rule, attack)
+        if len(k5) >= 2 and len(k1) >= 2:
+            pairs.append(
+                f"{attack} {100 * sum(k1) / len(k1):+.2f} → {100 * sum(k5) / len(k5):+.2f}"
+                f" (max {100 * max(k1):+.2f} → {100 * max(k5):+.2f})"
+            )
+    if pairs:
+        lines += [
+            "",
+            f"Mean drop over seeds, K=1 → K=5 ({rule}, points; the worst seed in brackets): "
+            f"{'; '.join(pairs)}.",
+        ]
     return lines
 
 
@@ -559,7 +601,7 @@ def colluding_section(study: Study) -> list[str]:
     attack's drop against the no-attack run."""
     from study_mnist import COLLUDING_ATTACKS
 
-    block = (1.0, 64, 1, "")
+    block = TARGET_BLOCK
     colluding = {(r.aggregator, r.attack): r for r in study.colluding if r.block == block}
     if not colluding:
         return ["Not run."]
@@ -844,14 +886,14 @@ def reading_section(study: Study) -> list[str]:
 
     lines = []
     for agg in AGGREGATORS:
-        zo_base = study.get((1.0, 64, 1, ""), agg, "none")
+        zo_base = study.get(TARGET_BLOCK, agg, "none")
         fo_base = study.fo(1.0, agg, "none")
         if zo_base is None:
             continue
         zo_drops = {
             a: zo_base.final - r.final
             for a in ATTACKS[1:]
-            if (r := study.get((1.0, 64, 1, ""), agg, a)) is not None
+            if (r := study.get(TARGET_BLOCK, agg, a)) is not None
         }
         if not zo_drops:
             continue
@@ -935,10 +977,11 @@ def _long_reading(study: Study) -> str:
     )
 
 
-def _seed_drops(study: Study, aggregator: str, attack: str) -> list[float]:
-    """An attack's drops against the same seed's no-attack run in the target block, one per
-    seed that ran both."""
-    block = (1.0, 64, 1, "")
+def _seed_drops(
+    study: Study, aggregator: str, attack: str, block: tuple[float, int, int, str] = TARGET_BLOCK
+) -> list[float]:
+    """An attack's drops against the same seed's no-attack run in ``block`` (by default the
+    target block), one per seed that ran both."""
     seeds = sorted({r.seed for r in [*study.cells, *study.spread]})
     return [
         base.final - run.final
@@ -1035,7 +1078,7 @@ def heterogeneity_section(study: Study) -> list[str]:
     lines = []
     for agg in (*HEADLINE_AGGREGATORS, "krum", "median"):
         lo = {a: study.get((0.1, 64, 1, ""), agg, a) for a in ATTACKS}
-        hi = {a: study.get((1.0, 64, 1, ""), agg, a) for a in ATTACKS}
+        hi = {a: study.get(TARGET_BLOCK, agg, a) for a in ATTACKS}
         base_lo, base_hi = lo["none"], hi["none"]
         if base_lo is None:
             continue
@@ -1342,6 +1385,10 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         *probe_section(results.parent / PROBES),
         "",
+        "### More local steps across seeds",
+        "",
+        *local_steps_section(study),
+        "",
         "### Colluding attackers",
         "",
         "The target block at seed 0 with colluding attackers (group `colluding`): the f "
@@ -1437,8 +1484,9 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "(CYBER-0 and first-order CWTM); d = ν=1, K=1, α=1, CWTM; e = K=5 unbiased and biased, "
         "α=1, ν=64, CWTM, for none/ALIE/SF; seeds = group a's CYBER-0 cells again at seeds 1 "
         "and 2; long = the target block's cells beyond 3 points (and their no-attack runs) "
-        f"at {LONG_ROUNDS} rounds, plus NNM+CWTM's worst seed; rest = the remainder of the full "
-        "grid.",
+        f"at {LONG_ROUNDS} rounds, plus NNM+CWTM's worst seed; colluding = the target block "
+        "against colluding attackers; k5seeds = NNM+CWTM at K=5 (biased) at seeds 1 and 2; "
+        "rest = the remainder of the full grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),
     ]
@@ -1458,7 +1506,7 @@ def previous_grid_section(root: Path) -> list[str]:
     rows = []
     for agg in AGGREGATORS:
         for attack in ATTACKS:
-            zo, fo = old.get((1.0, 64, 1, ""), agg, attack), old.fo(1.0, agg, attack)
+            zo, fo = old.get(TARGET_BLOCK, agg, attack), old.fo(1.0, agg, attack)
             if zo is not None or fo is not None:
                 rows.append(
                     [agg, attack, pct(zo.final if zo else None), pct(fo.final if fo else None)]

@@ -152,8 +152,8 @@ def _results(
         "data": {"alpha": over.get("alpha", 1.0), "validation": 0},
         "zo": {
             "nu": over.get("nu", 64),
-            "local_steps": 1,
-            "variant": "unbiased",
+            "local_steps": over.get("k", 1),
+            "variant": over.get("variant", "unbiased"),
             "lr": 0.002,
             "mu": 0.001,
             "batch_size": 32,
@@ -239,6 +239,28 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "zo-a0.1-nu1-k1-cwtm-sf",
         _results("zo", [0.7, 0.8, 0.82], 4, alpha=0.1, nu=1, attack="sf"),
     )
+    # NNM+CWTM under SF at K=1 (2 and 6 points at seeds 0 and 1) and at K=5 biased (1 and 2)
+    for k, variant, tag, accs in (
+        (1, "unbiased", "k1", {0: (0.90, 0.88), 1: (0.90, 0.84)}),
+        (5, "biased", "k5b", {0: (0.92, 0.91), 1: (0.92, 0.90)}),
+    ):
+        for seed, (none, sf) in accs.items():
+            suffix = "" if seed == 0 else f"-s{seed}"
+            for attack, acc in (("none", none), ("sf", sf)):
+                _write(
+                    results,
+                    f"zo-a1.0-nu64-{tag}-nnm_cwtm-{attack}{suffix}",
+                    _results(
+                        "zo",
+                        [0.7, acc],
+                        256,
+                        aggregator="nnm+cwtm",
+                        attack=attack,
+                        seed=seed,
+                        k=k,
+                        variant=variant,
+                    ),
+                )
     probe = {
         "cell": "zo-a1.0-nu64-k1-cwtm-sf-r4",
         "cosine": [1.0, 0.5, -0.25, 0.5],
@@ -266,8 +288,15 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "**not met**" in text  # sf drops 7 points, more than 3
     assert "| cwtm | none | 91.00 / 90.00 / — |  | spread 1.00 pts |  |" in text
     assert "| cwtm | sf | 84.00 / 88.00 / — | +7.00 / +2.00 / — | +4.50 (2 seeds) | no |" in text
-    assert "Beyond it on average: cwtm sf, cwtm alie." in text
-    assert "beyond 3 points on average over the seeds: cwtm alie;" in text
+    assert "Beyond it on average: cwtm sf, cwtm alie, nnm+cwtm sf." in text
+    assert "beyond 3 points on average over the seeds: cwtm alie, nnm+cwtm sf;" in text
+    # K=5 (biased) across seeds: its own table, and the mean drops beside K=1's
+    assert "SF drop by seed: +2.00 / +6.00 points" in text
+    assert (
+        "| nnm+cwtm | sf | 91.00 / 90.00 / — | +1.00 / +2.00 / — | +1.50 (2 seeds) | yes |" in text
+    )
+    assert "K=1 → K=5 (nnm+cwtm, points; the worst seed in brackets): sf +4.00 → +1.50 " in text
+    assert "(max +6.00 → +2.00)." in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
