@@ -565,7 +565,7 @@ def local_steps_section(study: Study) -> list[str]:
     """NNM+CWTM at K=5 (biased) across seeds, and each attack's mean drop over seeds against
     the target block's (K=1) over the same seeds."""
     rule = "nnm+cwtm"
-    sf = " / ".join(f"{100 * d:+.2f}" for d in _seed_drops(study, rule, "sf"))
+    sf = " / ".join(f"{100 * d:+.2f}" for d in _seed_drops(study, rule, "sf").values())
     lines = [
         f"NNM+CWTM's misses in the target block depend on the seed (SF drop by seed: {sf} "
         "points). Group `k5seeds` reruns NNM+CWTM with K=5 local steps, biased variant, at "
@@ -582,16 +582,19 @@ def local_steps_section(study: Study) -> list[str]:
     for attack in ATTACKS[1:]:
         k5 = _seed_drops(study, rule, attack, K5_BLOCK)
         k1 = _seed_drops(study, rule, attack)
-        if len(k5) >= 2 and len(k1) >= 2:
+        common = [s for s in k5 if s in k1]
+        if len(common) >= 2:
+            ones, fives = [k1[s] for s in common], [k5[s] for s in common]
             pairs.append(
-                f"{attack} {100 * sum(k1) / len(k1):+.2f} → {100 * sum(k5) / len(k5):+.2f}"
-                f" (max {100 * max(k1):+.2f} → {100 * max(k5):+.2f})"
+                f"{attack} {100 * sum(ones) / len(common):+.2f} → "
+                f"{100 * sum(fives) / len(common):+.2f} (max {100 * max(ones):+.2f} → "
+                f"{100 * max(fives):+.2f}, {len(common)} seeds)"
             )
     if pairs:
         lines += [
             "",
-            f"Mean drop over seeds, K=1 → K=5 ({rule}, points; the worst seed in brackets): "
-            f"{'; '.join(pairs)}.",
+            f"Mean drop over the seeds both ran, K=1 → K=5 ({rule}, points; the worst seed in "
+            f"brackets): {'; '.join(pairs)}.",
         ]
     return lines
 
@@ -630,7 +633,7 @@ def colluding_section(study: Study) -> list[str]:
                     both.append(name)
                 if attack in ("sf", "foe"):
                     sends.append((drops[0], drops[1]))
-                seeds = _seed_drops(study, agg, attack)
+                seeds = list(_seed_drops(study, agg, attack).values())
                 if len(seeds) >= 2 and abs(drops[1] - drops[0]) > max(seeds) - min(seeds):
                     change = f"{name} ({100 * drops[0]:+.2f} → {100 * drops[1]:+.2f})"
                     (weaker if drops[1] < drops[0] else stronger).append(change)
@@ -979,22 +982,22 @@ def _long_reading(study: Study) -> str:
 
 def _seed_drops(
     study: Study, aggregator: str, attack: str, block: tuple[float, int, int, str] = TARGET_BLOCK
-) -> list[float]:
+) -> dict[int, float]:
     """An attack's drops against the same seed's no-attack run in ``block`` (by default the
-    target block), one per seed that ran both."""
+    target block), by seed, for the seeds that ran both (in seed order)."""
     seeds = sorted({r.seed for r in [*study.cells, *study.spread]})
-    return [
-        base.final - run.final
+    return {
+        s: base.final - run.final
         for s in seeds
         if (base := study.by_seed.get((block, aggregator, "none", s))) is not None
         and (run := study.by_seed.get((block, aggregator, attack, s))) is not None
-    ]
+    }
 
 
 def _seed_range(study: Study, aggregator: str, attack: str) -> str:
     """`` (a–b points over N seeds)``: :func:`_seed_drops` as a range, or nothing when fewer
     than two seeds ran."""
-    drops = _seed_drops(study, aggregator, attack)
+    drops = list(_seed_drops(study, aggregator, attack).values())
     if len(drops) < 2:
         return ""
     return f" ({100 * min(drops):.1f}–{100 * max(drops):.1f} points over {len(drops)} seeds)"
