@@ -482,6 +482,38 @@ def targets_section(study: Study) -> tuple[list[str], bool | None]:
     return table(header, rows), overall
 
 
+def local_steps_verdict(study: Study) -> str:
+    """The target's test on the K=5 (biased) block, over every seed that ran: per headline
+    rule, the runs beyond the tolerance, or that there are none."""
+    parts = []
+    for agg in HEADLINE_AGGREGATORS:
+        drops = {a: _seed_drops(study, agg, a, K5_BLOCK) for a in ATTACKS[1:]}
+        ran = [a for a, d in drops.items() if d]
+        if not ran:
+            continue
+        seeds = sorted({s for d in drops.values() for s in d})
+        beyond = [
+            f"{a} {100 * d:+.2f} (seed {s})"
+            for a, by_seed in drops.items()
+            for s, d in by_seed.items()
+            if d > TOLERANCE
+        ]
+        runs = sum(len(d) for d in drops.values())
+        plural = "s" if len(seeds) > 1 else ""
+        where = f"{len(ran)} of {len(ATTACKS) - 1} attacks, seed{plural} "
+        where += ", ".join(map(str, seeds))
+        parts.append(
+            f"{agg} ({where}; {runs} runs): "
+            + (f"beyond under {', '.join(beyond)}" if beyond else "every run within")
+        )
+    if not parts:
+        return ""
+    return (
+        f"The same test with K=5 local steps (biased variant: the same ν scalars a round), over "
+        f"the seeds that ran (*More local steps across seeds*): {'; '.join(parts)}."
+    )
+
+
 def seed_section(
     study: Study,
     block: tuple[float, int, int, str] = TARGET_BLOCK,
@@ -1363,6 +1395,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         f"within {100 * TOLERANCE:.0f} points of the no-attack run: {verdict}.",
         "",
         *target_lines,
+        "",
+        local_steps_verdict(study),
         "",
         "### Seed spread",
         "",

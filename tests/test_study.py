@@ -297,6 +297,7 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     )
     assert "K=1 → K=5 (nnm+cwtm, points; the worst seed in brackets): sf +4.00 → +1.50 " in text
     assert "(max +6.00 → +2.00, 2 seeds)." in text
+    assert "nnm+cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within." in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
