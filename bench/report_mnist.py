@@ -532,7 +532,6 @@ def seed_section(
     within: list[str] = []
     lucky: list[str] = []
     for agg in aggregators:
-        base = {s: study.by_seed.get((block, agg, "none", s)) for s in seeds}
         for attack in ATTACKS:
             runs = {s: study.by_seed.get((block, agg, attack, s)) for s in seeds}
             if all(runs[s] is None for s in SPREAD_SEEDS):
@@ -543,10 +542,8 @@ def seed_section(
                 spread = f"spread {100 * (max(finals) - min(finals)):.2f} pts"
                 rows.append([agg, attack, accs, "", spread, ""])
                 continue
-            drops = []
-            for s_ in seeds:
-                run, b = runs[s_], base[s_]
-                drops.append(None if run is None or b is None else b.final - run.final)
+            by_seed = _seed_drops(study, agg, attack, block)
+            drops = [by_seed.get(s) for s in seeds]
             known = [d for d in drops if d is not None]
             mean = sum(known) / len(known)
             name = f"{agg} {attack}"

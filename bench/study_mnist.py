@@ -186,13 +186,9 @@ def study_cells() -> list[Cell]:
         # K=1 misses (SF, FOE) were seed-dependent; first those, then every attack
         *[
             c
+            for attacks in (K5_FIRST, ATTACKS)
             for s in SPREAD_SEEDS
-            for c in _zo(1.0, ("nnm+cwtm",), K5_FIRST, "k5seeds", k=5, variant="biased", seed=s)
-        ],
-        *[
-            c
-            for s in SPREAD_SEEDS
-            for c in _zo(1.0, ("nnm+cwtm",), ATTACKS, "k5seeds", k=5, variant="biased", seed=s)
+            for c in _zo(1.0, ("nnm+cwtm",), attacks, "k5seeds", k=5, variant="biased", seed=s)
         ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
