@@ -1,6 +1,7 @@
 """Where a study cell's aggregate points: each round, the aggregate against the honest mean.
 
     python bench/probe_mnist.py --aggregator nnm+cwtm --attack sf --seed 1 --rounds 800
+    python bench/probe_mnist.py --attack sf --seed 1 --k 5 --variant biased
 
 Runs one CYBER-0 cell of ``bench/study_mnist.py`` (the same simulation, up to ``--rounds``) with
 a probe on the aggregation and writes ``bench/results/probe/<cell id>.json``. Per round, with
@@ -9,7 +10,9 @@ a probe on the aggregation and writes ``bench/results/probe/<cell id>.json``. Pe
 - ``cosine``: cos(a, μ_h);
 - ``projection``: a·μ_h / |μ_h|², the share of the honest mean the aggregate carries along it
   (1 for the plain mean without an attack);
-- ``spread``: the honest vectors' median distance to μ_h, over |μ_h|.
+- ``spread``: the honest vectors' median distance to μ_h, over |μ_h|;
+- ``honest_norm``: |μ_h| (with ``projection``, the aggregate's component along μ_h is
+  projection·|μ_h|, in the scalars' units: what the round's update moves along it).
 
 ``bench/report_mnist.py`` summarises every probe file it finds.
 """
@@ -39,6 +42,7 @@ def probe_cell(cell: Cell) -> dict[str, object]:
     cosine: list[float] = []
     projection: list[float] = []
     spread: list[float] = []
+    honest_norm: list[float] = []
 
     def probe(_: int, rows: torch.Tensor, aggregate: torch.Tensor) -> None:
         honest = rows[F:].double()
@@ -47,6 +51,7 @@ def probe_cell(cell: Cell) -> dict[str, object]:
         cosine.append(float(a @ mean) / max(float(a.norm()) * norm2**0.5, 1e-300))
         projection.append(float(a @ mean) / max(norm2, 1e-300))
         spread.append(float((honest - mean).norm(dim=1).median()) / max(norm2**0.5, 1e-300))
+        honest_norm.append(norm2**0.5)
 
     result = run_zo(build_config(cell.config()), probe=probe)
     return {
@@ -55,6 +60,7 @@ def probe_cell(cell: Cell) -> dict[str, object]:
         "cosine": cosine,
         "projection": projection,
         "spread": spread,
+        "honest_norm": honest_norm,
         "history": result.history,
     }
 
@@ -66,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--attack", default="sf", choices=ATTACKS)
     p.add_argument("--alpha", type=float, default=1.0, choices=ALPHAS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=1, help="local steps K")
+    p.add_argument("--variant", default="unbiased", choices=("unbiased", "biased"))
     p.add_argument("--rounds", type=int, default=800)
     p.add_argument("--out", type=Path, default=OUT, help="folder for the probe files")
     args = p.parse_args(argv)
@@ -73,7 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    cell = Cell("zo", args.alpha, args.aggregator, args.attack, seed=args.seed, rounds=args.rounds)
+    cell = Cell(
+        "zo",
+        args.alpha,
+        args.aggregator,
+        args.attack,
+        k=args.k,
+        variant=args.variant,
+        seed=args.seed,
+        rounds=args.rounds,
+    )
     data = probe_cell(cell)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{cell.id}.json"

@@ -146,10 +146,12 @@ def human_bytes(n: int | None) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+    """A Markdown table; a ``|`` inside a cell (as in |μ_h|) is escaped."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
 def block_name(block: tuple[float, int, int, str]) -> str:
@@ -848,17 +850,31 @@ def long_section(study: Study) -> list[str]:
 PROBES = "probe"
 
 
+def _probes(folder: Path) -> list[dict[str, Any]]:
+    """The probe files in ``folder``, by name."""
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
+def _along(data: dict[str, Any]) -> list[float]:
+    """Per round, the aggregate's component along the honest mean: a·μ_h/|μ_h|."""
+    return [p * n for p, n in zip(data["projection"], data["honest_norm"], strict=True)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 def probe_section(folder: Path, windows: int = 8) -> list[str]:
     """Each probe file in ``windows`` stretches of rounds: how much of the honest mean the
     aggregate carries along it, the cosine between them, and the accuracy reached."""
-    files = sorted(folder.glob("*.json"))
-    if not files:
+    probes = _probes(folder)
+    if not probes:
         return ["No probe has run (`python bench/probe_mnist.py`)."]
     rows: list[list[str]] = []
     summary: list[str] = []
-    for path in files:
-        data = json.loads(path.read_text())
+    for data in probes:
         cosine, projection, spread = data["cosine"], data["projection"], data["spread"]
+        along = _along(data)
         size = max(1, len(cosine) // windows)
         for lo in range(0, len(cosine), size):
             hi = min(lo + size, len(cosine))
@@ -867,17 +883,17 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
                 [
                     f"`{data['cell']}`",
                     f"{lo + 1}–{hi}",
-                    f"{sum(projection[lo:hi]) / n:+.3f}",
-                    f"{sum(cosine[lo:hi]) / n:+.2f}",
+                    f"{_mean(projection[lo:hi]):+.3f}",
+                    f"{_mean(cosine[lo:hi]):+.2f}",
                     f"{100 * sum(c < 0 for c in cosine[lo:hi]) / n:.0f}",
                     f"{sorted(spread[lo:hi])[n // 2]:.2f}",
+                    f"{_mean(along[lo:hi]):+.4f}",
                     pct(history_accuracy(data["history"], hi)),
                 ]
             )
         half = len(cosine) // 2
-        late = projection[half:]
         summary.append(
-            f"`{data['cell']}` {100 * sum(late) / len(late):.1f}% over rounds "
+            f"`{data['cell']}` {100 * _mean(projection[half:]):.1f}% over rounds "
             f"{half + 1}–{len(cosine)}"
         )
     lines = table(
@@ -888,6 +904,7 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
             "cos(a, μ_h)",
             "cos < 0 (% of rounds)",
             "median spread / |μ_h|",
+            "along μ_h: a·μ_h/|μ_h|",
             "acc. at the end (%)",
         ],
         rows,
@@ -910,6 +927,125 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
         "(a negative cosine in about half of the rounds), so the model stops improving and "
         "drifts: the stall *Longer budget* shows at 3000 rounds.",
     ]
+
+
+def _late(data: dict[str, Any]) -> dict[str, Any]:
+    """A probe's later half of rounds: mean share, cosine, |μ_h| and component along μ_h,
+    the fraction of rounds with a negative cosine, and the median spread."""
+    half, total = len(data["cosine"]) // 2, len(data["cosine"])
+    cosine = data["cosine"][half:]
+    return {
+        "rounds": f"{half + 1}–{total}",
+        "share": _mean(data["projection"][half:]),
+        "cosine": _mean(cosine),
+        "negative": sum(c < 0 for c in cosine) / len(cosine),
+        "spread": sorted(data["spread"][half:])[len(cosine) // 2],
+        "norm": _mean(data["honest_norm"][half:]),
+        "along": _mean(_along(data)[half:]),
+    }
+
+
+def _probe_setting(data: dict[str, Any]) -> tuple[float, str, str, int]:
+    config = data["config"]
+    return (
+        config["data"]["alpha"],
+        config["aggregator"]["name"],
+        config["attack"]["name"],
+        config["seed"],
+    )
+
+
+def _probe_k(data: dict[str, Any]) -> str:
+    zo = data["config"]["zo"]
+    k = zo["local_steps"]
+    return "K=1" if k == 1 else f"K={k} ({zo['variant']})"
+
+
+def probe_local_steps(folder: Path) -> list[str]:
+    """The probes of one setting at different K, side by side over their later half: the
+    share of the honest mean, the cosine, the honest spread and |μ_h|, and the aggregate's
+    component along μ_h, also as a fraction of the same K's no-attack run's."""
+    by_setting: dict[tuple[float, str, str, int], list[dict[str, Any]]] = {}
+    for data in _probes(folder):
+        by_setting.setdefault(_probe_setting(data), []).append(data)
+    rows, readings = [], []
+    for (alpha, aggregator, attack, seed), runs in sorted(by_setting.items()):
+        if len({_probe_k(d) for d in runs}) < 2:
+            continue
+        paces: dict[str, float] = {}
+        lates: dict[str, dict[str, Any]] = {}
+        for data in sorted(runs, key=lambda d: d["config"]["zo"]["local_steps"]):
+            late = lates[_probe_k(data)] = _late(data)
+            none = [
+                _late(d)
+                for d in by_setting.get((alpha, aggregator, "none", seed), [])
+                if _probe_k(d) == _probe_k(data)
+            ]
+            if none and attack != "none":
+                paces[_probe_k(data)] = late["along"] / none[0]["along"]
+            pace = f"{100 * paces[_probe_k(data)]:.0f}%" if _probe_k(data) in paces else ""
+            rows.append(
+                [
+                    aggregator,
+                    attack,
+                    str(seed),
+                    _probe_k(data),
+                    late["rounds"],
+                    f"{100 * late['share']:.1f}%",
+                    f"{late['cosine']:+.2f}",
+                    f"{100 * late['negative']:.0f}",
+                    f"{late['spread']:.2f}",
+                    f"{late['norm']:.3f}",
+                    f"{late['along']:+.4f}",
+                    pace,
+                ]
+            )
+        if attack != "none":
+            readings.append(_k_reading(f"{aggregator} {attack}, seed {seed}", lates, paces))
+    if not rows:
+        return ["No setting has probes at more than one K (`bench/probe_mnist.py --k 5`)."]
+    lines = table(
+        [
+            "rule",
+            "attack",
+            "seed",
+            "K",
+            "rounds",
+            "share of μ_h",
+            "cos(a, μ_h)",
+            "cos < 0 (%)",
+            "median spread / |μ_h|",
+            "mean |μ_h|",
+            "along μ_h",
+            "along μ_h vs no attack",
+        ],
+        rows,
+    )
+    return [*lines, "", *readings] if readings else lines
+
+
+def _k_reading(name: str, lates: dict[str, dict[str, Any]], paces: dict[str, float]) -> str:
+    """One attacked setting from its first K to its last: what changes along μ_h."""
+    first, last = next(iter(lates)), list(lates)[-1]
+    a, b = lates[first], lates[last]
+    text = (
+        f"- {name}, {first} → {last}: the aggregate moves {b['along'] / a['along']:.1f}× as far "
+        f"along μ_h a round ({a['along']:+.4f} → {b['along']:+.4f}"
+    )
+    if first in paces and last in paces:
+        text += f"; {100 * paces[first]:.0f}% → {100 * paces[last]:.0f}% of the no-attack pace"
+    spread = (
+        "stays"
+        if b["spread"] == a["spread"]
+        else ("grows" if b["spread"] > a["spread"] else "shrinks")
+    )
+    return (
+        f"{text}); it keeps {100 * a['share']:.1f}% → {100 * b['share']:.1f}% of the honest "
+        f"mean, with a negative cosine in {100 * a['negative']:.0f}% → "
+        f"{100 * b['negative']:.0f}% of the rounds, while |μ_h| goes {a['norm']:.2f} → "
+        f"{b['norm']:.2f} and the honest spread against it {spread} "
+        f"({a['spread']:.2f} → {b['spread']:.2f})."
+    )
 
 
 def reading_section(study: Study) -> list[str]:
@@ -1422,6 +1558,15 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "### More local steps across seeds",
         "",
         *local_steps_section(study),
+        "",
+        "The probe (`bench/probe_mnist.py --k 5 --variant biased`) beside K=1, over the later "
+        "half of 800 rounds. *Along μ_h* is the aggregate's component along the honest mean, "
+        "a·μ_h/|μ_h|, in the scalars' units: the round's update −η Σ_j a_j z_j moves the "
+        "weights about η√d times that far along the honest estimate Σ_j μ_h,j z_j (the ν "
+        "directions are nearly orthogonal, |z_j|² ≈ d); *vs no attack* divides it by the "
+        "no-attack run's at the same K and seed.",
+        "",
+        *probe_local_steps(results.parent / PROBES),
         "",
         "### Colluding attackers",
         "",

@@ -261,15 +261,26 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
                         variant=variant,
                     ),
                 )
-    probe = {
-        "cell": "zo-a1.0-nu64-k1-cwtm-sf-r4",
-        "cosine": [1.0, 0.5, -0.25, 0.5],
-        "projection": [0.5, 0.5, 0.25, 0.0],
-        "spread": [1.0, 2.0, 3.0, 4.0],
-        "history": [{"round": 2, "test_accuracy": 0.8}, {"round": 4, "test_accuracy": 0.7}],
-    }
     (tmp_path / "probe").mkdir()
-    (tmp_path / "probe" / "zo-a1.0-nu64-k1-cwtm-sf-r4.json").write_text(json.dumps(probe))
+    for attack, k, projection, norm in (
+        ("sf", 1, [0.5, 0.5, 0.25, 0.0], 2.0),
+        ("none", 1, [0.5, 0.5, 0.5, 0.5], 1.0),
+        ("sf", 5, [0.5, 0.5, 0.1, 0.1], 5.0),
+        ("none", 5, [0.5, 0.5, 0.5, 0.5], 4.0),
+    ):
+        cell = f"zo-a1.0-nu64-k{k}{'b' if k > 1 else ''}-cwtm-{attack}-r4"
+        probe = {
+            "cell": cell,
+            "config": _module("study_mnist")
+            .Cell("zo", 1.0, "cwtm", attack, k=k, variant="biased" if k > 1 else "unbiased")
+            .config(),
+            "cosine": [1.0, 0.5, -0.25, 0.5],
+            "projection": projection,
+            "spread": [1.0, 2.0, 3.0, 4.0],
+            "honest_norm": [norm] * 4,
+            "history": [{"round": 2, "test_accuracy": 0.8}, {"round": 4, "test_accuracy": 0.7}],
+        }
+        (tmp_path / "probe" / f"{cell}.json").write_text(json.dumps(probe))
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
         report.main(["--results", str(results), "--doc", str(doc), "--figures", str(figures)]) == 0
@@ -307,8 +318,26 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "(6 in all) the accuracies are equal in every run" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf}-r60` (40)" in text
     # the probe, one round per stretch: round 3 has a negative cosine, accuracy from round 2
-    assert "| `zo-a1.0-nu64-k1-cwtm-sf-r4` | 3–3 | +0.250 | -0.25 | 100 | 3.00 | 80.00 |" in text
-    assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4." in text
+    assert (
+        "| `zo-a1.0-nu64-k1-cwtm-sf-r4` | 3–3 | +0.250 | -0.25 | 100 | 3.00 | +0.5000 | 80.00 |"
+        in text
+    )
+    # the probes at K=1 and K=5 side by side over rounds 3-4: along = share x |mu_h|, and its
+    # fraction of the same K's no-attack run (K=1: 0.25 / 0.5; K=5: 0.5 / 2.0)
+    assert (
+        "| cwtm | sf | 0 | K=1 | 3–4 | 12.5% | +0.12 | 50 | 4.00 | 2.000 | +0.2500 | 50% |" in text
+    )
+    assert (
+        "| cwtm | sf | 0 | K=5 (biased) | 3–4 | 10.0% | +0.12 | 50 | 4.00 | 5.000 | +0.5000 | 25% |"
+        in text
+    )
+    assert (
+        "- cwtm sf, seed 0, K=1 → K=5 (biased): the aggregate moves 2.0× as far along μ_h a "
+        "round (+0.2500 → +0.5000; 50% → 25% of the no-attack pace); it keeps 12.5% → 10.0% of "
+        "the honest mean, with a negative cosine in 50% → 50% of the rounds, while |μ_h| goes "
+        "2.00 → 5.00 and the honest spread against it stays (4.00 → 4.00)." in text
+    )
+    assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4;" in text
     assert (
         "- CYBER-0, α=0.1, ν=1, K=1, cwtm: no attack 90.00% after 30 rounds (+5.00 over its last "
         "fifth); 0 of 1 attacks within 3 points: sf -8.00 (round 20)" in text
