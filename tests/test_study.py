@@ -325,15 +325,17 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     # the probes at K=1 and K=5 side by side over rounds 3-4: along = share x |mu_h|, and its
     # fraction of the same K's no-attack run (K=1: 0.25 / 0.5; K=5: 0.5 / 2.0)
     assert (
-        "| cwtm | sf | 0 | K=1 | 3–4 | 12.5% | +0.12 | 50 | 4.00 | 2.000 | +0.2500 | 50% |" in text
-    )
-    assert (
-        "| cwtm | sf | 0 | K=5 (biased) | 3–4 | 10.0% | +0.12 | 50 | 4.00 | 5.000 | +0.5000 | 25% |"
+        "| cwtm | sf | 0 | K=1 | 3–4 | 12.5% | +0.12 | 50 | 4.00 | 2.000 | +0.2500 | 2.000 | 50% |"
         in text
     )
     assert (
+        "| cwtm | sf | 0 | K=5 (biased) | 3–4 | 10.0% | +0.12 | 50 | 4.00 | 5.000 | +0.5000 "
+        "| 2.000 | 25% |" in text
+    )
+    assert (
         "- cwtm sf, seed 0, K=1 → K=5 (biased): the aggregate moves 2.0× as far along μ_h a "
-        "round (+0.2500 → +0.5000; 50% → 25% of the no-attack pace); it keeps 12.5% → 10.0% of "
+        "round (+0.2500 → +0.5000; 50% → 25% of the no-attack pace) in a step of median size "
+        "|a| 2.00 → 2.00; it keeps 12.5% → 10.0% of "
         "the honest mean, with a negative cosine in 50% → 50% of the rounds, while |μ_h| goes "
         "2.00 → 5.00 and the honest spread against it stays (4.00 → 4.00)." in text
     )
