@@ -966,8 +966,8 @@ def _probe_k(data: dict[str, Any]) -> str:
 
 def probe_local_steps(folder: Path) -> list[str]:
     """The probes of one setting at different K, side by side over their later half: the
-    share of the honest mean, the cosine, the honest spread and |μ_h|, and the aggregate's
-    component along μ_h, also as a fraction of the same K's no-attack run's."""
+    share of the honest mean, the cosine, the honest spread and |μ_h|, the aggregate's
+    component along μ_h (also as a fraction of the same K's no-attack run's) and its size."""
     by_setting: dict[tuple[float, str, str, int], list[dict[str, Any]]] = {}
     for data in _probes(folder):
         by_setting.setdefault(_probe_setting(data), []).append(data)
@@ -975,24 +975,22 @@ def probe_local_steps(folder: Path) -> list[str]:
     for (alpha, aggregator, attack, seed), runs in sorted(by_setting.items()):
         if len({_probe_k(d) for d in runs}) < 2:
             continue
+        unattacked = {
+            _probe_k(d): _late(d) for d in by_setting.get((alpha, aggregator, "none", seed), [])
+        }
         paces: dict[str, float] = {}
         lates: dict[str, dict[str, Any]] = {}
         for data in sorted(runs, key=lambda d: d["config"]["zo"]["local_steps"]):
-            late = lates[_probe_k(data)] = _late(data)
-            none = [
-                _late(d)
-                for d in by_setting.get((alpha, aggregator, "none", seed), [])
-                if _probe_k(d) == _probe_k(data)
-            ]
-            if none and attack != "none":
-                paces[_probe_k(data)] = late["along"] / none[0]["along"]
-            pace = f"{100 * paces[_probe_k(data)]:.0f}%" if _probe_k(data) in paces else ""
+            k = _probe_k(data)
+            late = lates[k] = _late(data)
+            if k in unattacked and attack != "none":
+                paces[k] = late["along"] / unattacked[k]["along"]
             rows.append(
                 [
                     aggregator,
                     attack,
                     str(seed),
-                    _probe_k(data),
+                    k,
                     late["rounds"],
                     f"{100 * late['share']:.1f}%",
                     f"{late['cosine']:+.2f}",
@@ -1001,7 +999,7 @@ def probe_local_steps(folder: Path) -> list[str]:
                     f"{late['norm']:.3f}",
                     f"{late['along']:+.4f}",
                     f"{late['size']:.3f}",
-                    pace,
+                    f"{100 * paces[k]:.0f}%" if k in paces else "",
                 ]
             )
         if attack != "none":
@@ -1049,7 +1047,8 @@ def probe_local_steps(folder: Path) -> list[str]:
 
 def _k_reading(name: str, lates: dict[str, dict[str, Any]], paces: dict[str, float]) -> str:
     """One attacked setting from its first K to its last: what changes along μ_h."""
-    first, last = next(iter(lates)), list(lates)[-1]
+    ks = list(lates)
+    first, last = ks[0], ks[-1]
     a, b = lates[first], lates[last]
     text = (
         f"- {name}, {first} → {last}: the aggregate moves {b['along'] / a['along']:.1f}× as far "
