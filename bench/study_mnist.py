@@ -4,7 +4,9 @@ Every cell is one :func:`cyber0.common.simulator.simulate` run written to
 ``OUT/<cell-id>/results.json``; finished cells are skipped, so the runner resumes where it
 stopped. Cells run in priority order (the order of :func:`study_cells`) and no new cell starts
 once ``--budget-minutes`` have passed. ``--sweep`` runs the hyperparameter sweep instead (on the
-validation split, never the test set) into ``OUT/sweep/<id>/results.json``.
+validation split, never the test set) into ``OUT/sweep/<id>/results.json``. Runners started
+side by side on one machine share the cells: each claims a cell before it starts it
+(``OUT/.claims/<id>``, :func:`claim`) and skips the cells another live runner holds.
 
     python bench/study_mnist.py --sweep                      # hyperparameters, validation split
     python bench/study_mnist.py --budget-minutes 70          # the grid, by priority
@@ -330,6 +332,41 @@ def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
     return cell.id, float(result["final_test_accuracy"]), time.perf_counter() - start
 
 
+def claim(out: Path, cell_id: str) -> Path | None:
+    """Claim ``cell_id`` for this runner, so that runners started side by side on one machine
+    never run the same cell: ``out/.claims/<id>``, created atomically and holding this
+    process's pid. None while a live process holds it; the claim of a runner that died
+    (killed, machine restarted) is taken over. Release it by deleting the returned path."""
+    folder = out / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / cell_id
+    mine = folder / f".{cell_id}.{os.getpid()}"
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, path)
+                return path
+            except FileExistsError:
+                if _holder_alive(path):
+                    return None
+                path.unlink(missing_ok=True)
+        return None
+    finally:
+        mine.unlink()
+
+
+def _holder_alive(path: Path) -> bool:
+    """Whether the pid written in the claim ``path`` is a live process."""
+    try:
+        os.kill(int(path.read_text()), 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_all(
     cells: Sequence[Cell], out: Path, jobs: int, threads: int, budget_s: float | None
 ) -> int:
@@ -348,20 +385,25 @@ def run_all(
         return budget_s is not None and time.monotonic() - start > budget_s
 
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pending: dict[Future[tuple[str, float, float]], Cell] = {}
+        pending: dict[Future[tuple[str, float, float]], tuple[Cell, Path]] = {}
         queue = list(todo)
         while queue or pending:
             while queue and len(pending) < jobs and not over_budget():
                 cell = queue.pop(0)
                 if (out / cell.id / "results.json").exists():  # done by another runner since
                     continue
+                held = claim(out, cell.id)
+                if held is None:
+                    log.info("skip %s: another runner is running it", cell.id)
+                    continue
                 log.info("start %s (group %s, %d rounds)", cell.id, cell.group, cell.rounds)
-                pending[pool.submit(run_cell, cell, out, threads)] = cell
+                pending[pool.submit(run_cell, cell, out, threads)] = (cell, held)
             if not pending:
                 log.info("budget spent: %d cells not started", len(queue))
                 break
             finished = next(iter(_wait_any(pending)))
-            cell = pending.pop(finished)
+            cell, held = pending.pop(finished)
+            held.unlink(missing_ok=True)
             try:
                 cid, acc, secs = finished.result()
             except Exception:
@@ -380,7 +422,7 @@ def run_all(
     return done
 
 
-def _wait_any(pending: dict[Future[tuple[str, float, float]], Cell]) -> set[Future[Any]]:
+def _wait_any(pending: Iterable[Future[Any]]) -> set[Future[Any]]:
     from concurrent.futures import FIRST_COMPLETED, wait
 
     finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)

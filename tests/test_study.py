@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -355,3 +356,52 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Beyond 3 points in both modes: none." in text
     assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
+
+
+def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
+    """A second claim of a held cell fails while the holder lives; the claim of a runner that
+    died is taken over; a released claim can be taken again."""
+    import subprocess
+
+    study = _module("study_mnist")
+    held = study.claim(tmp_path, "cell-a")
+    assert held is not None and held.read_text() == str(os.getpid())
+    assert study.claim(tmp_path, "cell-a") is None
+    held.unlink()
+    assert study.claim(tmp_path, "cell-a") == held
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".claims" / "cell-b").write_text(str(dead.pid))
+    taken = study.claim(tmp_path, "cell-b")
+    assert taken is not None and taken.read_text() == str(os.getpid())
+    assert sorted(p.name for p in (tmp_path / ".claims").iterdir()) == ["cell-a", "cell-b"]
+
+
+def test_two_runners_side_by_side_run_each_cell_once(tmp_path: Path) -> None:
+    """Two study runners started together on the same cells (real processes, 2-round cells):
+    every cell is started by exactly one of them, and every cell gets its results."""
+    import subprocess
+
+    argv = [
+        sys.executable,
+        str(BENCH / "study_mnist.py"),
+        *("--group", "a", "--aggregator", "cwtm", "--attack", "none", "sf", "alie"),
+        *("--alpha", "1.0", "--nu", "64", "--k", "1", "--method", "zo", "--rounds", "2"),
+        *("--out", str(tmp_path)),
+    ]
+    runners = [
+        subprocess.Popen(
+            argv,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    logs = [r.communicate(timeout=600)[1] for r in runners]
+    assert [r.returncode for r in runners] == [0, 0], logs
+    ids = [f"zo-a1.0-nu64-k1-cwtm-{a}-r2" for a in ("none", "sf", "alie")]
+    for cid in ids:
+        assert sum(log.count(f"start {cid} ") for log in logs) == 1, logs
+        assert (tmp_path / cid / "results.json").exists()
+    assert not list((tmp_path / ".claims").iterdir())  # every claim released
