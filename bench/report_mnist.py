@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean, median_high
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -860,10 +861,6 @@ def _along(data: dict[str, Any]) -> list[float]:
     return [p * n for p, n in zip(data["projection"], data["honest_norm"], strict=True)]
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
 def probe_section(folder: Path, windows: int = 8) -> list[str]:
     """Each probe file in ``windows`` stretches of rounds: how much of the honest mean the
     aggregate carries along it, the cosine between them, and the accuracy reached."""
@@ -883,17 +880,17 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
                 [
                     f"`{data['cell']}`",
                     f"{lo + 1}–{hi}",
-                    f"{_mean(projection[lo:hi]):+.3f}",
-                    f"{_mean(cosine[lo:hi]):+.2f}",
+                    f"{fmean(projection[lo:hi]):+.3f}",
+                    f"{fmean(cosine[lo:hi]):+.2f}",
                     f"{100 * sum(c < 0 for c in cosine[lo:hi]) / n:.0f}",
-                    f"{sorted(spread[lo:hi])[n // 2]:.2f}",
-                    f"{_mean(along[lo:hi]):+.4f}",
+                    f"{median_high(spread[lo:hi]):.2f}",
+                    f"{fmean(along[lo:hi]):+.4f}",
                     pct(history_accuracy(data["history"], hi)),
                 ]
             )
         half = len(cosine) // 2
         summary.append(
-            f"`{data['cell']}` {100 * _mean(projection[half:]):.1f}% over rounds "
+            f"`{data['cell']}` {100 * fmean(projection[half:]):.1f}% over rounds "
             f"{half + 1}–{len(cosine)}"
         )
     lines = table(
@@ -934,17 +931,16 @@ def _late(data: dict[str, Any]) -> dict[str, Any]:
     the fraction of rounds with a negative cosine, the median spread, and the median |a|
     (from the logged figures: |a| = (a·μ_h/|μ_h|) / cos(a, μ_h), where the cosine is not 0)."""
     half, total = len(data["cosine"]) // 2, len(data["cosine"])
-    cosine = data["cosine"][half:]
-    sizes = sorted(abs(x / c) for x, c in zip(_along(data)[half:], cosine, strict=True) if c)
+    cosine, along = data["cosine"][half:], _along(data)[half:]
     return {
         "rounds": f"{half + 1}–{total}",
-        "share": _mean(data["projection"][half:]),
-        "cosine": _mean(cosine),
+        "share": fmean(data["projection"][half:]),
+        "cosine": fmean(cosine),
         "negative": sum(c < 0 for c in cosine) / len(cosine),
-        "spread": sorted(data["spread"][half:])[len(cosine) // 2],
-        "norm": _mean(data["honest_norm"][half:]),
-        "along": _mean(_along(data)[half:]),
-        "size": sizes[len(sizes) // 2],
+        "spread": median_high(data["spread"][half:]),
+        "norm": fmean(data["honest_norm"][half:]),
+        "along": fmean(along),
+        "size": median_high(abs(x / c) for x, c in zip(along, cosine, strict=True) if c),
     }
 
 

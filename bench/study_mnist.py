@@ -396,6 +396,9 @@ def run_all(
                 if held is None:
                     log.info("skip %s: another runner is running it", cell.id)
                     continue
+                if (out / cell.id / "results.json").exists():  # finished and released since
+                    held.unlink()
+                    continue
                 log.info("start %s (group %s, %d rounds)", cell.id, cell.group, cell.rounds)
                 pending[pool.submit(run_cell, cell, out, threads)] = (cell, held)
             if not pending:
