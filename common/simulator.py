@@ -162,7 +162,7 @@ class Client:
         self, config: SimConfig, batch_size: int, round: int, step: int
     ) -> tuple[Tensor, Tensor]:
         idx = batch_indices(self.y.numel(), batch_size, config.seed, self.index, round, step)
-        return self.x[idx], self.y[idx]
+        return self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:

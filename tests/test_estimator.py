@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cyber0.common.estimator import ZOEstimator, apply_aggregate_, update_terms
+from cyber0.common.estimator import (
+    ZOEstimator,
+    apply_aggregate_,
+    flat_parameters,
+    perturbed_losses,
+    update_terms,
+)
+from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters, perturbed
 from cyber0.common.plan import ZOSettings
 
@@ -71,6 +78,23 @@ def test_batched_and_inplace_paths_agree_and_leave_weights_unchanged(
     # amplified by 1/(2μ) = 500, and compounded over local steps.
     assert torch.allclose(a, b, atol=5e-4)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("rows", "batch_size"), [(2, 128), (2, 37), (10, 64), (128, 32)])
+def test_logistic_regression_losses_are_vmaps_bits(rows: int, batch_size: int) -> None:
+    """The written-out batched loss of logistic regression (what ``perturbed_losses`` runs for
+    it) equals, bit for bit, vmap over ``functional_call`` (reached here through a loss closure
+    that is not ``cross_entropy_loss`` itself), at ν = 1 and 64 and at odd batch sizes."""
+    model = LogisticRegression(784, 10, init_seed=3)
+    gen = torch.Generator().manual_seed(rows * batch_size)
+    x = torch.rand(batch_size, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    weights = flat_parameters(model) + 0.05 * torch.randn(rows, 7850, generator=gen)
+    with torch.inference_mode():
+        fast = perturbed_losses(model, cross_entropy_loss, weights, (x, y))
+        via_vmap = perturbed_losses(model, lambda m, b: cross_entropy_loss(m, b), weights, (x, y))
+    assert fast.shape == (rows,)
+    assert torch.equal(fast, via_vmap)
 
 
 def test_biased_variant_sums_steps_over_shared_directions() -> None:
