@@ -13,7 +13,9 @@ the rows the batch looks up) and the model update ``w ← w − η R z``
 cache (:class:`~cyber0.common.perturbation.DirectionCache`: each tensor's z generated once, for
 the first forward, and reused by the second forward and the update, up to
 ``DEFAULT_CACHE_BYTES``). The same step without the cache (``--direction-cache 0`` on the
-client: z generated three times) is timed in the same rotation. Its floor is two forwards. The
+client: z generated three times) is timed in the same rotation, and on the batched path also the
+step through ``vmap`` (what the batched path ran before logistic regression's written-out loss,
+:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`). Its floor is two forwards. The
 forward is the same loss closure under ``torch.inference_mode`` on the same batch. Forward and
 steps are timed alternately in one process (``--repeats`` rounds after ``--warmup``); the ratio
 is reported for each pair, its median is the figure. The breakdown beside it: the update alone
@@ -158,6 +160,12 @@ def measure_step(
         suffix: ZOEstimator(model, loss_fn, generator, zo, path, budget)  # type: ignore[arg-type]
         for suffix, budget in budgets.items()
     }
+    if path == "batched":
+        # A loss closure that is not ``loss_fn`` itself takes the general vmap route, which
+        # logistic regression's written-out batched loss replaces (the same bits).
+        estimators["_vmap"] = ZOEstimator(
+            model, lambda m, b: loss_fn(m, b), generator, zo, "batched", DEFAULT_CACHE_BYTES
+        )
     params = [p for _, p in canonical_parameters(model)]
     d = sum(p.numel() for p in params)
 
@@ -423,6 +431,11 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                         f"; without the direction cache "
                         f"{statistics.median(r['ratio_nocache']):.1f}×"
                         if "ratio_nocache" in r
+                        else ""
+                    )
+                    + (
+                        f"; through vmap {statistics.median(r['ratio_vmap']):.1f}×"
+                        if "ratio_vmap" in r
                         else ""
                     )
                 ),
