@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 from cyber0.common.data import (
     Partition,
     ShardSpec,
+    dirichlet_partition,
     load_mnist,
     shard_indices,
     validation_split,
@@ -84,8 +87,6 @@ def test_held_out_examples_are_in_no_shard(partition: Partition) -> None:
 
 
 def test_validation_zero_keeps_the_old_shards() -> None:
-    from cyber0.common.data import dirichlet_partition
-
     spec = ShardSpec(n_clients=20, client_index=3, seed=0, partition="dirichlet", alpha=0.1)
     expected = dirichlet_partition(load_mnist().train_y, 20, 0.1, 0)[3]
     assert torch.equal(shard_indices(spec), expected)
@@ -122,8 +123,6 @@ def test_simulator_evaluates_on_the_validation_split() -> None:
 def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
     """Every planned cell has its own folder; a long cell's id is its grid cell's id plus
     ``-r<rounds>``, and that grid cell is planned too (the report pairs them)."""
-    from dataclasses import replace
-
     study = _module("study_mnist")
     cells = study.study_cells()
     ids = {c.id for c in cells}
@@ -361,8 +360,6 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
 def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
     """A second claim of a held cell fails while the holder lives; the claim of a runner that
     died is taken over; a released claim can be taken again."""
-    import subprocess
-
     study = _module("study_mnist")
     held = study.claim(tmp_path, "cell-a")
     assert held is not None and held.read_text() == str(os.getpid())
@@ -381,8 +378,6 @@ def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
 def test_two_runners_side_by_side_run_each_cell_once(tmp_path: Path) -> None:
     """Two study runners started together on the same cells (real processes, 2-round cells):
     every cell is started by exactly one of them, and every cell gets its results."""
-    import subprocess
-
     argv = [
         sys.executable,
         str(BENCH / "study_mnist.py"),
