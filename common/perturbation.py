@@ -365,11 +365,18 @@ class DirectionGenerator:
         """The batched path: a (ν, d) matrix whose row j is the concatenation, in canonical
         parameter order, of the per-parameter directions ``(round, step, j, index)``.
 
-        Row j equals what the in-place path generates tensor by tensor, bit for bit."""
+        Row j equals what the in-place path generates tensor by tensor, bit for bit. A single
+        row (ν = 1) hashes its tensors as one sequence (:meth:`fill_many_`: one pass of the
+        generator's ops instead of one per tensor); more rows go tensor by tensor, ν rows at a
+        time (:meth:`fill_rows_`), which is the faster order there."""
         offsets = [0]
         for n in numels:
             offsets.append(offsets[-1] + n)
         out = torch.empty(nu, offsets[-1], dtype=dtype, device=device)
+        if nu == 1:
+            coords = [(round, step, 0, index) for index in range(len(numels))]
+            self.fill_many_(list(out[0].split(list(numels))), coords)
+            return out
         for index, (lo, hi) in enumerate(itertools.pairwise(offsets)):
             self.fill_rows_(out[:, lo:hi], [(round, step, j, index) for j in range(nu)])
         return out

@@ -25,6 +25,7 @@ from cyber0.common.perturbation import (
     stream_key,
     whole_direction_bytes,
 )
+from cyber0.common.plan import Distribution
 
 
 def reference_gaussian(seed: int, coords: tuple[int, int, int, int], n: int) -> list[float]:
@@ -153,11 +154,16 @@ def test_rademacher_statistics() -> None:
     assert (cov - torch.eye(32, dtype=torch.float64)).abs().max() < 0.06
 
 
-def test_matrix_rows_equal_per_tensor_directions() -> None:
-    g = DirectionGenerator(5)
-    numels = [7, 70_000, 1]
-    m = g.matrix(numels, 4, 1, 3)
-    for j in range(3):
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("nu", [1, 3])
+def test_matrix_rows_equal_per_tensor_directions(nu: int, distribution: Distribution) -> None:
+    """One row (hashed as one sequence) and several (tensor by tensor): the same bits as the
+    in-place path's per-tensor directions, odd sizes included."""
+    g = DirectionGenerator(5, distribution)
+    numels = [7, 70_000, 1, 10, 7_840]
+    m = g.matrix(numels, 4, 1, nu)
+    assert m.shape == (nu, sum(numels))
+    for j in range(nu):
         parts = [g.direction(torch.empty(n), 4, 1, j, i) for i, n in enumerate(numels)]
         assert torch.equal(m[j], torch.cat(parts))
 
