@@ -398,7 +398,14 @@ def summary(
     out.append(
         f"- No attack: best CYBER-0 cell {pct(best[0])}% (ν={best[1]}, {best[2]}), the "
         f"first-order baseline {' / '.join(pct(v) for v in fo_none if v is not None)}% "
-        f"(CWTM / NNM+CWTM). Change over the last fifth of the run: {', '.join(tails)}."
+        f"(CWTM / NNM+CWTM)"
+        + (
+            f", the head fitted centrally on all the clients' sentences (Setup) "
+            f"{pct(meta['reference']['test_accuracy'])}%"
+            if "reference" in meta
+            else ""
+        )
+        + f". Change over the last fifth of the run: {', '.join(tails)}."
     )
     for attack in ATTACKS[1:]:
         ok, total, drops = 0, 0, []
@@ -617,6 +624,7 @@ def fewshot_reading(
         + f": with {meta['train_sentences']} training sentences and the full setting's steps, "
         "neither method comes near the accuracy level or the margin over the start, whatever "
         "the rule, so this setting is reported as it comes."
+        + (f" For reference, {reference_sentence(meta)}." if meta.get("reference") else "")
     )
     pairs, beyond = [], {"zo": [], "first_order": []}
     for attack in ATTACKS[1:]:
@@ -634,6 +642,26 @@ def fewshot_reading(
         f"{', '.join(beyond['first_order']) or 'none'} (same rules, same shards)."
     )
     return ["", reach + attacks]
+
+
+def reference_sentence(meta: dict[str, Any]) -> str:
+    """The centrally fitted head of ``meta["reference"]`` in words ('' for older metadata)."""
+    ref = meta.get("reference")
+    if ref is None:
+        return ""
+    ridges = ", ".join(f"{r:g}" for r in ref["ridges"])
+    return (
+        f"the same closed-form head fitted centrally on all {ref['train_sentences']:,} of the "
+        f"clients' training sentences (λ={ref['ridge']:g}, the best of {ridges} on the "
+        f"validation sentences) reaches **{pct(ref['test_accuracy'])}%** test accuracy: what "
+        "the data allows the head alone, with no federation and no attack (CYBER-0 also trains "
+        "the LayerNorm's γ, β)"
+        + (
+            f", below the {pct(TARGET_ACCURACY)}% target level"
+            if ref["test_accuracy"] < TARGET_ACCURACY
+            else ""
+        )
+    )
 
 
 def fewshot_section(folder: Path, full: dict[str, dict[str, Any]]) -> list[str]:
@@ -698,7 +726,8 @@ def render(results: Path) -> str:
         "parameters, so logits = W(γ ⊙ x̄ + β) + b with x̄ computed once per sentence by a real "
         "MiniLM forward and cached; checked against the full model before training: max |Δ "
         f"logit| = {meta['reduction_max_abs_diff']:.1e}. Feature pass: "
-        f"{meta['feature_seconds']:.0f} s on {meta['feature_threads']} threads (shared machine).",
+        f"{meta['feature_seconds']:.0f} s on {meta['feature_threads']} "
+        f"thread{'s' if meta['feature_threads'] != 1 else ''} (shared machine).",
         f"- Data: the fixed split of `cyber0.common.text` — {meta['test_sentences']:,} balanced "
         f"test sentences, {meta['probe_sentences']} public probe sentences, "
         f"{meta['validation_sentences']:,} validation sentences held out of the training pool "
@@ -715,6 +744,11 @@ def render(results: Path) -> str:
         f"sentences: **{pct(start)}%** test accuracy. MiniLM has no masked-LM head in its "
         "package, so no prompt-based zero-shot point exists for it (`head=prompt` serves "
         "checkpoints that have one, such as RoBERTa-large; see the end of this page).",
+        *(
+            [f"- Reference, not a federated run: {reference_sentence(meta)}."]
+            if "reference" in meta
+            else []
+        ),
         "",
     ]
     if sweep:

@@ -25,7 +25,9 @@ the 2,000 balanced test sentences.
 **Start.** A closed-form ridge linear probe of the head on the model's pooled sentence vectors
 ``p = γ ⊙ x̄ + β`` (pretrained γ, β) of the 32 public sentences (16 per class):
 ``[W b]ᵀ = (AᵀA + λI)⁻¹ Aᵀ T``, ``A = [p 1]``, T one-hot, λ = :data:`PROBE_RIDGE`; float64,
-deterministic.
+deterministic. Beside it, a reference that is not a federated run: the same closed-form head
+fitted centrally on all the clients' training sentences, λ chosen on the validation sentences
+(``meta.json: reference``): what the data allows the head alone, without federation or attack.
 
 **Settings.** Batch 128 sentences per client per round, ν=4 for 10,000 rounds and ν=1 for
 20,000; η per ν and the first-order lr are chosen by ``--sweep`` on the validation sentences,
@@ -86,6 +88,8 @@ VALIDATION_SEED = 7
 #: Sentences per client per round, chosen by ``--sweep`` (128 against 32).
 BATCH = 128
 PROBE_RIDGE = 10.0
+#: The ridges the reference head tries (:func:`reference_probe`), chosen on validation.
+REFERENCE_RIDGES = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 #: ZO rounds per ν: ν=1 gets twice the rounds of ν=4 (half its scalars in all).
 ZO_ROUNDS = {1: 20000, 4: 10000}
 FO_ROUNDS = 500
@@ -204,6 +208,33 @@ def ridge_probe(xbar: Tensor, y: Tensor, ridge: float, num_classes: int = 2) -> 
     return torch.linalg.solve(a.T @ a + ridge * eye, a.T @ t).float()
 
 
+def probe_accuracy(w: Tensor, pooled: Tensor, y: Tensor) -> float:
+    """Accuracy of the probe ``w`` (hidden + 1, C) from :func:`ridge_probe` (ties: lowest class)."""
+    logits = pooled @ w[:-1] + w[-1]
+    return float((logits.argmax(1) == y).double().mean())
+
+
+def reference_probe(
+    pooled: Tensor, labels: Tensor, train: Tensor, validation: Tensor, test: Tensor
+) -> dict[str, Any]:
+    """What the data allows the head alone, with no federation and no attack: the closed-form
+    ridge head fitted centrally on all the clients' sentences ``train``, its λ the one of
+    :data:`REFERENCE_RIDGES` with the best ``validation`` accuracy (the smallest on a tie)."""
+    scores = []
+    for ridge in REFERENCE_RIDGES:
+        w = ridge_probe(pooled[train], labels[train], ridge)
+        scores.append(probe_accuracy(w, pooled[validation], labels[validation]))
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    w = ridge_probe(pooled[train], labels[train], REFERENCE_RIDGES[best])
+    return {
+        "ridges": list(REFERENCE_RIDGES),
+        "validation_accuracy": scores,
+        "ridge": REFERENCE_RIDGES[best],
+        "train_sentences": int(train.numel()),
+        "test_accuracy": probe_accuracy(w, pooled[test], labels[test]),
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # The simulation
 
@@ -273,8 +304,9 @@ def build_setup(cache_dir: Path, max_length: int, shots: int = 0) -> Setup:
     probe = split.probe
     ln = last_layernorm(model)
     with torch.no_grad():
-        pooled = xbar[probe] * ln.weight + ln.bias  # the model's own pooled sentence vectors
-    w = ridge_probe(pooled, labels[probe], PROBE_RIDGE)
+        pooled = xbar * ln.weight + ln.bias  # the model's own pooled sentence vectors
+    w = ridge_probe(pooled[probe], labels[probe], PROBE_RIDGE)
+    reference = reference_probe(pooled, labels, torch.cat(shards), validation, split.test)
     head = model.head
     assert head is not None
     with torch.no_grad():
@@ -310,6 +342,7 @@ def build_setup(cache_dir: Path, max_length: int, shots: int = 0) -> Setup:
         "shard_fresh": [int(labels[s].sum()) for s in shards],
         "probe_sentences": int(probe.numel()),
         "probe_ridge": PROBE_RIDGE,
+        "reference": reference,
         "batch": BATCH,
         "zo_rounds": {str(nu): r for nu, r in ZO_ROUNDS.items()},
         "fo_rounds": FO_ROUNDS,

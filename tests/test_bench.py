@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FIGURE_KEYS = {"id", "label", "unit", "median", "min", "max", "runs", "target", "met", "note"}
@@ -276,6 +277,8 @@ def test_text_fewshot_section_counts_its_own_checks(tmp_path: Path) -> None:
     meta = {"shots": 16, "n_clients": 8, "alpha": 1.0, "batch": 128}
     meta |= {"shard_sizes": [32] * 8, "shard_fresh": [16] * 8}
     meta |= {"train_sentences": 256, "probe_sentences": 32}
+    meta["reference"] = {"ridges": [1.0, 10.0], "ridge": 10.0, "train_sentences": 256}
+    meta["reference"] |= {"validation_accuracy": [0.7, 0.72], "test_accuracy": 0.714}
     (folder / "meta.json").write_text(json.dumps(meta))
 
     def cell(final: float) -> dict[str, Any]:
@@ -301,6 +304,11 @@ def test_text_fewshot_section_counts_its_own_checks(tmp_path: Path) -> None:
         "and first-order FedSGD at 70.0–70.0%, against 78.0–78.0% for CYBER-0 in the full "
         "setting: with 256 training sentences" in text
     )
+    assert (
+        "For reference, the same closed-form head fitted centrally on all 256 of the clients' "
+        "training sentences (λ=10, the best of 1, 10 on the validation sentences) reaches "
+        "**71.4%** test accuracy" in text
+    )
     # alie and sf did not run: only lf is compared, and it is beyond 3 points for both methods
     assert "CYBER-0 / first-order: lf +6.0 / +10.0 points" in text
     assert "on average: CYBER-0 lf, first-order lf (same rules" in text
@@ -311,6 +319,26 @@ def test_text_fewshot_section_counts_its_own_checks(tmp_path: Path) -> None:
     assert "- within 3 points of no attack: 0 of 1 met; not met: ν=1 cwtm lf" in text
     assert "Not run: zo-nu1-cwtm-alie," in text
     assert report.fewshot_section(tmp_path / "fewshot-8", full) == []
+
+
+def test_text_reference_probe_picks_its_ridge_on_validation() -> None:
+    """Separable classes score 100% on validation at every ridge: the smallest wins the tie.
+    Labels at random on validation: the choice follows those scores, not the test set's."""
+    experiment = _module("text_experiment")
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 2
+    pooled = torch.randn(300, 8, generator=gen) + 6.0 * (2 * labels[:, None] - 1)
+    train, validation, test = torch.arange(100), torch.arange(100, 200), torch.arange(200, 300)
+    ref = experiment.reference_probe(pooled, labels, train, validation, test)
+    assert ref["validation_accuracy"] == [1.0] * len(experiment.REFERENCE_RIDGES)
+    assert ref["ridge"] == experiment.REFERENCE_RIDGES[0]
+    assert ref["test_accuracy"] == 1.0
+    assert ref["train_sentences"] == 100
+    shuffled = labels.clone()
+    shuffled[validation] = torch.randint(0, 2, (100,), generator=gen)
+    ref = experiment.reference_probe(pooled, shuffled, train, validation, test)
+    best = max(ref["validation_accuracy"])
+    assert ref["ridge"] == ref["ridges"][ref["validation_accuracy"].index(best)]
 
 
 def test_text_experiment_refuses_bad_shots(capsys: pytest.CaptureFixture[str]) -> None:
