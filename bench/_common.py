@@ -71,6 +71,9 @@ def machine() -> dict[str, Any]:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        # The widest SIMD torch's CPU kernels use here (AVX2, AVX512, ...): the generator's
+        # 64-bit integer products are native with AVX-512 and emulated without it.
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:

@@ -113,8 +113,9 @@ def machine_line(doc: dict[str, Any]) -> str:
     env = m.get("env") or {}
     if env:
         gpu += "; environment " + ", ".join(f"`{k}={v}`" for k, v in sorted(env.items()))
+    simd = f" ({m['cpu_capability']})" if m.get("cpu_capability") else ""
     return (
-        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB"
+        f"{m.get('cpu', '?')}{simd}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB"
         f"{gpu}; Python {m.get('python', '?')}, torch {m.get('torch', '?')}, grpcio "
         f"{m.get('grpcio', '?')}. Load average (1, 5, 15 min) at start "
         f"{m.get('loadavg_at_start')}, at end {doc.get('loadavg_at_end')}; "
@@ -563,9 +564,8 @@ def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str
             "`ZOEstimator.step_scalars` (ν = 1; MiniLM on the in-place path, logistic "
             "regression on the batched path the trainer uses, and the in-place path for "
             "comparison) plus the update `apply_directions_`, with the client's default "
-            "direction cache (MiniLM and the batched path: also without it, in the same "
-            "rotation); forward = the "
-            "same loss under "
+            "direction cache (MiniLM and the batched path: also without it; the batched path "
+            "also through `vmap`; all in the same rotation); forward = the same loss under "
             "`inference_mode`, same batch; timed alternately in one process, the ratio taken "
             "per pair. MiniLM: `AutoModelForSequenceClassification` from the offline folder, 2 "
             "labels, batch 32 × 64 random token ids. Generator: one 22.7M-float tensor, "
@@ -628,7 +628,8 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "Run to run the median moves more than the target's margin: five earlier runs "
                 "of 5–9 rounds on the idle machine (2026-11-27) gave 2.26×, 2.37×, 2.38×, "
                 "2.48× and 2.33× with the cache and 2.63×, 2.74×, 2.71×, 2.77× and 2.53× "
-                "without it; the table has the latest run. Not met: the gap left is the "
+                "without it, and the run of 2026-11-28 2.39× and 2.77×; the table has the "
+                "latest run. Not met: the gap left is the "
                 "generator "
                 "itself (about 23M directions at the speed of `torch.randn`), which only a "
                 "fused generator or more memory would close.",
@@ -659,6 +660,16 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         "(an environment setting: it must be set before torch is imported).",
         "",
     ]
+    capability = doc["machine"].get("cpu_capability")
+    if capability and not capability.startswith("AVX512"):
+        lines += [
+            f"This run's host runs torch's CPU kernels at {capability}, without AVX-512: the "
+            "hash's two 64-bit products per pair have no vector instruction there (AVX2 "
+            "multiplies 32-bit lanes) and are emulated. The "
+            "previous run of this benchmark (2026-11-28, another host of this machine kind, "
+            "its SIMD level not recorded) measured 0.96× with the same generator code.",
+            "",
+        ]
     if passive and "minilm" in r and "minilm" in passive[0]["results"]:
         p = passive[0]["results"]
         load = passive[0]["machine"]["loadavg_at_start"][0]
@@ -683,12 +694,13 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
             "party's model bits, a decision for the engine's owner, not made here.",
             "",
         ]
+    batched = r["logreg"].get("batched", {})
     lines += [
         "Logistic regression (d = 7,850) is all fixed overhead — dozens of small ops for a "
-        "forward of about 0.1 ms — so its ratio says little about large models.",
+        f"forward of {statistics.median(batched['forward_s']) * 1e6:.0f} µs — so its ratio "
+        "says little about large models.",
         "",
     ]
-    batched = r["logreg"].get("batched", {})
     if "ratio_vmap" in batched:
         lines += [
             "**Changed:** the batched path evaluated logistic regression's 2ν perturbed losses "
@@ -698,8 +710,9 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
             "stored grid cells rerun to the same digests): "
             f"{statistics.median(batched['ratio']):.1f}× F against "
             f"{statistics.median(batched['ratio_vmap']):.1f}× through `vmap`, side by side in "
-            "this run. What is left is mostly the generator: about 60 eager ops for the "
-            "7,850 directions, several forwards' worth at this size.",
+            "this run. What is left is per-op overhead: the generator's few dozen eager ops "
+            "for the 7,850 directions (one pass: a one-row matrix is hashed as one sequence), "
+            "the losses' and the update's.",
             "",
         ]
     if "ratio_nocache" in batched:
