@@ -81,7 +81,8 @@ class LogisticRegression(nn.Module):
         logits = torch.matmul(weight, x.flatten(1).T).add_(bias).permute(0, 2, 1)
         log_p = logits.log_softmax(2)
         picked = log_p.gather(2, y.view(1, -1, 1).expand(rows, -1, 1)).squeeze(2).neg_()
-        return picked.sum(1) / torch.tensor(float(y.numel()))
+        count = torch.tensor(float(y.numel()), dtype=picked.dtype, device=picked.device)
+        return picked.sum(1) / count
 
 
 @dataclass(frozen=True)
