@@ -12,7 +12,12 @@ a probe on the aggregation and writes ``bench/results/probe/<cell id>.json``. Pe
   (1 for the plain mean without an attack);
 - ``spread``: the honest vectors' median distance to μ_h, over |μ_h|;
 - ``honest_norm``: |μ_h| (with ``projection``, the aggregate's component along μ_h is
-  projection·|μ_h|, in the scalars' units: what the round's update moves along it).
+  projection·|μ_h|, in the scalars' units: what the round's update moves along it);
+- ``coordinates``: the number of coordinates μ_h's energy effectively sits in, the
+  participation ratio (Σ μ_j²)² / Σ μ_j⁴ (1 for one coordinate, m for equal ones);
+- ``clear_share``: the share of |μ_h|² in the coordinates where |μ_j| exceeds the honest
+  vectors' standard deviation σ_j there, where a value of the opposite sign stands out of
+  the honest spread for a coordinate-wise rule.
 
 ``bench/report_mnist.py`` summarises every probe file it finds.
 """
@@ -25,44 +30,48 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from study_mnist import ALPHAS, ATTACKS, Cell, F
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 OUT = Path(__file__).resolve().parent / "results" / "probe"
+
+
+def round_figures(honest: Tensor, aggregate: Tensor) -> dict[str, float]:
+    """One round's figures (see the module docstring) from the honest vectors ``honest``
+    (h, m) and the aggregate (m,), in float64."""
+    honest = honest.double()
+    mean, a = honest.mean(0), aggregate.double()
+    norm2 = float(mean @ mean)
+    energy = mean.square()
+    clear = mean.abs() > honest.std(0)
+    return {
+        "cosine": float(a @ mean) / max(float(a.norm()) * norm2**0.5, 1e-300),
+        "projection": float(a @ mean) / max(norm2, 1e-300),
+        "spread": float((honest - mean).norm(dim=1).median()) / max(norm2**0.5, 1e-300),
+        "honest_norm": norm2**0.5,
+        "coordinates": norm2**2 / max(float(energy.square().sum()), 1e-300),
+        "clear_share": float(energy[clear].sum()) / max(norm2, 1e-300),
+    }
 
 
 def probe_cell(cell: Cell) -> dict[str, object]:
     """Simulate ``cell`` with the probe; the per-round figures and the evaluation history."""
-    import torch
-
     from cyber0.common.simulator import build_config, run_zo
 
-    cosine: list[float] = []
-    projection: list[float] = []
-    spread: list[float] = []
-    honest_norm: list[float] = []
+    series: dict[str, list[float]] = {}
 
-    def probe(_: int, rows: torch.Tensor, aggregate: torch.Tensor) -> None:
-        honest = rows[F:].double()
-        mean, a = honest.mean(0), aggregate.double()
-        norm2 = float(mean @ mean)
-        cosine.append(float(a @ mean) / max(float(a.norm()) * norm2**0.5, 1e-300))
-        projection.append(float(a @ mean) / max(norm2, 1e-300))
-        spread.append(float((honest - mean).norm(dim=1).median()) / max(norm2**0.5, 1e-300))
-        honest_norm.append(norm2**0.5)
+    def probe(_: int, rows: Tensor, aggregate: Tensor) -> None:
+        for name, value in round_figures(rows[F:], aggregate).items():
+            series.setdefault(name, []).append(value)
 
     result = run_zo(build_config(cell.config()), probe=probe)
-    return {
-        "cell": cell.id,
-        "config": cell.config(),
-        "cosine": cosine,
-        "projection": projection,
-        "spread": spread,
-        "honest_norm": honest_norm,
-        "history": result.history,
-    }
+    return {"cell": cell.id, "config": cell.config(), **series, "history": result.history}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -929,10 +929,18 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
 def _late(data: dict[str, Any]) -> dict[str, Any]:
     """A probe's later half of rounds: mean share, cosine, |μ_h| and component along μ_h,
     the fraction of rounds with a negative cosine, the median spread, and the median |a|
-    (from the logged figures: |a| = (a·μ_h/|μ_h|) / cos(a, μ_h), where the cosine is not 0)."""
+    (from the logged figures: |a| = (a·μ_h/|μ_h|) / cos(a, μ_h), where the cosine is not 0);
+    where the probe logged them, the mean effective coordinates of μ_h and the mean share of
+    |μ_h|² in coordinates whose honest mean exceeds the honest spread."""
     half, total = len(data["cosine"]) // 2, len(data["cosine"])
     cosine, along = data["cosine"][half:], _along(data)[half:]
+    extra = {
+        key: fmean(data[field][half:])
+        for key, field in (("coordinates", "coordinates"), ("clear", "clear_share"))
+        if field in data
+    }
     return {
+        **extra,
         "rounds": f"{half + 1}–{total}",
         "share": fmean(data["projection"][half:]),
         "cosine": fmean(cosine),
@@ -996,6 +1004,8 @@ def probe_local_steps(folder: Path) -> list[str]:
                     f"{late['along']:+.4f}",
                     f"{late['size']:.3f}",
                     f"{100 * paces[k]:.0f}%" if k in paces else "",
+                    f"{late['coordinates']:.1f}" if "coordinates" in late else "",
+                    f"{100 * late['clear']:.1f}%" if "clear" in late else "",
                 ]
             )
         if attack != "none":
@@ -1017,6 +1027,8 @@ def probe_local_steps(folder: Path) -> list[str]:
             "along μ_h",
             "median |a|",
             "along μ_h vs no attack",
+            "effective coordinates of μ_h",
+            "|μ_h|² where |μ_j| > σ_j",
         ],
         rows,
     )
@@ -1063,7 +1075,15 @@ def _k_reading(name: str, lates: dict[str, dict[str, Any]], paces: dict[str, flo
         f"mean, with a negative cosine in {100 * a['negative']:.0f}% → "
         f"{100 * b['negative']:.0f}% of the rounds, while |μ_h| goes {a['norm']:.2f} → "
         f"{b['norm']:.2f} and the honest spread against it {spread} "
-        f"({a['spread']:.2f} → {b['spread']:.2f})."
+        f"({a['spread']:.2f} → {b['spread']:.2f})"
+        + (
+            f"; μ_h's energy sits in {a['coordinates']:.1f} → {b['coordinates']:.1f} "
+            f"effective coordinates, {100 * a['clear']:.1f}% → {100 * b['clear']:.1f}% of it "
+            "where the honest mean stands out of the honest spread"
+            if all(key in late for late in (a, b) for key in ("coordinates", "clear"))
+            else ""
+        )
+        + "."
     )
 
 

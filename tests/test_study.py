@@ -280,6 +280,9 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
             "honest_norm": [norm] * 4,
             "history": [{"round": 2, "test_accuracy": 0.8}, {"round": 4, "test_accuracy": 0.7}],
         }
+        if attack == "sf":  # logged by newer probes only: the no-attack ones go without
+            probe["coordinates"] = [20.0] * 4 if k == 1 else [10.0, 10.0, 8.0, 6.0]
+            probe["clear_share"] = [0.05] * 4 if k == 1 else [0.1, 0.1, 0.2, 0.4]
         (tmp_path / "probe" / f"{cell}.json").write_text(json.dumps(probe))
     doc, figures = tmp_path / "docs" / "results.md", tmp_path / "docs" / "figures"
     assert (
@@ -325,19 +328,22 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     # the probes at K=1 and K=5 side by side over rounds 3-4: along = share x |mu_h|, and its
     # fraction of the same K's no-attack run (K=1: 0.25 / 0.5; K=5: 0.5 / 2.0)
     assert (
-        "| cwtm | sf | 0 | K=1 | 3–4 | 12.5% | +0.12 | 50 | 4.00 | 2.000 | +0.2500 | 2.000 | 50% |"
-        in text
+        "| cwtm | sf | 0 | K=1 | 3–4 | 12.5% | +0.12 | 50 | 4.00 | 2.000 | +0.2500 | 2.000 | 50% "
+        "| 20.0 | 5.0% |" in text
     )
     assert (
         "| cwtm | sf | 0 | K=5 (biased) | 3–4 | 10.0% | +0.12 | 50 | 4.00 | 5.000 | +0.5000 "
-        "| 2.000 | 25% |" in text
+        "| 2.000 | 25% | 7.0 | 30.0% |" in text
     )
+    assert "| cwtm | none | 0 | K=1 | 3–4 | 50.0% | +0.12 | 50 | 4.00 | 1.000 | +0.5000 |" in text
     assert (
         "- cwtm sf, seed 0, K=1 → K=5 (biased): the aggregate moves 2.0× as far along μ_h a "
         "round (+0.2500 → +0.5000; 50% → 25% of the no-attack pace) in a step of median size "
         "|a| 2.00 → 2.00; it keeps 12.5% → 10.0% of "
         "the honest mean, with a negative cosine in 50% → 50% of the rounds, while |μ_h| goes "
-        "2.00 → 5.00 and the honest spread against it stays (4.00 → 4.00)." in text
+        "2.00 → 5.00 and the honest spread against it stays (4.00 → 4.00); μ_h's energy sits "
+        "in 20.0 → 7.0 effective coordinates, 5.0% → 30.0% of it where the honest mean stands "
+        "out of the honest spread." in text
     )
     assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4;" in text
     assert (
@@ -355,6 +361,29 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Beyond 3 points in both modes: none." in text
     assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
+
+
+def test_probe_figures_of_one_round() -> None:
+    """μ_h = (2, 0): all its energy in one coordinate, which stands out of the honest spread
+    there (σ = 0.82 < 2) while the other (μ = 0, σ = 1.63) does not; a = (1, 1)."""
+    figures = _module("probe_mnist").round_figures(
+        torch.tensor([[3.0, 0.0], [1.0, 0.0], [2.0, 2.0], [2.0, -2.0]]), torch.tensor([1.0, 1.0])
+    )
+    assert figures == pytest.approx(
+        {
+            "cosine": 2 / (2 * 2**0.5),
+            "projection": 0.5,
+            "spread": 0.5,  # distances 1, 1, 2, 2: the lower median over |μ_h|
+            "honest_norm": 2.0,
+            "coordinates": 1.0,
+            "clear_share": 1.0,
+        }
+    )
+    even = torch.ones(3, 4) + torch.tensor([[0.1], [0.0], [-0.1]])  # σ = 0.1 everywhere
+    spread_out = torch.ones(3, 4) + torch.tensor([[2.0], [0.0], [-2.0]])  # σ = 2 everywhere
+    assert _module("probe_mnist").round_figures(even, torch.ones(4))["coordinates"] == 4.0
+    assert _module("probe_mnist").round_figures(even, torch.ones(4))["clear_share"] == 1.0
+    assert _module("probe_mnist").round_figures(spread_out, torch.ones(4))["clear_share"] == 0.0
 
 
 def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
