@@ -345,6 +345,10 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "in 20.0 → 7.0 effective coordinates, 5.0% → 30.0% of it where the honest mean stands "
         "out of the honest spread." in text
     )
+    assert (
+        "In the 1 attacked setting probed for it, the share of |μ_h|² in coordinates where the "
+        "honest mean stands out of the honest spread grows with K (bullets above)" in text
+    )
     assert "`zo-a1.0-nu64-k1-cwtm-sf-r4` 12.5% over rounds 3–4;" in text
     assert (
         "- CYBER-0, α=0.1, ν=1, K=1, cwtm: no attack 90.00% after 30 rounds (+5.00 over its last "
@@ -361,6 +365,19 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Beyond 3 points in both modes: none." in text
     assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
+
+
+def test_clear_share_reading_follows_the_probes() -> None:
+    def late(clear: float, coordinates: float) -> dict[str, float]:
+        return {"clear": clear, "coordinates": coordinates}
+
+    falls = report._clear_reading([(late(0.05, 22.6), late(0.013, 22.5))])
+    assert "falls with K (bullets above), and μ_h spreads over about as many" in falls
+    fewer = report._clear_reading([(late(0.05, 22.6), late(0.013, 12.0))])
+    assert fewer.endswith("falls with K (bullets above).")
+    mixed = [(late(0.05, 20.0), late(0.01, 20.0)), (late(0.05, 20.0), late(0.09, 20.0))]
+    assert "differs between the 2 attacked settings probed for it" in report._clear_reading(mixed)
+    assert report._clear_reading([]) == ""
 
 
 def test_probe_figures_of_one_round() -> None:
