@@ -371,12 +371,12 @@ def test_clear_share_reading_follows_the_probes() -> None:
     def late(clear: float, coordinates: float) -> dict[str, float]:
         return {"clear": clear, "coordinates": coordinates}
 
-    falls = report._clear_reading([(late(0.05, 22.6), late(0.013, 22.5))])
+    falls = report._clear_reading([("a", late(0.05, 22.6), late(0.013, 22.5))])
     assert "falls with K (bullets above), and μ_h spreads over about as many" in falls
-    fewer = report._clear_reading([(late(0.05, 22.6), late(0.013, 12.0))])
+    fewer = report._clear_reading([("a", late(0.05, 22.6), late(0.013, 12.0))])
     assert fewer.endswith("falls with K (bullets above).")
-    mixed = [(late(0.05, 20.0), late(0.01, 20.0)), (late(0.05, 20.0), late(0.09, 20.0))]
-    assert "differs between the 2 attacked settings probed for it" in report._clear_reading(mixed)
+    mixed = [("a", late(0.05, 20.0), late(0.01, 20.0)), ("b", late(0.05, 20.0), late(0.09, 20.0))]
+    assert "grows with K for b but falls for a (bullets above)" in report._clear_reading(mixed)
     assert report._clear_reading([]) == ""
 
 
