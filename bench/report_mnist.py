@@ -934,11 +934,10 @@ def _late(data: dict[str, Any]) -> dict[str, Any]:
     |μ_h|² in coordinates whose honest mean exceeds the honest spread."""
     half, total = len(data["cosine"]) // 2, len(data["cosine"])
     cosine, along = data["cosine"][half:], _along(data)[half:]
-    extra = {
-        key: fmean(data[field][half:])
-        for key, field in (("coordinates", "coordinates"), ("clear", "clear_share"))
-        if field in data
-    }
+    extra = {}
+    if "coordinates" in data and "clear_share" in data:
+        extra["coordinates"] = fmean(data["coordinates"][half:])
+        extra["clear"] = fmean(data["clear_share"][half:])
     return {
         **extra,
         "rounds": f"{half + 1}–{total}",
