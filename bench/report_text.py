@@ -624,7 +624,11 @@ def fewshot_reading(
         + f": with {meta['train_sentences']} training sentences and the full setting's steps, "
         "neither method comes near the accuracy level or the margin over the start, whatever "
         "the rule, so this setting is reported as it comes."
-        + (f" For reference, {reference_sentence(meta)}." if meta.get("reference") else "")
+        + (
+            f" For reference, {reference_sentence(meta['reference'])}."
+            if "reference" in meta
+            else ""
+        )
     )
     pairs, beyond = [], {"zo": [], "first_order": []}
     for attack in ATTACKS[1:]:
@@ -644,11 +648,8 @@ def fewshot_reading(
     return ["", reach + attacks]
 
 
-def reference_sentence(meta: dict[str, Any]) -> str:
-    """The centrally fitted head of ``meta["reference"]`` in words ('' for older metadata)."""
-    ref = meta.get("reference")
-    if ref is None:
-        return ""
+def reference_sentence(ref: dict[str, Any]) -> str:
+    """The centrally fitted head (``meta.json``'s ``reference``) in words."""
     ridges = ", ".join(f"{r:g}" for r in ref["ridges"])
     return (
         f"the same closed-form head fitted centrally on all {ref['train_sentences']:,} of the "
@@ -745,7 +746,7 @@ def render(results: Path) -> str:
         "package, so no prompt-based zero-shot point exists for it (`head=prompt` serves "
         "checkpoints that have one, such as RoBERTa-large; see the end of this page).",
         *(
-            [f"- Reference, not a federated run: {reference_sentence(meta)}."]
+            [f"- Reference, not a federated run: {reference_sentence(meta['reference'])}."]
             if "reference" in meta
             else []
         ),

@@ -220,12 +220,10 @@ def reference_probe(
     """What the data allows the head alone, with no federation and no attack: the closed-form
     ridge head fitted centrally on all the clients' sentences ``train``, its λ the one of
     :data:`REFERENCE_RIDGES` with the best ``validation`` accuracy (the smallest on a tie)."""
-    scores = []
-    for ridge in REFERENCE_RIDGES:
-        w = ridge_probe(pooled[train], labels[train], ridge)
-        scores.append(probe_accuracy(w, pooled[validation], labels[validation]))
+    fits = [ridge_probe(pooled[train], labels[train], ridge) for ridge in REFERENCE_RIDGES]
+    scores = [probe_accuracy(w, pooled[validation], labels[validation]) for w in fits]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    w = ridge_probe(pooled[train], labels[train], REFERENCE_RIDGES[best])
+    w = fits[best]
     return {
         "ridges": list(REFERENCE_RIDGES),
         "validation_accuracy": scores,
