@@ -20,7 +20,11 @@ forward is the same loss closure under ``torch.inference_mode`` on the same batc
 steps are timed alternately in one process (``--repeats`` rounds after ``--warmup``); the ratio
 is reported for each pair, its median is the figure. The breakdown beside it: the update alone
 without the cache (``update_s``) and, on the in-place path, one perturbed forward that
-generates its directions (``perturbed_forward_s``), timed in the same rotation.
+generates its directions (``perturbed_forward_s``), timed in the same rotation. On the batched
+path the rotation also times the eager floor (``floor_s``): the same losses and update with
+``torch.randn`` directions, the least an eager step can do at that size, and the step's
+directions alone (``directions_s``: :meth:`DirectionGenerator.matrix`) against ``torch.randn``
+of the same size (``randn_s``).
 
 The generator figure times :meth:`DirectionGenerator.fill_` on one 22.7M-float tensor (MiniLM's
 size) and ``torch.randn`` into the same tensor, alternately. For information it also times a
@@ -46,7 +50,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, figure, machine, started, write_result
 
-from cyber0.common.estimator import ZOEstimator
+from cyber0.common.estimator import ZOEstimator, flat_parameters, perturbed_losses
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import (
     DEFAULT_CACHE_BYTES,
@@ -191,12 +195,39 @@ def measure_step(
         with perturbed(model, generator, state["round"], 0, 0, zo.mu), torch.inference_mode():
             loss_fn(model, batch)
 
+    sizes = [p.numel() for p in params]
+
+    @torch.inference_mode()
+    def floor_step() -> None:
+        # The least an eager step does: torch.randn directions (one process's stream, not the
+        # shared generator), the same batched losses, one update of the flat weights.
+        flat = flat_parameters(model)
+        z = torch.randn(1, d, device=flat.device, dtype=flat.dtype).mul_(zo.mu)
+        losses = perturbed_losses(model, loss_fn, torch.cat([flat + z, flat - z]), batch)
+        g = float(losses[0] - losses[1]) / (2.0 * zo.mu)
+        flat.sub_(z[0], alpha=zo.lr * g / zo.mu)
+        for p, w in zip(params, flat.split(sizes), strict=True):
+            p.copy_(w.view_as(p))
+
+    def directions() -> None:
+        generator.matrix(sizes, state["round"], 0, 1, params[0].device, params[0].dtype)
+
+    def randn() -> None:
+        torch.randn(1, d, device=params[0].device, dtype=params[0].dtype)
+
+    # The batched path's side figures: the eager floor and its directions against torch.randn.
+    extra = {"floor": floor_step, "directions": directions, "randn": randn}
+    extra = extra if path == "batched" else {}
+
     for _ in range(warmup):
         forward()
         for estimator in estimators.values():
             step(estimator)
+        for fn in extra.values():
+            fn()
     fwd, upd, pert = [], [], []
     zos: dict[str, list[float]] = {suffix: [] for suffix in estimators}
+    side: dict[str, list[float]] = {name: [] for name in extra}
     for _ in range(repeats):
         fwd.append(timed(forward, device))
         for suffix, estimator in estimators.items():
@@ -204,7 +235,13 @@ def measure_step(
         upd.append(timed(update_only, device))
         if path == "inplace":
             pert.append(timed(perturbed_forward, device))
+        for name, fn in extra.items():
+            side[name].append(timed(fn, device))
     out: dict[str, Any] = {"path": path, "parameters": d, "forward_s": fwd, "update_s": upd}
+    for name, times in side.items():
+        out[f"{name}_s"] = times
+    if side:
+        out["ratio_floor"] = [s / f for s, f in zip(side["floor"], fwd, strict=True)]
     if cacheable:
         out["cache_bytes"] = DEFAULT_CACHE_BYTES
     for suffix, times in zos.items():
@@ -441,6 +478,22 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                 ),
             )
         )
+        if "ratio_floor" in r:
+            figs.append(
+                figure(
+                    f"step.{dev}.logreg.{path}.ratio_floor",
+                    f"logistic regression, the eager floor (the same losses and update, "
+                    f"torch.randn directions), {dev}: step / forward",
+                    "×",
+                    r["ratio_floor"],
+                    note=(
+                        f"step {statistics.median(r['floor_s']) * 1e6:.0f} µs; directions "
+                        f"{statistics.median(r['directions_s']) * 1e6:.0f} µs "
+                        f"(DirectionGenerator.matrix) against torch.randn "
+                        f"{statistics.median(r['randn_s']) * 1e6:.0f} µs (medians)"
+                    ),
+                )
+            )
     if "minilm" in res:
         r = res["minilm"]
         figs.append(

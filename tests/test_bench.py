@@ -180,10 +180,17 @@ def test_step_reports_ratios_and_generator_throughput(results: Path) -> None:
         assert run["parameters"] == 7850
         assert len(run["ratio"]) == len(run["forward_s"]) == len(run["zo_step_s"])
         assert all(x > 0 for x in run["ratio"])
+    floor = r["logreg"]["batched"]
+    assert len(floor["ratio_floor"]) == len(floor["directions_s"]) == len(floor["randn_s"])
+    assert "ratio_floor" not in r["logreg"]["inplace"]
     g = r["generator"]
     assert len(g["fill_s"]) == len(g["randn_s"]) == len(g["fill_over_randn"])
     ids = {f["id"] for f in doc["figures"]}
-    assert {"step.cpu.logreg.batched.ratio", "step.cpu.generator.fill_over_randn"} <= ids
+    assert {
+        "step.cpu.logreg.batched.ratio",
+        "step.cpu.logreg.batched.ratio_floor",
+        "step.cpu.generator.fill_over_randn",
+    } <= ids
 
 
 def test_step_agreement_check_compares_cpu_with_itself() -> None:
@@ -226,6 +233,22 @@ def test_report_renders_every_section_with_targets(results: Path, tmp_path: Path
     assert "Command: `python bench/wire.py --quick" in text
     assert (tmp_path / "figures" / "bench-wire.png").stat().st_size > 0
     assert (tmp_path / "figures" / "bench-scale.png").stat().st_size > 0
+
+
+def test_step_floor_reading_says_whose_gap_it_is() -> None:
+    report = _module("report")
+
+    def run(floor_us: float, randn_us: float) -> dict[str, list[float]]:
+        times = {"forward_s": [100e-6], "floor_s": [floor_us * 1e-6], "randn_s": [randn_us * 1e-6]}
+        return times | {"ratio": [6.0], "ratio_floor": [floor_us / 100], "directions_s": [600e-6]}
+
+    above = report.floor_reading(run(300, 40))
+    assert "take 3.0× F; even with its directions for free" in above
+    assert "it takes 2.6× F, so the 2.3 target lies below what an eager step reaches" in above
+    assert "take 600 µs against 40 µs for `torch.randn` (15×)" in above
+    generator = report.floor_reading(run(250, 40))
+    assert "without its directions it takes 2.1× F, so only a generator faster" in generator
+    assert "so the gap is this project's own" in report.floor_reading(run(210, 40))
 
 
 def test_figure_targets() -> None:
