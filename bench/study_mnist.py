@@ -38,6 +38,8 @@ ATTACKS = ("none", "sf", "foe", "alie", "lf", "tma", "minmax", "adaptive")
 ZO_LR = {64: 4e-3, 1: 8e-3}
 ZO_MU = 1e-3
 ZO_BATCH = 128
+#: The ν=64 rates of the worst-case sweep (group ``sweep-rate``: every attack, the study's batch).
+WORST_CASE_RATES = (4e-3, 8e-3, 16e-3)
 #: The batch of the first (no-attack) sweep.
 SWEEP_BATCH = 32
 FO_LR = 1.0
@@ -232,10 +234,14 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         batch: int = SWEEP_BATCH,
         length: int = rounds,
         attack: str = "none",
+        group: str = "",
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
         tag += f"-{attack}" if attack != "none" else ""
+        if any(c.tag == tag for c in cells):
+            return
+        plain = attack == "none" and batch == SWEEP_BATCH
         cells.append(
             Cell(
                 "zo",
@@ -244,7 +250,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
                 attack,
                 nu=nu,
                 rounds=length,
-                group="sweep" if attack == "none" and batch == SWEEP_BATCH else "sweep-batch",
+                group=group or ("sweep" if plain else "sweep-batch"),
                 zo_lr=lr,
                 zo_mu=mu,
                 zo_batch=batch,
@@ -270,6 +276,11 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     for batch in (32, 128, 256, 512):
         zo(64, 4e-3, batch=batch, length=1000, attack="tma")
     zo(64, 4e-3, batch=512, length=1000)
+    # the rate for the worst case: ν=64 at the study's batch, a whole study run under every
+    # attack, each rate judged by its lowest validation accuracy over them
+    for lr in WORST_CASE_RATES:
+        for attack in ATTACKS:
+            zo(64, lr, batch=ZO_BATCH, length=1000, attack=attack, group="sweep-rate")
     for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
         cells.append(
             Cell(
@@ -335,12 +346,14 @@ def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
 def claim(out: Path, cell_id: str) -> Path | None:
     """Claim ``cell_id`` for this runner, so that runners started side by side on one machine
     never run the same cell: ``out/.claims/<id>``, created atomically and holding this
-    process's pid. None while a live process holds it; the claim of a runner that died
-    (killed, machine restarted) is taken over. Release it by deleting the returned path."""
+    process's pid (a sweep cell's ``sweep/<id>`` as ``sweep%<id>``). None while a live process
+    holds it; the claim of a runner that died (killed, machine restarted) is taken over. Release
+    it by deleting the returned path."""
     folder = out / ".claims"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / cell_id
-    mine = folder / f".{cell_id}.{os.getpid()}"
+    name = cell_id.replace("/", "%")
+    path = folder / name
+    mine = folder / f".{name}.{os.getpid()}"
     mine.write_text(str(os.getpid()))
     try:
         for _ in range(2):

@@ -418,7 +418,10 @@ def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
     (tmp_path / ".claims" / "cell-b").write_text(str(dead.pid))
     taken = study.claim(tmp_path, "cell-b")
     assert taken is not None and taken.read_text() == str(os.getpid())
-    assert sorted(p.name for p in (tmp_path / ".claims").iterdir()) == ["cell-a", "cell-b"]
+    sweep = study.claim(tmp_path, "sweep/cell-c")  # a sweep cell's id names a subfolder
+    assert sweep is not None and study.claim(tmp_path, "sweep/cell-c") is None
+    claims = sorted(p.name for p in (tmp_path / ".claims").iterdir())
+    assert claims == ["cell-a", "cell-b", "sweep%cell-c"]
 
 
 def test_two_runners_side_by_side_run_each_cell_once(tmp_path: Path) -> None:
