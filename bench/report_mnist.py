@@ -176,6 +176,9 @@ class Study:
 
         self.sweep = [r for r in runs if r.eval_split == "validation"]
         evaluated = [r for r in runs if r.eval_split != "validation"]
+        # a rate other than the study's is named in the id (``-lr<rate>``, see Cell.id)
+        self.rated = [r for r in evaluated if re.search(r"-lr[\d.e-]+$", r.id)]
+        evaluated = [r for r in evaluated if r not in self.rated]
         # a budget other than the grid's is named in the id (``-r<rounds>``, see Cell.id)
         self.long = [r for r in evaluated if re.search(r"-r\d+$", r.id)]
         self.colluding = [r for r in evaluated if r.mode == "colluding" and r not in self.long]
@@ -202,13 +205,15 @@ class Study:
 def sweep_findings(sweep: Sequence[Run]) -> list[str]:
     """Sentences read off the sweep: the best rate per method in its longest runs, and the
     effect of μ and of the batch size at fixed rate (ν=64)."""
-    from study_mnist import ZO_BATCH
+    from study_mnist import SWEEP_BATCH, ZO_BATCH
 
     lines = []
     attacked = [r for r in sweep if r.attack != "none"]
     sweep = [r for r in sweep if r.attack == "none"]
     groups: dict[str, list[Run]] = {}
     for r in sweep:
+        if r.method == "zo" and r.zo_batch != SWEEP_BATCH:
+            continue  # the rates were read at the first sweep's batch
         name = f"CYBER-0 ν={r.nu}" if r.method == "zo" else "first-order"
         groups.setdefault(name, []).append(r)
     for name, runs in sorted(groups.items()):
@@ -252,9 +257,14 @@ def sweep_findings(sweep: Sequence[Run]) -> list[str]:
                 "forward cost per round."
             )
             break
-    for attack in sorted({r.attack for r in attacked}):
-        runs = sorted((r for r in attacked if r.attack == attack), key=lambda r: r.zo_batch)
-        clean = {r.zo_batch: r for r in zo64 if r.rounds == runs[0].rounds}
+    compared: dict[tuple[str, float], list[Run]] = {}
+    for r in attacked:
+        compared.setdefault((r.attack, r.zo_lr), []).append(r)
+    for (attack, lr), found in sorted(compared.items()):
+        if len({r.zo_batch for r in found}) < 2:
+            continue  # not a batch comparison (the worst-case sweep: one batch, every attack)
+        runs = sorted(found, key=lambda r: r.zo_batch)
+        clean = {r.zo_batch: r for r in zo64 if r.rounds == runs[0].rounds and r.zo_lr == lr}
         parts = [
             f"batch {r.zo_batch}: {pct(r.final)}%"
             + (f" (no attack {pct(clean[r.zo_batch].final)}%)" if r.zo_batch in clean else "")
@@ -278,6 +288,71 @@ def sweep_findings(sweep: Sequence[Run]) -> list[str]:
                 "left is the spread between the clients' data (Dirichlet skew), which a batch "
                 f"does not shrink, so the study stays at batch {ZO_BATCH}."
             )
+    return lines
+
+
+def worst_case_runs(sweep: Sequence[Run]) -> dict[float, list[Run]]:
+    """The worst-case sweep's validation runs by rate: ν=64, K=1, CWTM, the study's batch and
+    budget, no attack and every attack (group ``sweep-rate``, and the batch comparison's run
+    that shares its settings)."""
+    from study_mnist import ROUNDS, WORST_CASE_RATES, ZO_BATCH, ZO_MU
+
+    by_rate: dict[float, list[Run]] = {}
+    for r in sweep:
+        if (
+            r.method == "zo"
+            and (r.nu, r.k, r.aggregator) == (64, 1, "cwtm")
+            and (r.zo_batch, r.rounds, r.zo_mu) == (ZO_BATCH, ROUNDS[64], ZO_MU)
+            and r.zo_lr in WORST_CASE_RATES
+        ):
+            by_rate.setdefault(r.zo_lr, []).append(r)
+    return dict(sorted(by_rate.items()))
+
+
+def worst_case_rate(sweep: Sequence[Run]) -> float | None:
+    """The rate whose lowest validation accuracy over no attack and every attack is highest,
+    among the rates that ran all of them; None before one has."""
+    from study_mnist import ATTACKS
+
+    complete = {
+        lr: runs
+        for lr, runs in worst_case_runs(sweep).items()
+        if {r.attack for r in runs} >= set(ATTACKS)
+    }
+    if not complete:
+        return None
+    return max(complete, key=lambda lr: min(r.final for r in complete[lr]))
+
+
+def worst_case_findings(sweep: Sequence[Run]) -> list[str]:
+    """Sentences of the worst-case sweep: per rate its lowest accuracy and largest drop, then
+    the rate it picks against the study's."""
+    from study_mnist import ATTACKS, ZO_LR
+
+    lines = []
+    for lr, runs in worst_case_runs(sweep).items():
+        worst = min(runs, key=lambda r: r.final)
+        clean = next((r for r in runs if r.attack == "none"), None)
+        drop = (
+            f", largest drop {100 * (clean.final - worst.final):.2f} points"
+            if clean is not None and worst is not clean
+            else ""
+        )
+        lines.append(
+            f"- η={lr:g} ({len(runs)} of {len(ATTACKS)} runs): lowest {pct(worst.final)}% "
+            f"({worst.attack.upper()}), no attack "
+            f"{f'{pct(clean.final)}%' if clean is not None else 'not run yet'}{drop}."
+        )
+    best = worst_case_rate(sweep)
+    if best is not None:
+        lines.append(
+            f"- the best worst case over every attack: η={best:g}"
+            + (
+                " (the study's rate)."
+                if best == ZO_LR[64]
+                else f" (the study ran η={ZO_LR[64]:g})."
+            )
+        )
     return lines
 
 
@@ -483,6 +558,84 @@ def targets_section(study: Study) -> tuple[list[str], bool | None]:
     else:
         overall = None
     return table(header, rows), overall
+
+
+def rate_section(study: Study) -> list[str]:
+    """The target block at the rate the worst-case sweep picks, beside the study's rate."""
+    from study_mnist import ATTACKS, WORST_CASE_LR, WORST_CASE_RATES, ZO_LR
+
+    by_rate = worst_case_runs(study.sweep)
+    needed = len(WORST_CASE_RATES) * len(ATTACKS)
+    ran = sum(len(runs) for runs in by_rate.values())
+    picked = worst_case_rate(study.sweep)
+    rates = ", ".join(f"{lr:g}" for lr in WORST_CASE_RATES)
+    lines = [
+        "The study's rate was read off a sweep without an attack. A second sweep on the same "
+        f"validation split ran ν=64, K=1, CWTM at the study's batch and budget for η ∈ {{{rates}}}"
+        " under no attack and every attack, and judged each rate by its lowest accuracy over "
+        "them (*How the hyperparameters were chosen*, group `sweep-rate`).",
+        "",
+    ]
+    if ran < needed or picked is None:
+        return [*lines, f"That sweep has not finished: {ran} of {needed} runs."]
+    if picked != WORST_CASE_LR:
+        return [
+            *lines,
+            f"That sweep picks η={picked:g}, but `WORST_CASE_LR` in `bench/study_mnist.py` is "
+            f"{WORST_CASE_LR:g}: set it to the sweep's pick and run group `rate`.",
+        ]
+    if picked == ZO_LR[64]:
+        return [*lines, f"It picks the study's own rate, η={picked:g}: the table above stands."]
+    rated = {(r.aggregator, r.attack): r for r in study.rated if r.zo_lr == picked}
+    rows, beyond, missing = [], [], 0
+    for agg in HEADLINE_AGGREGATORS:
+        base, base_new = study.get(TARGET_BLOCK, agg, "none"), rated.get((agg, "none"))
+        for attack in ATTACKS:
+            old, new = study.get(TARGET_BLOCK, agg, attack), rated.get((agg, attack))
+            if new is None:
+                missing += 1
+            row = [agg, attack]
+            for run, clean in ((old, base), (new, base_new)):
+                row.append(pct(run.final) if run else "not run")
+                gap = run.final - clean.final if run and clean and attack != "none" else None
+                row.append("" if gap is None else f"{-100 * gap:+.2f}")
+            ok = new is not None and (
+                new.final >= GOAL
+                if attack == "none"
+                else base_new is not None and base_new.final - new.final <= TOLERANCE
+            )
+            row.append("yes" if ok else ("" if new is None else "no"))
+            if new is not None and not ok:
+                beyond.append(f"{agg} {attack}")
+            rows.append(row)
+    study_lr = f"η={ZO_LR[64]:g}"
+    lines += [
+        f"It picks η={picked:g}. The target block at seed 0 rerun at that rate (group `rate`), "
+        "on the test set, beside the study's runs:",
+        "",
+        *table(
+            [
+                "rule",
+                "attack",
+                f"{study_lr} (%)",
+                "drop (pts)",
+                f"η={picked:g} (%)",
+                "drop (pts)",
+                "target met",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    if missing:
+        return [*lines, f"{missing} of {len(rows)} runs at η={picked:g} have not run yet."]
+    verdict = "met" if not beyond else "**not met**"
+    detail = "" if not beyond else f" (beyond: {', '.join(beyond)})"
+    return [
+        *lines,
+        f"At η={picked:g} the target (no attack ≥ {pct(GOAL)}%, every attack within "
+        f"{100 * TOLERANCE:.0f} points with CWTM and NNM+CWTM) is {verdict}{detail}.",
+    ]
 
 
 def local_steps_verdict(study: Study) -> str:
@@ -1376,7 +1529,8 @@ def inventory_section(study: Study) -> list[str]:
     """Which cells ran with how many rounds, their wall time, and which did not run."""
     from study_mnist import study_cells
 
-    done = {r.id: r for r in [*study.cells, *study.spread, *study.long, *study.colluding]}
+    runs = [*study.cells, *study.spread, *study.long, *study.colluding, *study.rated]
+    done = {r.id: r for r in runs}
     planned = study_cells()
     by_group: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
@@ -1429,10 +1583,12 @@ def inventory_section(study: Study) -> list[str]:
 def _by_stem(ids: Sequence[str]) -> list[tuple[tuple[str, str], list[str]]]:
     """Cell ids grouped by everything but the attack: ``((stem, suffix), attacks)``, the attack
     being the last dash-separated part before an optional ``-col``, ``-s<seed>`` and
-    ``-r<rounds>``."""
+    ``-r<rounds>`` and ``-lr<rate>``."""
     stems: dict[tuple[str, str], list[str]] = {}
     for cell_id in ids:
-        found = re.fullmatch(r"(.+?)-([^-]+)((?:-col)?(?:-s\d+)?(?:-r\d+)?)", cell_id)
+        found = re.fullmatch(
+            r"(.+?)-([^-]+)((?:-col)?(?:-s\d+)?(?:-r\d+)?(?:-lr[\d.e-]+)?)", cell_id
+        )
         assert found is not None, cell_id
         stems.setdefault((found[1], found[3]), []).append(found[2])
     return list(stems.items())
@@ -1615,6 +1771,10 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         *seed_section(study),
         "",
+        "### A rate chosen for the worst case",
+        "",
+        *rate_section(study),
+        "",
         "### Longer budget",
         "",
         "The target block's cells beyond 3 points on average over the seeds, with their "
@@ -1677,6 +1837,12 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "Read off the sweep:",
         "",
         *sweep_findings(study.sweep),
+        "",
+        "The worst-case sweep (group `sweep-rate`; *A rate chosen for the worst case*): ν=64, "
+        "K=1, CWTM at the study's batch and budget, no attack and every attack, validation "
+        "accuracy:",
+        "",
+        *worst_case_findings(study.sweep),
         "",
         *sweep_section(study),
         "",

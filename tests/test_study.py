@@ -154,9 +154,9 @@ def _results(
             "nu": over.get("nu", 64),
             "local_steps": over.get("k", 1),
             "variant": over.get("variant", "unbiased"),
-            "lr": 0.002,
+            "lr": over.get("lr", 0.002),
             "mu": 0.001,
-            "batch_size": 32,
+            "batch_size": over.get("batch", 32),
         },
         "first_order": {"lr": 0.1, "batch_size": 32},
         "aggregator": {"name": over.get("aggregator", "cwtm")},
@@ -365,6 +365,80 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Beyond 3 points in both modes: none." in text
     assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
+
+
+def test_worst_case_sweep_picks_a_rate_and_the_report_tests_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate with the highest lowest validation accuracy is picked (not the best no-attack
+    one); the target block at that rate is read beside the study's."""
+    study_mnist = _module("study_mnist")
+    results = tmp_path / "results"
+    # (no attack, worst attack's) validation accuracy per rate: 0.004 is best without an attack
+    # and 0.008 has the best worst case
+    for lr, (clean, worst) in {
+        0.004: (0.91, 0.84),
+        0.008: (0.90, 0.86),
+        0.016: (0.85, 0.80),
+    }.items():
+        for attack in study_mnist.ATTACKS:
+            acc = clean if attack == "none" else worst if attack == "tma" else clean - 0.01
+            _write(
+                results,
+                f"sweep/zo-nu64-lr{lr:g}-mu0.001-b128-r1000-{attack}",
+                _results(
+                    "zo",
+                    [0.5, acc],
+                    256,
+                    500,
+                    attack=attack,
+                    lr=lr,
+                    batch=128,
+                    eval_split="validation",
+                ),
+            )
+    study = report.Study(report.load_runs(results))
+    assert report.worst_case_rate(study.sweep) == 0.008
+    findings = report.worst_case_findings(study.sweep)
+    assert (
+        "- η=0.008 (8 of 8 runs): lowest 86.00% (TMA), no attack 90.00%, largest drop 4.00 "
+        "points." in findings
+    )
+    assert (
+        findings[-1] == "- the best worst case over every attack: η=0.008 (the study ran η=0.004)."
+    )
+    assert "`WORST_CASE_LR` in `bench/study_mnist.py` is 0.004" in report.rate_section(study)[-1]
+
+    monkeypatch.setattr(study_mnist, "WORST_CASE_LR", 0.008)
+    rate_cells = [c for c in study_mnist.study_cells() if c.group == "rate"]
+    assert len(rate_cells) == 16 and rate_cells[0].id == "zo-a1.0-nu64-k1-cwtm-none-lr0.008"
+    assert rate_cells[0].config()["zo"]["lr"] == 0.008
+    for agg in ("cwtm", "nnm+cwtm"):
+        for attack in study_mnist.ATTACKS:
+            stem = f"zo-a1.0-nu64-k1-{agg.replace('+', '_')}-{attack}"
+            old = 0.91 if attack == "none" else 0.86
+            new = 0.92 if attack == "none" else 0.88 if attack == "sf" else 0.90
+            _write(
+                results, stem, _results("zo", [0.5, old], 256, 500, aggregator=agg, attack=attack)
+            )
+            if (agg, attack) != ("nnm+cwtm", "adaptive"):
+                _write(
+                    results,
+                    f"{stem}-lr0.008",
+                    _results("zo", [0.5, new], 256, 500, aggregator=agg, attack=attack, lr=0.008),
+                )
+    lines = report.rate_section(report.Study(report.load_runs(results)))
+    assert "| cwtm | sf | 86.00 | +5.00 | 88.00 | +4.00 | no |" in lines
+    assert "| cwtm | foe | 86.00 | +5.00 | 90.00 | +2.00 | yes |" in lines
+    assert "| cwtm | none | 91.00 |  | 92.00 |  | yes |" in lines
+    assert lines[-1] == "1 of 16 runs at η=0.008 have not run yet."
+    _write(
+        results,
+        "zo-a1.0-nu64-k1-nnm_cwtm-adaptive-lr0.008",
+        _results("zo", [0.5, 0.9], 256, 500, aggregator="nnm+cwtm", attack="adaptive", lr=0.008),
+    )
+    lines = report.rate_section(report.Study(report.load_runs(results)))
+    assert lines[-1].endswith("is **not met** (beyond: cwtm sf, nnm+cwtm sf).")
 
 
 def test_clear_share_reading_follows_the_probes() -> None:
