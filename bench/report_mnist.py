@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -586,7 +587,7 @@ def rate_section(study: Study) -> list[str]:
         ]
     if picked == ZO_LR[64]:
         return [*lines, f"It picks the study's own rate, η={picked:g}: the table above stands."]
-    rated = {(r.aggregator, r.attack): r for r in study.rated if r.zo_lr == picked}
+    rated = {(r.aggregator, r.attack): r for r in study.rated if r.zo_lr == picked and r.seed == 0}
     rows, beyond, missing = [], [], 0
     for agg in HEADLINE_AGGREGATORS:
         base, base_new = study.get(TARGET_BLOCK, agg, "none"), rated.get((agg, "none"))
@@ -633,8 +634,59 @@ def rate_section(study: Study) -> list[str]:
     detail = "" if not beyond else f" (beyond: {', '.join(beyond)})"
     return [
         *lines,
-        f"At η={picked:g} the target (no attack ≥ {pct(GOAL)}%, every attack within "
+        f"At η={picked:g}, seed 0, the target (no attack ≥ {pct(GOAL)}%, every attack within "
         f"{100 * TOLERANCE:.0f} points with CWTM and NNM+CWTM) is {verdict}{detail}.",
+        "",
+        *rate_seeds(study, picked),
+    ]
+
+
+def _rated_drops(study: Study, rate: float, aggregator: str, attack: str) -> dict[int, float]:
+    """:func:`_seed_drops` of the runs at ``rate`` (group ``rate``), by seed."""
+    runs = {(r.aggregator, r.attack, r.seed): r for r in study.rated if r.zo_lr == rate}
+    return {
+        seed: base.final - run.final
+        for seed in sorted({r.seed for r in runs.values()})
+        if (base := runs.get((aggregator, "none", seed))) is not None
+        and (run := runs.get((aggregator, attack, seed))) is not None
+    }
+
+
+def rate_seeds(study: Study, rate: float) -> list[str]:
+    """The attacks' drops at ``rate`` over the seeds that ran, beside the study rate's."""
+    from study_mnist import ATTACKS, SPREAD_SEEDS, ZO_LR
+
+    seeds = sorted({r.seed for r in study.rated if r.zo_lr == rate})
+    if seeds == [0]:
+        return [f"Seeds {', '.join(map(str, SPREAD_SEEDS))} at η={rate:g} have not run yet."]
+    rows, beyond = [], []
+    for agg in HEADLINE_AGGREGATORS:
+        for attack in ATTACKS[1:]:
+            row = [agg, attack]
+            rated = _rated_drops(study, rate, agg, attack)
+            for drops in (_seed_drops(study, agg, attack), rated):
+                row.append(" / ".join(f"{100 * d:+.2f}" for d in drops.values()) or "—")
+                mean = statistics.mean(drops.values()) if drops else None
+                n = f"{len(drops)} seed" + ("s" if len(drops) > 1 else "")
+                row.append("—" if mean is None else f"{100 * mean:+.2f} ({n})")
+            if rated and statistics.mean(rated.values()) > TOLERANCE:
+                beyond.append(f"{agg} {attack}")
+            rows.append(row)
+    header = [
+        "rule",
+        "attack",
+        f"η={ZO_LR[64]:g}: drop by seed (pts)",
+        "mean",
+        f"η={rate:g}: drop by seed (pts)",
+        "mean",
+    ]
+    return [
+        f"Over the seeds that ran at η={rate:g} ({', '.join(map(str, seeds))}), each attack's "
+        "drop against the same seed's no-attack run, beside the study rate's (*Seed spread*):",
+        "",
+        *table(header, rows),
+        "",
+        f"Beyond 3 points on average at η={rate:g}: {', '.join(beyond) or 'none'}.",
     ]
 
 

@@ -200,9 +200,14 @@ def study_cells() -> list[Cell]:
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("nnm+cwtm",), attacks, "k5seeds", k=5, variant="biased", seed=s)
         ],
-        # the target block at the rate with the best worst case on validation (group sweep-rate)
+        # the target block at the rate with the best worst case on validation (group sweep-rate),
+        # at the study's seed, then at the spread's seeds
         *(
-            _zo(1.0, head, ATTACKS, "rate", zo_lr=WORST_CASE_LR)
+            [
+                c
+                for s in (SEED, *SPREAD_SEEDS)
+                for c in _zo(1.0, head, ATTACKS, "rate", zo_lr=WORST_CASE_LR, seed=s)
+            ]
             if ZO_LR[64] != WORST_CASE_LR
             else []
         ),
