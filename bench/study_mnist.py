@@ -63,6 +63,8 @@ VALIDATION = 10_000
 COLLUDING_ATTACKS = ("sf", "foe", "alie", "tma", "minmax", "adaptive")
 #: The attacks the K=5 seed group runs first: NNM+CWTM's misses at K=1, with their baseline.
 K5_FIRST = ("none", "sf", "foe")
+#: The attacks CWTM's K=5 seed runs start with: its misses at K=5, seed 0, with their baseline.
+K5_CWTM_FIRST = ("none", "lf", "tma")
 
 log = logging.getLogger("study_mnist")
 
@@ -211,6 +213,13 @@ def study_cells() -> list[Cell]:
             if ZO_LR[64] != WORST_CASE_LR
             else []
         ),
+        # CWTM with K=5 (biased) at the further seeds: its seed-0 misses (LF, TMA) first
+        *[
+            c
+            for attacks in (K5_CWTM_FIRST, ATTACKS)
+            for s in SPREAD_SEEDS
+            for c in _zo(1.0, ("cwtm",), attacks, "k5seeds", k=5, variant="biased", seed=s)
+        ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),

@@ -261,6 +261,15 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
                         variant=variant,
                     ),
                 )
+    # CWTM at K=5 (biased) under SF: 1 and 2.5 points at seeds 0 and 1 (K=1: 7 and 2)
+    for seed, (none, sf) in {0: (0.92, 0.91), 1: (0.92, 0.895)}.items():
+        suffix = "" if seed == 0 else f"-s{seed}"
+        for attack, acc in (("none", none), ("sf", sf)):
+            _write(
+                results,
+                f"zo-a1.0-nu64-k5b-cwtm-{attack}{suffix}",
+                _results("zo", [0.7, acc], 256, attack=attack, seed=seed, k=5, variant="biased"),
+            )
     (tmp_path / "probe").mkdir()
     for attack, k, projection, norm in (
         ("sf", 1, [0.5, 0.5, 0.25, 0.0], 2.0),
@@ -312,6 +321,9 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "K=1 → K=5 (nnm+cwtm, points; the worst seed in brackets): sf +4.00 → +1.50 " in text
     assert "(max +6.00 → +2.00, 2 seeds)." in text
     assert "nnm+cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within." in text
+    assert "cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within;" in text
+    assert "K=1 → K=5 (cwtm, points; the worst seed in brackets): sf +4.50 → +1.75 " in text
+    assert "| cwtm | sf | 91.00 / 89.50 / — | +1.00 / +2.50 / — | +1.75 (2 seeds) | yes |" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
