@@ -645,11 +645,7 @@ def _own_rate_reading(by_rate: dict[float, list[Run]], picked: float) -> str:
     """Why the worst-case sweep keeps the study's rate: each rate's lowest accuracy, and the
     attacks whose validation drop another rate narrows or widens."""
     lowest = {lr: min(runs, key=lambda r: r.final) for lr, runs in by_rate.items()}
-    drops = {
-        lr: {r.attack: clean.final - r.final for r in runs if r.attack != "none"}
-        for lr, runs in by_rate.items()
-        if (clean := next((r for r in runs if r.attack == "none"), None)) is not None
-    }
+    drops = {lr: _drops_by_attack(runs) for lr, runs in by_rate.items()}
     from study_mnist import ATTACKS
 
     others = []
@@ -1450,7 +1446,9 @@ def reading_section(study: Study) -> list[str]:
         "shrinks the aggregate. A larger batch shrinks the "
         "minibatch part of the spread (∝ 1/√batch; the first grid at the end ran batch 32), "
         "not the part that comes from the clients' different label mixes: up to batch 512, "
-        "CWTM's gap under TMA stays above 5 points (the sweep above)." + _long_reading(study),
+        "CWTM's gap under TMA stays above 5 points (the sweep above)."
+        + _long_reading(study)
+        + _rate_reading(study),
         "",
         *other_blocks(study),
         _declines(study),
@@ -1468,6 +1466,35 @@ def _long_reading(study: Study) -> str:
         f"{100 * TOLERANCE:.0f} points for {read.names(True)} (a slower run, not a worse one), "
         f"and ends beyond for {read.names(False)}."
     )
+
+
+def _rate_reading(study: Study) -> str:
+    """One sentence: which attacks' validation drop a larger step narrows (*A rate chosen for
+    the worst case*), once the worst-case sweep has run every rate and attack."""
+    from study_mnist import ATTACKS, WORST_CASE_RATES, ZO_LR
+
+    by_rate = worst_case_runs(study.sweep)
+    complete = {lr: runs for lr, runs in by_rate.items() if len(runs) == len(ATTACKS)}
+    base = ZO_LR[64]
+    if base not in complete or len(complete) < len(WORST_CASE_RATES):
+        return ""
+    drops = {lr: _drops_by_attack(runs) for lr, runs in complete.items()}
+    parts = []
+    for lr in (lr for lr in complete if lr > base):
+        change = {a: round(d - drops[base][a], 6) for a, d in drops[lr].items()}
+        narrower = ", ".join(a for a in ATTACKS if change.get(a, 0) < 0) or "none"
+        wider = ", ".join(a for a in ATTACKS if change.get(a, 0) > 0) or "none"
+        parts.append(f"η={lr:g} narrows it under {narrower} and widens it under {wider}")
+    return (
+        f" A larger step than η={base:g} tests it on the validation split (*A rate chosen for "
+        f"the worst case*; drop against the same rate's no-attack run): {'; '.join(parts)}."
+    )
+
+
+def _drops_by_attack(runs: Sequence[Run]) -> dict[str, float]:
+    """Each attacked run's drop against the no-attack run among ``runs`` (one setting)."""
+    clean = next(r for r in runs if r.attack == "none")
+    return {r.attack: clean.final - r.final for r in runs if r.attack != "none"}
 
 
 def _seed_drops(

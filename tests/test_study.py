@@ -421,6 +421,10 @@ def test_worst_case_sweep_picks_a_rate_and_the_report_tests_it(
         findings[-1] == "- the best worst case over every attack: η=0.008 (the study ran η=0.004)."
     )
     assert "`WORST_CASE_LR` in `bench/study_mnist.py` is 0.004" in report.rate_section(study)[-1]
+    assert report._rate_reading(study).endswith(
+        "η=0.008 narrows it under tma and widens it under none; η=0.016 narrows it under sf, tma "
+        "and widens it under none."
+    )
     monkeypatch.setattr(study_mnist, "ZO_LR", {**study_mnist.ZO_LR, 64: 0.008})
     monkeypatch.setattr(study_mnist, "WORST_CASE_LR", 0.008)
     own = report.rate_section(study)[-1]
