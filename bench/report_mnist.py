@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import re
-import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -177,9 +176,6 @@ class Study:
 
         self.sweep = [r for r in runs if r.eval_split == "validation"]
         evaluated = [r for r in runs if r.eval_split != "validation"]
-        # a rate other than the study's is named in the id (``-lr<rate>``, see Cell.id)
-        self.rated = [r for r in evaluated if re.search(r"-lr[\d.e-]+$", r.id)]
-        evaluated = [r for r in evaluated if r not in self.rated]
         # a budget other than the grid's is named in the id (``-r<rounds>``, see Cell.id)
         self.long = [r for r in evaluated if re.search(r"-r\d+$", r.id)]
         self.colluding = [r for r in evaluated if r.mode == "colluding" and r not in self.long]
@@ -562,8 +558,8 @@ def targets_section(study: Study) -> tuple[list[str], bool | None]:
 
 
 def rate_section(study: Study) -> list[str]:
-    """The target block at the rate the worst-case sweep picks, beside the study's rate."""
-    from study_mnist import ATTACKS, WORST_CASE_LR, WORST_CASE_RATES, ZO_LR
+    """What the worst-case sweep says of the study's rate."""
+    from study_mnist import ATTACKS, WORST_CASE_RATES, ZO_LR
 
     by_rate = worst_case_runs(study.sweep)
     needed = len(WORST_CASE_RATES) * len(ATTACKS)
@@ -579,66 +575,13 @@ def rate_section(study: Study) -> list[str]:
     ]
     if ran < needed or picked is None:
         return [*lines, f"That sweep has not finished: {ran} of {needed} runs."]
-    if picked != WORST_CASE_LR:
+    if picked != ZO_LR[64]:
         return [
             *lines,
-            f"That sweep picks η={picked:g}, but `WORST_CASE_LR` in `bench/study_mnist.py` is "
-            f"{WORST_CASE_LR:g}: set it to the sweep's pick and run group `rate`.",
+            f"It picks η={picked:g}, not the study's η={ZO_LR[64]:g}: the target block has not "
+            "been rerun at that rate, so the table above is the study rate's only.",
         ]
-    if picked == ZO_LR[64]:
-        return [*lines, _own_rate_reading(by_rate, picked)]
-    rated = {(r.aggregator, r.attack): r for r in study.rated if r.zo_lr == picked and r.seed == 0}
-    rows, beyond, missing = [], [], 0
-    for agg in HEADLINE_AGGREGATORS:
-        base, base_new = study.get(TARGET_BLOCK, agg, "none"), rated.get((agg, "none"))
-        for attack in ATTACKS:
-            old, new = study.get(TARGET_BLOCK, agg, attack), rated.get((agg, attack))
-            if new is None:
-                missing += 1
-            row = [agg, attack]
-            for run, clean in ((old, base), (new, base_new)):
-                row.append(pct(run.final) if run else "not run")
-                gap = run.final - clean.final if run and clean and attack != "none" else None
-                row.append("" if gap is None else f"{-100 * gap:+.2f}")
-            ok = new is not None and (
-                new.final >= GOAL
-                if attack == "none"
-                else base_new is not None and base_new.final - new.final <= TOLERANCE
-            )
-            row.append("yes" if ok else ("" if new is None else "no"))
-            if new is not None and not ok:
-                beyond.append(f"{agg} {attack}")
-            rows.append(row)
-    study_lr = f"η={ZO_LR[64]:g}"
-    lines += [
-        f"It picks η={picked:g}. The target block at seed 0 rerun at that rate (group `rate`), "
-        "on the test set, beside the study's runs:",
-        "",
-        *table(
-            [
-                "rule",
-                "attack",
-                f"{study_lr} (%)",
-                "drop (pts)",
-                f"η={picked:g} (%)",
-                "drop (pts)",
-                "target met",
-            ],
-            rows,
-        ),
-        "",
-    ]
-    if missing:
-        return [*lines, f"{missing} of {len(rows)} runs at η={picked:g} have not run yet."]
-    verdict = "met" if not beyond else "**not met**"
-    detail = "" if not beyond else f" (beyond: {', '.join(beyond)})"
-    return [
-        *lines,
-        f"At η={picked:g}, seed 0, the target (no attack ≥ {pct(GOAL)}%, every attack within "
-        f"{100 * TOLERANCE:.0f} points with CWTM and NNM+CWTM) is {verdict}{detail}.",
-        "",
-        *rate_seeds(study, picked),
-    ]
+    return [*lines, _own_rate_reading(by_rate, picked)]
 
 
 def _own_rate_reading(by_rate: dict[float, list[Run]], picked: float) -> str:
@@ -672,55 +615,6 @@ def _own_rate_reading(by_rate: dict[float, list[Run]], picked: float) -> str:
         + ". So the misses of the table above are not the price of a rate chosen without "
         "attacks: the table above stands."
     )
-
-
-def _rated_drops(study: Study, rate: float, aggregator: str, attack: str) -> dict[int, float]:
-    """:func:`_seed_drops` of the runs at ``rate`` (group ``rate``), by seed."""
-    runs = {(r.aggregator, r.attack, r.seed): r for r in study.rated if r.zo_lr == rate}
-    return {
-        seed: base.final - run.final
-        for seed in sorted({r.seed for r in runs.values()})
-        if (base := runs.get((aggregator, "none", seed))) is not None
-        and (run := runs.get((aggregator, attack, seed))) is not None
-    }
-
-
-def rate_seeds(study: Study, rate: float) -> list[str]:
-    """The attacks' drops at ``rate`` over the seeds that ran, beside the study rate's."""
-    from study_mnist import ATTACKS, SPREAD_SEEDS, ZO_LR
-
-    seeds = sorted({r.seed for r in study.rated if r.zo_lr == rate})
-    if seeds == [0]:
-        return [f"Seeds {', '.join(map(str, SPREAD_SEEDS))} at η={rate:g} have not run yet."]
-    rows, beyond = [], []
-    for agg in HEADLINE_AGGREGATORS:
-        for attack in ATTACKS[1:]:
-            row = [agg, attack]
-            rated = _rated_drops(study, rate, agg, attack)
-            for drops in (_seed_drops(study, agg, attack), rated):
-                row.append(" / ".join(f"{100 * d:+.2f}" for d in drops.values()) or "—")
-                mean = statistics.mean(drops.values()) if drops else None
-                n = f"{len(drops)} seed" + ("s" if len(drops) > 1 else "")
-                row.append("—" if mean is None else f"{100 * mean:+.2f} ({n})")
-            if rated and statistics.mean(rated.values()) > TOLERANCE:
-                beyond.append(f"{agg} {attack}")
-            rows.append(row)
-    header = [
-        "rule",
-        "attack",
-        f"η={ZO_LR[64]:g}: drop by seed (pts)",
-        "mean",
-        f"η={rate:g}: drop by seed (pts)",
-        "mean",
-    ]
-    return [
-        f"Over the seeds that ran at η={rate:g} ({', '.join(map(str, seeds))}), each attack's "
-        "drop against the same seed's no-attack run, beside the study rate's (*Seed spread*):",
-        "",
-        *table(header, rows),
-        "",
-        f"Beyond 3 points on average at η={rate:g}: {', '.join(beyond) or 'none'}.",
-    ]
 
 
 def local_steps_verdict(study: Study) -> str:
@@ -1651,8 +1545,7 @@ def inventory_section(study: Study) -> list[str]:
     """Which cells ran with how many rounds, their wall time, and which did not run."""
     from study_mnist import study_cells
 
-    runs = [*study.cells, *study.spread, *study.long, *study.colluding, *study.rated]
-    done = {r.id: r for r in runs}
+    done = {r.id: r for r in [*study.cells, *study.spread, *study.long, *study.colluding]}
     planned = study_cells()
     by_group: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
@@ -1705,12 +1598,10 @@ def inventory_section(study: Study) -> list[str]:
 def _by_stem(ids: Sequence[str]) -> list[tuple[tuple[str, str], list[str]]]:
     """Cell ids grouped by everything but the attack: ``((stem, suffix), attacks)``, the attack
     being the last dash-separated part before an optional ``-col``, ``-s<seed>`` and
-    ``-r<rounds>`` and ``-lr<rate>``."""
+    ``-r<rounds>``."""
     stems: dict[tuple[str, str], list[str]] = {}
     for cell_id in ids:
-        found = re.fullmatch(
-            r"(.+?)-([^-]+)((?:-col)?(?:-s\d+)?(?:-r\d+)?(?:-lr[\d.e-]+)?)", cell_id
-        )
+        found = re.fullmatch(r"(.+?)-([^-]+)((?:-col)?(?:-s\d+)?(?:-r\d+)?)", cell_id)
         assert found is not None, cell_id
         stems.setdefault((found[1], found[3]), []).append(found[2])
     return list(stems.items())
@@ -2031,8 +1922,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "and 2; long = the target block's cells beyond 3 points (and their no-attack runs) "
         f"at {LONG_ROUNDS} rounds, plus NNM+CWTM's worst seed; colluding = the target block "
         "against colluding attackers; k5seeds = NNM+CWTM, then CWTM, at K=5 (biased) at "
-        "seeds 1 and 2; rate = the target block at the worst-case sweep's rate, when it is "
-        "not the study's, at seeds 0, 1 and 2; rest = the remainder of the full grid.",
+        "seeds 1 and 2; rest = the remainder of the full grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),
     ]

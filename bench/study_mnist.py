@@ -40,9 +40,6 @@ ZO_MU = 1e-3
 ZO_BATCH = 128
 #: The ν=64 rates of the worst-case sweep (group ``sweep-rate``: every attack, the study's batch).
 WORST_CASE_RATES = (4e-3, 8e-3, 16e-3)
-#: The rate of the worst-case sweep with the highest lowest validation accuracy (group ``rate``
-#: reruns the target block at it, when it is not the study's).
-WORST_CASE_LR = 4e-3
 #: The batch of the first (no-attack) sweep.
 SWEEP_BATCH = 32
 FO_LR = 1.0
@@ -103,8 +100,7 @@ class Cell:
     def id(self) -> str:
         """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; colluding
         attackers add ``-col``, a seed other than :data:`SEED` adds ``-s<seed>``, a budget
-        other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``, a
-        ZO rate other than :data:`ZO_LR`'s adds ``-lr<rate>``."""
+        other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
@@ -112,8 +108,6 @@ class Cell:
         suffix += "" if self.seed == SEED else f"-s{self.seed}"
         if self.rounds != standard_rounds(self.method, self.nu):
             suffix += f"-r{self.rounds}"
-        if self.method == "zo" and self.zo_lr and self.zo_lr != ZO_LR[self.nu]:
-            suffix += f"-lr{self.zo_lr:g}"
         if self.method == "first_order":
             return f"fo-a{self.alpha}-{agg}-{self.attack}{suffix}"
         k = f"k{self.k}" if self.k == 1 else f"k{self.k}{self.variant[0]}"
@@ -202,17 +196,6 @@ def study_cells() -> list[Cell]:
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("nnm+cwtm",), attacks, "k5seeds", k=5, variant="biased", seed=s)
         ],
-        # the target block at the rate with the best worst case on validation (group sweep-rate),
-        # at the study's seed, then at the spread's seeds
-        *(
-            [
-                c
-                for s in (SEED, *SPREAD_SEEDS)
-                for c in _zo(1.0, head, ATTACKS, "rate", zo_lr=WORST_CASE_LR, seed=s)
-            ]
-            if ZO_LR[64] != WORST_CASE_LR
-            else []
-        ),
         # CWTM with K=5 (biased) at the further seeds: its seed-0 misses (LF, TMA) first
         *[
             c
