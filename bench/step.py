@@ -216,8 +216,8 @@ def measure_step(
         torch.randn(1, d, device=params[0].device, dtype=params[0].dtype)
 
     # The batched path's side figures: the eager floor and its directions against torch.randn.
-    extra = {"floor": floor_step, "directions": directions, "randn": randn}
-    extra = extra if path == "batched" else {}
+    side_steps = {"floor": floor_step, "directions": directions, "randn": randn}
+    extra = side_steps if path == "batched" else {}
 
     for _ in range(warmup):
         forward()
