@@ -306,19 +306,43 @@ def worst_case_runs(sweep: Sequence[Run]) -> dict[float, list[Run]]:
     return dict(sorted(by_rate.items()))
 
 
-def worst_case_rate(sweep: Sequence[Run]) -> float | None:
-    """The rate whose lowest validation accuracy over no attack and every attack is highest,
-    among the rates that ran all of them; None before one has."""
+def complete_worst_cases(sweep: Sequence[Run]) -> dict[float, list[Run]]:
+    """:func:`worst_case_runs` of the rates that ran no attack and every attack."""
     from study_mnist import ATTACKS
 
-    complete = {
+    return {
         lr: runs
         for lr, runs in worst_case_runs(sweep).items()
         if {r.attack for r in runs} >= set(ATTACKS)
     }
+
+
+def worst_case_rate(sweep: Sequence[Run]) -> float | None:
+    """The rate whose lowest validation accuracy over no attack and every attack is highest,
+    among the rates that ran all of them; None before one has."""
+    complete = complete_worst_cases(sweep)
     if not complete:
         return None
     return max(complete, key=lambda lr: min(r.final for r in complete[lr]))
+
+
+def _rate_moves(
+    complete: dict[float, list[Run]], base: float
+) -> dict[float, tuple[list[str], list[str]]]:
+    """For each rate of ``complete`` but ``base``: the attacks whose validation drop (against
+    the same rate's no-attack run) it narrows, and those it widens, compared with ``base``."""
+    from study_mnist import ATTACKS
+
+    drops = {lr: _drops_by_attack(runs) for lr, runs in complete.items()}
+    moves = {}
+    for lr in complete:
+        if lr != base:
+            change = {a: round(drops[lr][a] - drops[base][a], 6) for a in ATTACKS[1:]}
+            moves[lr] = (
+                [a for a, c in change.items() if c < 0],
+                [a for a, c in change.items() if c > 0],
+            )
+    return moves
 
 
 def worst_case_findings(sweep: Sequence[Run]) -> list[str]:
@@ -561,10 +585,7 @@ def rate_section(study: Study) -> list[str]:
     """What the worst-case sweep says of the study's rate."""
     from study_mnist import ATTACKS, WORST_CASE_RATES, ZO_LR
 
-    by_rate = worst_case_runs(study.sweep)
-    needed = len(WORST_CASE_RATES) * len(ATTACKS)
-    ran = sum(len(runs) for runs in by_rate.values())
-    picked = worst_case_rate(study.sweep)
+    complete = complete_worst_cases(study.sweep)
     rates = ", ".join(f"{lr:g}" for lr in WORST_CASE_RATES)
     lines = [
         "The study's rate was read off a sweep without an attack. A second sweep on the same "
@@ -573,35 +594,29 @@ def rate_section(study: Study) -> list[str]:
         "them (*How the hyperparameters were chosen*, group `sweep-rate`).",
         "",
     ]
-    if ran < needed or picked is None:
+    if len(complete) < len(WORST_CASE_RATES):
+        ran = sum(len(runs) for runs in worst_case_runs(study.sweep).values())
+        needed = len(WORST_CASE_RATES) * len(ATTACKS)
         return [*lines, f"That sweep has not finished: {ran} of {needed} runs."]
+    picked = worst_case_rate(study.sweep)
     if picked != ZO_LR[64]:
         return [
             *lines,
             f"It picks η={picked:g}, not the study's η={ZO_LR[64]:g}: the target block has not "
             "been rerun at that rate, so the table above is the study rate's only.",
         ]
-    return [*lines, _own_rate_reading(by_rate, picked)]
+    return [*lines, _own_rate_reading(complete, picked)]
 
 
-def _own_rate_reading(by_rate: dict[float, list[Run]], picked: float) -> str:
+def _own_rate_reading(complete: dict[float, list[Run]], picked: float) -> str:
     """Why the worst-case sweep keeps the study's rate: each rate's lowest accuracy, and the
     attacks whose validation drop another rate narrows or widens."""
-    lowest = {lr: min(runs, key=lambda r: r.final) for lr, runs in by_rate.items()}
-    drops = {lr: _drops_by_attack(runs) for lr, runs in by_rate.items()}
-    from study_mnist import ATTACKS
-
+    lowest = {lr: min(runs, key=lambda r: r.final) for lr, runs in complete.items()}
     others = []
-    for lr in by_rate:
-        if lr == picked:
-            continue
-        change = {a: round(drops[lr][a] - drops[picked][a], 6) for a in ATTACKS if a in drops[lr]}
+    for lr, (narrower, wider) in _rate_moves(complete, picked).items():
         moves = [
             f"{verb} the drop under {', '.join(a.upper() for a in found)}"
-            for verb, found in (
-                ("narrows", [a for a, c in change.items() if c < 0]),
-                ("widens", [a for a, c in change.items() if c > 0]),
-            )
+            for verb, found in (("narrows", narrower), ("widens", wider))
             if found
         ]
         others.append(
@@ -1365,20 +1380,18 @@ def _long_reading(study: Study) -> str:
 def _rate_reading(study: Study) -> str:
     """One sentence: which attacks' validation drop a larger step narrows (*A rate chosen for
     the worst case*), once the worst-case sweep has run every rate and attack."""
-    from study_mnist import ATTACKS, WORST_CASE_RATES, ZO_LR
+    from study_mnist import WORST_CASE_RATES, ZO_LR
 
-    by_rate = worst_case_runs(study.sweep)
-    complete = {lr: runs for lr, runs in by_rate.items() if len(runs) == len(ATTACKS)}
+    complete = complete_worst_cases(study.sweep)
     base = ZO_LR[64]
     if base not in complete or len(complete) < len(WORST_CASE_RATES):
         return ""
-    drops = {lr: _drops_by_attack(runs) for lr, runs in complete.items()}
-    parts = []
-    for lr in (lr for lr in complete if lr > base):
-        change = {a: round(d - drops[base][a], 6) for a, d in drops[lr].items()}
-        narrower = ", ".join(a for a in ATTACKS if change.get(a, 0) < 0) or "none"
-        wider = ", ".join(a for a in ATTACKS if change.get(a, 0) > 0) or "none"
-        parts.append(f"η={lr:g} narrows it under {narrower} and widens it under {wider}")
+    parts = [
+        f"η={lr:g} narrows it under {', '.join(narrower) or 'none'} and widens it under "
+        f"{', '.join(wider) or 'none'}"
+        for lr, (narrower, wider) in _rate_moves(complete, base).items()
+        if lr > base
+    ]
     return (
         f" A larger step than η={base:g} tests it on the validation split (*A rate chosen for "
         f"the worst case*; drop against the same rate's no-attack run): {'; '.join(parts)}."
