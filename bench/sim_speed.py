@@ -5,6 +5,11 @@
 Runs the simulator in this process (CWTM, f = 5, ALIE, Dirichlet(1), 2 torch threads) for each
 batch size, ``--repeats`` times, interleaved, and writes ``bench/results/sim-speed.json``
 (median and spread of the wall times, the machine and its load) for ``bench/report.py``.
+
+Then, for the study's K = 5 cells (ν = 1 and 64, batch 128), the 20 clients' local rounds of
+one round as the simulator runs them, grouped (``ZOEstimator.local_rounds``), against the same
+rounds client by client (``local_round``), alternating round by round on the same batches:
+the time per round of each, their ratio, and a check that both give the same bits.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, figure, machine, started, write_result
 
-from cyber0.common.simulator import build_config, simulate
+from cyber0.common.estimator import ZOEstimator
+from cyber0.common.models import LogisticRegression, cross_entropy_loss
+from cyber0.common.perturbation import DirectionGenerator
+from cyber0.common.plan import ZOSettings
+from cyber0.common.simulator import build_config, make_clients, simulate
+
+#: The study's K = 5 settings timed client by client against grouped: ν → rate.
+GROUPED_RATES = {1: 8e-3, 64: 4e-3}
 
 
 def config(rounds: int, batch: int) -> dict[str, Any]:
@@ -38,6 +50,48 @@ def config(rounds: int, batch: int) -> dict[str, Any]:
     }
 
 
+def client_rounds(nu: int, rounds: int, threads: int) -> list[dict[str, Any]]:
+    """Per-round time of the 20 clients' K = 5 local rounds (ν = ``nu``, unbiased, batch 128),
+    grouped and client by client, alternating (the order flips every round); their ratio per
+    round pair. Raises if the two ever differ in a bit."""
+    built = build_config(config(rounds, 128))
+    zo = ZOSettings(nu=nu, local_steps=5, mu=1e-3, lr=GROUPED_RATES[nu], batch_size=128)
+    clients = make_clients(built, None)
+    model = LogisticRegression(init_seed=0)
+    estimator = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(0), zo, "batched")
+    times: dict[str, list[float]] = {"grouped": [], "one_by_one": []}
+    for t in range(rounds):
+        batches = [[c.batch(built, 128, t, k) for k in range(5)] for c in clients]
+        rows = {}
+        for way in ("grouped", "one_by_one")[:: 1 if t % 2 == 0 else -1]:
+            start = time.perf_counter()
+            if way == "grouped":
+                rows[way] = estimator.local_rounds(t, batches)
+            else:
+                rows[way] = torch.stack([estimator.local_round(t, b) for b in batches])
+            times[way].append(time.perf_counter() - start)
+        if not torch.equal(rows["grouped"], rows["one_by_one"]):
+            raise RuntimeError(f"grouped and client-by-client rows differ at round {t}")
+    ratios = [a / b for a, b in zip(times["one_by_one"], times["grouped"], strict=True)]
+    label = f"20 clients' local rounds, ν={nu}, K=5, batch 128, {threads} torch threads"
+    return [
+        figure(
+            f"sim.clients.nu{nu}.{way}",
+            f"{label}: {way.replace('_', ' ')}, per round",
+            "ms",
+            [1e3 * v for v in values],
+        )
+        for way, values in times.items()
+    ] + [
+        figure(
+            f"sim.clients.nu{nu}.speedup",
+            f"{label}: client by client / grouped (same bits, checked every round)",
+            "x",
+            ratios,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="results folder (default bench/results)")
     p.add_argument("--name", default="sim-speed")
+    p.add_argument("--client-rounds", type=int, default=30, help="rounds timed per ν, each way")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc: dict[str, Any] = {"command": command_line(), "machine": machine(), "started": started()}
@@ -75,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for batch in args.batch
     ]
+    for nu in GROUPED_RATES:
+        doc["figures"] += client_rounds(nu, args.client_rounds, args.threads)
     print(f"wrote {write_result(args.name, doc, args.out)}")
     return 0
 

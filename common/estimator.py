@@ -39,6 +39,11 @@ from .plan import ZOSettings
 #: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
 LossFn = Callable[[nn.Module, Any], Tensor]
 Path = Literal["batched", "inplace"]
+#: Most perturbed-weight elements (clients × 2ν × d) :meth:`ZOEstimator.local_rounds` puts in
+#: one group: 1 Mi floats (4 MiB). Logistic regression at ν = 1 groups 66 clients; at ν = 64
+#: (1.0 Mi per client) each client runs alone: groups of 4 measured slower than one by one
+#: (``bench/sim_speed.py``), their 16 MiB of rows no longer in cache.
+GROUP_ELEMENTS = 1 << 20
 
 
 def direction_step(zo: ZOSettings, step: int) -> int:
@@ -225,3 +230,81 @@ class ZOEstimator:
         stacked = torch.stack(rows)
         out = stacked.reshape(-1) if zo.variant == "unbiased" else stacked.sum(dim=0)
         return out.to(torch.float32)
+
+    def local_rounds(self, round: int, batches: Sequence[Sequence[Any]]) -> Tensor:
+        """:meth:`local_round` for clients that all start ``round`` at the model's weights
+        (``batches[i]``: client i's K batches), as an (n, m) float32 tensor whose row i is
+        bitwise ``local_round(round, batches[i])``.
+
+        Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` on the
+        batched path runs its clients together, in groups of consecutive clients whose batches
+        share a shape and whose 2ν perturbed weight rows fit in ``GROUP_ELEMENTS``: one batched
+        product per local step for a group
+        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`), each
+        client's local update the same :func:`apply_directions_` on its own row. Any other
+        model runs :meth:`local_round` client by client.
+        """
+        if not self._groups_clients():
+            return _stack_rows([self.local_round(round, b) for b in batches], self.zo)
+        if any(len(b) != self.zo.local_steps for b in batches):
+            raise ValueError(f"need {self.zo.local_steps} batches (one per local step) per client")
+        d = sum(p.numel() for _, p in canonical_parameters(self.model))
+        per_group = max(1, GROUP_ELEMENTS // (2 * self.zo.nu * d))
+        groups: list[list[Sequence[Any]]] = []
+        for client in batches:
+            if groups and len(groups[-1]) < per_group and _shapes(client) == _shapes(groups[-1][0]):
+                groups[-1].append(client)
+            else:
+                groups.append([client])
+        return _stack_rows([self._group_rounds(round, group) for group in groups], self.zo)
+
+    def _groups_clients(self) -> bool:
+        """Whether :meth:`local_rounds` can run clients together (see there)."""
+        return (
+            self.path == "batched"
+            and self.loss_fn is cross_entropy_loss
+            and isinstance(self.model, LogisticRegression)
+        )
+
+    @torch.inference_mode()
+    def _group_rounds(self, round: int, batches: Sequence[Sequence[Any]]) -> Tensor:
+        """(n, m) update vectors of clients whose batches share shapes: :meth:`local_round`'s
+        steps on an (n, d) stack of the clients' flat weights."""
+        zo = self.zo
+        assert isinstance(self.model, LogisticRegression)
+        flat = flat_parameters(self.model)
+        weights = flat.expand(len(batches), -1).clone()
+        shapes = [p.shape for _, p in canonical_parameters(self.model)]
+        sizes = [math.prod(shape) for shape in shapes]
+        steps = []
+        for k in range(zo.local_steps):
+            dstep = direction_step(zo, k)
+            z = self._scaled_directions(round, dstep, flat)
+            x = torch.stack([b[k][0] for b in batches])
+            y = torch.stack([b[k][1] for b in batches])
+            perturbed_rows = torch.cat([weights[:, None] + z, weights[:, None] - z], dim=1)
+            losses = self.model.grouped_cross_entropy_at(perturbed_rows, x, y).double()
+            g = (losses[:, : zo.nu] - losses[:, zo.nu :]) / (2.0 * zo.mu)
+            steps.append(g)
+            if k + 1 < zo.local_steps:
+                for row, values in zip(weights, g, strict=True):
+                    parts = zip(row.split(sizes), shapes, strict=True)
+                    params = [part.view(shape) for part, shape in parts]
+                    terms = [(dstep, j, zo.lr * float(v)) for j, v in enumerate(values)]
+                    apply_directions_(params, self.generator, round, terms, self.cache)
+        stacked = torch.stack(steps)
+        if zo.variant == "unbiased":
+            return stacked.transpose(0, 1).reshape(len(batches), -1).to(torch.float32)
+        return stacked.sum(dim=0).to(torch.float32)
+
+
+def _shapes(batches: Sequence[Any]) -> list[tuple[int, ...]]:
+    """The shapes of a client's K batch inputs."""
+    return [tuple(x.shape) for x, _ in batches]
+
+
+def _stack_rows(rows: Sequence[Tensor], zo: ZOSettings) -> Tensor:
+    """Update vectors (m,) or blocks of them (n, m) stacked into (n, m); (0, m) for none."""
+    if not rows:
+        return torch.empty(0, zo.scalars_per_round)
+    return torch.cat([r.reshape(-1, zo.scalars_per_round) for r in rows])

@@ -308,13 +308,10 @@ def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None
 
     def round_update(t: int) -> None:
         def vectors(group: Sequence[Client]) -> Tensor:
-            rows = [
-                estimator.local_round(
-                    t, [c.batch(config, zo.batch_size, t, k) for k in range(zo.local_steps)]
-                )
-                for c in group
+            batches = [
+                [c.batch(config, zo.batch_size, t, k) for k in range(zo.local_steps)] for c in group
             ]
-            return torch.stack(rows) if rows else torch.empty(0, zo.scalars_per_round)
+            return estimator.local_rounds(t, batches)
 
         honest = vectors([c for c in clients if not c.byzantine])
         byz = byzantine_vectors(

@@ -56,6 +56,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             failures.append(f"{cmd}: exit {proc.returncode}\n{text[-3000:]}")
     # After the others, not beside them: it loads MNIST and simulates 20 clients.
     sim = ["--rounds", "3", "--repeats", "1", "--batch", "8", "--threads", "1", "--out", str(out)]
+    sim += ["--client-rounds", "2"]
     done = subprocess.run(
         [sys.executable, str(BENCH / "sim_speed.py"), *sim],
         capture_output=True,
@@ -217,10 +218,15 @@ def test_memory_measures_three_modes_in_fresh_processes(results: Path) -> None:
 # --------------------------------------------------------------------------- report
 def test_sim_speed_times_the_simulator(results: Path) -> None:
     doc = _doc(results, "sim-speed")
-    (fig,) = doc["figures"]
-    assert fig["id"] == "sim.speed.b8" and fig["median"] > 0
+    figs = {f["id"]: f for f in doc["figures"]}
+    fig = figs["sim.speed.b8"]
+    assert fig["median"] > 0
     assert fig["target"] is None  # the target is for 1000 rounds
     assert len(doc["runs"]["8"]["wall_seconds"]) == 1
+    for nu in (1, 64):  # grouped and client-by-client rounds: same bits, or the script fails
+        for way in ("grouped", "one_by_one"):
+            assert len(figs[f"sim.clients.nu{nu}.{way}"]["runs"]) == 2
+        assert figs[f"sim.clients.nu{nu}.speedup"]["median"] > 0
 
 
 def test_report_renders_every_section_with_targets(results: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cyber0.common import estimator as estimator_module
 from cyber0.common.estimator import (
     ZOEstimator,
     apply_aggregate_,
@@ -240,3 +241,54 @@ def test_inplace_path_on_a_bert_reads_only_the_embedding_rows_it_needs(
     monkeypatch.setattr(perturbation, "SMALL_TENSOR", 0)  # every tensor alone
     full = ZOEstimator(model, loss, g, zo, "inplace").step_scalars(5, 0, batch)
     assert torch.equal(rows, full) and bool((rows != 0).all())
+
+
+@pytest.mark.parametrize(
+    ("nu", "steps", "variant", "budget"),
+    [
+        (1, 1, "unbiased", 1 << 20),
+        (1, 5, "unbiased", 1 << 20),
+        (3, 4, "biased", 1 << 20),
+        (3, 3, "unbiased", 0),
+        (2, 3, "biased", 0),
+    ],
+)
+def test_clients_run_together_give_each_clients_bits(
+    nu: int, steps: int, variant: str, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``local_rounds`` on logistic regression (clients grouped into one batched product per
+    step) returns, row by row, bitwise what ``local_round`` returns client by client: with and
+    without kept directions, across groups cut by size (at most 2 clients here) and by batch
+    shape (client 3 has fewer samples), and leaves the model's weights untouched."""
+    monkeypatch.setattr(estimator_module, "GROUP_ELEMENTS", 2 * 2 * nu * 7850)
+    model = LogisticRegression(784, 10, init_seed=1)
+    gen = torch.Generator().manual_seed(nu * 100 + steps)
+    sizes = [32, 32, 32, 17, 32]
+    batches = [
+        [
+            (torch.rand(b, 784, generator=gen), torch.randint(0, 10, (b,), generator=gen))
+            for _ in range(steps)
+        ]
+        for b in sizes
+    ]
+    zo = ZOSettings(nu=nu, local_steps=steps, mu=1e-2, lr=0.5, variant=variant)  # type: ignore[arg-type]
+    before = flat_parameters(model)
+    directions = DirectionGenerator(9)
+    together = ZOEstimator(model, cross_entropy_loss, directions, zo, "batched", budget)
+    rows = together.local_rounds(4, batches)
+    alone = ZOEstimator(model, cross_entropy_loss, directions, zo, "batched", budget)
+    expected = torch.stack([alone.local_round(4, b) for b in batches])
+    assert rows.shape == (len(sizes), zo.scalars_per_round)
+    assert torch.equal(rows, expected)
+    assert bool((rows[:, 0] != rows[0, 0]).any())
+    assert torch.equal(flat_parameters(model), before)
+
+
+def test_clients_of_other_models_run_one_by_one() -> None:
+    """A model without a grouped loss gets ``local_round`` per client; no clients, (0, m)."""
+    model, batch = make_problem(3)
+    zo = ZOSettings(nu=2, local_steps=2, mu=1e-2, lr=0.1)
+    est = ZOEstimator(model, ce_loss, DirectionGenerator(2), zo, "batched")
+    rows = est.local_rounds(0, [[batch, batch], [batch, batch]])
+    assert torch.equal(rows, torch.stack([est.local_round(0, [batch, batch])] * 2))
+    assert est.local_rounds(0, []).shape == (0, zo.scalars_per_round)
