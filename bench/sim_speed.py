@@ -59,20 +59,20 @@ def client_rounds(nu: int, rounds: int, threads: int) -> list[dict[str, Any]]:
     clients = make_clients(built, None)
     model = LogisticRegression(init_seed=0)
     estimator = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(0), zo, "batched")
-    times: dict[str, list[float]] = {"grouped": [], "one_by_one": []}
+    times: dict[str, list[float]] = {"grouped": [], "client_by_client": []}
     for t in range(rounds):
         batches = [[c.batch(built, 128, t, k) for k in range(5)] for c in clients]
         rows = {}
-        for way in ("grouped", "one_by_one")[:: 1 if t % 2 == 0 else -1]:
+        for way in ("grouped", "client_by_client")[:: 1 if t % 2 == 0 else -1]:
             start = time.perf_counter()
             if way == "grouped":
                 rows[way] = estimator.local_rounds(t, batches)
             else:
                 rows[way] = torch.stack([estimator.local_round(t, b) for b in batches])
             times[way].append(time.perf_counter() - start)
-        if not torch.equal(rows["grouped"], rows["one_by_one"]):
+        if not torch.equal(rows["grouped"], rows["client_by_client"]):
             raise RuntimeError(f"grouped and client-by-client rows differ at round {t}")
-    ratios = [a / b for a, b in zip(times["one_by_one"], times["grouped"], strict=True)]
+    ratios = [a / b for a, b in zip(times["client_by_client"], times["grouped"], strict=True)]
     label = f"20 clients' local rounds, ν={nu}, K=5, batch 128, {threads} torch threads"
     return [
         figure(
@@ -86,7 +86,7 @@ def client_rounds(nu: int, rounds: int, threads: int) -> list[dict[str, Any]]:
         figure(
             f"sim.clients.nu{nu}.speedup",
             f"{label}: client by client / grouped (same bits, checked every round)",
-            "x",
+            "×",
             ratios,
         )
     ]

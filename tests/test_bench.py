@@ -224,7 +224,7 @@ def test_sim_speed_times_the_simulator(results: Path) -> None:
     assert fig["target"] is None  # the target is for 1000 rounds
     assert len(doc["runs"]["8"]["wall_seconds"]) == 1
     for nu in (1, 64):  # grouped and client-by-client rounds: same bits, or the script fails
-        for way in ("grouped", "one_by_one"):
+        for way in ("grouped", "client_by_client"):
             assert len(figs[f"sim.clients.nu{nu}.{way}"]["runs"]) == 2
         assert figs[f"sim.clients.nu{nu}.speedup"]["median"] > 0
 
