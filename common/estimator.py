@@ -16,7 +16,6 @@ the global model: after its K steps the client returns to the round's starting w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -162,22 +161,31 @@ class ZOEstimator:
         if path == "inplace":
             cache_bytes = min(cache_bytes, whole_direction_bytes(model))
         self.cache = DirectionCache(cache_bytes)
-        self._directions: dict[tuple[int, int], Tensor] = {}
+        self._directions: dict[tuple[int, int], tuple[Tensor | None, Tensor]] = {}
 
-    def _scaled_directions(self, round: int, dstep: int, flat: Tensor) -> Tensor:
-        """μ·Z for the batched path, cached for the current round (clients of a simulator and
-        the local steps of a round share them). Z itself goes to :attr:`cache` when it fits,
-        for the local updates and the round's global update."""
+    def _round_directions(
+        self, round: int, dstep: int, flat: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        """``(Z, μ·Z)`` for the batched path, cached for the current round (clients of a
+        simulator and the local steps of a round share them); Z is None unless it fits in
+        :attr:`cache`, which keeps it for the local updates and the round's global update."""
         key = (round, dstep)
         if key not in self._directions:
             if any(r != round for r, _ in self._directions):
                 self._directions.clear()
+            z = self.generator.matrix(
+                self._sizes(), round, dstep, self.zo.nu, flat.device, flat.dtype
+            )
             shapes = [tuple(p.shape) for _, p in canonical_parameters(self.model)]
-            sizes = [math.prod(shape) for shape in shapes]
-            z = self.generator.matrix(sizes, round, dstep, self.zo.nu, flat.device, flat.dtype)
-            kept = self.cache.keep_matrix(round, dstep, z, shapes)
-            self._directions[key] = torch.mul(z, self.zo.mu) if kept else z.mul_(self.zo.mu)
+            if self.cache.keep_matrix(round, dstep, z, shapes):
+                self._directions[key] = (z, torch.mul(z, self.zo.mu))
+            else:
+                self._directions[key] = (None, z.mul_(self.zo.mu))
         return self._directions[key]
+
+    def _sizes(self) -> list[int]:
+        """The canonical parameters' sizes."""
+        return [p.numel() for _, p in canonical_parameters(self.model)]
 
     @torch.inference_mode()
     def step_scalars(self, round: int, step: int, batch: Any) -> Tensor:
@@ -185,7 +193,7 @@ class ZOEstimator:
         zo, dstep = self.zo, direction_step(self.zo, step)
         if self.path == "batched":
             flat = flat_parameters(self.model)
-            z = self._scaled_directions(round, dstep, flat)
+            _, z = self._round_directions(round, dstep, flat)
             weights = torch.cat([flat + z, flat - z])
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
             plus, minus = losses[: zo.nu], losses[zo.nu :]
@@ -237,26 +245,47 @@ class ZOEstimator:
         bitwise ``local_round(round, batches[i])``.
 
         Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` on the
-        batched path runs its clients together, in groups of consecutive clients whose batches
-        share a shape and whose 2ν perturbed weight rows fit in ``GROUP_ELEMENTS``: one batched
-        product per local step for a group
-        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`), each
-        client's local update the same :func:`apply_directions_` on its own row. Any other
-        model runs :meth:`local_round` client by client.
+        batched path runs its clients together on an (n, d) stack of their weights: the losses
+        of a local step in one batched product per group of consecutive clients whose batches
+        share a shape and whose 2ν perturbed weight rows fit in ``GROUP_ELEMENTS``
+        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`), each local
+        update as :func:`apply_directions_` computes it (``w -= z_j · c_j``, term by term) on
+        all n rows at once. Any other model runs :meth:`local_round` client by client.
         """
+        zo = self.zo
         if not self._groups_clients():
-            return _stack_rows([self.local_round(round, b) for b in batches], self.zo)
-        if any(len(b) != self.zo.local_steps for b in batches):
-            raise ValueError(f"need {self.zo.local_steps} batches (one per local step) per client")
-        d = sum(p.numel() for _, p in canonical_parameters(self.model))
-        per_group = max(1, GROUP_ELEMENTS // (2 * self.zo.nu * d))
-        groups: list[list[Sequence[Any]]] = []
-        for client in batches:
-            if groups and len(groups[-1]) < per_group and _shapes(client) == _shapes(groups[-1][0]):
-                groups[-1].append(client)
-            else:
-                groups.append([client])
-        return _stack_rows([self._group_rounds(round, group) for group in groups], self.zo)
+            return _stack_rows([self.local_round(round, b) for b in batches], zo)
+        if any(len(b) != zo.local_steps for b in batches):
+            raise ValueError(f"need {zo.local_steps} batches (one per local step) per client")
+        if not batches:
+            return _stack_rows([], zo)
+        with torch.inference_mode():
+            flat = flat_parameters(self.model)
+            weights = flat.expand(len(batches), -1).clone()
+            groups = self._groups(batches, flat.numel())
+            steps = []
+            for k in range(zo.local_steps):
+                dstep = direction_step(zo, k)
+                z, scaled = self._round_directions(round, dstep, flat)
+                g = torch.cat(
+                    [
+                        self._group_scalars(weights[a:b], scaled, [c[k] for c in batches[a:b]])
+                        for a, b in groups
+                    ]
+                )
+                steps.append(g)
+                if k + 1 < zo.local_steps:
+                    if z is None:
+                        z = self.generator.matrix(
+                            self._sizes(), round, dstep, zo.nu, flat.device, flat.dtype
+                        )
+                    coefficients = g.mul(zo.lr).to(weights.dtype)
+                    for j in range(zo.nu):
+                        weights.sub_(torch.mul(z[j], coefficients[:, j : j + 1]))
+        stacked = torch.stack(steps)
+        if zo.variant == "unbiased":
+            return stacked.transpose(0, 1).reshape(len(batches), -1).to(torch.float32)
+        return stacked.sum(dim=0).to(torch.float32)
 
     def _groups_clients(self) -> bool:
         """Whether :meth:`local_rounds` can run clients together (see there)."""
@@ -266,36 +295,30 @@ class ZOEstimator:
             and isinstance(self.model, LogisticRegression)
         )
 
-    @torch.inference_mode()
-    def _group_rounds(self, round: int, batches: Sequence[Sequence[Any]]) -> Tensor:
-        """(n, m) update vectors of clients whose batches share shapes: :meth:`local_round`'s
-        steps on an (n, d) stack of the clients' flat weights."""
-        zo = self.zo
+    def _groups(self, batches: Sequence[Sequence[Any]], d: int) -> list[tuple[int, int]]:
+        """``[start, end)`` ranges of consecutive clients whose batches share shapes, each
+        holding at most GROUP_ELEMENTS perturbed weights (one client at least)."""
+        per_group = max(1, GROUP_ELEMENTS // (2 * self.zo.nu * d))
+        groups: list[tuple[int, int]] = []
+        for i, client in enumerate(batches):
+            if groups:
+                start = groups[-1][0]
+                if i - start < per_group and _shapes(client) == _shapes(batches[start]):
+                    groups[-1] = (start, i + 1)
+                    continue
+            groups.append((i, i + 1))
+        return groups
+
+    def _group_scalars(self, weights: Tensor, scaled: Tensor, batches: Sequence[Any]) -> Tensor:
+        """g (G, ν) in float64 for G clients at ``weights`` (G, d), each on its own batch of
+        the step, with the step's μ·Z ``scaled`` (ν, d): :meth:`step_scalars` for each."""
         assert isinstance(self.model, LogisticRegression)
-        flat = flat_parameters(self.model)
-        weights = flat.expand(len(batches), -1).clone()
-        shapes = [p.shape for _, p in canonical_parameters(self.model)]
-        sizes = [math.prod(shape) for shape in shapes]
-        steps = []
-        for k in range(zo.local_steps):
-            dstep = direction_step(zo, k)
-            z = self._scaled_directions(round, dstep, flat)
-            x = torch.stack([b[k][0] for b in batches])
-            y = torch.stack([b[k][1] for b in batches])
-            perturbed_rows = torch.cat([weights[:, None] + z, weights[:, None] - z], dim=1)
-            losses = self.model.grouped_cross_entropy_at(perturbed_rows, x, y).double()
-            g = (losses[:, : zo.nu] - losses[:, zo.nu :]) / (2.0 * zo.mu)
-            steps.append(g)
-            if k + 1 < zo.local_steps:
-                for row, values in zip(weights, g, strict=True):
-                    parts = zip(row.split(sizes), shapes, strict=True)
-                    params = [part.view(shape) for part, shape in parts]
-                    terms = [(dstep, j, zo.lr * float(v)) for j, v in enumerate(values)]
-                    apply_directions_(params, self.generator, round, terms, self.cache)
-        stacked = torch.stack(steps)
-        if zo.variant == "unbiased":
-            return stacked.transpose(0, 1).reshape(len(batches), -1).to(torch.float32)
-        return stacked.sum(dim=0).to(torch.float32)
+        nu = self.zo.nu
+        x = torch.stack([b[0] for b in batches])
+        y = torch.stack([b[1] for b in batches])
+        rows = torch.cat([weights[:, None] + scaled, weights[:, None] - scaled], dim=1)
+        losses = self.model.grouped_cross_entropy_at(rows, x, y).double()
+        return (losses[:, :nu] - losses[:, nu:]) / (2.0 * self.zo.mu)
 
 
 def _shapes(batches: Sequence[Any]) -> list[tuple[int, ...]]:
