@@ -665,10 +665,16 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "of 5–9 rounds on the idle machine (2026-11-27) gave 2.26×, 2.37×, 2.38×, "
                 "2.48× and 2.33× with the cache and 2.63×, 2.74×, 2.71×, 2.77× and 2.53× "
                 "without it, and the run of 2026-11-28 2.39× and 2.77×; the table has the "
-                "latest run. Not met: the gap left is the "
-                "generator "
-                "itself (about 23M directions at the speed of `torch.randn`), which only a "
-                "fused generator or more memory would close.",
+                "latest run. "
+                + (
+                    "With the native generator (below) the step generates its directions at "
+                    "about the speed of `torch.randn`; what is left above 2F is that "
+                    "generation, the copies w ± μz and the update."
+                    if g.get("native")
+                    else "Not met: the gap left is the generator itself (about 23M directions "
+                    "at the speed of `torch.randn`), which only a fused generator or more "
+                    "memory would close."
+                ),
                 "",
                 "**Changed:** the generator keeps a per-thread scratch (at most 9.4 MiB) "
                 "instead of allocating its ~20 temporaries for every block: fresh allocations "
@@ -680,24 +686,45 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "",
             ]
     compiled = g.get("compiled") or {}
-    lines += [
-        f"**The generator** takes {statistics.median(g['fill_over_randn']):.2f}× the time of "
-        f"`torch.randn` ({statistics.median(g['fill_s']) * 1e3:.0f} ms against "
-        f"{randn * 1e3:.0f} ms for 22.7M floats; target: no slower). It is an eager-mode "
-        "counter hash + Box-Muller: ~27 torch ops per 262,144-pair block, each a 2-thread "
-        "OpenMP region (blocks of 65,536 pairs were slower). Under CPU "
-        "contention that is what hurts most — with OpenMP's default spin-waiting, a barrier "
-        "waits for a descheduled thread: the same fill_ took up to "
-        f"{max(g['fill_s']):.1f} s in this run, and in side runs at load 10–16 it took 5–25 s "
-        "with 2 threads against 0.5 s with `OMP_WAIT_POLICY=PASSIVE` and 1.1 s with 1 thread "
-        "(`torch.randn`, a single op, stays at 0.15–0.5 s). The `OMP_WAIT_POLICY=PASSIVE` run "
-        "(`step-cpu-omp-passive` above) shows steadier figures; **recommended for clients on "
-        "shared CPUs** "
-        "(an environment setting: it must be set before torch is imported).",
-        "",
-    ]
+    if g.get("native"):
+        lines += [
+            f"**The generator** takes {statistics.median(g['fill_over_randn']):.2f}× the time of "
+            f"`torch.randn` ({statistics.median(g['fill_s']) * 1e3:.0f} ms against "
+            f"{randn * 1e3:.0f} ms for 22.7M floats; target: no slower). **Changed:** on CPU "
+            "it runs a compiled kernel (`cyber0.common.native`, built by `scripts/bootstrap.sh` "
+            "with torch's C++ extension loader): the same counter hash and Box-Muller, 1,024 "
+            "pairs at a time while they are in cache, through the same MKL vector-math calls "
+            "(`vmsLn`, `vmsSqrt`, `vmsCos`, `vmsSin`) that torch's eager `log_`, `sqrt_`, "
+            "`cos` and `sin` make on CPU. So its values are the eager generator's bits: "
+            "checked for all 2^24 inputs of each of the four functions while it was written, "
+            "at every load on a probe of both distributions (a kernel that disagrees is not "
+            "used), and on every access path by `tests/test_perturbation.py`. In the same "
+            "rotation the eager ops took "
+            f"{statistics.median(g['eager_over_randn']):.2f}× `torch.randn` "
+            f"({statistics.median(g['eager_fill_s']) * 1e3:.0f} ms). Where the kernel cannot "
+            "be built (no C++ compiler or ninja: the Docker images install neither) the eager ops "
+            "run, with the same bits; `CYBER0_NATIVE_GENERATOR=0` asks for them.",
+            "",
+        ]
+    else:
+        lines += [
+            f"**The generator** takes {statistics.median(g['fill_over_randn']):.2f}× the time "
+            f"of `torch.randn` ({statistics.median(g['fill_s']) * 1e3:.0f} ms against "
+            f"{randn * 1e3:.0f} ms for 22.7M floats; target: no slower). It is an eager-mode "
+            "counter hash + Box-Muller: ~27 torch ops per 262,144-pair block, each a 2-thread "
+            "OpenMP region (blocks of 65,536 pairs were slower). Under CPU "
+            "contention that is what hurts most — with OpenMP's default spin-waiting, a "
+            "barrier waits for a descheduled thread: the same fill_ took up to "
+            f"{max(g['fill_s']):.1f} s in this run, and in side runs at load 10–16 it took "
+            "5–25 s with 2 threads against 0.5 s with `OMP_WAIT_POLICY=PASSIVE` and 1.1 s with "
+            "1 thread (`torch.randn`, a single op, stays at 0.15–0.5 s). The "
+            "`OMP_WAIT_POLICY=PASSIVE` run (`step-cpu-omp-passive` above) shows steadier "
+            "figures; **recommended for clients on shared CPUs** (an environment setting: it "
+            "must be set before torch is imported).",
+            "",
+        ]
     capability = doc["machine"].get("cpu_capability")
-    if capability and not capability.startswith("AVX512"):
+    if capability and not capability.startswith("AVX512") and not g.get("native"):
         lines += [
             f"This run's host runs torch's CPU kernels at {capability}, without AVX-512: the "
             "hash's two 64-bit products per pair have no vector instruction there (AVX2 "
@@ -726,8 +753,8 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
             f"{statistics.median(compiled['fill_s']) / randn:.1f}× `torch.randn`, and is **not "
             f"bitwise equal** to the shipped generator ({compiled['differing_elements']:,} of "
             f"{g['floats']:,} elements differ, max |Δ| {compiled['max_abs_diff']:.1e}: "
-            "inductor's vectorised log/sin/cos round differently): adopting it changes every "
-            "party's model bits, a decision for the engine's owner, not made here.",
+            "inductor's vectorised log/sin/cos round differently): adopting it would change "
+            "every party's model bits, which the native kernel above does not.",
             "",
         ]
     batched = r["logreg"].get("batched", {})
