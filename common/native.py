@@ -3,46 +3,82 @@
 :class:`~cyber0.common.perturbation.DirectionGenerator` computes its values with a few dozen eager
 torch ops per block. On CPU, torch's eager ``log_``, ``sqrt_``, ``cos`` and ``sin`` call MKL's
 vector math (VML); the compiled kernel makes the same calls on the same float32 inputs, chunk by
-chunk while they are in cache, so it returns the same bits in about half the time of
-``torch.randn`` (``bench/step.py``). It is built on first use with torch's C++ extension loader
-(a C++ compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``) and
-used only when torch has MKL and the built kernel reproduces the eager generator on a probe of
-every value path (:func:`kernel`); otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager
-ops run. The result never depends on which path ran.
+chunk while they are in cache, so it returns the same bits faster (``bench/step.py``).
+
+Building it is an install step: ``python -m cyber0.common.native`` (run by
+``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
+extension loader into ``CYBER0_NATIVE_DIR`` (default ``~/.cache/cyber0/native``), one folder per
+version of the source and of torch. At run time :func:`kernel` only imports a built library, and
+uses it only when torch has MKL and the library reproduces the eager generator on a probe of
+both distributions. Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The
+values never depend on which path ran.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
 SOURCE = Path(__file__).with_name("native_generator.cpp")
+FLAGS = ["-O3", "-ffp-contract=off"]
+#: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
+STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
+
+
+def name() -> str:
+    """The extension's name: a digest of the source, the flags and the torch version."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(" ".join([*FLAGS, torch.__version__]).encode())
+    return f"cyber0_native_{digest.hexdigest()[:16]}"
+
+
+def directory() -> Path:
+    """Where this version of the extension is built."""
+    root = os.environ.get("CYBER0_NATIVE_DIR") or Path.home() / ".cache" / "cyber0" / "native"
+    return Path(root) / name()
+
+
+def build() -> ModuleType:
+    """Compile the kernel, or reuse the build of this version (the install step)."""
+    from torch.utils.cpp_extension import load
+
+    folder = directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
+    return load(name=name(), sources=[str(SOURCE)], extra_cflags=FLAGS, build_directory=str(folder))
 
 
 @functools.cache
 def kernel() -> ModuleType | None:
-    """The compiled module (``fill(out, keys, starts, gaussian)``), or None where it cannot be
-    built, torch has no MKL, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops."""
+    """The built module (``fill(out, keys, starts, gaussian)``), or None: not built, torch
+    without MKL, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops."""
     if os.environ.get("CYBER0_NATIVE_GENERATOR", "1") == "0":
         return None
     if not torch.backends.mkl.is_available():
         return None
+    library = directory() / f"{name()}.so"
+    if not library.exists():
+        _log.info("native direction generator not built (python -m cyber0.common.native)")
+        return None
     try:
-        from torch.utils.cpp_extension import load
-
-        module = load(
-            name="cyber0_native_generator",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-ffp-contract=off"],
-        )
-    except Exception as exc:  # no compiler, no ninja, a read-only cache: the eager ops run
-        _log.warning("native direction generator unavailable (%s); using eager torch ops", exc)
+        spec = importlib.util.spec_from_file_location(name(), library)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a library built for another platform: the eager ops run
+        _log.warning("native direction generator not loaded (%s); using eager torch ops", exc)
         return None
     if not _agrees(module):
         _log.warning("native direction generator disagrees with the eager ops; not used")
@@ -66,3 +102,20 @@ def _agrees(module: ModuleType) -> bool:
         if not (torch.equal(got[0], expected[:n]) and torch.equal(got[1], expected[1:])):
             return False
     return True
+
+
+def main() -> int:
+    """``python -m cyber0.common.native``: build the kernel and say whether it is used."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build()
+    except Exception as exc:  # no compiler or ninja: say so, the eager ops will run
+        print(f"native direction generator not built ({exc}); the eager torch ops will run")
+        return 0
+    used = kernel() is not None
+    print(f"native direction generator {'built and used' if used else 'built but not used'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

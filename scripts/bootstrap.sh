@@ -19,6 +19,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # The native CPU direction generator (cyber0.common.native): built here, once per source change
-# (cached under ~/.cache/torch_extensions), so that no test or run pays the compile; where it
+# (under ~/.cache/cyber0/native), so that no test or run pays the compile; where it
 # cannot be built (no C++ compiler or ninja) the eager torch ops run, with the same bits.
-python -c "from cyber0.common import native; native.kernel()"
+python -m cyber0.common.native

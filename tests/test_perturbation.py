@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -553,3 +554,21 @@ def test_native_kernel_gives_the_eager_generators_bits(distribution: Distributio
         return torch.cat(parts)
 
     both(many)
+
+
+def test_without_a_built_kernel_the_eager_ops_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not built (an empty build folder) or switched off: no kernel, and the generator gives the
+    same values through the eager ops."""
+    expected = DirectionGenerator(5).direction(torch.empty(1001), 0, 1, 2, 3)
+    for env, value in (("CYBER0_NATIVE_DIR", str(tmp_path)), ("CYBER0_NATIVE_GENERATOR", "0")):
+        with monkeypatch.context() as patch:
+            patch.setenv(env, value)
+            native.kernel.cache_clear()
+            try:
+                assert native.kernel() is None
+                got = DirectionGenerator(5).direction(torch.empty(1001), 0, 1, 2, 3)
+            finally:
+                native.kernel.cache_clear()
+        assert torch.equal(got, expected)
