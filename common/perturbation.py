@@ -205,7 +205,9 @@ class DirectionGenerator:
     """Directions z in R^d keyed by (round, step, direction, parameter index).
 
     The values are float32 numbers (cast to the target dtype when it differs) generated on the
-    target tensor's device, block by block, so no d-sized host-to-device copy ever happens.
+    target tensor's device, block by block, so no d-sized host-to-device copy ever happens. On
+    CPU, float32 targets are filled by the native kernel where it is built
+    (:mod:`~cyber0.common.native`), with the same bits as the eager ops (:func:`eager`).
     """
 
     seed: int
@@ -339,12 +341,12 @@ class DirectionGenerator:
             raise ValueError("fill_many_ needs contiguous tensors")
         if not outs:
             return
-        kernels = [_native_for(out) for out in outs]
-        if all(k is not None for k in kernels):
+        kernel = _native_for(outs[0])
+        if kernel is not None and all(_native_for(out) is kernel for out in outs[1:]):
             start = torch.zeros(1, dtype=torch.int64)
-            for out, c, kernel in zip(outs, coords, kernels, strict=True):
+            for out, c in zip(outs, coords, strict=True):
                 key = torch.tensor([self.key(*c)], dtype=torch.int64)
-                kernel.fill(out.view(1, -1), key, start, self._gaussian)  # type: ignore[union-attr]
+                kernel.fill(out.view(1, -1), key, start, self._gaussian)
             return
         device = outs[0].device
         per_hash = 2 if self.distribution == "gaussian" else 1
