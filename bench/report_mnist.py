@@ -1779,7 +1779,10 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         f"Machine: {_host(results)}. Cells ran by priority, at most two at a time (two runners "
         "with `--jobs 1`, or one with `--jobs 2`), one torch thread each, on a machine shared "
         "with other work at the same time: per-cell wall times vary several-fold and are not "
-        "speed measurements.",
+        "speed measurements. Cells run from 2026-11-29 on ran their clients' local rounds "
+        "together (`ZOEstimator.local_rounds`, about twice as fast at ν=1, K=5) and the "
+        "native CPU direction generator: both give the bits of the earlier code, so every "
+        "cell is the same computation whenever it ran (stored cells rerun to their digests).",
         "",
         "## Targets (α=1, ν=64, K=1)",
         "",
