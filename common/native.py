@@ -16,12 +16,12 @@ values never depend on which path ran.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +33,8 @@ FLAGS = ["-O3", "-ffp-contract=off"]
 #: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
 STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
+_LOADED: dict[str, ModuleType | None] = {}
+_LOADING = threading.Lock()
 
 
 def name() -> str:
@@ -60,10 +62,26 @@ def build() -> ModuleType:
     return load(name=name(), sources=[str(SOURCE)], extra_cflags=FLAGS, build_directory=str(folder))
 
 
-@functools.cache
 def kernel() -> ModuleType | None:
     """The built module (``fill(out, keys, starts, gaussian)``), or None: not built, torch
-    without MKL, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops."""
+    without MKL, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up
+    once per process (threads wait for the first lookup); :func:`forget` looks again."""
+    if "kernel" not in _LOADED:
+        with _LOADING:
+            if "kernel" not in _LOADED:
+                _LOADED["kernel"] = _load()
+    return _LOADED["kernel"]
+
+
+def forget() -> None:
+    """Drop the looked-up kernel: the next :func:`kernel` looks again (after an environment
+    change)."""
+    with _LOADING:
+        _LOADED.clear()
+
+
+def _load() -> ModuleType | None:
+    """:func:`kernel`'s lookup: import the built library and check it."""
     if os.environ.get("CYBER0_NATIVE_GENERATOR", "1") == "0":
         return None
     if not torch.backends.mkl.is_available():

@@ -565,10 +565,10 @@ def test_without_a_built_kernel_the_eager_ops_run(
     for env, value in (("CYBER0_NATIVE_DIR", str(tmp_path)), ("CYBER0_NATIVE_GENERATOR", "0")):
         with monkeypatch.context() as patch:
             patch.setenv(env, value)
-            native.kernel.cache_clear()
+            native.forget()
             try:
                 assert native.kernel() is None
                 got = DirectionGenerator(5).direction(torch.empty(1001), 0, 1, 2, 3)
             finally:
-                native.kernel.cache_clear()
+                native.forget()
         assert torch.equal(got, expected)
