@@ -68,7 +68,7 @@ void rademacher_span(float* out, uint64_t key, int64_t first, int64_t count) {
 
 // Row i of out (R, W), float32 with contiguous rows, becomes elements [starts[i], starts[i] + W)
 // of the stream under keys[i] (int64 holding the uint64 key). Rows and pieces of 16K elements run
-// in parallel; MKL's own threading is off inside them.
+// in parallel, at least 64K elements to a thread; MKL's own threading is off inside them.
 void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaussian) {
   TORCH_CHECK(out.dim() == 2 && out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
               "fill needs a float32 (R, W) tensor with contiguous rows");
@@ -83,7 +83,11 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
   auto span = gaussian ? gaussian_span : rademacher_span;
   const int64_t piece = 16 * kChunk;  // elements per task (even: pairs stay whole)
   const int64_t pieces = (width + piece - 1) / piece;
-  at::parallel_for(0, rows * pieces, 1, [&](int64_t lo, int64_t hi) {
+  // Tasks of fewer than 64K elements in all run on the calling thread: waking the pool costs
+  // more than they do (a logistic-regression direction is 7,850 elements).
+  const int64_t task = std::max<int64_t>(1, std::min(piece, width));
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / task);
+  at::parallel_for(0, rows * pieces, grain, [&](int64_t lo, int64_t hi) {
     const int previous = MKL_Set_Num_Threads_Local(1);
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t row = t / pieces, p = (t % pieces) * piece;
