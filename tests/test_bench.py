@@ -255,6 +255,8 @@ def test_step_floor_reading_says_whose_gap_it_is() -> None:
     generator = report.floor_reading(run(250, 40))
     assert "without its directions it takes 2.1× F, so only a generator faster" in generator
     assert "so the gap is this project's own" in report.floor_reading(run(210, 40))
+    assert "dispatch overhead" in above and "native kernel" not in above
+    assert "The native kernel makes them in one call" in report.floor_reading(run(300, 40), True)
 
 
 def test_figure_targets() -> None:
