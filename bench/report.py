@@ -744,16 +744,28 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
     if passive and "minilm" in r and "minilm" in passive[0]["results"]:
         p = passive[0]["results"]
         load = passive[0]["machine"]["loadavg_at_start"][0]
-        lines += [
-            f"Against the `OMP_WAIT_POLICY=PASSIVE` run (a separate run, load {load:.1f} at "
-            f"its start): MiniLM ratio {statistics.median(p['minilm']['ratio']):.2f}× against "
-            f"{statistics.median(r['minilm']['ratio']):.2f}×, generator "
-            f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` "
-            f"against {statistics.median(g['fill_over_randn']):.2f}×. On a quiet machine "
-            "sleeping threads cost: each of the generator's ~27 ops per block wakes them "
-            "again. PASSIVE pays off only where the cores are contended.",
-            "",
-        ]
+        if bool(p["generator"].get("native")) == bool(g.get("native")):
+            lines += [
+                f"Against the `OMP_WAIT_POLICY=PASSIVE` run (a separate run, load {load:.1f} at "
+                f"its start): MiniLM ratio {statistics.median(p['minilm']['ratio']):.2f}× "
+                f"against {statistics.median(r['minilm']['ratio']):.2f}×, generator "
+                f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` "
+                f"against {statistics.median(g['fill_over_randn']):.2f}×. On a quiet machine "
+                "sleeping threads cost: each of the generator's ~27 ops per block wakes them "
+                "again. PASSIVE pays off only where the cores are contended.",
+                "",
+            ]
+        else:
+            lines += [
+                "The `OMP_WAIT_POLICY=PASSIVE` run (a separate run, load "
+                f"{load:.1f} at its start) ran the "
+                f"{'native kernel' if p['generator'].get('native') else 'eager ops'}, this run "
+                f"the {'native kernel' if g.get('native') else 'eager ops'}: its MiniLM ratio "
+                f"{statistics.median(p['minilm']['ratio']):.2f}× and generator "
+                f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` do "
+                "not compare with this run's.",
+                "",
+            ]
     if compiled.get("available"):
         lines += [
             "A `torch.compile`-fused version of the same arithmetic (prototype in "
