@@ -70,7 +70,12 @@ from cyber0.common.aggregators import AggregationError, get_aggregator
 from cyber0.common.attacks import Attack, get_attack
 from cyber0.common.baseline import apply_update_, flat_gradient
 from cyber0.common.data import MIN_SIZE, batch_indices, dirichlet_partition
-from cyber0.common.estimator import apply_aggregate_, flat_parameters, perturbed_losses
+from cyber0.common.estimator import (
+    apply_aggregate_,
+    central_differences,
+    flat_parameters,
+    perturbed_losses,
+)
 from cyber0.common.hf import TextClassifier, build_text_classifier, tokenizer_folder
 from cyber0.common.models import model_digest
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
@@ -416,7 +421,7 @@ def zo_vectors(
     means = torch.stack(
         [losses[:, lo:hi].double().mean(1) for lo, hi in itertools.pairwise(bounds)]
     )  # (n, 2ν)
-    return ((means[:, : zo.nu] - means[:, zo.nu :]) / (2 * zo.mu)).float()
+    return central_differences(means, zo.mu).float()
 
 
 def check_closed_form(top: TopHead, xbar: Tensor, y: Tensor) -> float:

@@ -111,6 +111,13 @@ def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: 
     return vmap(one)(params)
 
 
+def central_differences(losses: Tensor, mu: float) -> Tensor:
+    """g_j = (F(w + μz_j) − F(w − μz_j)) / (2μ) from ``losses`` (..., 2ν) laid out as the ν
+    losses at w + μz_j, then the ν at w − μz_j; (..., ν)."""
+    nu = losses.shape[-1] // 2
+    return (losses[..., :nu] - losses[..., nu:]) / (2.0 * mu)
+
+
 def flat_parameters(model: nn.Module) -> Tensor:
     """The parameters concatenated in canonical order (a copy)."""
     return torch.cat([p.detach().reshape(-1) for _, p in canonical_parameters(model)])
@@ -196,20 +203,18 @@ class ZOEstimator:
             _, z = self._round_directions(round, dstep, flat)
             weights = torch.cat([flat + z, flat - z])
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
-            plus, minus = losses[: zo.nu], losses[zo.nu :]
         else:
-            plus = torch.empty(zo.nu, dtype=torch.float64)
-            minus = torch.empty(zo.nu, dtype=torch.float64)
+            losses = torch.empty(2 * zo.nu, dtype=torch.float64)
             n_params = len(canonical_parameters(self.model))
             for j in range(zo.nu):
-                for sign, out in ((1.0, plus), (-1.0, minus)):
+                for sign, at in ((1.0, j), (-1.0, zo.nu + j)):
                     with perturbed(
                         self.model, self.generator, round, dstep, j, sign * zo.mu, self.cache
                     ) as touched:
-                        out[j] = float(self.loss_fn(self.model, batch))
+                        losses[at] = float(self.loss_fn(self.model, batch))
                     if len(touched) != n_params:
                         raise ValueError(_untouched_message(self.model, touched))
-        return (plus - minus) / (2.0 * zo.mu)
+        return central_differences(losses, zo.mu)
 
     def local_round(self, round: int, batches: Sequence[Any]) -> Tensor:
         """The update vector (float32, length ``zo.scalars_per_round``) for ``round``, computed on
@@ -299,11 +304,12 @@ class ZOEstimator:
         """``[start, end)`` ranges of consecutive clients whose batches share shapes, each
         holding at most GROUP_ELEMENTS perturbed weights (one client at least)."""
         per_group = max(1, GROUP_ELEMENTS // (2 * self.zo.nu * d))
+        shapes = [_shapes(client) for client in batches]
         groups: list[tuple[int, int]] = []
-        for i, client in enumerate(batches):
+        for i, shape in enumerate(shapes):
             if groups:
                 start = groups[-1][0]
-                if i - start < per_group and _shapes(client) == _shapes(batches[start]):
+                if i - start < per_group and shape == shapes[start]:
                     groups[-1] = (start, i + 1)
                     continue
             groups.append((i, i + 1))
@@ -313,12 +319,11 @@ class ZOEstimator:
         """g (G, ν) in float64 for G clients at ``weights`` (G, d), each on its own batch of
         the step, with the step's μ·Z ``scaled`` (ν, d): :meth:`step_scalars` for each."""
         assert isinstance(self.model, LogisticRegression)
-        nu = self.zo.nu
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
         rows = torch.cat([weights[:, None] + scaled, weights[:, None] - scaled], dim=1)
         losses = self.model.grouped_cross_entropy_at(rows, x, y).double()
-        return (losses[:, :nu] - losses[:, nu:]) / (2.0 * self.zo.mu)
+        return central_differences(losses, self.zo.mu)
 
 
 def _shapes(batches: Sequence[Any]) -> list[tuple[int, ...]]:

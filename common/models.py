@@ -80,14 +80,18 @@ class LogisticRegression(nn.Module):
     def grouped_cross_entropy_at(self, weights: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """:meth:`cross_entropy_at` for G groups at once (G clients, each with its own batch):
         ``weights`` (G, P, C + C·D), ``x`` (G, B, ...), ``y`` (G, B) → (G, P). Row g is
-        bitwise ``cross_entropy_at(weights[g], (x[g], y[g]))``: the G products run as one
-        batched product of the same per-group shapes (tested bitwise against the ungrouped
-        path and against ``vmap``)."""
+        bitwise ``cross_entropy_at(weights[g], (x[g], y[g]))`` on any CPU: each group's product
+        is its own matrix product of the ungrouped shapes (one batched product of G > 1 takes
+        other kernels on AVX-512 and differs in the last bits), the rest runs on all groups at
+        once (tested bitwise against the ungrouped path and against ``vmap``)."""
         (groups, rows, _), (classes, features) = weights.shape, self.linear.weight.shape
         size = y.shape[1]
         bias = weights[..., :classes].reshape(groups * rows, classes, 1)
         weight = weights[..., classes:].reshape(groups, rows * classes, features)
-        logits = torch.matmul(weight, x.flatten(2).transpose(1, 2))
+        features_by_batch = x.flatten(2).transpose(1, 2)
+        logits = weight.new_empty(groups, rows * classes, size)
+        for g in range(groups):
+            torch.mm(weight[g], features_by_batch[g], out=logits[g])
         logits = logits.view(groups * rows, classes, size).add_(bias).permute(0, 2, 1)
         log_p = logits.log_softmax(2)
         labels = y.view(groups, 1, size, 1).expand(groups, rows, size, 1)

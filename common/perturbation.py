@@ -244,7 +244,7 @@ class DirectionGenerator:
             kernel.fill(out, keys, torch.zeros(rows, dtype=torch.int64), self._gaussian)
             return out
         keys = keys.to(out.device).view(rows, 1)
-        per_hash = 2 if self.distribution == "gaussian" else 1
+        per_hash = 2 if self._gaussian else 1
         cols = max(per_hash, BLOCK * per_hash // rows // per_hash * per_hash)
         direct = rows == 1 and out.dtype == torch.float32
         scratch = _scratch(rows * -(-min(cols, n) // per_hash), out.device)
@@ -289,7 +289,7 @@ class DirectionGenerator:
             keys = torch.full((rows,), self.key(round, step, direction, index), dtype=torch.int64)
             kernel.fill(out, keys, first, self._gaussian)
             return out
-        gaussian = self.distribution == "gaussian"
+        gaussian = self._gaussian
         per_hash = 2 if gaussian else 1
         # Gaussian: counter c holds elements 2c, 2c + 1; a range at an odd start needs one more.
         odd = gaussian and bool((first & 1).any())
@@ -349,7 +349,7 @@ class DirectionGenerator:
                 kernel.fill(out.view(1, -1), key, start, self._gaussian)
             return
         device = outs[0].device
-        per_hash = 2 if self.distribution == "gaussian" else 1
+        per_hash = 2 if self._gaussian else 1
         counts = [-(-out.numel() // per_hash) for out in outs]
         firsts = list(itertools.accumulate(counts, initial=0))
         shifted = torch.tensor(
@@ -388,11 +388,12 @@ class DirectionGenerator:
 
     @property
     def _gaussian(self) -> bool:
+        """Whether the directions are Gaussian (two values per hash) rather than Rademacher."""
         return self.distribution == "gaussian"
 
     def _transform(self, hashes: Tensor, out: Tensor, scratch: _Scratch) -> None:
         """The values of ``hashes`` (T, c) into ``out`` (T, 2c Gaussian; T, c Rademacher)."""
-        if self.distribution == "gaussian":
+        if self._gaussian:
             _gaussian_block(hashes, out, scratch)
         else:
             _rademacher_block(hashes, out, scratch)
