@@ -14,6 +14,7 @@ import json
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1744,6 +1745,36 @@ def _host(root: Path) -> str:
     return "unknown (no host record in the results)"
 
 
+def _derivations(root: Path) -> str:
+    """A sentence on which cells ran with which Gaussian derivation and on which CPU."""
+    kinds: Counter[tuple[str, str]] = Counter()
+    for path in sorted(root.rglob("results.json")):
+        data = json.loads(path.read_text())
+        if data.get("method") == "zo":
+            host = data.get("host", {})
+            kinds[host.get("directions", "library"), host.get("cpu", "")] += 1
+
+    def where(kind: str) -> str:
+        parts = [
+            f"{n} on {cpu}" if cpu else f"{n} on earlier machines that left no CPU record"
+            for (k, cpu), n in sorted(kinds.items())
+            if k == kind
+        ]
+        total = sum(n for (k, _), n in kinds.items() if k == kind)
+        return f"{total} ({', '.join(parts)})" if parts else "none yet"
+
+    return (
+        f"Of the {sum(kinds.values())} CYBER-0 cells, {where('library')} ran with protocol "
+        "version 2's Gaussian directions (the math library's `log`, `cos` and `sin`; the "
+        "last machine without a CPU record was an AMD EPYC with AVX2) and "
+        f"{where('float32-polynomials')} with version 3's float32 polynomials, from "
+        "2026-12-06 on. Both draw N(0, I) directions to float32 accuracy but not the same "
+        "bits, and forward passes round differently on different CPUs, so a stored digest "
+        "reproduces only with the code and the kind of CPU its cell ran on; the accuracies "
+        "are the same experiment."
+    )
+
+
 def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> str:
     """The whole Markdown document."""
     from study_mnist import (
@@ -1781,8 +1812,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "with other work at the same time: per-cell wall times vary several-fold and are not "
         "speed measurements. Cells run from 2026-11-29 on ran their clients' local rounds "
         "together (`ZOEstimator.local_rounds`, about twice as fast at ν=1, K=5) and the "
-        "native CPU direction generator: both give the bits of the earlier code, so every "
-        "cell is the same computation whenever it ran (stored cells rerun to their digests).",
+        "native CPU direction generator: both give the bits of the earlier code on the same "
+        "machine (stored cells rerun to their digests). " + _derivations(results),
         "",
         "## Targets (α=1, ν=64, K=1)",
         "",

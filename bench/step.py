@@ -266,12 +266,9 @@ def gaussian_compiled() -> Callable[[Tensor, int, int], Tensor] | None:
             z = z ^ ((z >> shift) & ((1 << (64 - shift)) - 1))
             if mult is not None:
                 z = z * P._signed(mult)
-        h = (z >> 40) & 0xFFFFFF
-        low = (z >> 8) & 0xFFFFFF
-        v = (16777216 - h).to(torch.float32) * (2.0**-24)
-        r = torch.sqrt(torch.log(v) * -2.0)
-        theta = low.to(torch.float32) * P._TWO_PI_2M24
-        return torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).reshape(-1)
+        r = P._radius(((z >> 40) & 0xFFFFFF).int())
+        cos, sin = P._turn(((z >> 8) & 0xFFFFFF).int())
+        return torch.stack((r * cos, r * sin), dim=-1).reshape(-1)
 
     try:
         compiled = torch.compile(block, dynamic=False)

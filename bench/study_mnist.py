@@ -327,10 +327,22 @@ def select(cells: Sequence[Cell], args: argparse.Namespace) -> list[Cell]:
     return [c for c in cells if keep(c)]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
     """Simulate one cell into ``out/<id>/results.json``; ``(id, accuracy, seconds)``."""
     import torch
 
+    from cyber0.common.perturbation import GAUSSIAN_DERIVATION
     from cyber0.common.simulator import build_config, simulate
 
     torch.set_num_threads(threads)
@@ -338,6 +350,9 @@ def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
     result = simulate(build_config(cell.config()))
     result["cell"] = {"id": cell.id, "group": cell.group, "method": cell.method}
     result["host"] = {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "directions": GAUSSIAN_DERIVATION,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -1,17 +1,18 @@
 """The CPU generator in one compiled pass, bitwise the eager one (``native_generator.cpp``).
 
 :class:`~cyber0.common.perturbation.DirectionGenerator` computes its values with a few dozen eager
-torch ops per block. On CPU, torch's eager ``log_``, ``sqrt_``, ``cos`` and ``sin`` call MKL's
-vector math (VML); the compiled kernel makes the same calls on the same float32 inputs, chunk by
-chunk while they are in cache, so it returns the same bits faster (``bench/step.py``).
+torch ops per block. The compiled kernel runs the same float32 operations (additions,
+multiplications and a correctly rounded square root, each rounded on its own, no fused
+multiply-add) pair by pair while they are in cache, in a copy per instruction set, so it returns
+the same bits several times faster (``bench/step.py``).
 
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
 extension loader into ``CYBER0_NATIVE_DIR`` (default ``~/.cache/cyber0/native``), one folder per
 version of the source and of torch. At run time :func:`kernel` only imports a built library, and
-uses it only when torch has MKL and the library reproduces the eager generator on a probe of
-both distributions. Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The
-values never depend on which path ran.
+uses it only when the library reproduces the eager generator on a probe of both distributions.
+Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values never depend on
+which path ran.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).with_name("native_generator.cpp")
-FLAGS = ["-O3", "-ffp-contract=off"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 #: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
 STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def build() -> ModuleType:
 
 
 def kernel() -> ModuleType | None:
-    """The built module (``fill(out, keys, starts, gaussian)``), or None: not built, torch
-    without MKL, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up
+    """The built module (``fill(out, keys, starts, gaussian)``), or None: not built,
+    ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up
     once per process (threads wait for the first lookup); :func:`forget` looks again."""
     if "kernel" not in _LOADED:
         with _LOADING:
@@ -83,8 +84,6 @@ def forget() -> None:
 def _load() -> ModuleType | None:
     """:func:`kernel`'s lookup: import the built library and check it."""
     if os.environ.get("CYBER0_NATIVE_GENERATOR", "1") == "0":
-        return None
-    if not torch.backends.mkl.is_available():
         return None
     library = directory() / f"{name()}.so"
     if not library.exists():

@@ -1,27 +1,36 @@
 // The CPU generator of cyber0.common.perturbation in one pass (see native.py): the same hash and
-// the same float32 operations, through the same MKL vector-math calls (vmsLn, vmsSqrt, vmsCos,
-// vmsSin) that torch's eager log_, sqrt_, cos and sin make on CPU, so the values are bitwise the
-// eager generator's (checked when the module loads, and by tests/test_perturbation.py).
+// the same float32 operations (+, -, *, a correctly rounded sqrt, no fused multiply-add), so the
+// values are bitwise the eager generator's on any CPU (checked when the module loads, and by
+// tests/test_perturbation.py).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
-extern "C" {
-void vmsLn(int n, const float* a, float* r, long long mode);
-void vmsCos(int n, const float* a, float* r, long long mode);
-void vmsSin(int n, const float* a, float* r, long long mode);
-void vmsSqrt(int n, const float* a, float* r, long long mode);
-int MKL_Set_Num_Threads_Local(int nt);
-}
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+// One copy of the pair loop per instruction set, picked at load time: the same bits from each
+// (every operation is IEEE-rounded and -ffp-contract=off keeps them unfused).
+#define CYBER0_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CYBER0_CLONES
+#endif
 
 namespace {
-// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE, the mode ATen's vml.h passes.
-constexpr long long kMode = 0x00000002LL | 0x00140000LL | 0x00000100LL;  // HA, FTZDAZ off, ignore
 constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
-constexpr int64_t kChunk = 1024;  // pairs per vector-math call: the temporaries stay in L1/L2
-const float kTheta = static_cast<float>(2.0 * M_PI / 16777216.0);
+constexpr int64_t kChunk = 1024;  // pairs per pass: the pair buffer stays in L1
+// The constants of perturbation.py, each the float32 nearest its double: ln on [sqrt(1/2),
+// sqrt(2)), sin and cos on [-pi/4, pi/4] (Cephes' single-precision polynomials).
+constexpr float kLogP[9] = {7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
+                            -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
+                            2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1};
+constexpr float kLn2Lo = -2.12194440e-4, kLn2Hi = 0.693359375;
+constexpr float kSinP[3] = {-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1};
+constexpr float kCosP[3] = {2.443315711809948e-5, -1.388731625493765e-3,
+                            4.166664568298827e-2};
+constexpr float kHalfPi = 1.5707963267948966;
+constexpr int32_t kSqrtHalfBits = 0x3F3504F3;  // float32 sqrt(1/2)
 
 inline uint64_t mix64(uint64_t z) {
   z ^= z >> 30;
@@ -32,28 +41,72 @@ inline uint64_t mix64(uint64_t z) {
   return z;
 }
 
-// x_c = mix64(key + GAMMA * (c + 1)); elements [first, first + count) of the Gaussian stream
-// under key: element e comes from counter e / 2 by Box-Muller (cosine for even e, sine for odd).
+// sqrt(-2 ln v) for v = (2^24 - h) 2^-24: v = m 2^e with m in [sqrt(1/2), sqrt(2)), f = m - 1,
+// ln v = f + (f^3 P(f) - e 2.12194440e-4 - f^2 / 2) + e 0.693359375.
+inline float radius(int32_t h) {
+  const float v = static_cast<float>(16777216 - h) * 0x1p-24f;
+  int32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const int32_t e = (bits - kSqrtHalfBits) >> 23;
+  const int32_t mantissa = bits - e * (1 << 23);
+  float m;
+  std::memcpy(&m, &mantissa, sizeof m);
+  const float f = m - 1.0f;
+  const float z = f * f;
+  float y = f * kLogP[0];
+  for (int i = 1; i < 9; ++i) y = (y + kLogP[i]) * f;
+  y = y * z;
+  const float ef = static_cast<float>(e);
+  y = y + ef * kLn2Lo;
+  y = y - z * 0.5f;
+  const float ln = (f + y) + ef * kLn2Hi;
+  return std::sqrt(ln * -2.0f);
+}
+
+// cos and sin of 2 pi low 2^-24 = (q + t) pi / 2 with q = round(low 2^-22), t in [-1/2, 1/2).
+inline void turn(int32_t low, float& cos_out, float& sin_out) {
+  const int32_t q = (low + (1 << 21)) >> 22;
+  const float x = static_cast<float>(low - q * (1 << 22)) * 0x1p-22f * kHalfPi;
+  const float z = x * x;
+  float s = z * kSinP[0];
+  s = (s + kSinP[1]) * z;
+  s = (s + kSinP[2]) * z;
+  s = s * x + x;
+  float c = z * kCosP[0];
+  c = (c + kCosP[1]) * z;
+  c = (c + kCosP[2]) * z;
+  c = c * z;
+  c = c - z * 0.5f;
+  c = c + 1.0f;
+  const float co = (q & 1) ? s : c, si = (q & 1) ? c : s;
+  cos_out = ((q + 1) & 2) ? -co : co;
+  sin_out = (q & 2) ? -si : si;
+}
+
+// Pairs a .. a + m - 1 of the Gaussian stream under key into out (2m floats): counter c gives
+// x_c = mix64(key + GAMMA (c + 1)), h = x_c >> 40, low = (x_c >> 8) & 0xFFFFFF (24 bits each),
+// and the pair (radius(h) cos, radius(h) sin) of turn(low).
+CYBER0_CLONES void gaussian_pairs(float* out, uint64_t key, int64_t a, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) {
+    const uint64_t x = mix64(key + kGamma * static_cast<uint64_t>(a + i + 1));
+    const float r = radius(static_cast<int32_t>(x >> 40));
+    float c, s;
+    turn(static_cast<int32_t>((x >> 8) & 0xFFFFFF), c, s);
+    out[2 * i] = r * c;
+    out[2 * i + 1] = r * s;
+  }
+}
+
+// Elements [first, first + count) of the Gaussian stream under key: element e is pair e / 2's
+// cosine (even e) or sine (odd e).
 void gaussian_span(float* out, uint64_t key, int64_t first, int64_t count) {
-  float v[kChunk], theta[kChunk], r[kChunk], c[kChunk], s[kChunk];
+  float pairs[2 * kChunk];
   const int64_t end = first + count;
   for (int64_t a = first >> 1; 2 * a < end; a += kChunk) {
     const int64_t m = std::min<int64_t>(kChunk, (end + 1) / 2 - a);
-    for (int64_t i = 0; i < m; ++i) {
-      const uint64_t x = mix64(key + kGamma * static_cast<uint64_t>(a + i + 1));
-      v[i] = static_cast<float>((x >> 40) & 0xFFFFFF) * -0x1p-24f + 1.0f;
-      theta[i] = static_cast<float>((x >> 8) & 0xFFFFFF) * kTheta;
-    }
-    vmsLn(static_cast<int>(m), v, r, kMode);
-    for (int64_t i = 0; i < m; ++i) v[i] = r[i] * -2.0f;
-    vmsSqrt(static_cast<int>(m), v, r, kMode);
-    vmsCos(static_cast<int>(m), theta, c, kMode);
-    vmsSin(static_cast<int>(m), theta, s, kMode);
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t e = 2 * (a + i);
-      if (e >= first) out[e - first] = r[i] * c[i];
-      if (e + 1 >= first && e + 1 < end) out[e + 1 - first] = r[i] * s[i];
-    }
+    gaussian_pairs(pairs, key, a, m);
+    const int64_t lo = std::max<int64_t>(first, 2 * a), hi = std::min<int64_t>(end, 2 * (a + m));
+    std::memcpy(out + (lo - first), pairs + (lo - 2 * a), sizeof(float) * (hi - lo));
   }
 }
 
@@ -68,7 +121,7 @@ void rademacher_span(float* out, uint64_t key, int64_t first, int64_t count) {
 
 // Row i of out (R, W), float32 with contiguous rows, becomes elements [starts[i], starts[i] + W)
 // of the stream under keys[i] (int64 holding the uint64 key). Rows and pieces of 16K elements run
-// in parallel, at least 64K elements to a thread; MKL's own threading is off inside them.
+// in parallel, at least 64K elements to a thread.
 void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaussian) {
   TORCH_CHECK(out.dim() == 2 && out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
               "fill needs a float32 (R, W) tensor with contiguous rows");
@@ -88,13 +141,11 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
   const int64_t task = std::max<int64_t>(1, std::min(piece, width));
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / task);
   at::parallel_for(0, rows * pieces, grain, [&](int64_t lo, int64_t hi) {
-    const int previous = MKL_Set_Num_Threads_Local(1);
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t row = t / pieces, p = (t % pieces) * piece;
       span(base + row * stride + p, static_cast<uint64_t>(kp[row]), sp[row] + p,
            std::min(piece, width - p));
     }
-    MKL_Set_Num_Threads_Local(previous);
   });
 }
 

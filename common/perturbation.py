@@ -14,18 +14,27 @@ Derivation (exact enough to re-implement; all arithmetic modulo 2**64)::
     x_c       = mix64(key + GAMMA * (c + 1))                 for counter c = 0, 1, 2, ...
 
 Gaussian: each x_c gives one pair (z[2c], z[2c+1]) by Box-Muller in float32 with
-``h = x_c >> 40`` and ``l = (x_c >> 8) & 0xFFFFFF`` (24 bits each)::
+``h = x_c >> 40`` and ``low = (x_c >> 8) & 0xFFFFFF`` (24 bits each)::
 
-    v = float32(2**24 - h) * 2**-24            # in (0, 1], exact
-    r = sqrt(-2 * log(v));  theta = float32(l) * float32(2*pi * 2**-24)
+    v = float32(2**24 - h) * 2**-24                # in (0, 1], exact
+    r = sqrt(-2 * ln(v));  theta = 2*pi * low * 2**-24
     z[2c] = r * cos(theta);  z[2c+1] = r * sin(theta)
+
+where ``ln``, ``cos`` and ``sin`` are not a math library's but fixed float32 polynomials
+(:func:`_radius`, :func:`_turn`: Cephes' single-precision coefficients, the operations in a fixed
+order, each rounded on its own, no fused multiply-add) and ``sqrt`` is correctly rounded. Every
+step is an IEEE-754 operation with one right answer, so no device's vector-math library or
+instruction set enters: the eager torch ops and the native CPU kernel compute the same bits, and
+a GPU running the eager ops should too (``bench/gpu.sh`` checks it; not yet run). Library
+``log``, ``cos`` and ``sin`` differ in the last bit between MKL's AVX2 and AVX-512 code paths,
+and between CPU and GPU. Accuracy, checked on all 2^24 inputs of each half: r within one
+float32 ulp of the exact value, cos and sin within 1.2e-7.
 
 Rademacher: ``z[c] = 1 - 2 * ((x_c >> 32) & 1)``.
 
-The integer part is exact on every device. Rademacher directions are therefore bitwise identical
-everywhere; Gaussian ones are bitwise identical across processes, calls and CPU thread counts
-(tested), and may differ by a few ulps between devices whose ``log``/``cos``/``sin`` round
-differently (measured in ``bench/gpu.sh``).
+Both are bitwise identical across processes, calls, CPU thread counts and CPU instruction sets
+(tested against a stored digest under torch's scalar, AVX2 and machine kernels, MKL's oldest
+code path, and the native kernel).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import bisect
 import functools
 import itertools
 import math
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,7 +72,37 @@ _ALIGN = 64
 #: The direction cache a client keeps by default (:class:`DirectionCache`): MiniLM's
 #: non-embedding directions (41 MiB) fit; a model 16 times larger keeps a part of them.
 DEFAULT_CACHE_BYTES = 64 << 20
-_TWO_PI_2M24 = 2.0 * math.pi / float(1 << 24)
+
+
+def _f32(value: float) -> float:
+    """``value`` rounded to float32 (the generator's constants are float32 numbers)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+#: The Gaussian derivation this module implements (protocol version 3; results record it).
+GAUSSIAN_DERIVATION = "float32-polynomials"
+#: ln on [sqrt(1/2), sqrt(2)): ln(1 + f) = f + f^3 P(f) - f^2 / 2, P's coefficients from the
+#: highest power (Cephes' single-precision logf); ln 2 = LN2_HI - LN2_LO.
+_LOG_P = tuple(
+    _f32(c)
+    for c in (
+        7.0376836292e-2,
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    )
+)
+_LN2_LO, _LN2_HI = _f32(-2.12194440e-4), _f32(0.693359375)
+#: sin x = x + x^3 S(x^2) and cos x = 1 - x^2 / 2 + x^4 C(x^2) on [-pi/4, pi/4] (Cephes).
+_SIN_P = tuple(_f32(c) for c in (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1))
+_COS_P = tuple(_f32(c) for c in (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2))
+_HALF_PI = _f32(math.pi / 2)
+_SQRT_HALF_BITS = 0x3F3504F3  # float32 sqrt(1/2)
 
 
 def _signed(value: int) -> int:
@@ -111,7 +151,7 @@ class _Scratch:
 
     hashes: Tensor  # int64: the x_c of one block
     ints: Tensor  # int64: shifted bits
-    floats: Tensor  # float32 (3, size): radius, angle, cosine
+    floats: Tensor  # float32: Rademacher signs before they are cast to the target
     values: Tensor  # float32 (2 · size): a block's values when they cannot go straight out
 
     @classmethod
@@ -120,8 +160,8 @@ class _Scratch:
         them), so that calls outside it can write to them too."""
         with torch.inference_mode(False):
             ints = torch.empty(2, size, dtype=torch.int64, device=device)
-            floats = torch.empty(5, size, device=device)
-        return cls(ints[0], ints[1], floats[:3], floats[3:].view(-1))
+            floats = torch.empty(3, size, device=device)
+        return cls(ints[0], ints[1], floats[0], floats[1:].view(-1))
 
     def shaped(self, rows: int, cols: int) -> _Scratch:
         """Views for ``rows · cols`` hashes as (rows, cols) tensors (values: (rows, 2 · cols))."""
@@ -129,7 +169,7 @@ class _Scratch:
         return _Scratch(
             self.hashes[:n].view(rows, cols),
             self.ints[:n].view(rows, cols),
-            self.floats[:, :n].view(3, rows, cols),
+            self.floats[:n].view(rows, cols),
             self.values[: 2 * n].view(rows, 2 * cols),
         )
 
@@ -160,8 +200,8 @@ def _native_for(out: Tensor) -> ModuleType | None:
 
 
 def _scratch(size: int, device: torch.device) -> _Scratch:
-    """This thread's scratch on ``device``, for at least ``size`` hashes. It is kept (36 bytes
-    per hash: at most about 9.4 MiB, BLOCK hashes, for every call but a (ν, d) matrix with ν
+    """This thread's scratch on ``device``, for at least ``size`` hashes. It is kept (28 bytes
+    per hash: at most about 7.3 MiB, BLOCK hashes, for every call but a (ν, d) matrix with ν
     above BLOCK) and grown when a call needs more."""
     held: dict[torch.device, _Scratch] = _HELD.__dict__.setdefault("by_device", {})
     found = held.get(device)
@@ -183,21 +223,57 @@ def _hash_block(keys: Tensor, start: int, scratch: _Scratch) -> Tensor:
 
 def _gaussian_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Box-Muller from hashes ``x`` (T, c) into float32 ``out`` (T, 2c): pairs (cos, sin)."""
-    bits, (r, theta, cos) = scratch.ints, scratch.floats
-    torch.bitwise_right_shift(x, 40, out=bits).bitwise_and_(0xFFFFFF)
-    r.copy_(bits).mul_(-(2.0**-24)).add_(1.0)  # 1 - h / 2**24, exact
-    r.log_().mul_(-2.0).sqrt_()
-    torch.bitwise_right_shift(x, 8, out=bits).bitwise_and_(0xFFFFFF)
-    theta.copy_(bits).mul_(_TWO_PI_2M24)
+    bits = torch.bitwise_right_shift(x, 40, out=scratch.ints).bitwise_and_(0xFFFFFF)
+    radius = _radius(bits.int())
+    bits = torch.bitwise_right_shift(x, 8, out=scratch.ints).bitwise_and_(0xFFFFFF)
+    cos, sin = _turn(bits.int())
     pairs = out.view(*x.shape, 2)
-    torch.mul(r, torch.cos(theta, out=cos), out=pairs[..., 0])
-    torch.mul(r, theta.sin_(), out=pairs[..., 1])
+    torch.mul(radius, cos, out=pairs[..., 0])
+    torch.mul(radius, sin, out=pairs[..., 1])
+
+
+def _radius(h: Tensor) -> Tensor:
+    """sqrt(-2 ln v) for v = (2^24 - h) 2^-24, h int32 in [0, 2^24): v = m 2^e with m in
+    [sqrt(1/2), sqrt(2)), f = m - 1, ln v = f + (f^3 P(f) + e LN2_LO - f^2 / 2) + e LN2_HI, each
+    operation rounded to float32 in this order; the square root correctly rounded (float64's,
+    rounded once more: exact for the square root of a float32)."""
+    v = h.neg().add_(1 << 24).float().mul_(2.0**-24)
+    bits = v.view(torch.int32)
+    e = torch.sub(bits, _SQRT_HALF_BITS).bitwise_right_shift_(23)
+    f = torch.sub(bits, e * (1 << 23)).view(torch.float32).sub_(1.0)
+    z = f * f
+    y = f * _LOG_P[0]
+    for c in _LOG_P[1:]:
+        y.add_(c).mul_(f)
+    y.mul_(z)
+    ef = e.float()
+    y.add_(ef * _LN2_LO).sub_(z.mul_(0.5))
+    ln = f.add_(y).add_(ef.mul_(_LN2_HI))
+    return ln.mul_(-2.0).double().sqrt_().float()
+
+
+def _turn(low: Tensor) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2 pi low 2^-24, ``low`` int32 in [0, 2^24): the angle is (q + t) pi / 2 with
+    q = round(low 2^-22) and t in [-1/2, 1/2); x = t · HALF_PI, then sin x and cos x by their
+    polynomials and the quadrant q's swap and signs."""
+    q = torch.add(low, 1 << 21).bitwise_right_shift_(22)
+    x = torch.sub(low, q * (1 << 22)).float().mul_(2.0**-22).mul_(_HALF_PI)
+    z = x * x
+    s = z * _SIN_P[0]
+    s.add_(_SIN_P[1]).mul_(z).add_(_SIN_P[2]).mul_(z).mul_(x).add_(x)
+    c = z * _COS_P[0]
+    c.add_(_COS_P[1]).mul_(z).add_(_COS_P[2]).mul_(z).mul_(z).sub_(z.mul_(0.5)).add_(1.0)
+    swap = q.bitwise_and(1).bool()
+    cos, sin = torch.where(swap, s, c), torch.where(swap, c, s)
+    cos = torch.where(q.add(1).bitwise_and_(2).bool(), cos.neg(), cos)
+    sin = torch.where(q.bitwise_and_(2).bool(), sin.neg(), sin)
+    return cos, sin
 
 
 def _rademacher_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
     """Signs from bit 32 of the hashes (T, c): ``1 - 2 * bit`` as float32 into ``out`` (T, c)."""
     bits = torch.bitwise_right_shift(x, 32, out=scratch.ints).bitwise_and_(1)
-    out.copy_(scratch.floats[0].copy_(bits).mul_(-2.0).add_(1.0))
+    out.copy_(scratch.floats.copy_(bits).mul_(-2.0).add_(1.0))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from cyber0.common.plan import PlanError, TrainingPlan, ZOSettings
 from cyber0.v1 import federation_pb2 as pb
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The version this code speaks (``JoinRequest.protocol_version``)."""
 
 MAX_CLIENT_ID_CHARS = 128
