@@ -670,14 +670,15 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 f"the update, while `torch.randn` alone takes {randn * 1e3:.0f} ms for 22.7M "
                 "floats. The cache costs memory: its 41 MiB are in the ZO peak of section 4. "
                 "Run to run the median moves more than the target's margin: five earlier runs "
-                "of 5–9 rounds on the idle machine (2026-11-27) gave 2.26×, 2.37×, 2.38×, "
-                "2.48× and 2.33× with the cache and 2.63×, 2.74×, 2.71×, 2.77× and 2.53× "
-                "without it, and the run of 2026-11-28 2.39× and 2.77×; the table has the "
-                "latest run. "
+                "of 5–9 rounds on an idle AMD EPYC (2026-11-27, version 2's generator in eager "
+                "ops) gave 2.26×, 2.37×, 2.38×, 2.48× and 2.33× with the cache and 2.63×, "
+                "2.74×, 2.71×, 2.77× and 2.53× without it, and the runs of 2026-11-28 and "
+                "2026-11-29 2.39× (the latter with version 2's native kernel); the table has "
+                "the latest run. "
                 + (
-                    "With the native generator (below) the step generates its directions at "
-                    "about the speed of `torch.randn`; what is left above 2F is that "
-                    "generation, the copies w ± μz and the update."
+                    "With the native generator (below) the step's directions cost about a "
+                    "third of `torch.randn`'s time; what is left above 2F is mostly memory "
+                    "traffic: the copies w ± μz and the update of all 22.7M weights."
                     if g.get("native")
                     else "Not met: the gap left is the generator itself (about 23M directions "
                     "at the speed of `torch.randn`), which only a fused generator or more "
@@ -776,11 +777,16 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         lines += [
             "A `torch.compile`-fused version of the same arithmetic (prototype in "
             f"`bench/step.py`, not shipped) runs at "
-            f"{statistics.median(compiled['fill_s']) / randn:.1f}× `torch.randn`, and is **not "
-            f"bitwise equal** to the shipped generator ({compiled['differing_elements']:,} of "
-            f"{g['floats']:,} elements differ, max |Δ| {compiled['max_abs_diff']:.1e}: "
-            "inductor's vectorised log/sin/cos round differently): adopting it would change "
-            "every party's model bits, which the native kernel above does not.",
+            f"{statistics.median(compiled['fill_s']) / randn:.1f}× `torch.randn`"
+            + (
+                ", bitwise equal to the shipped generator (the same IEEE operations; the native "
+                "kernel needs no compiler at run time and is checked on every load)."
+                if compiled["bitwise_equal"]
+                else f", and is **not bitwise equal** to the shipped generator "
+                f"({compiled['differing_elements']:,} of {g['floats']:,} elements differ, max "
+                f"|Δ| {compiled['max_abs_diff']:.1e}): adopting it would change every party's "
+                "model bits, which the native kernel above does not."
+            ),
             "",
         ]
     batched = r["logreg"].get("batched", {})
