@@ -33,28 +33,29 @@ from cyber0.common.perturbation import (
 )
 from cyber0.common.plan import Distribution
 
-#: docs/protocol.md's P0 .. P8 (ln's polynomial).
-PROTOCOL_LOG_P = (
-    7.0376836292e-2,
-    -1.1514610310e-1,
-    1.1676998740e-1,
-    -1.2420140846e-1,
-    1.4249322787e-1,
-    -1.6668057665e-1,
-    2.0000714765e-1,
-    -2.4999993993e-1,
-    3.3333331174e-1,
-)
+
+def protocol_constants() -> dict[str, list[float]]:
+    """docs/protocol.md's table of the Gaussian derivation's constants, read from the document
+    (so that the transcription below checks the document itself)."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+    names = ("P0 … P8", "LN2_LO, LN2_HI", "S0, S1, S2", "C0, C1, C2")
+    table: dict[str, list[float]] = {}
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] in names:
+            table[cells[0]] = [float(v) for v in cells[1].replace("−", "-").split(",")]
+    assert len(table) == len(names), f"constants table not found in {doc}"
+    return table
 
 
 def reference_gaussian(seed: int, coords: tuple[int, int, int, int], n: int) -> list[float]:
-    """docs/protocol.md's Gaussian derivation transcribed literally: Python integers, and numpy
-    float32 scalars for every float operation (each IEEE-rounded on its own)."""
+    """docs/protocol.md's Gaussian derivation transcribed literally, with its constants: Python
+    integers, and numpy float32 scalars for every float operation (each IEEE-rounded on its
+    own)."""
     f32 = np.float32
-    p = [f32(c) for c in PROTOCOL_LOG_P]
-    lo, hi = f32(-2.12194440e-4), f32(0.693359375)
-    sp = [f32(c) for c in (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)]
-    cp = [f32(c) for c in (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)]
+    table = {name: [f32(v) for v in values] for name, values in protocol_constants().items()}
+    p, (lo, hi) = table["P0 … P8"], table["LN2_LO, LN2_HI"]
+    sp, cp = table["S0, S1, S2"], table["C0, C1, C2"]
     half_pi = f32(math.pi / 2)
     key = stream_key(seed, *coords)
     out: list[float] = []
