@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -75,10 +75,12 @@ class Party:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def spawn(args: Sequence[str], out: Path, err: Path) -> subprocess.Popen[str]:
+def spawn(
+    args: Sequence[str], out: Path, err: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start ``python ARGS`` with stdout and stderr appended to files (closed here at once:
-    the child keeps its own descriptors)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    the child keeps its own descriptors), with ``env`` added to this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     with out.open("a") as stdout, err.open("a") as stderr:
         return subprocess.Popen(
             [sys.executable, *args], stdout=stdout, stderr=stderr, text=True, env=env

@@ -98,10 +98,13 @@ class Federation:
         self.procs[name] = proc
         return proc
 
-    def start_client(self, name: str, *extra: str) -> subprocess.Popen[str]:
+    def start_client(
+        self, name: str, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         target = f"127.0.0.1:{self.port}"
         args = ["-m", "cyber0.client.cli", "--target", target, "--id", name, *extra]
-        proc = demo.spawn(args, self.workdir / f"{name}.out", self.workdir / f"{name}.log")
+        out, log = self.workdir / f"{name}.out", self.workdir / f"{name}.log"
+        proc = demo.spawn(args, out, log, env)
         self.procs[name] = proc
         return proc
 
@@ -192,6 +195,24 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     # Left out of rounds after its kill (they ran on without it); that it caught up after its
     # restart is shown by its exit status and its final digest below.
     assert any("client-2" not in r["participants"] for r in records[8:])
+    digests = {name: fed.digest(name) for name in ("observer", "client-0", "client-1", "client-2")}
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_parties_on_different_cpu_paths_end_on_one_model(federation: Federation) -> None:
+    """Clients whose arithmetic takes other CPU paths (torch's scalar or AVX2 kernels, MKL's
+    oldest or AVX2 code path, the eager generator instead of the native kernel), as on other
+    machines, still regenerate the same Gaussian directions: every party ends on one digest.
+    (With the math library's log/cos/sin, protocol version 2, these paths drew other bits.)"""
+    fed = federation
+    fed.start_federator("federator")
+    fed.start_client("observer", "--role", "observer")
+    fed.start_client("client-0")
+    scalar = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+    fed.start_client("client-1", env={**scalar, "CYBER0_NATIVE_GENERATOR": "0"})
+    fed.start_client("client-2", env={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"})
+    for name in ("observer", "client-0", "client-1", "client-2"):
+        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
     digests = {name: fed.digest(name) for name in ("observer", "client-0", "client-1", "client-2")}
     assert len(set(digests.values())) == 1, digests
 
