@@ -82,7 +82,7 @@ def _f32(value: float) -> float:
 #: The Gaussian derivation this module implements (protocol version 3; results record it).
 GAUSSIAN_DERIVATION = "float32-polynomials"
 #: ln on [sqrt(1/2), sqrt(2)): ln(1 + f) = f + f^3 P(f) - f^2 / 2, P's coefficients from the
-#: highest power (Cephes' single-precision logf); ln 2 = LN2_HI - LN2_LO.
+#: highest power (Cephes' single-precision logf); ln 2 = LN2_HI + LN2_LO.
 _LOG_P = tuple(
     _f32(c)
     for c in (
@@ -235,8 +235,8 @@ def _gaussian_block(x: Tensor, out: Tensor, scratch: _Scratch) -> None:
 def _radius(h: Tensor) -> Tensor:
     """sqrt(-2 ln v) for v = (2^24 - h) 2^-24, h int32 in [0, 2^24): v = m 2^e with m in
     [sqrt(1/2), sqrt(2)), f = m - 1, ln v = f + (f^3 P(f) + e LN2_LO - f^2 / 2) + e LN2_HI, each
-    operation rounded to float32 in this order; the square root correctly rounded (float64's,
-    rounded once more: exact for the square root of a float32)."""
+    operation rounded to float32 in this order; then the correctly rounded square root (float64's
+    root rounded to float32 is the correctly rounded float32 root of a float32)."""
     v = h.neg().add_(1 << 24).float().mul_(2.0**-24)
     bits = v.view(torch.int32)
     e = torch.sub(bits, _SQRT_HALF_BITS).bitwise_right_shift_(23)
