@@ -685,7 +685,7 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                     "memory would close."
                 ),
                 "",
-                "**Changed:** the generator keeps a per-thread scratch (at most 9.4 MiB) "
+                "**Changed:** the generator keeps a per-thread scratch (now at most 7.3 MiB) "
                 "instead of allocating its ~20 temporaries for every block: fresh allocations "
                 "of a few MiB are returned to the kernel and fault their pages in again. "
                 "Generating MiniLM's 36 large tensors one by one (old and new code alternated "
@@ -854,7 +854,7 @@ def memory_section(docs: dict[str, dict[str, Any]]) -> list[str]:
             "**Changed:** the ZO step now holds, at its peak, the client's direction cache "
             "(section 3; one allocation of min(`--direction-cache`, one direction of every "
             "tensor generated whole): 41 MiB for MiniLM, the 64 MiB default for the 355M "
-            "model) and the generator's per-thread scratch (at most 9.4 MiB). The previous "
+            "model) and the generator's per-thread scratch (at most 7.3 MiB). The previous "
             "run, without them: MiniLM ZO peak 512 MiB (+119 above the model, 1.04× the "
             "inference peak), RoBERTa-large-shaped 1783 MiB (+74, 1.02×). "
             "`--direction-cache 0` gives the cache's share back, at the speed of section 3's "
@@ -888,12 +888,14 @@ def sim_section(doc: dict[str, Any]) -> list[str]:
         "",
         "The `sim.clients` rows time one round of the 20 clients' K = 5 local rounds (the "
         "study's K = 5 cells, batch 128), grouped as the simulator now runs them "
-        "(`ZOEstimator.local_rounds`: one batched product per local step for a group of "
-        "clients) and client by client as it ran them before (`local_round`), alternating "
+        "(`ZOEstimator.local_rounds`: a group of clients shares each local step's "
+        "perturbation, update and loss ops, with one matrix product per client: a single "
+        "batched product of several clients took other kernels on AVX-512 and changed the "
+        "last bits) and client by client as it ran them before (`local_round`), alternating "
         "round by round on the same batches; the script stops if the two ever differ in a "
-        "bit, and a stored 6,000-round grid cell (ν = 1, K = 5, Krum, ALIE) rerun grouped "
-        "gave its stored model digest. At ν = 64 a client's 2ν perturbed weight rows "
-        "(4 MiB) are a group on their own: groups of 4 measured slower.",
+        "bit, and on the AMD EPYC a stored 6,000-round grid cell (ν = 1, K = 5, Krum, ALIE) "
+        "rerun grouped gave its stored model digest. At ν = 64 a client's 2ν perturbed weight "
+        "rows (4 MiB) are a group on their own: groups of 4 measured slower.",
         "",
         *figure_table(doc["figures"]),
         "",
