@@ -7,8 +7,9 @@ Starts ``cyber0-federator`` (mean rule, f = 0, quorum = n: a round needs every c
 ⌈N / per-process⌉ worker processes, each running ``per-process`` client sessions (the client
 daemon's :class:`~cyber0.client.session.Session`, each with its own identity, channel, TCP
 connection and stream) with a fake trainer that sends seeded Gaussian vectors and checks that
-aggregates arrive once each and in order. While it runs it samples the federator's RSS once a
-second. Checks, printed and written as JSON:
+aggregates arrive once each and in order. While it runs it samples the federator's RSS every
+SAMPLE_SECONDS, and once more when the clients are done (a short run can finish between two
+samples). Checks, printed and written as JSON:
 
 * rounds: the federator's metrics list rounds 0 … R−1, each exactly once, each with all N
   participants (no dropped or duplicated round, no client left out);
@@ -42,6 +43,9 @@ import numpy as np
 
 from cyber0.client.session import Backoff, Session, SessionConfig
 from cyber0.common.plan import TrainingPlan
+
+#: How often the federator's RSS is sampled while the clients run.
+SAMPLE_SECONDS = 0.2
 
 
 class RandomTrainer:
@@ -175,7 +179,11 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 samples.append(
                     (time.monotonic() - started, rounds_done(metrics), rss_mb(federator.pid))
                 )
-                time.sleep(1.0)
+                time.sleep(SAMPLE_SECONDS)
+            if federator.poll() is None:  # lingering after the last round: still sampled
+                samples.append(
+                    (time.monotonic() - started, rounds_done(metrics), rss_mb(federator.pid))
+                )
             outputs = [json.loads(w.communicate()[0].splitlines()[-1]) for w in workers]
             federator_code = federator.wait(timeout=60)
         finally:
@@ -201,7 +209,7 @@ def report(
     """Figures and pass/fail checks from the metrics, the workers' records and the samples."""
     n, r = args.clients, args.rounds
     warm = max(5, r // 10)
-    after_warmup = [rss for _, done, rss in samples if done >= warm]
+    after_warmup = [rss for _, done, rss in samples if done >= warm and not math.isnan(rss)]
     rss_at_warmup = after_warmup[0] if after_warmup else math.nan
     growth = max(after_warmup) - rss_at_warmup if after_warmup else math.nan
     round_ms = sorted(float(x["round_ms"]) for x in rounds)
