@@ -37,16 +37,20 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on, including the load when measuring started."""
-    cpu = platform.processor() or ""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or ""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, including the load when measuring started."""
+    cpu = cpu_model()
     mem_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -173,17 +173,19 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
             deadline = started + args.timeout
+
+            def sample() -> None:
+                samples.append(
+                    (time.monotonic() - started, rounds_done(metrics), rss_mb(federator.pid))
+                )
+
             while any(w.poll() is None for w in workers):
                 if time.monotonic() > deadline:
                     raise SystemExit(f"soak: not done after {args.timeout:g} s")
-                samples.append(
-                    (time.monotonic() - started, rounds_done(metrics), rss_mb(federator.pid))
-                )
+                sample()
                 time.sleep(SAMPLE_SECONDS)
             if federator.poll() is None:  # lingering after the last round: still sampled
-                samples.append(
-                    (time.monotonic() - started, rounds_done(metrics), rss_mb(federator.pid))
-                )
+                sample()
             outputs = [json.loads(w.communicate()[0].splitlines()[-1]) for w in workers]
             federator_code = federator.wait(timeout=60)
         finally:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from _common import cpu_model
+
 OUT = Path(__file__).resolve().parent / "results" / "mnist"
 N_CLIENTS, F = 20, 5
 ALPHAS = (1.0, 0.1)
@@ -325,17 +327,6 @@ def select(cells: Sequence[Cell], args: argparse.Namespace) -> list[Cell]:
         return all(wanted is None or value in wanted for wanted, value in checks)
 
     return [c for c in cells if keep(c)]
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_cell(cell: Cell, out: Path, threads: int) -> tuple[str, float, float]:
