@@ -63,6 +63,7 @@ class Run:
     fo_batch: int
     seed: int
     mode: str
+    host: dict[str, Any]
 
     @property
     def block(self) -> tuple[float, int, int, str]:
@@ -118,6 +119,7 @@ def load_run(path: Path, root: Path) -> Run:
         fo_batch=int(fo["batch_size"]),
         seed=int(config["seed"]),
         mode=str(config["attack"].get("mode", "omniscient")),
+        host=dict(data.get("host", {})),
     )
 
 
@@ -175,6 +177,7 @@ class Study:
     def __init__(self, runs: Sequence[Run]) -> None:
         from study_mnist import SEED
 
+        self.runs = list(runs)
         self.sweep = [r for r in runs if r.eval_split == "validation"]
         evaluated = [r for r in runs if r.eval_split != "validation"]
         # a budget other than the grid's is named in the id (``-r<rounds>``, see Cell.id)
@@ -1734,9 +1737,10 @@ def make_figures(study: Study, folder: Path) -> list[Path]:
 # Document
 
 
-def _host(root: Path) -> str:
-    for path in sorted(root.rglob("results.json")):
-        host = json.loads(path.read_text()).get("host")
+def _host(runs: Iterable[Run]) -> str:
+    """The machine of the first run (by id) that recorded one."""
+    for run in runs:
+        host = run.host
         if host:
             return (
                 f"{host['cpu_count']} CPU cores, {host['torch_threads']} torch thread per cell, "
@@ -1745,14 +1749,13 @@ def _host(root: Path) -> str:
     return "unknown (no host record in the results)"
 
 
-def _derivations(root: Path) -> str:
+def _derivations(runs: Iterable[Run]) -> str:
     """A sentence on which cells ran with which Gaussian derivation and on which CPU."""
-    kinds: Counter[tuple[str, str]] = Counter()
-    for path in sorted(root.rglob("results.json")):
-        data = json.loads(path.read_text())
-        if data.get("method") == "zo":
-            host = data.get("host", {})
-            kinds[host.get("directions", "library"), host.get("cpu", "")] += 1
+    kinds = Counter(
+        (run.host.get("directions", "library"), run.host.get("cpu", ""))
+        for run in runs
+        if run.method == "zo"
+    )
 
     def where(kind: str) -> str:
         parts = [
@@ -1807,13 +1810,13 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "the 10,000 MNIST test examples; "
         "hyperparameters were chosen on a held-out validation split of the training set.",
         "",
-        f"Machine: {_host(results)}. Cells ran by priority, at most two at a time (two runners "
+        f"Machine: {_host(study.runs)}. Cells ran by priority, at most two at a time (two runners "
         "with `--jobs 1`, or one with `--jobs 2`), one torch thread each, on a machine shared "
         "with other work at the same time: per-cell wall times vary several-fold and are not "
         "speed measurements. Cells run from 2026-11-29 on ran their clients' local rounds "
         "together (`ZOEstimator.local_rounds`, about twice as fast at ν=1, K=5) and the "
         "native CPU direction generator: both give the bits of the earlier code on the same "
-        "machine (stored cells rerun to their digests). " + _derivations(results),
+        "machine (stored cells rerun to their digests). " + _derivations(study.runs),
         "",
         "## Targets (α=1, ν=64, K=1)",
         "",
