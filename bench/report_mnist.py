@@ -1363,6 +1363,7 @@ def reading_section(study: Study) -> list[str]:
         + _long_reading(study)
         + _rate_reading(study),
         "",
+        *overview_table(study),
         *other_blocks(study),
         _declines(study),
     ]
@@ -1431,6 +1432,54 @@ def _seed_range(study: Study, aggregator: str, attack: str) -> str:
     return f" ({100 * min(drops):.1f}–{100 * max(drops):.1f} points over {len(drops)} seeds)"
 
 
+def _attacked(
+    study: Study, block: tuple[float, int, int, str], agg: str
+) -> tuple[Run, list[Run]] | None:
+    """The no-attack run of ``block`` under ``agg`` and its attacked runs that ran (attack
+    order); None when the no-attack run did not run."""
+    base = study.get(block, agg, "none")
+    if base is None:
+        return None
+    return base, [r for a in ATTACKS[1:] if (r := study.get(block, agg, a)) is not None]
+
+
+def overview_table(study: Study) -> list[str]:
+    """Every CYBER-0 block at a glance: per rule, the no-attack accuracy, how many attacks stay
+    within TOLERANCE of it, and the attack that costs most."""
+    header = "| block | " + " | ".join(AGGREGATORS) + " |"
+    rows = [header, "|---|" + "---|" * len(AGGREGATORS)]
+    for block in study.blocks():
+        cells = []
+        for agg in AGGREGATORS:
+            found = _attacked(study, block, agg)
+            if found is None:
+                cells.append("—")
+                continue
+            base, runs = found
+            if not runs:
+                cells.append(f"{pct(base.final)}")
+                continue
+            worst = min(runs, key=lambda r: r.final)
+            within = sum(base.final - r.final <= TOLERANCE for r in runs)
+            cells.append(
+                f"{pct(base.final)} · {within}/{len(runs)} · "
+                f"{worst.attack} {100 * (worst.final - base.final):+.2f}"
+            )
+        rows.append(
+            f"| {block_name(block).removeprefix('CYBER-0, ')} | " + " | ".join(cells) + " |"
+        )
+    return [
+        "Every CYBER-0 block at seed 0, per rule: the no-attack test accuracy (%) · how many "
+        f"attacks end within {100 * TOLERANCE:.0f} points of it (of those that ran) · the "
+        "attack that costs most, with its change in points. A rule whose no-attack run is weak "
+        "(Krum) can have every attack within 3 points of it while ending below the other "
+        "rules under attack.",
+        "",
+        *rows,
+        "",
+    ]
+
+
 def other_blocks(study: Study) -> list[str]:
     """Attack costs in the blocks other than ν=64, K=1 (at α=1 the targets' block, at α=0.1
     :func:`heterogeneity_section`'s), each attacked run's final accuracy placed on its no-attack
@@ -1440,10 +1489,10 @@ def other_blocks(study: Study) -> list[str]:
         if block[1:] == (64, 1, ""):
             continue
         for agg in AGGREGATORS:
-            base = study.get(block, agg, "none")
-            runs = [r for a in ATTACKS[1:] if (r := study.get(block, agg, a)) is not None]
-            if base is None or not runs:
+            found = _attacked(study, block, agg)
+            if found is None or not found[1]:
                 continue
+            base, runs = found
             parts = []
             for r in runs:
                 at = base.reached(r.final)
