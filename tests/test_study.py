@@ -366,6 +366,10 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "- CYBER-0, α=0.1, ν=1, K=1, cwtm: no attack 90.00% after 30 rounds (+5.00 over its last "
         "fifth); 0 of 1 attacks within 3 points: sf -8.00 (round 20)" in text
     )
+    # the overview: no-attack accuracy · attacks within 3 points · the costliest attack
+    assert "| α=1.0, ν=64, K=1 | 91.00 · 1/2 · sf -7.00 | 90.00 · 1/1 · sf -2.00 | — | — |" in text
+    assert "| α=1.0, ν=64, K=5 (biased) | 92.00 · 1/1 · sf -1.00 | 92.00 · 1/1 · sf -1.00 |" in text
+    assert "| α=0.1, ν=1, K=1 | 90.00 · 0/1 · sf -8.00 | — | — | — |" in text
     assert "No α=0.1 cell at ν=64, K=1 has run." in text
     assert "| cwtm | sf | 84.00 | +7.00 | 90.00 | +1.00 | yes |" in text
     assert (
