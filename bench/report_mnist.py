@@ -1457,7 +1457,7 @@ def overview_table(study: Study) -> list[str]:
                 continue
             base, runs = found
             if not runs:
-                cells.append(f"{pct(base.final)}")
+                cells.append(pct(base.final))
                 continue
             worst = min(runs, key=lambda r: r.final)
             within = sum(base.final - r.final <= TOLERANCE for r in runs)
@@ -1789,8 +1789,7 @@ def make_figures(study: Study, folder: Path) -> list[Path]:
 def _host(runs: Iterable[Run]) -> str:
     """The machine of the first run (by id) that recorded one."""
     for run in runs:
-        host = run.host
-        if host:
+        if host := run.host:
             return (
                 f"{host['cpu_count']} CPU cores, {host['torch_threads']} torch thread per cell, "
                 f"torch {host['torch']}, Python {host['python']}, {host['platform']}"
