@@ -802,9 +802,9 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
         lines += [
             "**Changed:** the batched path evaluated logistic regression's 2ν perturbed losses "
             "through `vmap` over `functional_call`, whose per-call cost was several forwards "
-            "at ν = 1. It now runs the same physical ops written out "
-            "(`LogisticRegression.cross_entropy_at`: the same bits, tested against `vmap`, and "
-            "stored grid cells rerun to the same digests): "
+            "at ν = 1. It now runs the loss written out "
+            "(`LogisticRegression.cross_entropy_at`: the same losses to float32 rounding, "
+            "tested against `vmap`): "
             f"{statistics.median(batched['ratio']):.1f}× F against "
             f"{statistics.median(batched['ratio_vmap']):.1f}× through `vmap`, side by side in "
             "this run. What is left is per-op overhead: the generator's few dozen eager ops "

@@ -1864,7 +1864,11 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "speed measurements. Cells run from 2026-11-29 on ran their clients' local rounds "
         "together (`ZOEstimator.local_rounds`, about twice as fast at ν=1, K=5) and the "
         "native CPU direction generator: both give the bits of the earlier code on the same "
-        "machine (stored cells rerun to their digests). " + _derivations(study.runs),
+        "machine (stored cells rerun to their digests). From 2026-12-06 on, the "
+        "grouped loss takes `log_softmax` over the classes in the layout of its matrix product "
+        "(about twice as fast at ν=64, K=5): on this machine that keeps the study's bits "
+        "(prefixes of a ν=64, K=5 cell, 40 rounds, and of a ν=1, K=5 cell, 200 rounds, ended "
+        "on the same digests with both codes). " + _derivations(study.runs),
         "",
         "## Targets (α=1, ν=64, K=1)",
         "",

@@ -168,7 +168,8 @@ def measure_step(
     }
     if path == "batched":
         # A loss closure that is not ``loss_fn`` itself takes the general vmap route, which
-        # logistic regression's written-out batched loss replaces (the same bits).
+        # logistic regression's written-out batched loss replaces (the same losses to float32
+        # rounding).
         estimators["_vmap"] = ZOEstimator(
             model, lambda m, b: loss_fn(m, b), generator, zo, "batched", DEFAULT_CACHE_BYTES
         )

@@ -94,8 +94,9 @@ def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: 
     Each parameter's (P, ...) block is made contiguous first, so that a product with an
     unbatched input folds the P weight sets into one matrix product instead of P small ones.
     Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` runs the same
-    ops written out (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`, the
-    same bits), without vmap's per-call cost: at ν = 1 that cost was several forwards."""
+    loss written out (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`, the
+    same losses to float32 rounding), without vmap's per-call cost: at ν = 1 that cost was
+    several forwards."""
     if loss_fn is cross_entropy_loss and isinstance(model, LogisticRegression):
         return model.cross_entropy_at(weights, batch)
     wrapper = _LossModule(model, loss_fn)
@@ -321,9 +322,23 @@ class ZOEstimator:
         assert isinstance(self.model, LogisticRegression)
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
-        rows = torch.cat([weights[:, None] + scaled, weights[:, None] - scaled], dim=1)
-        losses = self.model.grouped_cross_entropy_at(rows, x, y).double()
+        classes = self.model.linear.bias.numel()
+        bias, weight = (
+            _perturbed_rows(weights[:, part], scaled[:, part])
+            for part in (slice(None, classes), slice(classes, None))
+        )
+        losses = self.model.grouped_cross_entropy_at(bias, weight, x, y).double()
         return central_differences(losses, self.zo.mu)
+
+
+def _perturbed_rows(weights: Tensor, scaled: Tensor) -> Tensor:
+    """(G, 2ν, p): ``weights`` (G, p) + each row of ``scaled`` (ν, p), then − each, written
+    straight into one contiguous tensor."""
+    nu = scaled.shape[0]
+    rows = weights.new_empty(weights.shape[0], 2 * nu, weights.shape[1])
+    torch.add(weights[:, None], scaled, out=rows[:, :nu])
+    torch.sub(weights[:, None], scaled, out=rows[:, nu:])
+    return rows
 
 
 def _shapes(batches: Sequence[Any]) -> list[tuple[int, ...]]:

@@ -82,10 +82,13 @@ def test_batched_and_inplace_paths_agree_and_leave_weights_unchanged(
 
 
 @pytest.mark.parametrize(("rows", "batch_size"), [(2, 128), (2, 37), (10, 64), (128, 32)])
-def test_logistic_regression_losses_are_vmaps_bits(rows: int, batch_size: int) -> None:
+def test_logistic_regression_losses_match_vmap(rows: int, batch_size: int) -> None:
     """The written-out batched loss of logistic regression (what ``perturbed_losses`` runs for
-    it) equals, bit for bit, vmap over ``functional_call`` (reached here through a loss closure
-    that is not ``cross_entropy_loss`` itself), at ν = 1 and 64 and at odd batch sizes."""
+    it) equals vmap over ``functional_call`` (reached here through a loss closure that is not
+    ``cross_entropy_loss`` itself), at ν = 1 and 64 and at odd batch sizes, to float32 rounding:
+    its ``log_softmax`` runs over the classes in the product's layout, a kernel whose ``exp``
+    and ``log`` may round a tail element differently from the one vmap reaches (seen: one ulp
+    of the mean loss, ~1e-7 relative; 1e-6 allows about ten)."""
     model = LogisticRegression(784, 10, init_seed=3)
     gen = torch.Generator().manual_seed(rows * batch_size)
     x = torch.rand(batch_size, 1, 28, 28, generator=gen)
@@ -95,7 +98,7 @@ def test_logistic_regression_losses_are_vmaps_bits(rows: int, batch_size: int) -
         fast = perturbed_losses(model, cross_entropy_loss, weights, (x, y))
         via_vmap = perturbed_losses(model, lambda m, b: cross_entropy_loss(m, b), weights, (x, y))
     assert fast.shape == (rows,)
-    assert torch.equal(fast, via_vmap)
+    torch.testing.assert_close(fast, via_vmap, rtol=1e-6, atol=0.0)
 
 
 def test_biased_variant_sums_steps_over_shared_directions() -> None:
