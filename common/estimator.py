@@ -202,7 +202,7 @@ class ZOEstimator:
         if self.path == "batched":
             flat = flat_parameters(self.model)
             _, z = self._round_directions(round, dstep, flat)
-            weights = torch.cat([flat + z, flat - z])
+            weights = _perturbed_rows(flat[None], z)[0]
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
         else:
             losses = torch.empty(2 * zo.nu, dtype=torch.float64)
