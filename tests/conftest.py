@@ -1,0 +1,31 @@
+"""Suite-wide hooks: with ``CYBER0_FORBID_SKIPS=1`` (set by ``.ci/run``) a skip fails the run.
+
+Some modules skip themselves where an optional part is missing (transformers, the sentences,
+a C++ toolchain for the native generator). On a developer's machine that is a convenience; in
+CI, where the bootstrap installs every part, a skip means a broken install that would otherwise
+pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FORBID_SKIPS = "CYBER0_FORBID_SKIPS"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Turn a passing run with skips into a failing one when :data:`FORBID_SKIPS` is ``1``."""
+    if os.environ.get(FORBID_SKIPS) != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if not skipped:
+        return
+    for report in skipped:
+        reporter.write_line(f"{FORBID_SKIPS}=1: skipped {report.nodeid}: {report.longrepr}")
+    if exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
