@@ -383,6 +383,31 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
 
 
+def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) -> None:
+    """Mean drop over the attacks that ran, and how many stay within 3 points, per α; a block
+    or rule missing at one α shows a dash."""
+    results = tmp_path / "results"
+    finals = {  # (α, attack) -> CWTM's final accuracy at ν=64, K=1
+        (1.0, "none"): 0.91,
+        (1.0, "sf"): 0.89,
+        (1.0, "foe"): 0.86,
+        (0.1, "none"): 0.90,
+        (0.1, "sf"): 0.70,
+    }
+    for (alpha, attack), acc in finals.items():
+        _write(
+            results,
+            f"zo-a{alpha}-nu64-k1-cwtm-{attack}",
+            _results("zo", [acc], 256, alpha=alpha, attack=attack),
+        )
+    _write(results, "zo-a1.0-nu1-k1-cwtm-none", _results("zo", [0.88], 16, nu=1))
+    study = report.Study(report.load_runs(results))
+    rows = [line for line in report.skew_by_block(study) if line.startswith("| ν=")]
+    # α=1: drops 2 and 5 -> mean +3.5, one within; α=0.1: drop 20 -> +20.0, none within
+    assert rows[0] == "| ν=64, K=1 | +3.5 (1/2) → +20.0 (0/1) | — → — | — → — | — → — |"
+    assert rows[1] == "| ν=1, K=1 | — → — | — → — | — → — | — → — |"  # no attacked run
+
+
 def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
