@@ -17,7 +17,15 @@ a probe on the aggregation and writes ``bench/results/probe/<cell id>.json``. Pe
   participation ratio (Σ μ_j²)² / Σ μ_j⁴ (1 for one coordinate, m for equal ones);
 - ``clear_share``: the share of |μ_h|² in the coordinates where |μ_j| exceeds the honest
   vectors' standard deviation σ_j there, where a value of the opposite sign stands out of
-  the honest spread for a coordinate-wise rule.
+  the honest spread for a coordinate-wise rule;
+- ``carriers``: how few honest vectors carry half of the honest mean along itself: the
+  smallest k such that the k largest projections x_i·μ_h sum to at least half of all of them;
+- ``byzantine_neighbours``: the share of the f Byzantine vectors among an honest vector's
+  n − f nearest vectors (itself included: what NNM averages into it), averaged over the honest
+  vectors (0 when none is among them, 1 when all are);
+- ``crowded``: the share of honest vectors with all f Byzantine vectors among those neighbours;
+- ``mixed_against``: the share of NNM's n mixed vectors that point against the honest mean
+  (a negative projection on μ_h).
 
 ``bench/report_mnist.py`` summarises every probe file it finds.
 """
@@ -57,6 +65,30 @@ def round_figures(honest: Tensor, aggregate: Tensor) -> dict[str, float]:
         "honest_norm": norm2**0.5,
         "coordinates": norm2**2 / max(float(energy.square().sum()), 1e-300),
         "clear_share": float(energy[clear].sum()) / max(norm2, 1e-300),
+        "carriers": carriers(honest @ mean),
+    }
+
+
+def carriers(projections: Tensor) -> float:
+    """The smallest k whose k largest ``projections`` sum to at least half of their total."""
+    ordered = projections.sort(descending=True).values
+    reached = ordered.cumsum(0) >= 0.5 * ordered.sum()
+    return float(int(reached.nonzero()[0]) + 1) if bool(reached.any()) else float(len(ordered))
+
+
+def neighbour_figures(rows: Tensor, f: int) -> dict[str, float]:
+    """``byzantine_neighbours``, ``crowded`` and ``mixed_against`` (see the module docstring)
+    for the Byzantine rows ``rows[:f]`` and the honest ``rows[f:]``, from NNM's own neighbours
+    and mixing (:func:`~cyber0.common.aggregators.nnm_neighbours`, ``nnm_mix``)."""
+    from cyber0.common.aggregators import nnm_mix, nnm_neighbours
+
+    rows = rows.double()
+    count = nnm_neighbours(rows, f)[f:, :f].sum(dim=1)
+    against = nnm_mix(rows, f) @ rows[f:].mean(0) < 0
+    return {
+        "byzantine_neighbours": float(count.sum()) / (f * count.numel()),
+        "crowded": float((count == f).sum()) / count.numel(),
+        "mixed_against": float(against.sum()) / against.numel(),
     }
 
 
@@ -67,7 +99,8 @@ def probe_cell(cell: Cell) -> dict[str, object]:
     series: dict[str, list[float]] = {}
 
     def probe(_: int, rows: Tensor, aggregate: Tensor) -> None:
-        for name, value in round_figures(rows[F:], aggregate).items():
+        figures = round_figures(rows[F:], aggregate) | neighbour_figures(rows, F)
+        for name, value in figures.items():
             series.setdefault(name, []).append(value)
 
     result = run_zo(build_config(cell.config()), probe=probe)

@@ -1006,6 +1006,9 @@ def long_section(study: Study) -> list[str]:
 
 #: Probe files (``bench/probe_mnist.py``), beside the current results folder.
 PROBES = "probe"
+#: Probes that log NNM's neighbours, inside :data:`PROBES` (apart from its older files, which
+#: ran with earlier directions and which its sections read).
+NEIGHBOURS = "neighbours"
 
 
 def _probes(folder: Path) -> list[dict[str, Any]]:
@@ -1080,6 +1083,123 @@ def probe_section(folder: Path, windows: int = 8) -> list[str]:
         "before: the aggregate is then nearly orthogonal to the honest descent direction "
         "(a negative cosine in about half of the rounds), so the model stops improving and "
         "drifts: the stall *Longer budget* shows at 3000 rounds.",
+    ]
+
+
+def _neighbour_probes(folder: Path) -> list[dict[str, Any]]:
+    """The probes in ``folder`` that logged ``byzantine_neighbours``, α=1 first."""
+    found = [d for d in _probes(folder) if "byzantine_neighbours" in d]
+    return sorted(found, key=lambda d: -d["config"]["data"]["alpha"])
+
+
+def neighbour_shares(folder: Path) -> dict[tuple[float, str], float]:
+    """(α, attack) -> the Byzantine share of the honest vectors' NNM neighbours over the later
+    half of the seed-0 NNM+CWTM probe of that setting."""
+    shares = {}
+    for data in _neighbour_probes(folder):
+        config = data["config"]
+        if config["aggregator"]["name"] != "nnm+cwtm" or config["seed"] != 0:
+            continue
+        share = data["byzantine_neighbours"]
+        key = (config["data"]["alpha"], config["attack"]["name"])
+        shares[key] = fmean(share[len(share) // 2 :])
+    return shares
+
+
+def neighbour_section(folder: Path) -> list[str]:
+    """The probes that logged NNM's neighbours, over their later half: the Byzantine share of
+    an honest vector's neighbours beside chance, how many honest vectors have all f attackers
+    among them, how few honest vectors carry half the honest mean, where the aggregate points
+    and the test loss."""
+    from study_mnist import N_CLIENTS, F
+
+    probes = _neighbour_probes(folder)
+    if not probes:
+        return ["No probe has logged the Byzantine share of NNM's neighbours yet."]
+    chance = (N_CLIENTS - F - 1) / (N_CLIENTS - 1)
+    rows = []
+    late: dict[tuple[float, str], dict[str, float]] = {}
+    for data in probes:
+        half = len(data["cosine"]) // 2
+        config = data["config"]
+        attack = config["attack"]["name"]
+        figures = {
+            k: fmean(data[k][half:])
+            for k in ("byzantine_neighbours", "crowded", "mixed_against", "carriers")
+        }
+        figures["cosine"] = _late(data)["cosine"]
+        late[(config["data"]["alpha"], attack)] = figures
+        loss = [h["test_loss"] for h in data["history"]]
+        attacked = attack != "none"
+        rows.append(
+            [
+                f"`{data['cell']}`",
+                f"{config['data']['alpha']:g}",
+                f"{100 * figures['byzantine_neighbours']:.1f}" if attacked else "—",
+                f"{100 * figures['crowded']:.0f}" if attacked else "—",
+                f"{100 * figures['mixed_against']:.0f}",
+                f"{figures['carriers']:.1f}",
+                f"{figures['cosine']:+.2f}",
+                f"{loss[0]:.2f} → {loss[-1]:.2f}",
+                pct(history_accuracy(data["history"], len(data["cosine"]))),
+            ]
+        )
+    return [
+        "NNM's neighbours, α=1 beside α=0.1 (`bench/probe_mnist.py` logs them from 2026-12-06 "
+        "on; these probes ran then, in `bench/results/probe/neighbours/`), means over the later "
+        f"half of each run: the share of the {F} Byzantine vectors among an honest vector's "
+        f"n − f = {N_CLIENTS - F} nearest vectors, itself included (picked at random, its "
+        f"{N_CLIENTS - F - 1} other neighbours out of {N_CLIENTS - 1} would hold "
+        f"{100 * chance:.1f}% of them); the share of honest vectors with all {F} among them; "
+        "the share of NNM's mixed vectors that point against the honest mean μ_h; "
+        "and how few honest vectors carry half of the honest mean along itself (the smallest k "
+        "whose k largest projections x_i·μ_h make half of their sum; the clients 0–4 are honest "
+        "in a run without attack, so it has only this figure).",
+        "",
+        *table(
+            [
+                "probe",
+                "α",
+                "Byzantine share of the neighbours (%)",
+                "honest vectors with all f (%)",
+                "mixed vectors against μ_h (%)",
+                f"carriers of half of μ_h (of {N_CLIENTS - F})",
+                "cos(a, μ_h)",
+                "test loss, first → last evaluation",
+                "acc. at the end (%)",
+            ],
+            rows,
+        ),
+        *_skew_reading(late),
+    ]
+
+
+def _skew_reading(late: dict[tuple[float, str], dict[str, float]]) -> list[str]:
+    """Why NNM+CWTM turns against the honest mean under SF at α=0.1, from the neighbour probes'
+    later-half figures keyed by (α, attack); nothing unless both α ran without attack and SF."""
+    keys = [(1.0, "none"), (0.1, "none"), (1.0, "sf"), (0.1, "sf")]
+    if any(k not in late for k in keys):
+        return []
+    calm, skew, sf, sf_skew = (late[k] for k in keys)
+    crowd = "fewer" if sf_skew["crowded"] < sf["crowded"] else "no fewer"
+    rests = "fewer" if skew["carriers"] < calm["carriers"] else "no fewer"
+    more = "more" if sf_skew["mixed_against"] > sf["mixed_against"] else "no more"
+    return [
+        "",
+        "What the probes show for NNM+CWTM under SF at α=0.1: the attack turns the aggregate "
+        f"against the honest mean (cos {sf_skew['cosine']:+.2f}, against {sf['cosine']:+.2f} "
+        "at α=1) and the test loss rises: a reversal, not the slowdown seen at α=1. The "
+        f"attackers crowd {crowd} honest vectors' neighbourhoods than at α=1 (all five among "
+        f"the neighbours of {100 * sf_skew['crowded']:.0f}% of the honest vectors, against "
+        f"{100 * sf['crowded']:.0f}%). The honest mean rests on {rests} clients (without "
+        f"attack half of it is carried by {skew['carriers']:.1f} of the 15 honest vectors on "
+        f"average, against {calm['carriers']:.1f} at α=1), and {more} of the mixed vectors "
+        f"point against it ({100 * sf_skew['mixed_against']:.0f}%, against "
+        f"{100 * sf['mixed_against']:.0f}%). A reading consistent with these figures, which "
+        "the probe does not isolate: the honest vectors near the attackers carry little of "
+        "the honest mean, so mixing them with five copies of −μ_h turns them against it, "
+        "while the few long vectors that carry it are dropped by the trim as the extremes of "
+        "each coordinate.",
     ]
 
 
@@ -1282,7 +1402,26 @@ def _k_reading(name: str, lates: dict[str, dict[str, Any]], paces: dict[str, flo
     )
 
 
-def reading_section(study: Study) -> list[str]:
+def _neighbour_reading(shares: dict[tuple[float, str], float]) -> str:
+    """How often SF's and FOE's vectors were among an honest vector's NNM neighbours at α=1
+    (:func:`neighbour_shares`), or nothing when no probe logged it."""
+    from study_mnist import N_CLIENTS, F
+
+    found = [(a, shares[(1.0, a)]) for a in ("sf", "foe") if (1.0, a) in shares]
+    if not found:
+        return ""
+    chance = (N_CLIENTS - F - 1) / (N_CLIENTS - 1)
+    parts = [f"{100 * v:.0f}% of {a.upper()}'s" for a, v in found]
+    return (
+        " Seed-0 probes (*Heterogeneous data*) find that over the later half of 800 rounds an "
+        f"honest vector's {N_CLIENTS - F} neighbours hold on average {' and '.join(parts)} "
+        f"five vectors, where neighbours picked at random would hold {100 * chance:.1f}%."
+    )
+
+
+def reading_section(
+    study: Study, neighbours: dict[tuple[float, str], float] | None = None
+) -> list[str]:
     """Attack costs for CYBER-0 beside first-order at α=1 (numbers from the files)."""
     from study_mnist import ZO_BATCH
 
@@ -1348,16 +1487,15 @@ def reading_section(study: Study) -> list[str]:
         "with n − f = 15 of 20 neighbours, every mixed vector is mostly honest, so the trimmed "
         "mean of the mixed vectors stays close to the honest mean. SF"
         f"{_seed_range(study, 'nnm+cwtm', 'sf')} and FOE"
-        f"{_seed_range(study, 'nnm+cwtm', 'foe')} are the exceptions: their five identical "
-        "vectors (−μ_h, −2μ_h) sit near the centre of the honest cloud: once the honest mean is "
-        "small against the spread, they "
-        "are nearer to each honest vector than the honest vectors are to one another (in R^64 "
-        "two independent draws are about √2 times farther apart than each is from their mean; "
-        "a side check of the seed-0 run found this true from about round 50 of 1,000 on), so "
-        "they are among every vector's n − f nearest "
-        "neighbours, every mixed vector carries them with weight 5/15, and the mixing itself "
-        "shrinks the aggregate. A larger batch shrinks the "
-        "minibatch part of the spread (∝ 1/√batch; the first grid at the end ran batch 32), "
+        f"{_seed_range(study, 'nnm+cwtm', 'foe')} are the exceptions: once the honest mean is "
+        "small against the spread, their five identical vectors (−μ_h, −2μ_h) lie inside the "
+        "honest cloud (in R^64 two independent draws are about √2 times farther apart than "
+        "each is from their mean), so NNM mixes them into the honest vectors: each mixed "
+        "vector carries several copies of a vector pointing against the honest mean, and the "
+        "mixing itself shrinks the aggregate."
+        + _neighbour_reading(neighbours or {})
+        + " A larger batch shrinks the minibatch part of the spread (∝ 1/√batch; the first "
+        "grid at the end ran batch 32), "
         "not the part that comes from the clients' different label mixes: up to batch 512, "
         "CWTM's gap under TMA stays above 5 points (the sweep above)."
         + _long_reading(study)
@@ -2018,11 +2156,13 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         "## Reading the results",
         "",
-        *reading_section(study),
+        *reading_section(study, neighbour_shares(results.parent / PROBES / NEIGHBOURS)),
         "",
         "## Heterogeneous data (α=0.1)",
         "",
         *heterogeneity_section(study),
+        "",
+        *neighbour_section(results.parent / PROBES / NEIGHBOURS),
         "",
         "## Figures",
         "",

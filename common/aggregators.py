@@ -54,6 +54,8 @@ __all__ = [
     "MultiKrum",
     "finite_rows",
     "get_aggregator",
+    "nnm_mix",
+    "nnm_neighbours",
 ]
 
 _F64 = torch.float64
@@ -174,13 +176,18 @@ def _krum_scores(x: Tensor, f: int) -> Tensor:
     return _sum_k_smallest(d, x.shape[0] - f - 2)
 
 
-def _nnm_mix(x: Tensor, f: int) -> Tensor:
-    """Each row replaced by the mean of its n − f nearest rows, itself included."""
-    n = x.shape[0]
+def nnm_neighbours(x: Tensor, f: int) -> Tensor:
+    """``(n, n)`` boolean mask: row i marks the n − f rows nearest to x_i, itself included, that
+    NNM averages into x_i (boundary ties go to low indices). ``x`` must be finite."""
     d = _sq_distances(x)
     d.fill_diagonal_(-1.0)  # strictly nearest to itself, whatever the rounding
-    weights = _k_nearest_mask(d, n - f).to(x.dtype) / (n - f)
-    return weights @ x
+    return _k_nearest_mask(d, x.shape[0] - f)
+
+
+def nnm_mix(x: Tensor, f: int) -> Tensor:
+    """NNM's mixing: each row replaced by the mean of its n − f nearest rows, itself included
+    (:func:`nnm_neighbours`). ``x`` must be finite."""
+    return nnm_neighbours(x, f).to(x.dtype) / (x.shape[0] - f) @ x
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,7 +465,7 @@ class NNM(_Rule):
         return self.rule._describe(n, f)
 
     def _aggregate(self, x: Tensor, f: int) -> Tensor:
-        return self.rule._aggregate(_nnm_mix(x, f), f)
+        return self.rule._aggregate(nnm_mix(x, f), f)
 
     def __repr__(self) -> str:
         return f"NNM({self.rule!r})"

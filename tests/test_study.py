@@ -490,6 +490,7 @@ def test_probe_figures_of_one_round() -> None:
             "honest_norm": 2.0,
             "coordinates": 1.0,
             "clear_share": 1.0,
+            "carriers": 2.0,  # projections on μ_h: 6, 4, 4, 2 of 16
         }
     )
     even = torch.ones(3, 4) + torch.tensor([[0.1], [0.0], [-0.1]])  # σ = 0.1 everywhere
@@ -497,6 +498,93 @@ def test_probe_figures_of_one_round() -> None:
     assert _module("probe_mnist").round_figures(even, torch.ones(4))["coordinates"] == 4.0
     assert _module("probe_mnist").round_figures(even, torch.ones(4))["clear_share"] == 1.0
     assert _module("probe_mnist").round_figures(spread_out, torch.ones(4))["clear_share"] == 0.0
+
+
+def test_byzantine_share_of_nnm_neighbours() -> None:
+    """Rows 0-1 Byzantine (at 0), four honest; each row has n - f = 4 NNM neighbours. The two
+    honest rows near 0 take both Byzantine rows (crowded), the two far ones one each (the tie
+    between the two Byzantine rows goes to the lower index): (1 + 1 + 1/2 + 1/2) / 4."""
+    figures = _module("probe_mnist").neighbour_figures
+    rows = torch.tensor([[0.0], [0.0], [0.1], [-0.1], [10.0], [11.0]])
+    # μ_h = 5.25 > 0; the mixed rows: 0.0 (rows 0-3 mix rows 0-3) and 5.25 (rows 4-5 mix rows
+    # 0, 2, 4, 5): none below 0
+    assert figures(rows, 2) == {"byzantine_neighbours": 0.75, "crowded": 0.5, "mixed_against": 0}
+    # honest 0, 0, 3, 5 (μ_h = 2) and the attackers at -2: they crowd the two short honest rows,
+    # whose mixed rows, like theirs, are (-2 - 2 + 0 + 0) / 4 = -1; rows 4 and 5 mix rows 2-5: +2
+    against = torch.tensor([[-2.0], [-2.0], [0.0], [0.0], [3.0], [5.0]])
+    assert figures(against, 2) == {
+        "byzantine_neighbours": 0.5,
+        "crowded": 0.5,
+        "mixed_against": 4 / 6,
+    }
+
+
+def test_carriers_count_the_vectors_that_carry_half_the_mean() -> None:
+    carriers = _module("probe_mnist").carriers
+    assert carriers(torch.tensor([0.5, 3.0, 1.0, 0.5])) == 1.0  # 3 of 5
+    assert carriers(torch.tensor([1.0, 1.0, 1.0, 1.0])) == 2.0
+    assert carriers(torch.tensor([-1.0, 1.0, 1.0, 1.0])) == 1.0  # half of a total of 2
+    # μ_h = (2, 0) of rows (4, 0), (2, 0), (0, 2), (2, -2): projections 8, 4, 0, 4 of 16
+    honest = torch.tensor([[4.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, -2.0]])
+    assert _module("probe_mnist").round_figures(honest, torch.ones(2))["carriers"] == 1.0
+
+
+def test_neighbour_section_and_the_skew_reading(tmp_path: Path) -> None:
+    def probe(alpha: float, attack: str, share: float, crowded: float, carriers: float) -> None:
+        cosine = -0.4 if alpha == 0.1 and attack == "sf" else 0.3
+        against = 0.8 if cosine < 0 else 0.2
+        data = {
+            "cell": f"zo-a{alpha}-{attack}",
+            "config": {
+                "data": {"alpha": alpha},
+                "attack": {"name": attack},
+                "aggregator": {"name": "nnm+cwtm"},
+                "seed": 0,
+            },
+            # the first half differs, to show that only the later half counts
+            "byzantine_neighbours": [0.0, 0.0, share, share],
+            "crowded": [0.0, 0.0, crowded, crowded],
+            "mixed_against": [0.5, 0.5, against, against],
+            "carriers": [9.0, 9.0, carriers, carriers],
+            "cosine": [1.0, 1.0, cosine, cosine],
+            "projection": [0.1] * 4,
+            "spread": [1.0] * 4,
+            "honest_norm": [1.0] * 4,
+            "history": [
+                {"round": 2, "test_accuracy": 0.5, "test_loss": 2.0},
+                {"round": 4, "test_accuracy": 0.6, "test_loss": 9.0 if cosine < 0 else 0.5},
+            ],
+        }
+        (tmp_path / f"zo-a{alpha}-{attack}.json").write_text(json.dumps(data))
+
+    assert report.neighbour_section(tmp_path)[0].startswith("No probe has logged")
+    probe(1.0, "none", 0.0, 0.0, 6.0)
+    probe(1.0, "sf", 0.9, 0.6, 5.0)
+    probe(0.1, "sf", 0.65, 0.7, 2.5)
+    partial = report.neighbour_section(tmp_path)
+    assert (
+        "(picked at random, its 14 other neighbours out of 19 would hold 73.7% of them)"
+        in (partial[0])
+    )
+    assert "| `zo-a1.0-none` | 1 | — | — | 20 | 6.0 | +0.30 | 2.00 → 0.50 | 60.00 |" in partial
+    assert "| `zo-a0.1-sf` | 0.1 | 65.0 | 70 | 80 | 2.5 | -0.40 | 2.00 → 9.00 | 60.00 |" in partial
+    assert not any(line.startswith("Why NNM+CWTM fails") for line in partial)  # no α=0.1 none
+    probe(0.1, "none", 0.0, 0.0, 3.0)
+    why = report.neighbour_section(tmp_path)[-1]
+    assert why.startswith(
+        "What the probes show for NNM+CWTM under SF at α=0.1: the attack turns the aggregate "
+        "against the honest mean (cos -0.40, against +0.30 at α=1)"
+    )
+    assert "crowd no fewer honest vectors' neighbourhoods than at α=1 (all five among" in why
+    assert "the neighbours of 70% of the honest vectors, against 60%)" in why
+    assert "rests on fewer clients (without attack half of it is carried by 3.0 of" in why
+    assert "against 6.0 at α=1), and more of the mixed vectors point against it (80%, " in why
+    assert report.neighbour_shares(tmp_path) == {
+        (1.0, "none"): 0.0,
+        (1.0, "sf"): 0.9,
+        (0.1, "sf"): 0.65,
+        (0.1, "none"): 0.0,
+    }
 
 
 def test_a_claim_is_exclusive_while_its_runner_lives(tmp_path: Path) -> None:
