@@ -2181,6 +2181,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "python bench/study_mnist.py --group long --jobs 2   # failing target cells, 3000 rounds",
         "python bench/study_mnist.py --group k5seeds --jobs 2  # NNM+CWTM, K=5, seeds 1 and 2",
         "python bench/probe_mnist.py --attack sf --seed 1    # where the aggregate points",
+        "python bench/probe_mnist.py --alpha 0.1 --attack sf --out bench/results/probe/neighbours",
         "python bench/study_mnist.py                         # the whole grid (about 500 cells)",
         "python bench/study_mnist.py --alpha 1.0 --nu 64 --k 1   # or any slice (see --help)",
         "python bench/report_mnist.py                        # this document and the figures",
