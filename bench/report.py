@@ -675,8 +675,9 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "2.74×, 2.71×, 2.77× and 2.53× without it, and the runs of 2026-11-28 and "
                 "2026-11-29 2.39× (the latter with version 2's native kernel), and on this "
                 "Intel Xeon 2.42× on 2026-12-06 at 04:16 UTC (9 rounds, version 3's kernel, "
-                "the same code for MiniLM as the table's run); the table has the latest run, "
-                "and one run under 2.3 does not make the target reliably met. "
+                "the same code for MiniLM as the table's run) and 2.20× at 11:16 UTC; the "
+                "table has the latest run, and a few runs just under 2.3 do not make the "
+                "target reliably met. "
                 + (
                     "With the native generator (below) the step's directions cost about a "
                     "third of `torch.randn`'s time; what is left above 2F is mostly memory "
