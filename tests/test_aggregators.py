@@ -19,6 +19,8 @@ from cyber0.common.aggregators import (
     AggregatorConfigError,
     finite_rows,
     get_aggregator,
+    nnm_mix,
+    nnm_neighbours,
 )
 
 NDArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -183,6 +185,18 @@ def test_nnm_matches_reference_mixing(rule: str) -> None:
         "multikrum": lambda: ref_multikrum(mixed, f, n - f),
     }[rule]()
     np.testing.assert_allclose(run(f"nnm+{rule}", x, f=f), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_nnm_neighbours_and_mix_are_the_reference_mixing() -> None:
+    n, f = 9, 2
+    x = skewed(n, 3, seed=7)
+    mask = nnm_neighbours(torch.from_numpy(x), f)
+    assert mask.sum(dim=1).tolist() == [n - f] * n and bool(mask.diagonal().all())
+    for i in range(n):
+        order = sorted(range(n), key=lambda j: (sqdist(x[i], x[j]), j != i, j))
+        assert sorted(mask[i].nonzero().flatten().tolist()) == sorted(order[: n - f])
+    mixed = nnm_mix(torch.from_numpy(x), f).numpy()
+    np.testing.assert_allclose(mixed, ref_nnm(x, f), rtol=1e-12, atol=1e-14)
 
 
 def test_geomed_matches_weiszfeld_reference_and_is_optimal() -> None:
