@@ -167,6 +167,15 @@ def _cpu_at(samples: Sequence[tuple[float, float, float]], t: float, which: int 
     return value(samples[-1]) if t > samples[-1][0] else value(samples[0])
 
 
+def _sys_fraction(samples: Sequence[tuple[float, float, float]], t0: float, t1: float) -> float:
+    """The system share of the CPU time spent between ``t0`` and ``t1``, in [0, 1]: from the two
+    parts themselves (user + system interpolated as one sum can round below the system part
+    when the user part does not grow)."""
+    user = _cpu_at(samples, t1, 1) - _cpu_at(samples, t0, 1)
+    system = _cpu_at(samples, t1, 2) - _cpu_at(samples, t0, 2)
+    return system / max(1e-9, user + system)
+
+
 async def run_case(
     *,
     n: int,
@@ -283,10 +292,7 @@ async def run_case(
         "rounds_per_s": periods / (t1 - t0) if t1 > t0 else None,
         "round_period_ms": [(b["time"] - a["time"]) * 1e3 for a, b in itertools.pairwise(window)],
         "federator_cpu_ms_per_round": cpu_per_round,
-        "federator_sys_fraction": (
-            (_cpu_at(samples, t1, 2) - _cpu_at(samples, t0, 2))
-            / max(1e-9, _cpu_at(samples, t1) - _cpu_at(samples, t0))
-        ),
+        "federator_sys_fraction": _sys_fraction(samples, t0, t1),
         "round_ms": [r["round_ms"] for r in window],
         "aggregate_ms": [r["aggregate_ms"] for r in window],
         "participants": [len(r["participants"]) for r in window],

@@ -172,6 +172,14 @@ def test_scale_reports_the_federator_cost_per_round(results: Path) -> None:
     assert any(f["id"] == "scale.cwtm.n6.federator_cpu_ms" for f in doc["figures"])
 
 
+def test_scale_system_share_stays_within_one_when_user_time_stands_still() -> None:
+    scale = _module("scale")
+    samples = [(0.0, 1.1, 0.3), (1.0, 1.1, 0.7), (2.0, 1.1, 0.9)]  # (wall, user, system)
+    assert scale._sys_fraction(samples, 0.3, 1.7) == 1.0  # one interpolated sum gave 1 + 2e-16
+    assert scale._sys_fraction([(0.0, 0.0, 0.0), (1.0, 3.0, 1.0)], 0.0, 1.0) == 0.25
+    assert scale._sys_fraction(samples[:1], 0.0, 0.0) == 0.0  # nothing spent
+
+
 # --------------------------------------------------------------------------- step
 def test_step_reports_ratios_and_generator_throughput(results: Path) -> None:
     doc = _doc(results, "step-cpu")
