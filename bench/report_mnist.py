@@ -1729,11 +1729,14 @@ def heterogeneity_section(study: Study) -> list[str]:
     ]
     mechanism = (
         "with α=0.1 most clients hold one or two classes, so the honest clients' scalars "
-        "disagree in sign and size from one client to the next, and a scalar's honest mean is "
-        "even smaller against its spread than at α=1. Byzantine values inside the honest range "
-        "(SF, FOE, label flipping) then survive coordinate-wise trimming more easily and shrink "
-        "or reverse the aggregate's step more than at α=1, and the wider honest spread gives "
-        "spread-scaled attacks (ALIE, Min-Max, the adaptive attack) more room."
+        "disagree in sign and size from one client to the next. The neighbour probes below "
+        "measure one consequence: half of the honest mean is carried by fewer honest clients "
+        "than at α=1 and the rest carry little of it, so a coordinate-wise trim, which drops "
+        "the f most extreme values of each coordinate at each end, can drop much of the signal "
+        "with them. Byzantine values inside the honest range "
+        "(SF, FOE, label flipping) survive the trim as at α=1, against less of the honest "
+        "signal, and shrink or reverse the aggregate's step more than at α=1; the wide honest "
+        "range also gives spread-scaled attacks (ALIE, Min-Max, the adaptive attack) more room."
     )
     if attacked:
         return [*lines, "", "Why: " + mechanism, "", *skew_by_block(study)]
