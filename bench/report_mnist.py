@@ -1092,18 +1092,41 @@ def _neighbour_probes(folder: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda d: -d["config"]["data"]["alpha"])
 
 
+def _neighbour_chance() -> float:
+    """The Byzantine share of an honest vector's NNM neighbours if its n − f − 1 others were
+    picked at random among the n − 1 other vectors."""
+    from study_mnist import N_CLIENTS, F
+
+    return (N_CLIENTS - F - 1) / (N_CLIENTS - 1)
+
+
+def _neighbour_late(data: dict[str, Any]) -> dict[str, float]:
+    """A neighbour probe's later-half means: the Byzantine share of the neighbours, the
+    crowded honest vectors, the mixed vectors against μ_h, the carriers, and the cosine."""
+    half = len(data["cosine"]) // 2
+    late = {
+        k: fmean(data[k][half:])
+        for k in ("byzantine_neighbours", "crowded", "mixed_against", "carriers")
+    }
+    return late | {"cosine": _late(data)["cosine"]}
+
+
+def _reading_key(data: dict[str, Any]) -> tuple[float, str] | None:
+    """(α, attack) of a seed-0 NNM+CWTM probe, the ones the readings compare; else None."""
+    config = data["config"]
+    if config["aggregator"]["name"] != "nnm+cwtm" or config["seed"] != 0:
+        return None
+    return config["data"]["alpha"], config["attack"]["name"]
+
+
 def neighbour_shares(folder: Path) -> dict[tuple[float, str], float]:
     """(α, attack) -> the Byzantine share of the honest vectors' NNM neighbours over the later
     half of the seed-0 NNM+CWTM probe of that setting."""
-    shares = {}
-    for data in _neighbour_probes(folder):
-        config = data["config"]
-        if config["aggregator"]["name"] != "nnm+cwtm" or config["seed"] != 0:
-            continue
-        share = data["byzantine_neighbours"]
-        key = (config["data"]["alpha"], config["attack"]["name"])
-        shares[key] = fmean(share[len(share) // 2 :])
-    return shares
+    return {
+        key: _neighbour_late(data)["byzantine_neighbours"]
+        for data in _neighbour_probes(folder)
+        if (key := _reading_key(data)) is not None
+    }
 
 
 def neighbour_section(folder: Path) -> list[str]:
@@ -1116,21 +1139,15 @@ def neighbour_section(folder: Path) -> list[str]:
     probes = _neighbour_probes(folder)
     if not probes:
         return ["No probe has logged the Byzantine share of NNM's neighbours yet."]
-    chance = (N_CLIENTS - F - 1) / (N_CLIENTS - 1)
     rows = []
     late: dict[tuple[float, str], dict[str, float]] = {}
     for data in probes:
-        half = len(data["cosine"]) // 2
         config = data["config"]
-        attack = config["attack"]["name"]
-        figures = {
-            k: fmean(data[k][half:])
-            for k in ("byzantine_neighbours", "crowded", "mixed_against", "carriers")
-        }
-        figures["cosine"] = _late(data)["cosine"]
-        late[(config["data"]["alpha"], attack)] = figures
+        figures = _neighbour_late(data)
+        if (key := _reading_key(data)) is not None:
+            late[key] = figures
         loss = [h["test_loss"] for h in data["history"]]
-        attacked = attack != "none"
+        attacked = config["attack"]["name"] != "none"
         rows.append(
             [
                 f"`{data['cell']}`",
@@ -1150,7 +1167,8 @@ def neighbour_section(folder: Path) -> list[str]:
         f"half of each run: the share of the {F} Byzantine vectors among an honest vector's "
         f"n − f = {N_CLIENTS - F} nearest vectors, itself included (picked at random, its "
         f"{N_CLIENTS - F - 1} other neighbours out of {N_CLIENTS - 1} would hold "
-        f"{100 * chance:.1f}% of them); the share of honest vectors with all {F} among them; "
+        f"{100 * _neighbour_chance():.1f}% of them); the share of honest vectors with all {F} "
+        "among them; "
         "the share of NNM's mixed vectors that point against the honest mean μ_h; "
         "and how few honest vectors carry half of the honest mean along itself (the smallest k "
         "whose k largest projections x_i·μ_h make half of their sum; the clients 0–4 are honest "
@@ -1410,12 +1428,12 @@ def _neighbour_reading(shares: dict[tuple[float, str], float]) -> str:
     found = [(a, shares[(1.0, a)]) for a in ("sf", "foe") if (1.0, a) in shares]
     if not found:
         return ""
-    chance = (N_CLIENTS - F - 1) / (N_CLIENTS - 1)
     parts = [f"{100 * v:.0f}% of {a.upper()}'s" for a, v in found]
     return (
         " Seed-0 probes (*Heterogeneous data*) find that over the later half of 800 rounds an "
         f"honest vector's {N_CLIENTS - F} neighbours hold on average {' and '.join(parts)} "
-        f"five vectors, where neighbours picked at random would hold {100 * chance:.1f}%."
+        "five vectors, where neighbours picked at random would hold "
+        f"{100 * _neighbour_chance():.1f}%."
     )
 
 
