@@ -149,7 +149,7 @@ def follow(
     """Print a line per round from the federator's metrics until the last round and the
     observer's last report are in (or a process ends); return the summary figures."""
     accuracy: dict[str, Any] = {}
-    totals = {"rounds": 0, "up": 0, "down": 0}
+    totals: dict[str, float] = {"rounds": 0, "up": 0, "down": 0, "round_ms": 0.0}
     offset = 0
     while True:
         lines: list[str] = []
@@ -165,6 +165,7 @@ def follow(
                 totals["rounds"] = record["round"] + 1
                 totals["up"] += record["uplink_payload_bytes"]
                 totals["down"] += record["downlink_payload_bytes"]
+                totals["round_ms"] += record["round_ms"]
                 if not quiet:
                     print(round_line(record, accuracy), flush=True)
         done = totals["rounds"] >= rounds and accuracy.get("round") == rounds - 1
@@ -212,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agree = len(set(digests.values())) == 1 and len(digests) == n + 1
     acc = summary["accuracy"]
     print(
-        f"\n{summary['rounds']} rounds in {time.perf_counter() - started:.1f} s; "
+        f"\n{summary['rounds']} rounds in {summary['round_ms'] / 1e3:.1f} s "
+        f"({time.perf_counter() - started:.1f} s with start-up and the last evaluation); "
         f"final test accuracy (observer) {acc.get('value', float('nan')):.4f}\n"
         f"payload per client per round: up {summary['up'] / rounds / n:.0f} B, "
         f"down {summary['down'] / rounds / (n + 1):.0f} B\n"

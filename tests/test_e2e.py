@@ -33,7 +33,9 @@ def update_payload_bytes(m: int) -> int:
     return msg.ByteSize()
 
 
-def test_demo_federation_learns_and_agrees(tmp_path: Path) -> None:
+def test_demo_federation_learns_and_agrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The README's main job, shortened: federator, 5 honest, 2 colluding ALIE identities in one
     Byzantine daemon, an observer. Exit 0 means every party ended with the same digest."""
     workdir = tmp_path / "demo"
@@ -47,6 +49,17 @@ def test_demo_federation_learns_and_agrees(tmp_path: Path) -> None:
     assert code == 0, (workdir / "federator.log").read_text()[-3000:]
     records = read_metrics(workdir / "metrics.jsonl")
     rounds_seen = [r for r in records if r["event"] == "round"]
+    # The summary's training time is the rounds' own (the federator's round_ms), apart from
+    # the start-up of the processes and the observer's last evaluation.
+    summary = re.search(
+        r"(\d+) rounds in ([\d.]+) s \(([\d.]+) s with start-up", capsys.readouterr().out
+    )
+    assert summary is not None
+    assert int(summary[1]) == rounds
+    assert float(summary[2]) == pytest.approx(
+        sum(r["round_ms"] for r in rounds_seen) / 1e3, abs=0.05
+    )
+    assert float(summary[2]) < float(summary[3])
     assert [r["round"] for r in rounds_seen] == list(range(rounds))
     for r in rounds_seen:
         assert r["rejected"] == []
