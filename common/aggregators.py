@@ -148,16 +148,17 @@ def _sq_distances(x: Tensor) -> Tensor:
     x = _times_pow2(x, -_pow2_exponent(x))  # |x| < 1: the differences cannot overflow
     c = x - _median(x)
     sq = (c * c).sum(dim=1)
-    d = sq[:, None] + sq[None, :] - 2.0 * (c @ c.T)
-    return d.clamp_min_(0.0)
+    d = sq[:, None] + sq[None, :]  # then − 2⟨a, b⟩ in place: two (n, n) buffers, not four
+    return d.sub_((c @ c.T).mul_(2.0)).clamp_min_(0.0)
 
 
-def _sum_k_smallest(d: Tensor, k: int) -> Tensor:
-    """Per row, the sum of its ``k`` smallest entries (ties counted exactly)."""
+def _sum_k_smallest_(d: Tensor, k: int) -> Tensor:
+    """Per row, the sum of its ``k`` smallest entries (ties counted exactly); overwrites ``d``."""
     t = torch.kthvalue(d, k, dim=1).values
     less = d < t[:, None]
-    below = torch.where(less, d, torch.zeros_like(d)).sum(dim=1)
-    return below + (k - less.sum(dim=1)).to(d.dtype) * t
+    count = less.sum(dim=1)
+    below = d.masked_fill_(less.logical_not_(), 0.0).sum(dim=1)
+    return below + (k - count).to(d.dtype) * t
 
 
 def _k_nearest_mask(d: Tensor, k: int) -> Tensor:
@@ -173,7 +174,7 @@ def _krum_scores(x: Tensor, f: int) -> Tensor:
     """score_i = Σ of the squared distances from x_i to its n − f − 2 nearest other rows."""
     d = _sq_distances(x)
     d.fill_diagonal_(math.inf)
-    return _sum_k_smallest(d, x.shape[0] - f - 2)
+    return _sum_k_smallest_(d, x.shape[0] - f - 2)
 
 
 def nnm_neighbours(x: Tensor, f: int) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cyber0.common import aggregators
 from cyber0.common.aggregators import (
     AGGREGATOR_NAMES,
     AggregationError,
@@ -170,6 +171,29 @@ def test_krum_ties_go_to_the_lowest_index() -> None:
     assert ref_krum_scores(x, 1)[1:] == [2.0] * 4
     assert run("krum", x, f=1).tolist() == [1.0, 1.0]
     assert run("multikrum", x, f=1, q=2).tolist() == [0.5, 0.5]
+
+
+def test_krum_distances_and_scores_keep_the_bits_of_the_plain_formulas() -> None:
+    """The kernels work in place on their (n, n) buffers, yet give bitwise what the plain
+    out-of-place formulas give: stored Krum and NNM cells reproduce their digests only with these
+    bits. Ties (a third of the rows equal) and scales from 1e-3 to 1e3 included."""
+    gen = torch.Generator().manual_seed(0)
+    for n, m, f in [(7, 3, 2), (20, 64, 5), (200, 1, 50), (300, 64, 60)]:
+        for trial in range(6):
+            x = torch.randn(n, m, generator=gen, dtype=torch.float64) * 10.0 ** (trial - 3)
+            if trial % 2:
+                x[: n // 3] = x[0]
+            scaled = x * 2.0 ** -aggregators._pow2_exponent(x)
+            c = scaled - aggregators._median(scaled)
+            sq = (c * c).sum(dim=1)
+            plain = (sq[:, None] + sq[None, :] - 2.0 * (c @ c.T)).clamp_min(0.0)
+            assert torch.equal(aggregators._sq_distances(x), plain)
+            plain.fill_diagonal_(math.inf)
+            t = torch.kthvalue(plain, n - f - 2, dim=1).values
+            less = plain < t[:, None]
+            below = torch.where(less, plain, torch.zeros_like(plain)).sum(dim=1)
+            scores = below + (n - f - 2 - less.sum(dim=1)).to(plain.dtype) * t
+            assert torch.equal(aggregators._krum_scores(x, f), scores)
 
 
 @pytest.mark.parametrize("rule", ["mean", "median", "cwtm", "krum", "multikrum"])
