@@ -459,7 +459,11 @@ def scale_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
     lines = ["## 2. Federator scale (`bench/scale.py`)", ""]
     lines += header(doc)
     if doc.get("extra_command"):
-        lines += [f"Largest n: `{doc['extra_command']}` (same machine, run after).", ""]
+        lines += [
+            f"Largest n: `{doc['extra_command']}`  ",
+            f"Machine: {doc['extra_machine']}",
+            "",
+        ]
     cases = doc["cases"]
     lines += [
         "One federator process (the shipped CLI, default settings: keepalive 20 s, in-memory "
@@ -503,8 +507,8 @@ def scale_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
             "",
             f"`{ab['command']}` — each run of the shipped federator is followed by the same "
             "case with the tuning switched off in the federator process (prelude "
-            f"`{ab['compare_prelude']}`), so both see the same load (start "
-            f"{ab['machine'].get('loadavg_at_start')}, end {ab.get('loadavg_at_end')}).",
+            f"`{ab['compare_prelude']}`), so both see the same load. Machine: "
+            f"{machine_line(ab)}",
             "",
             "| run | shipped (GC tuned): federator CPU ms/round | GC tuning off | change |",
             "|---|---|---|---|",
@@ -541,8 +545,10 @@ def scale_analysis() -> list[str]:
         "(`Aggregate(t)`, then `RoundStart(t+1)`) a round. The `Aggregate` of round t now also "
         "opens round t + 1 (`next_open`) whenever a quorum is connected, so a steady round is "
         "one read and one write per client. Measured: CWTM at n = 2,000 went from 608 ms "
-        "(545–620, protocol 1, BENCHMARKS.md of the previous session, load 3–16) to the figure "
-        "above, and the wire from 122 to about 106 B a round at ν = 1 (section 1).",
+        "(545–620, protocol 1, BENCHMARKS.md of the previous session) to 466 ms (452–500, "
+        "protocol 2, 2026-11-27), both on the same AMD EPYC under load 3–16 (the table above is "
+        "a later run on another machine), and the wire from 122 to about 106 B a round at "
+        "ν = 1 (section 1).",
         "",
         "**Changed (2):** the federator process freezes its start-up objects out of Python's "
         "cyclic garbage collector and collects the young generation every 20,000 net "
@@ -949,6 +955,7 @@ def build(results: Path, figures_dir: Path, doc_dir: Path = ROOT) -> str:
         scale["cases"] = [*scale["cases"], *scale_max["cases"]]
         scale["figures"] = [*scale["figures"], *scale_max["figures"]]
         scale["extra_command"] = scale_max.get("command")
+        scale["extra_machine"] = machine_line(scale_max)
     gc_ab = load(results, "scale-gc-ab")  # bench/scale.py --compare-prelude (GC tuning off)
     if scale and gc_ab:
         scale = dict(scale)
