@@ -472,17 +472,28 @@ class RoundEngine:
         await asyncio.shield(self._task)
 
     async def wait_idle(self, quiet: float, timeout: float) -> None:
-        """Return once no stream has been open for ``quiet`` seconds in a row (a party in
-        reconnect backoff gets that long to come back), or after ``timeout`` seconds."""
+        """Return once no stream is open and every party has reported the last round (every
+        client that joined or holds a shard: none can still need the federator), or once no
+        stream has been open for ``quiet`` seconds in a row (a party in reconnect backoff gets
+        that long to come back), or after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             await self._wait_until(lambda: not self._streams, deadline)
-            if self._streams:
+            if self._streams or self._everyone_reported():
                 return
-            await self._wait_until(lambda: bool(self._streams), min(deadline, loop.time() + quiet))
+            await self._wait_until(
+                lambda: bool(self._streams) or self._everyone_reported(),
+                min(deadline, loop.time() + quiet),
+            )
             if not self._streams:
                 return
+
+    def _everyone_reported(self) -> bool:
+        """Every client that joined or holds a shard has reported the last round."""
+        last = self.plan.rounds - 1
+        parties = self._joined.keys() | self._shards.keys()
+        return all(self._reported.get(c, -1) >= last for c in parties)
 
     async def _run(self) -> None:
         while self._round.index < self.plan.rounds:

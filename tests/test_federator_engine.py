@@ -229,6 +229,36 @@ def test_reports_are_checked_and_recorded() -> None:
     assert (report["client"], report["accuracy"], report["loss"]) == ("o", 0.5, 1.25)
 
 
+def test_after_the_last_round_the_engine_idles_until_every_party_has_reported_it() -> None:
+    """No quiet period once every party that joined has reported the last round and closed its
+    stream; while one has not, the quiet period (a party in backoff may come back) holds."""
+
+    async def body(engine: RoundEngine) -> None:
+        last = engine.plan.rounds - 1
+        for _ in range(engine.plan.rounds):
+            engine._aggregates.append(wire.float32_bytes([0.0] * 4))
+        for client, role in [("a", "train"), ("b", "train"), ("o", "observer")]:
+            await engine.join(client, role)
+        for client in ("a", "o"):
+            stream = engine.connect(client)
+            engine.submit_report(stream, last, 0.5 if client == "o" else None, None, "ab12")
+            engine.disconnect(stream)
+        idle = asyncio.ensure_future(engine.wait_idle(quiet=30.0, timeout=60.0))
+        await asyncio.sleep(0.3)
+        assert not idle.done()  # b joined and has not reported the last round
+        stream = engine.connect("b")
+        engine.submit_report(stream, last - 1, None, None, "ab12")
+        engine.disconnect(stream)
+        await asyncio.sleep(0.3)
+        assert not idle.done()  # an earlier round is not the last
+        stream = engine.connect("b")
+        engine.submit_report(stream, last, None, None, "ab12")
+        engine.disconnect(stream)
+        await asyncio.wait_for(idle, timeout=2.0)
+
+    with_engine(body)
+
+
 def test_pages_hold_about_a_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
     async def body(engine: RoundEngine) -> None:
         assert engine.page_rounds == engine_module.MAX_PAGE_ROUNDS
