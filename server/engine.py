@@ -175,6 +175,7 @@ class RoundEngine:
         self._outbox_limit = outbox_limit
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cyber0-log")
         self._aggregates = log.aggregates()
+        self._resumed = bool(self._aggregates)
         self._shards = {c: i for i, c in enumerate(enrolment)} if enrolment else log.shards()
         self._joined: dict[str, Role] = {}
         self._streams: dict[str, Stream] = {}
@@ -472,10 +473,10 @@ class RoundEngine:
         await asyncio.shield(self._task)
 
     async def wait_idle(self, quiet: float, timeout: float) -> None:
-        """Return once no stream is open and every party has reported the last round (every
-        client that joined or holds a shard: none can still need the federator), or once no
-        stream has been open for ``quiet`` seconds in a row (a party in reconnect backoff gets
-        that long to come back), or after ``timeout`` seconds."""
+        """Return once no stream is open and every party has reported the last round (see
+        :meth:`_everyone_reported`: none can still need the federator), or once no stream has
+        been open for ``quiet`` seconds in a row (a party in reconnect backoff gets that long
+        to come back), or after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -490,7 +491,11 @@ class RoundEngine:
                 return
 
     def _everyone_reported(self) -> bool:
-        """Every client that joined or holds a shard has reported the last round."""
+        """Every client that joined or holds a shard has reported the last round. Never true
+        for an engine resumed from its log: observers of the earlier process hold no shard and
+        may not have joined again yet."""
+        if self._resumed:
+            return False
         last = self.plan.rounds - 1
         parties = self._joined.keys() | self._shards.keys()
         return all(self._reported.get(c, -1) >= last for c in parties)

@@ -17,7 +17,7 @@ from cyber0.common.aggregators import get_aggregator
 from cyber0.server import engine as engine_module
 from cyber0.server.engine import Closing, RoundEngine, Stream
 from cyber0.server.errors import Refusal
-from cyber0.server.log import DurableLog
+from cyber0.server.log import DurableLog, RoundRecord
 from cyber0.v1 import federation_pb2 as pb
 
 
@@ -257,6 +257,29 @@ def test_after_the_last_round_the_engine_idles_until_every_party_has_reported_it
         await asyncio.wait_for(idle, timeout=2.0)
 
     with_engine(body)
+
+
+def test_an_engine_resumed_from_its_log_keeps_the_quiet_period(tmp_path: Path) -> None:
+    """After a restart the observers of the earlier process are unknown (they hold no shard):
+    reports from everyone who joined again do not end the quiet period one may be backing off in."""
+    db = str(tmp_path / "log.db")
+    config = make_config()
+    log = DurableLog.open(db, config.plan)
+    for t in range(config.plan.rounds):
+        log.append_round(RoundRecord(t, wire.float32_bytes([0.0] * 4), ("a",), ()))
+    log.close()
+
+    async def body(engine: RoundEngine) -> None:
+        await engine.join("a", "train")
+        stream = engine.connect("a")
+        engine.submit_report(stream, engine.plan.rounds - 1, None, None, "ab12")
+        engine.disconnect(stream)
+        idle = asyncio.ensure_future(engine.wait_idle(quiet=0.5, timeout=60.0))
+        await asyncio.sleep(0.3)
+        assert not idle.done()
+        await asyncio.wait_for(idle, timeout=2.0)  # the quiet period, then done
+
+    with_engine(body, log_db=db)
 
 
 def test_pages_hold_about_a_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
