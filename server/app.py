@@ -7,7 +7,7 @@ import gc
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -208,6 +208,27 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def log_final_digests(digests: Mapping[str, str]) -> None:
+    """One line on the final model: how many parties reported it, and whether they hold the
+    same weights (a party whose digest differs follows another model: other code, another
+    plan, or corrupted state). Digests that differ are listed with their holders, the most
+    held first."""
+    holders: dict[str, list[str]] = {}
+    for client, digest in sorted(digests.items()):
+        holders.setdefault(digest, []).append(client)
+    if len(holders) == 1:
+        [(digest, clients)] = holders.items()
+        _log.info("final model: %d parties reported digest %s", len(clients), digest[:16])
+    elif holders:
+        majority_first = sorted(holders.items(), key=lambda held: (-len(held[1]), held[1]))
+        _log.warning(
+            "final model: %d parties reported %d different digests: %s",
+            len(digests),
+            len(holders),
+            "; ".join(f"{d[:16]} ({', '.join(c)})" for d, c in majority_first),
+        )
+
+
 async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
     """Run a federator until its rounds are done and every stream has closed (serving at most
     ``linger`` more seconds for parties still catching up) or until SIGTERM/SIGINT;
@@ -242,6 +263,7 @@ async def serve(config: FederatorConfig, ready: Callable[[str], None]) -> int:
                 )
                 await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 idle.cancel()
+                log_final_digests(federator.engine.final_digests())
         rounds.cancel()
         stopped.cancel()
         return code

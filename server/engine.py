@@ -183,6 +183,7 @@ class RoundEngine:
         self._late: tuple[int, set[str]] = (-1, set())
         self._digest: tuple[int, str] = (0, "")
         self._reported: dict[str, int] = {}
+        self._final_digests: dict[str, str] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
@@ -428,6 +429,8 @@ class RoundEngine:
         self._reported[stream.client_id] = round
         if stream.role == "observer" and digest and round >= self._digest[0]:
             self._digest = (round, digest)
+        if round == self.plan.rounds - 1 and digest:
+            self._final_digests[stream.client_id] = digest
         self._emit(
             {
                 "event": "report",
@@ -471,6 +474,11 @@ class RoundEngine:
         """Return when all rounds are done; raise what stopped the rounds if they failed."""
         assert self._task is not None, "start() first"
         await asyncio.shield(self._task)
+
+    def final_digests(self) -> dict[str, str]:
+        """The digest each party reported for the model after the last round (client id →
+        digest), as this engine received them."""
+        return dict(self._final_digests)
 
     async def wait_idle(self, quiet: float, timeout: float) -> None:
         """Return once no stream is open and every party has reported the last round (see

@@ -4,6 +4,7 @@ exit 0 when the rounds are done or on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_federator import FakeTrainer, run, sessions_for
 
+from cyber0.server.app import log_final_digests
 from cyber0.server.cli import build_parser, config_from_args, main
 from cyber0.server.log import DurableLog
 
@@ -127,7 +129,7 @@ def test_sigterm_stops_a_serving_federator_promptly(tmp_path: Path) -> None:
 def test_the_process_exits_0_after_its_last_round_and_the_linger() -> None:
     proc, address = start(
         "--clients", "3", "--byzantine", "0", "--aggregator", "mean", "--nu", "4",
-        "--rounds", "3", "--linger", "0.2",
+        "--rounds", "3", "--linger", "0.2", "--log-level", "INFO",
     )  # fmt: skip
     try:
         trainers = [FakeTrainer(seed=i) for i in range(3)]
@@ -138,7 +140,26 @@ def test_the_process_exits_0_after_its_last_round_and_the_linger() -> None:
         run(main())
         assert {t.applied_round for t in trainers} == {2}
         assert proc.wait(timeout=10) == 0
+        digest = trainers[0].digest()
+        assert f"final model: 3 parties reported digest {digest[:16]}" in proc.communicate()[1]
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_the_final_digests_are_summed_up_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cyber0.federator")
+    log_final_digests({})
+    assert caplog.records == []
+    log_final_digests({"b": "ab" * 16, "a": "ab" * 16})
+    log_final_digests({"b": "ab" * 16, "a": "cd" * 16, "c": "ab" * 16})
+    agree, differ = caplog.records
+    assert (agree.levelno, agree.getMessage()) == (
+        logging.INFO,
+        f"final model: 2 parties reported digest {'ab' * 8}",
+    )
+    assert (differ.levelno, differ.getMessage()) == (
+        logging.WARNING,
+        f"final model: 3 parties reported 2 different digests: {'ab' * 8} (b, c); {'cd' * 8} (a)",
+    )
