@@ -385,8 +385,8 @@ def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
         extrapolated = [f for f in fo if f["id"] == "wire.fo.roberta_large_shape.total"]
         if measured:
             lines += [
-                "The 355M-float baseline was also sent for real, in a separate run "
-                f"(`{large['command']}`, load {large['machine'].get('loadavg_at_start')}): "
+                "The 355M-float baseline was also sent for real, in a separate run: "
+                f"`{large['command']}`. Machine: {machine_line(large)} It measured "
                 f"{fmt(measured[0]['median'])} B per round"
                 + (
                     f" against {fmt(extrapolated[0]['median'])} B extrapolated above "
@@ -425,7 +425,7 @@ def wire_analysis(doc: dict[str, Any], plain: list[dict[str, Any]]) -> list[str]
         "**Why ν=1, K=1 is not under 64 bytes.** A steady round of protocol 2 is two gRPC "
         "messages on the client's stream: `Update(t)` up and `Aggregate(t)` down, which also "
         "opens round t + 1 (`next_open`; protocol 1 sent a separate `RoundStart(t+1)` and "
-        "measured 122 B a round here). Each travels in its own HTTP/2 DATA frame (9-byte frame "
+        "measured 122 B a round in an earlier session). Each travels in its own HTTP/2 DATA frame (9-byte frame "
         "header + 5-byte gRPC prefix + protobuf): 24 + 26 = 50 bytes for 0 < t < 128 (one more "
         f"byte per message for larger t), measured {fmt(data)} B: the payload floor of 8 bytes "
         "costs 50 on HTTP/2. On top, gRPC core's "
