@@ -220,7 +220,8 @@ async def run_case(
         if profile is not None:
             beside = Path(sys.executable).with_name("py-spy")  # the venv's, when not on PATH
             spy = await asyncio.create_subprocess_exec(
-                str(beside) if beside.exists() else "py-spy", "record", "--pid", str(fed.pid), "--rate", "200",
+                str(beside) if beside.exists() else "py-spy",
+                "record", "--pid", str(fed.pid), "--rate", "200",
                 "--format", "speedscope", "--output", str(profile),
                 *(["--native"] if os.environ.get("CYBER0_PYSPY_NATIVE") else ["--nonblocking"]),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
