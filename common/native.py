@@ -9,10 +9,13 @@ the same bits several times faster (``bench/step.py``).
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
 extension loader into ``CYBER0_NATIVE_DIR`` (default ``~/.cache/cyber0/native``), one folder per
-version of the source and of torch. At run time :func:`kernel` only imports a built library, and
-uses it only when the library reproduces the eager generator on a probe of both distributions.
-Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values never depend on
-which path ran.
+version of the source and of torch. It is compiled and linked with OpenMP: without it torch's
+``at::parallel_for`` (in the headers) runs its whole range on the calling thread. Linked, it uses
+the ``libgomp.so.1`` torch has already loaded (the same soname), so ``torch.set_num_threads``
+governs it as it does torch's own kernels. At run time :func:`kernel` only imports a built
+library, and uses it only when the library reproduces the eager generator on a probe of both
+distributions. Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values
+never depend on which path ran.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).with_name("native_generator.cpp")
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
 #: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
 STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
@@ -60,7 +63,13 @@ def build() -> ModuleType:
     lock = folder / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
         lock.unlink(missing_ok=True)
-    return load(name=name(), sources=[str(SOURCE)], extra_cflags=FLAGS, build_directory=str(folder))
+    return load(
+        name=name(),
+        sources=[str(SOURCE)],
+        extra_cflags=FLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(folder),
+    )
 
 
 def kernel() -> ModuleType | None:
