@@ -4,7 +4,10 @@
 torch ops per block. The compiled kernel runs the same float32 operations (additions,
 multiplications and a correctly rounded square root, each rounded on its own, no fused
 multiply-add) pair by pair while they are in cache, in a copy per instruction set, so it returns
-the same bits several times faster (``bench/step.py``).
+the same bits several times faster (``bench/step.py``). It also runs the in-place path's two
+elementwise passes (:func:`~cyber0.common.perturbation.shift` and
+:func:`~cyber0.common.perturbation.sub_scaled_`: ``w + s·z`` and ``w − c·z``), each in one pass
+with the roundings of the two torch ops it replaces and no temporary between them.
 
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
@@ -73,7 +76,8 @@ def build() -> ModuleType:
 
 
 def kernel() -> ModuleType | None:
-    """The built module (``fill(out, keys, starts, gaussian)``), or None: not built,
+    """The built module (``fill(out, keys, starts, gaussian)``, ``shift(out, w, z, scale)``,
+    ``sub_scaled_(w, z, coefficient)``), or None: not built,
     ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up
     once per process (threads wait for the first lookup); :func:`forget` looks again."""
     if "kernel" not in _LOADED:
@@ -126,6 +130,22 @@ def _agrees(module: ModuleType) -> bool:
         key = torch.full((2,), generator.key(1, 2, 3, 4), dtype=torch.int64)
         module.fill(got, key, torch.tensor([0, 1]), distribution == "gaussian")
         if not (torch.equal(got[0], expected[:n]) and torch.equal(got[1], expected[1:])):
+            return False
+        if not _elementwise_agrees(module, got[0], got[1].mul(1e3)):
+            return False
+    return True
+
+
+def _elementwise_agrees(module: ModuleType, z: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``shift`` and ``sub_scaled_`` give the bits of the torch ops they replace."""
+    for scale in (1e-3, -0.1234567891234):
+        shifted = torch.empty_like(w)
+        module.shift(shifted, w, z, scale)
+        updated = w.clone()
+        module.sub_scaled_(updated, z, scale)
+        expected_shift = torch.mul(z, scale).add_(w)
+        expected_update = w - torch.mul(z, scale)
+        if not (torch.equal(shifted, expected_shift) and torch.equal(updated, expected_update)):
             return False
     return True
 

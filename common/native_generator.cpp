@@ -1,7 +1,8 @@
 // The CPU generator of cyber0.common.perturbation in one pass (see native.py): the same hash and
 // the same float32 operations (+, -, *, a correctly rounded sqrt, no fused multiply-add), so the
 // values are bitwise the eager generator's on any CPU (checked when the module loads, and by
-// tests/test_perturbation.py).
+// tests/test_perturbation.py). Also the in-place path's two elementwise passes, w + s z and
+// w - c z, each in one pass with the roundings of the two torch ops it replaces.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -149,4 +150,52 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
   });
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("fill", &fill); }
+namespace {
+// out = (z * s) + w and w = w - (z * c), element by element, each product and sum rounded to
+// float32 on its own (the two torch ops they replace, without the temporary between them).
+CYBER0_CLONES void shift_span(float* out, const float* w, const float* z, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = z[i] * s + w[i];
+}
+
+CYBER0_CLONES void sub_scaled_span(float* w, const float* z, float c, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) w[i] = w[i] - z[i] * c;
+}
+
+void check_elementwise(const torch::Tensor& a, const torch::Tensor& b) {
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kFloat32 &&
+                  b.scalar_type() == torch::kFloat32 && a.is_contiguous() && b.is_contiguous() &&
+                  a.numel() == b.numel(),
+              "needs contiguous float32 CPU tensors of the same size");
+}
+}  // namespace
+
+// out = fl(fl(z * scale) + w) with scale rounded to float32: torch.mul(z, scale).add_(w).
+void shift(torch::Tensor out, torch::Tensor w, torch::Tensor z, double scale) {
+  check_elementwise(out, w);
+  check_elementwise(out, z);
+  float* o = out.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const float* zp = z.data_ptr<float>();
+  const float s = static_cast<float>(scale);
+  at::parallel_for(0, out.numel(), 1 << 16, [&](int64_t lo, int64_t hi) {
+    shift_span(o + lo, wp + lo, zp + lo, s, hi - lo);
+  });
+}
+
+// w = fl(w - fl(z * coefficient)) in place: w.sub_(torch.mul(z, coefficient)).
+void sub_scaled_(torch::Tensor w, torch::Tensor z, double coefficient) {
+  check_elementwise(w, z);
+  float* wp = w.data_ptr<float>();
+  const float* zp = z.data_ptr<float>();
+  const float c = static_cast<float>(coefficient);
+  at::parallel_for(0, w.numel(), 1 << 16, [&](int64_t lo, int64_t hi) {
+    sub_scaled_span(wp + lo, zp + lo, c, hi - lo);
+  });
+  torch::autograd::impl::bump_version(w);  // as an in-place torch op does
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("fill", &fill);
+  m.def("shift", &shift);
+  m.def("sub_scaled_", &sub_scaled_);
+}

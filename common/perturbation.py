@@ -199,6 +199,45 @@ def _native_for(out: Tensor) -> ModuleType | None:
     return native.kernel()
 
 
+def _native_pass(*tensors: Tensor) -> ModuleType | None:
+    """The native kernel when it may run an elementwise pass over ``tensors`` (float32 on CPU,
+    contiguous, one size), else None."""
+    size = tensors[0].numel()
+    if getattr(_MODE, "eager", False) or any(
+        t.device.type != "cpu"
+        or t.dtype != torch.float32
+        or not t.is_contiguous()
+        or t.numel() != size
+        for t in tensors
+    ):
+        return None
+    return native.kernel()
+
+
+def shift(z: Tensor, scale: float, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """``fl(fl(z · scale) + w)`` into ``out`` (default: a new tensor shaped like ``w``; it may
+    be ``z`` itself): the bits of ``torch.mul(z, scale).add_(w)``, in one pass of the native
+    kernel where it applies (no temporary between the two roundings)."""
+    target = torch.empty_like(w) if out is None else out
+    kernel = _native_pass(target, w, z)
+    if kernel is not None:
+        kernel.shift(target, w, z, scale)
+        return target
+    return torch.mul(z, scale, out=target.view_as(z)).add_(w.view_as(z)).view_as(target)
+
+
+def sub_scaled_(w: Tensor, z: Tensor, coefficient: float, scratch: bool = False) -> None:
+    """``w ← fl(w − fl(z · coefficient))`` in place: the bits of ``w.sub_(torch.mul(z, c))``,
+    in one pass of the native kernel where it applies. ``scratch=True``: the torch ops may
+    overwrite ``z`` instead of allocating the product."""
+    kernel = _native_pass(w, z)
+    if kernel is not None:
+        kernel.sub_scaled_(w, z, coefficient)
+    else:
+        product = z.mul_(coefficient) if scratch else torch.mul(z, coefficient)
+        w.sub_(product.view_as(w))
+
+
 def _scratch(size: int, device: torch.device) -> _Scratch:
     """This thread's scratch on ``device``, for at least ``size`` hashes. It is kept (28 bytes
     per hash: at most about 7.3 MiB, BLOCK hashes, for every call but a (ν, d) matrix with ν
@@ -574,9 +613,10 @@ class DirectionCache:
         if z is None:
             slot = self._slot(coords, param)
             if slot is None:
-                return generator.direction(param, *coords).mul_(scale).add_(param.detach())
+                z = generator.direction(param, *coords)
+                return shift(z, scale, param.detach(), out=z)
             z = generator.fill_(slot, *coords)
-        return torch.mul(z, scale).add_(param.detach())
+        return shift(z, scale, param.detach())
 
     def _slot(self, coords: Coords, like: Tensor) -> Tensor | None:
         """Arena space for the direction ``coords`` shaped like ``like``, registered under
@@ -639,7 +679,7 @@ def apply_directions_(
             for z, (step, direction, coefficient) in zip(kept, terms, strict=True):
                 if z is None:
                     z = generator.direction(param, round, step, direction, index)
-                param.sub_(torch.mul(z, coefficient))
+                sub_scaled_(param, z, coefficient)
         elif param.numel() <= SMALL_TENSOR:
             small.setdefault(param.device, []).append((index, param))
         elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
@@ -647,7 +687,7 @@ def apply_directions_(
             zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
             generator.fill_rows_(zs, coords)
             for z, (_, _, coefficient) in zip(zs, terms, strict=True):
-                param.sub_(z.view_as(param).mul_(coefficient))
+                sub_scaled_(param, z.view_as(param), coefficient, scratch=True)
         else:
             _apply_in_blocks_(param, generator, round, terms, index)
     for group in small.values():
@@ -663,7 +703,7 @@ def apply_directions_(
             generator.fill_many_(parts, [(round, s, d, i) for s, d, _ in chunk for i, _ in group])
             for t, (_, _, coefficient) in enumerate(chunk):
                 for k, (_, param) in enumerate(group):
-                    param.sub_(parts[t * len(group) + k].mul_(coefficient))
+                    sub_scaled_(param, parts[t * len(group) + k], coefficient, scratch=True)
 
 
 def _apply_in_blocks_(
@@ -683,7 +723,7 @@ def _apply_in_blocks_(
         z = buf[:, : part.numel()]
         for step, direction, coefficient in terms:
             generator.fill_ranges_(z, [start], round, step, direction, index)
-            part.sub_(z.view(-1).mul_(coefficient))
+            sub_scaled_(part, z.view(-1), coefficient, scratch=True)
 
 
 def _lookup_table(mod: nn.Module) -> bool:
@@ -775,7 +815,7 @@ def perturbed(
         zs = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in small.values()]
         generator.fill_many_(zs, [(round, step, direction, index_of[k]) for k in small])
         for (key, param), z in zip(small.items(), zs, strict=True):
-            ready[key] = z.mul_(scale).add_(param.detach())
+            ready[key] = shift(z, scale, param.detach(), out=z)
 
     def pre_hook(mod: nn.Module, args: object) -> None:
         if small and not ready:

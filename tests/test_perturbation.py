@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -28,7 +29,9 @@ from cyber0.common.perturbation import (
     eager,
     mix64,
     perturbed,
+    shift,
     stream_key,
+    sub_scaled_,
     whole_direction_bytes,
 )
 from cyber0.common.plan import Distribution
@@ -616,6 +619,35 @@ def test_native_kernel_gives_the_eager_generators_bits(distribution: Distributio
         return torch.cat(parts)
 
     both(many)
+
+
+def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
+    """``shift`` and ``sub_scaled_`` (one native pass each) against ``torch.mul`` then
+    ``add_``/``sub_``, bit for bit: odd scales, subnormals, signed zeros, infinities, sizes across
+    the kernel's parallel pieces, ``out`` aliasing z; and through the eager ops."""
+    _native_kernel()
+    gen = torch.Generator().manual_seed(3)
+    for n in (1, 7850, 1_000_003):
+        z = torch.randn(n, generator=gen)
+        w = torch.randn(n, generator=gen).mul_(100.0)
+        if n > 1:
+            z[::97], w[::89], w[::83] = 1e-40, -0.0, float("inf")
+            w[1::79] = -z[1::79] * 1e-3  # sums that cancel to zero
+        for scale in (1e-3, -1e-3, 0.1234567891234, -7.77e5):
+            expected_shift = torch.mul(z, scale).add_(w)
+            expected_update = w.clone().sub_(torch.mul(z, scale))
+            for fast in (True, False):
+                with contextlib.nullcontext() if fast else eager():
+                    got = shift(z, scale, w)
+                    aliased = z.clone()
+                    shift(aliased, scale, w, out=aliased)
+                    updated = w.clone()
+                    version = updated._version
+                    sub_scaled_(updated, z, scale)
+                    assert updated._version > version
+                for a, b in ((got, expected_shift), (aliased, expected_shift)):
+                    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+                assert torch.equal(updated.view(torch.int32), expected_update.view(torch.int32))
 
 
 def test_without_a_built_kernel_the_eager_ops_run(
