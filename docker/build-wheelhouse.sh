@@ -3,6 +3,7 @@
 # image build): dist/wheelhouse/project/ holds the cyber0 wheel, dist/wheelhouse/deps/ every
 # dependency as a binary wheel for CPython ${PYTHON_VERSION} on ${WHEEL_PLATFORM}. The two are
 # copied in separate image layers, so a change to the project's code does not reinstall torch.
+# dist/wheelhouse/native/ holds the native direction generator compiled here, when it can be.
 #
 # Environment: PYTHON (the interpreter whose pip runs; default .venv/bin/python, else python3),
 # EXTRAS (cyber0 extras to include, default "mnist"), NODEPS (requirements downloaded without
@@ -57,6 +58,23 @@ if [ -n "$NODEPS" ]; then
   echo "== wheelhouse: without their dependencies: $NODEPS =="
   # shellcheck disable=SC2086
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$out/deps" $NODEPS
+fi
+echo "== wheelhouse: the native direction generator, built here for the image =="
+# The image has no C++ compiler: cyber0.common.native is compiled here (or its build reused)
+# against PYTHON's torch, the version the image installs, and shipped in dist/wheelhouse/native/
+# for install-project.sh. Only where PYTHON is the image's CPython; otherwise the image's
+# clients run the eager ops (the same bits, several times slower).
+host_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$host_version" != "$PYTHON_VERSION" ]; then
+  echo "skipped: $PYTHON is CPython $host_version, the image's is $PYTHON_VERSION"
+elif "$PYTHON" -m cyber0.common.native | grep -q "built and used"; then
+  library=$("$PYTHON" -c \
+    'from cyber0.common import native; print(native.directory() / (native.name() + ".so"))')
+  mkdir -p "$out/native/$(basename "$(dirname "$library")")"
+  cp "$library" "$out/native/$(basename "$(dirname "$library")")/"
+  echo "shipped $(basename "$library")"
+else
+  echo "skipped: no native generator could be built here"
 fi
 # The image's venv gets pip from ensurepip; nothing else is needed at install time.
 count=$(find "$out/deps" -name "*.whl" | wc -l)

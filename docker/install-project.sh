@@ -38,5 +38,13 @@ else
   echo "no wheelhouse: building cyber0 from the source"
   $pip install --no-index --no-deps --no-build-isolation /tmp/src
 fi
+# The native direction generator the wheelhouse compiled for this torch and CPython (the image
+# has no compiler), where CYBER0_NATIVE_DIR (set by the Dockerfile) points.
+if ls /tmp/wheelhouse/native/*/*.so >/dev/null 2>&1; then
+  mkdir -p "$CYBER0_NATIVE_DIR"
+  cp -R /tmp/wheelhouse/native/*/ "$CYBER0_NATIVE_DIR"/
+fi
 /opt/cyber0/bin/python -c "import cyber0.server.cli, cyber0.client.cli, grpc_health.v1, torch"
+/opt/cyber0/bin/python -c "from cyber0.common import native
+print('native direction generator:', 'used' if native.kernel() else 'not shipped or not loaded: the eager torch ops run')"
 rm -rf /tmp/src /tmp/wheelhouse

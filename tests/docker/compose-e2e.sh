@@ -182,6 +182,12 @@ docker build -q --force-rm -f docker/Dockerfile --build-arg BASE_IMAGE="$BASE_IM
   --build-arg CYBER0_EXTRAS="$EXTRAS" --build-arg CYBER0_NODEPS="$NODEPS" -t "$IMAGE" . \
   2> >(grep -v -e DEPRECATED -e 'Install the buildx' -e 'docs.docker.com/go/buildx' >&2)
 docker image ls "$IMAGE" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+if ls dist/wheelhouse/native/*/*.so >/dev/null 2>&1; then
+  # The wheelhouse shipped the native direction generator: the image's clients must use it.
+  docker run --rm --network none --entrypoint python "$IMAGE" -c \
+    "from cyber0.common import native; assert native.kernel(), 'the shipped native generator is not used'"
+  echo "the image's clients use the native direction generator"
+fi
 
 begin "stack up"
 compose config -q
