@@ -695,14 +695,32 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "table has the latest run, and a few runs just under 2.3 do not make the "
                 "target reliably met. "
                 + (
-                    "With the native generator (below) the step's directions cost about a "
-                    "third of `torch.randn`'s time; what is left above 2F is mostly memory "
-                    "traffic: the copies w ± μz and the update of all 22.7M weights."
+                    "With the native generator (below) the step's 22.7M directions cost "
+                    f"{statistics.median(g['fill_over_randn']):.2f}× `torch.randn`'s time "
+                    f"(about {statistics.median(g['fill_s']) * 1e3:.0f} ms); what is left above "
+                    "2F is the passes over the weights (w ± μz for each forward, the update of "
+                    "all 22.7M weights), the lookup table's rows and the hooks."
                     if g.get("native")
                     else "Not met: the gap left is the generator itself (about 23M directions "
                     "at the speed of `torch.randn`), which only a fused generator or more "
                     "memory would close."
                 ),
+                "",
+                "**Changed (2026-12-06, 17:00 UTC):** two fixes cut the step's overhead, "
+                "the bits unchanged. (1) The native kernel ran on one thread: torch's "
+                "`at::parallel_for` is an inline template that runs its whole range on the "
+                "calling thread unless the extension is compiled with OpenMP. Compiled and "
+                "linked with `-fopenmp` it shares the `libgomp` torch has loaded (so "
+                "`torch.set_num_threads` governs it): 22.7M floats take 16–18 ms on 2 threads "
+                "against 51–54 ms before (a side run on this machine). (2) The in-place path's "
+                "w + μz and w − cz are one native pass each (`shift`, `sub_scaled_`, with the "
+                "roundings of the `torch.mul` and `add_`/`sub_` they replace) instead of two "
+                "torch ops with a temporary between them: in side runs the first perturbed "
+                "forward's time over a plain one went from 24 to 11 ms and the update from 21 "
+                "to 17 ms. Four runs of `bench/step.py --repeats 9` after both fixes, before "
+                "the table's run of 25 rounds, gave 2.25×, 2.26×, 2.34× and 2.28× with the "
+                "cache (2.33×, 2.34×, 2.33× and 2.26× without it): nearer 2F than before, "
+                "and still within the run-to-run spread of the 2.3 target.",
                 "",
                 "**Changed:** the generator keeps a per-thread scratch (now at most 7.3 MiB) "
                 "instead of allocating its ~20 temporaries for every block: fresh allocations "
@@ -722,8 +740,9 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
             "compiled kernel (`cyber0.common.native`, built by `scripts/bootstrap.sh` with "
             "torch's C++ extension loader): the counter hash and protocol version 3's "
             "Box-Muller (float32 polynomials for ln, cos and sin, a correctly rounded square "
-            "root, no fused multiply-add), 1,024 pairs at a time while they are in cache, in "
-            "one copy per instruction set (AVX-512, AVX2, baseline) picked when it loads. Its "
+            "root, no fused multiply-add), 1,024 pairs at a time while they are in cache, "
+            "pieces of 16K elements split across torch's threads, in one copy per instruction "
+            "set (AVX-512, AVX2, baseline) picked when it loads. Its "
             "values are the eager generator's bits: checked at every load on a probe of both "
             "distributions (a kernel that disagrees is not used), on every access path and on "
             "2^24 pairs by `tests/test_perturbation.py`, and against a stored digest under "
@@ -735,9 +754,12 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
             "`vmsSqrt`, `vmsCos`, `vmsSin` calls as torch's eager ops), whose last bit differs "
             "between MKL's AVX2 and AVX-512 code paths, so parties on different CPUs drew "
             "different directions; that kernel took 0.97× `torch.randn` and its eager ops "
-            "1.69× in the run of 2026-11-29. Where the kernel cannot "
-            "be built (no C++ compiler or ninja: the Docker images install neither) the eager ops "
-            "run, with the same bits; `CYBER0_NATIVE_GENERATOR=0` asks for them.",
+            "1.69× in the run of 2026-11-29. Where the kernel cannot be built (no C++ compiler "
+            "or ninja) the eager ops run, with the same bits; `CYBER0_NATIVE_GENERATOR=0` asks "
+            "for them. The Docker image has no compiler: `docker/build-wheelhouse.sh` ships the "
+            "kernel built on the host (same torch and CPython) and the image checks at build "
+            "time that it loads and agrees (**changed:** before, the containers ran the eager "
+            "ops).",
             "",
         ]
     else:
