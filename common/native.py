@@ -15,7 +15,8 @@ extension loader into ``CYBER0_NATIVE_DIR`` (default ``~/.cache/cyber0/native``)
 version of the source and of torch. It is compiled and linked with OpenMP: without it torch's
 ``at::parallel_for`` (in the headers) runs its whole range on the calling thread. Linked, it uses
 the ``libgomp.so.1`` torch has already loaded (the same soname), so ``torch.set_num_threads``
-governs it as it does torch's own kernels. At run time :func:`kernel` only imports a built
+governs it as it does torch's own kernels. Where the compiler has no OpenMP it is built for one
+thread instead (the same bits). At run time :func:`kernel` only imports a built
 library, and uses it only when the library reproduces the eager generator on a probe of both
 distributions. Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values
 never depend on which path ran.
@@ -36,7 +37,9 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).with_name("native_generator.cpp")
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+#: Compile and link flags tried first: without OpenMP the kernel runs on one thread.
+OPENMP = ["-fopenmp"]
 #: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
 STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
@@ -44,33 +47,54 @@ _LOADED: dict[str, ModuleType | None] = {}
 _LOADING = threading.Lock()
 
 
-def name() -> str:
+def name(openmp: bool = True) -> str:
     """The extension's name: a digest of the source, the flags and the torch version."""
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(" ".join([*FLAGS, torch.__version__]).encode())
+    digest.update(" ".join([*FLAGS, *(OPENMP if openmp else []), torch.__version__]).encode())
     return f"cyber0_native_{digest.hexdigest()[:16]}"
 
 
-def directory() -> Path:
+def directory(openmp: bool = True) -> Path:
     """Where this version of the extension is built."""
     root = os.environ.get("CYBER0_NATIVE_DIR") or Path.home() / ".cache" / "cyber0" / "native"
-    return Path(root) / name()
+    return Path(root) / name(openmp)
+
+
+def library() -> Path | None:
+    """The built library :func:`kernel` imports: the OpenMP build, else the one-thread build."""
+    for openmp in (True, False):
+        path = directory(openmp) / f"{name(openmp)}.so"
+        if path.exists():
+            return path
+    return None
 
 
 def build() -> ModuleType:
-    """Compile the kernel, or reuse the build of this version (the install step)."""
+    """Compile the kernel, or reuse the build of this version (the install step): with OpenMP,
+    or on one thread where the compiler has no OpenMP (Apple's clang without libomp)."""
+    try:
+        return _build(openmp=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or ["?"])[-1]
+        _log.warning("native generator not built with OpenMP (%s); built for one thread", reason)
+        return _build(openmp=False)
+
+
+def _build(openmp: bool) -> ModuleType:
+    """:func:`build` with or without the OPENMP flags."""
     from torch.utils.cpp_extension import load
 
-    folder = directory()
+    folder = directory(openmp)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
         lock.unlink(missing_ok=True)
-    return load(
-        name=name(),
+    extra = OPENMP if openmp else []
+    return load(  # copies of the flag lists: load() appends torch's libraries to the ldflags
+        name=name(openmp),
         sources=[str(SOURCE)],
-        extra_cflags=FLAGS,
-        extra_ldflags=["-fopenmp"],
+        extra_cflags=[*FLAGS, *extra],
+        extra_ldflags=[*extra],
         build_directory=str(folder),
     )
 
@@ -98,12 +122,12 @@ def _load() -> ModuleType | None:
     """:func:`kernel`'s lookup: import the built library and check it."""
     if os.environ.get("CYBER0_NATIVE_GENERATOR", "1") == "0":
         return None
-    library = directory() / f"{name()}.so"
-    if not library.exists():
+    path = library()
+    if path is None:
         _log.info("native direction generator not built (python -m cyber0.common.native)")
         return None
     try:
-        spec = importlib.util.spec_from_file_location(name(), library)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

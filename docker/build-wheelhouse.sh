@@ -68,8 +68,7 @@ host_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$host_version" != "$PYTHON_VERSION" ]; then
   echo "skipped: $PYTHON is CPython $host_version, the image's is $PYTHON_VERSION"
 elif "$PYTHON" -m cyber0.common.native | grep -q "built and used"; then
-  library=$("$PYTHON" -c \
-    'from cyber0.common import native; print(native.directory() / (native.name() + ".so"))')
+  library=$("$PYTHON" -c 'from cyber0.common import native; print(native.library())')
   mkdir -p "$out/native/$(basename "$(dirname "$library")")"
   cp "$library" "$out/native/$(basename "$(dirname "$library")")/"
   echo "shipped $(basename "$library")"

@@ -650,6 +650,32 @@ def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
                 assert torch.equal(updated.view(torch.int32), expected_update.view(torch.int32))
 
 
+def test_a_compiler_without_openmp_gets_a_one_thread_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the OpenMP build fails (a flag no compiler knows stands in for the OpenMP that
+    Apple's clang lacks), the install step builds the kernel for one thread, for real, and the
+    generator uses it: the eager ops' bits."""
+    _native_kernel()
+    monkeypatch.setenv("CYBER0_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "OPENMP", ["-fno-such-openmp-flag"])
+    flags = list(native.FLAGS)
+    native.forget()
+    try:
+        native.build()
+        # torch's load() appends to the flag lists it is given: the names must not move.
+        assert native.OPENMP == ["-fno-such-openmp-flag"]
+        assert flags == native.FLAGS
+        assert native.library() == native.directory(False) / f"{native.name(False)}.so"
+        assert native.kernel() is not None
+        got = DirectionGenerator(5).direction(torch.empty(100_001), 0, 1, 2, 3)
+    finally:
+        native.forget()
+    with eager():
+        expected = DirectionGenerator(5).direction(torch.empty(100_001), 0, 1, 2, 3)
+    assert torch.equal(got, expected)
+
+
 def test_without_a_built_kernel_the_eager_ops_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
