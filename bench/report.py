@@ -902,10 +902,17 @@ def memory_section(docs: dict[str, dict[str, Any]]) -> list[str]:
             "row without the cache.",
             "",
             "**Changed (earlier):** the in-place path writes w + μz into z's own buffer when "
-            "z is not kept (`z.mul_(scale).add_(param)` in `DirectionCache.shifted`, bitwise "
+            "z is not kept (`shift(z, scale, w, out=z)` in `DirectionCache.shifted`, bitwise "
             "equal to the former `param + z·scale`): one tensor's worth of extra memory instead "
             "of two. MiniLM's largest tensor is the 30,522 × 384 word embedding (45 MiB): the "
             "ZO peak went from 1.15× to ~1.06× the inference peak (CPU RSS).",
+            "",
+            "The run before this one (2026-12-06, 04:27 UTC, the code before the native "
+            "kernel's OpenMP and one-pass changes) measured MiniLM at 1.10× (ZO 649 MiB, "
+            "inference 589 MiB) and the 355M model at 1.06×. This run's processes are about 90 "
+            "MiB smaller throughout, the built model included, while the ZO step's peak over "
+            "the inference peak is 62 MiB against 60 then: the same extra memory, a larger "
+            "share of a smaller process.",
             "",
             "MeZO's 12× is measured on a GPU with OPT-13B, where weights, gradients and Adam "
             "state dominate; on CPU the interpreter and torch's own footprint are in every "
