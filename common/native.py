@@ -16,10 +16,10 @@ version of the source and of torch. It is compiled and linked with OpenMP: witho
 ``at::parallel_for`` (in the headers) runs its whole range on the calling thread. Linked, it uses
 the ``libgomp.so.1`` torch has already loaded (the same soname), so ``torch.set_num_threads``
 governs it as it does torch's own kernels. Where the compiler has no OpenMP it is built for one
-thread instead (the same bits). At run time :func:`kernel` only imports a built
-library, and uses it only when the library reproduces the eager generator on a probe of both
-distributions. Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values
-never depend on which path ran.
+thread instead (the same bits). At run time :func:`kernel` only imports a built library, and
+uses it only when the library reproduces the eager generator on a probe of both distributions.
+Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values never depend on
+which path ran.
 """
 
 from __future__ import annotations
