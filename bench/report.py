@@ -798,9 +798,17 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 f"its start): MiniLM ratio {statistics.median(p['minilm']['ratio']):.2f}× "
                 f"against {statistics.median(r['minilm']['ratio']):.2f}×, generator "
                 f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` "
-                f"against {statistics.median(g['fill_over_randn']):.2f}×. On a quiet machine "
-                "sleeping threads cost: each of the generator's ~27 ops per block wakes them "
-                "again. PASSIVE pays off only where the cores are contended.",
+                f"against {statistics.median(g['fill_over_randn']):.2f}×. "
+                + (
+                    "Separate runs, each ratio taken within its own: the differences are within "
+                    "the run-to-run spread above, so on a quiet machine this run shows no effect "
+                    "of the wait policy on the native kernel (one parallel region per tensor, "
+                    "where the eager ops had about 60 per block)."
+                    if g.get("native")
+                    else "On a quiet machine sleeping threads cost: each of the generator's ~27 "
+                    "ops per block wakes them again. PASSIVE pays off only where the cores are "
+                    "contended."
+                ),
                 "",
             ]
         else:
