@@ -215,27 +215,26 @@ def _native_pass(*tensors: Tensor) -> ModuleType | None:
 
 
 def shift(z: Tensor, scale: float, w: Tensor, out: Tensor | None = None) -> Tensor:
-    """``fl(fl(z · scale) + w)`` into ``out`` (default: a new tensor shaped like ``w``; it may
-    be ``z`` itself): the bits of ``torch.mul(z, scale).add_(w)``, in one pass of the native
+    """``fl(fl(z · scale) + w)`` into ``out`` (default: a new tensor; it may be ``z`` itself;
+    all of one shape): the bits of ``torch.mul(z, scale).add_(w)``, in one pass of the native
     kernel where it applies (no temporary between the two roundings)."""
     target = torch.empty_like(w) if out is None else out
     kernel = _native_pass(target, w, z)
-    if kernel is not None:
-        kernel.shift(target, w, z, scale)
-        return target
-    return torch.mul(z, scale, out=target.view_as(z)).add_(w.view_as(z)).view_as(target)
+    if kernel is None:
+        return torch.mul(z, scale, out=target).add_(w)
+    kernel.shift(target, w, z, scale)
+    return target
 
 
 def sub_scaled_(w: Tensor, z: Tensor, coefficient: float, scratch: bool = False) -> None:
-    """``w ← fl(w − fl(z · coefficient))`` in place: the bits of ``w.sub_(torch.mul(z, c))``,
-    in one pass of the native kernel where it applies. ``scratch=True``: the torch ops may
-    overwrite ``z`` instead of allocating the product."""
+    """``w ← fl(w − fl(z · coefficient))`` in place (``z`` of ``w``'s shape): the bits of
+    ``w.sub_(torch.mul(z, c))``, in one pass of the native kernel where it applies.
+    ``scratch=True``: the torch ops may overwrite ``z`` instead of allocating the product."""
     kernel = _native_pass(w, z)
-    if kernel is not None:
-        kernel.sub_scaled_(w, z, coefficient)
+    if kernel is None:
+        w.sub_(z.mul_(coefficient) if scratch else torch.mul(z, coefficient))
     else:
-        product = z.mul_(coefficient) if scratch else torch.mul(z, coefficient)
-        w.sub_(product.view_as(w))
+        kernel.sub_scaled_(w, z, coefficient)
 
 
 def _scratch(size: int, device: torch.device) -> _Scratch:
