@@ -147,7 +147,8 @@ class ZOEstimator:
     local updates and the round's global update (:func:`apply_aggregate_` with
     ``cache=estimator.cache``), and on the in-place path for its second forward: the in-place
     path keeps no more than one direction of every tensor needs, the batched path its (ν, d)
-    direction matrices that fit.
+    direction matrices that fit. The model's trainable parameters are taken, in canonical order,
+    when the estimator is made.
     """
 
     def __init__(
@@ -169,11 +170,20 @@ class ZOEstimator:
         if path == "inplace":
             cache_bytes = min(cache_bytes, whole_direction_bytes(model))
         self.cache = DirectionCache(cache_bytes)
+        named = canonical_parameters(model)
+        self._params = [p for _, p in named]
+        self._sizes = [p.numel() for p in self._params]
+        #: Logistic regression under cross_entropy_loss, bias and weight trainable: the loss
+        #: written out (see :meth:`local_rounds`).
+        self._written_out = (
+            path == "batched"
+            and loss_fn is cross_entropy_loss
+            and isinstance(model, LogisticRegression)
+            and [name for name, _ in named] == ["linear.bias", "linear.weight"]
+        )
         self._directions: dict[tuple[int, int], tuple[Tensor | None, Tensor]] = {}
 
-    def _round_directions(
-        self, round: int, dstep: int, flat: Tensor
-    ) -> tuple[Tensor | None, Tensor]:
+    def _round_directions(self, round: int, dstep: int) -> tuple[Tensor | None, Tensor]:
         """``(Z, μ·Z)`` for the batched path, cached for the current round (clients of a
         simulator and the local steps of a round share them); Z is None unless it fits in
         :attr:`cache`, which keeps it for the local updates and the round's global update."""
@@ -181,32 +191,37 @@ class ZOEstimator:
         if key not in self._directions:
             if any(r != round for r, _ in self._directions):
                 self._directions.clear()
-            z = self.generator.matrix(
-                self._sizes(), round, dstep, self.zo.nu, flat.device, flat.dtype
-            )
-            shapes = [tuple(p.shape) for _, p in canonical_parameters(self.model)]
+            z = self._matrix(round, dstep)
+            shapes = [tuple(p.shape) for p in self._params]
             if self.cache.keep_matrix(round, dstep, z, shapes):
                 self._directions[key] = (z, torch.mul(z, self.zo.mu))
             else:
                 self._directions[key] = (None, z.mul_(self.zo.mu))
         return self._directions[key]
 
-    def _sizes(self) -> list[int]:
-        """The canonical parameters' sizes."""
-        return [p.numel() for _, p in canonical_parameters(self.model)]
+    def _matrix(self, round: int, dstep: int) -> Tensor:
+        """The (ν, d) direction matrix of ``(round, dstep)`` on the parameters' device, dtype."""
+        first = self._params[0]
+        return self.generator.matrix(
+            self._sizes, round, dstep, self.zo.nu, first.device, first.dtype
+        )
 
     @torch.inference_mode()
     def step_scalars(self, round: int, step: int, batch: Any) -> Tensor:
         """g_{step, j} for j < ν at the current weights, as float64 (ν,)."""
         zo, dstep = self.zo, direction_step(self.zo, step)
+        if self._written_out:
+            _, scaled = self._round_directions(round, dstep)
+            bias, weight = (p.reshape(1, -1) for p in self._params)
+            return self._group_scalars(bias, weight, scaled, [batch])[0]
         if self.path == "batched":
             flat = flat_parameters(self.model)
-            _, z = self._round_directions(round, dstep, flat)
+            _, z = self._round_directions(round, dstep)
             weights = _perturbed_rows(flat[None], z)[0]
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
         else:
             losses = torch.empty(2 * zo.nu, dtype=torch.float64)
-            n_params = len(canonical_parameters(self.model))
+            n_params = len(self._params)
             for j in range(zo.nu):
                 for sign, at in ((1.0, j), (-1.0, zo.nu + j)):
                     with perturbed(
@@ -225,7 +240,7 @@ class ZOEstimator:
             raise ValueError(
                 f"need {zo.local_steps} batches (one per local step); got {len(batches)}"
             )
-        params = [p for _, p in canonical_parameters(self.model)]
+        params = self._params
         snapshot = [p.detach().clone() for p in params] if zo.local_steps > 1 else None
         rows = []
         try:
@@ -251,15 +266,17 @@ class ZOEstimator:
         bitwise ``local_round(round, batches[i])``.
 
         Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` on the
-        batched path runs its clients together on an (n, d) stack of their weights: the losses
-        of a local step in one batched product per group of consecutive clients whose batches
-        share a shape and whose 2ν perturbed weight rows fit in ``GROUP_ELEMENTS``
-        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`), each local
-        update as :func:`apply_directions_` computes it (``w -= z_j · c_j``, term by term) on
-        all n rows at once. Any other model runs :meth:`local_round` client by client.
+        batched path (bias and weight trainable) runs its clients together on an (n, d) stack of
+        their weights: the losses of a local step in one batched product per group of
+        consecutive clients whose batches share a shape and whose 2ν perturbed weight rows fit
+        in ``GROUP_ELEMENTS``
+        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`; one client's
+        :meth:`step_scalars` is a group of one, its weights not copied), each local update as
+        :func:`apply_directions_` computes it (``w -= z_j · c_j``, term by term) on all n rows
+        at once. Any other model runs :meth:`local_round` client by client.
         """
         zo = self.zo
-        if not self._groups_clients():
+        if not self._written_out:
             return _stack_rows([self.local_round(round, b) for b in batches], zo)
         if any(len(b) != zo.local_steps for b in batches):
             raise ValueError(f"need {zo.local_steps} batches (one per local step) per client")
@@ -269,22 +286,26 @@ class ZOEstimator:
             flat = flat_parameters(self.model)
             weights = flat.expand(len(batches), -1).clone()
             groups = self._groups(batches, flat.numel())
+            classes = self._sizes[0]
             steps = []
             for k in range(zo.local_steps):
                 dstep = direction_step(zo, k)
-                z, scaled = self._round_directions(round, dstep, flat)
+                z, scaled = self._round_directions(round, dstep)
                 g = torch.cat(
                     [
-                        self._group_scalars(weights[a:b], scaled, [c[k] for c in batches[a:b]])
+                        self._group_scalars(
+                            weights[a:b, :classes],
+                            weights[a:b, classes:],
+                            scaled,
+                            [c[k] for c in batches[a:b]],
+                        )
                         for a, b in groups
                     ]
                 )
                 steps.append(g)
                 if k + 1 < zo.local_steps:
                     if z is None:
-                        z = self.generator.matrix(
-                            self._sizes(), round, dstep, zo.nu, flat.device, flat.dtype
-                        )
+                        z = self._matrix(round, dstep)
                     coefficients = g.mul(zo.lr).to(weights.dtype)
                     for j in range(zo.nu):
                         weights.sub_(torch.mul(z[j], coefficients[:, j : j + 1]))
@@ -292,14 +313,6 @@ class ZOEstimator:
         if zo.variant == "unbiased":
             return stacked.transpose(0, 1).reshape(len(batches), -1).to(torch.float32)
         return stacked.sum(dim=0).to(torch.float32)
-
-    def _groups_clients(self) -> bool:
-        """Whether :meth:`local_rounds` can run clients together (see there)."""
-        return (
-            self.path == "batched"
-            and self.loss_fn is cross_entropy_loss
-            and isinstance(self.model, LogisticRegression)
-        )
 
     def _groups(self, batches: Sequence[Sequence[Any]], d: int) -> list[tuple[int, int]]:
         """``[start, end)`` ranges of consecutive clients whose batches share shapes, each
@@ -316,18 +329,22 @@ class ZOEstimator:
             groups.append((i, i + 1))
         return groups
 
-    def _group_scalars(self, weights: Tensor, scaled: Tensor, batches: Sequence[Any]) -> Tensor:
-        """g (G, ν) in float64 for G clients at ``weights`` (G, d), each on its own batch of
-        the step, with the step's μ·Z ``scaled`` (ν, d): :meth:`step_scalars` for each."""
+    def _group_scalars(
+        self, bias: Tensor, weight: Tensor, scaled: Tensor, batches: Sequence[Any]
+    ) -> Tensor:
+        """g (G, ν) in float64 for G clients at ``bias`` (G, C) and ``weight`` (G, C·D), each on
+        its own batch of the step, with the step's μ·Z ``scaled`` (ν, C + C·D):
+        :meth:`step_scalars` for each."""
         assert isinstance(self.model, LogisticRegression)
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
-        classes = self.model.linear.bias.numel()
-        bias, weight = (
-            _perturbed_rows(weights[:, part], scaled[:, part])
-            for part in (slice(None, classes), slice(classes, None))
-        )
-        losses = self.model.grouped_cross_entropy_at(bias, weight, x, y).double()
+        classes = self._sizes[0]
+        losses = self.model.grouped_cross_entropy_at(
+            _perturbed_rows(bias, scaled[:, :classes]),
+            _perturbed_rows(weight, scaled[:, classes:]),
+            x,
+            y,
+        ).double()
         return central_differences(losses, self.zo.mu)
 
 

@@ -98,14 +98,16 @@ class LogisticRegression(nn.Module):
         size = y.shape[1]
         weight = weight.reshape(groups, rows * classes, features)
         features_by_batch = x.flatten(2).transpose(1, 2)
-        logits = weight.new_empty(groups, rows * classes, size)
-        for g in range(groups):
-            torch.mm(weight[g], features_by_batch[g], out=logits[g])
+        if groups == 1:
+            logits = torch.mm(weight[0], features_by_batch[0])
+        else:
+            logits = weight.new_empty(groups, rows * classes, size)
+            for g in range(groups):
+                torch.mm(weight[g], features_by_batch[g], out=logits[g])
         logits = logits.view(groups * rows, classes, size).add_(bias.reshape(-1, classes, 1))
         labels = y.view(groups, 1, 1, size).expand(groups, rows, 1, size)
         picked = logits.log_softmax(1).gather(1, labels.reshape(groups * rows, 1, size))
-        count = torch.tensor(float(size), dtype=picked.dtype, device=picked.device)
-        return (picked.squeeze(1).neg_().sum(1) / count).view(groups, rows)
+        return picked.view(groups, rows, size).sum(2).div_(-size)
 
 
 @dataclass(frozen=True)

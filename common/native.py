@@ -100,10 +100,10 @@ def _build(openmp: bool) -> ModuleType:
 
 
 def kernel() -> ModuleType | None:
-    """The built module (``fill(out, keys, starts, gaussian)``, ``shift(out, w, z, scale)``,
-    ``sub_scaled_(w, z, coefficient)``), or None: not built,
-    ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up
-    once per process (threads wait for the first lookup); :func:`forget` looks again."""
+    """The built module (``fill(out, keys, starts, gaussian)``, ``fill_many(outs, keys,
+    gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, z, coefficient)``), or None: not
+    built, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per
+    process (threads wait for the first lookup); :func:`forget` looks again."""
     if "kernel" not in _LOADED:
         with _LOADING:
             if "kernel" not in _LOADED:

@@ -118,22 +118,12 @@ void rademacher_span(float* out, uint64_t key, int64_t first, int64_t count) {
     out[i] = static_cast<float>((x >> 32) & 1) * -2.0f + 1.0f;
   }
 }
-}  // namespace
 
-// Row i of out (R, W), float32 with contiguous rows, becomes elements [starts[i], starts[i] + W)
-// of the stream under keys[i] (int64 holding the uint64 key). Rows and pieces of 16K elements run
-// in parallel, at least 64K elements to a thread.
-void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaussian) {
-  TORCH_CHECK(out.dim() == 2 && out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
-              "fill needs a float32 (R, W) tensor with contiguous rows");
-  TORCH_CHECK(out.device().is_cpu() && keys.numel() == out.size(0) && starts.numel() == out.size(0),
-              "fill needs a CPU tensor and one key and one start per row");
-  const int64_t rows = out.size(0), width = out.size(1), stride = out.stride(0);
-  auto k = keys.contiguous();
-  auto s = starts.contiguous();
-  const int64_t* kp = k.data_ptr<int64_t>();
-  const int64_t* sp = s.data_ptr<int64_t>();
-  float* base = out.data_ptr<float>();
+// Row i of the R rows of W floats at base (rows stride floats apart) becomes elements [starts[i],
+// starts[i] + W) of the stream under keys[i]. Rows and pieces of 16K elements run in parallel, at
+// least 64K elements to a thread.
+void fill_rows(float* base, int64_t rows, int64_t width, int64_t stride, const int64_t* keys,
+               const int64_t* starts, bool gaussian) {
   auto span = gaussian ? gaussian_span : rademacher_span;
   const int64_t piece = 16 * kChunk;  // elements per task (even: pairs stay whole)
   const int64_t pieces = (width + piece - 1) / piece;
@@ -144,10 +134,41 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
   at::parallel_for(0, rows * pieces, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t row = t / pieces, p = (t % pieces) * piece;
-      span(base + row * stride + p, static_cast<uint64_t>(kp[row]), sp[row] + p,
+      span(base + row * stride + p, static_cast<uint64_t>(keys[row]), starts[row] + p,
            std::min(piece, width - p));
     }
   });
+}
+}  // namespace
+
+// Row i of out (R, W), float32 with contiguous rows, becomes elements [starts[i], starts[i] + W)
+// of the stream under keys[i] (int64 holding the uint64 key).
+void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaussian) {
+  TORCH_CHECK(out.dim() == 2 && out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
+              "fill needs a float32 (R, W) tensor with contiguous rows");
+  TORCH_CHECK(out.device().is_cpu() && keys.numel() == out.size(0) && starts.numel() == out.size(0),
+              "fill needs a CPU tensor and one key and one start per row");
+  auto k = keys.contiguous();
+  auto s = starts.contiguous();
+  fill_rows(out.data_ptr<float>(), out.size(0), out.size(1), out.stride(0), k.data_ptr<int64_t>(),
+            s.data_ptr<int64_t>(), gaussian);
+}
+
+// Tensor i of outs (float32, contiguous, on the CPU) becomes the stream under keys[i] from its
+// element 0: fill for many small tensors in one call, one tensor after another.
+void fill_many(const std::vector<torch::Tensor>& outs, torch::Tensor keys, bool gaussian) {
+  TORCH_CHECK(keys.numel() == static_cast<int64_t>(outs.size()),
+              "fill_many needs one key per tensor");
+  auto k = keys.contiguous();
+  const int64_t* kp = k.data_ptr<int64_t>();
+  const int64_t start = 0;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const auto& out = outs[i];
+    TORCH_CHECK(
+        out.device().is_cpu() && out.scalar_type() == torch::kFloat32 && out.is_contiguous(),
+        "fill_many needs contiguous float32 CPU tensors");
+    fill_rows(out.data_ptr<float>(), 1, out.numel(), out.numel(), kp + i, &start, gaussian);
+  }
 }
 
 namespace {
@@ -196,6 +217,7 @@ void sub_scaled_(torch::Tensor w, torch::Tensor z, double coefficient) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fill", &fill);
+  m.def("fill_many", &fill_many);
   m.def("shift", &shift);
   m.def("sub_scaled_", &sub_scaled_);
 }

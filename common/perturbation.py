@@ -457,10 +457,8 @@ class DirectionGenerator:
             return
         kernel = _native_for(outs[0])
         if kernel is not None and all(_native_for(out) is kernel for out in outs[1:]):
-            start = torch.zeros(1, dtype=torch.int64)
-            for out, c in zip(outs, coords, strict=True):
-                key = torch.tensor([self.key(*c)], dtype=torch.int64)
-                kernel.fill(out.view(1, -1), key, start, self._gaussian)
+            keys = torch.tensor([self.key(*c) for c in coords], dtype=torch.int64)
+            kernel.fill_many(list(outs), keys, self._gaussian)
             return
         device = outs[0].device
         per_hash = 2 if self._gaussian else 1

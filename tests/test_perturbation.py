@@ -610,8 +610,8 @@ def test_native_kernel_gives_the_eager_generators_bits(distribution: Distributio
     both(lambda: gen.fill_ranges_(torch.empty(4, 999), [0, 1, 5001, 77_777], 3, 0, 2, 0))
     both(lambda: gen.matrix([10, 7840], 4, 0, 1))
     both(lambda: gen.matrix([10, 7840, 3], 4, 1, 5))
-    outs = [torch.empty(s) for s in (10, 7840, 1, 33)]
-    coords = [(1, 0, 0, i) for i in range(4)]
+    outs = [torch.empty(s) for s in (10, 7840, 1, 0, 40_001, 33)]
+    coords = [(1, 0, 0, i) for i in range(len(outs))]
 
     def many() -> Tensor:
         parts = [o.clone() for o in outs]
