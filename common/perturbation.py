@@ -538,7 +538,7 @@ class DirectionGenerator:
         out = torch.empty(nu, offsets[-1], dtype=dtype, device=device)
         if nu == 1:
             coords = [(round, step, 0, index) for index in range(len(numels))]
-            self.fill_many_(list(out[0].split(list(numels))), coords)
+            self.fill_many_(list(out[0].split_with_sizes(list(numels))), coords)
             return out
         for index, (lo, hi) in enumerate(itertools.pairwise(offsets)):
             self.fill_rows_(out[:, lo:hi], [(round, step, j, index) for j in range(nu)])
@@ -592,7 +592,7 @@ class DirectionCache:
         if self._used + self._held + size > self.budget:
             return False
         self._held += size
-        for index, part in enumerate(matrix.split([math.prod(s) for s in shapes], dim=1)):
+        for index, part in enumerate(matrix.split_with_sizes([math.prod(s) for s in shapes], 1)):
             for direction, row in enumerate(part):
                 self._entries[(round, step, direction, index)] = row.view(shapes[index])
         return True

@@ -257,11 +257,13 @@ def test_step_floor_reading_says_whose_gap_it_is() -> None:
         return times | {"ratio": [6.0], "ratio_floor": [floor_us / 100], "directions_s": [600e-6]}
 
     above = report.floor_reading(run(300, 40))
-    assert "take 3.0× F; even with its directions for free" in above
+    assert "takes 3.0× F; even with its directions for free" in above
     assert "it takes 2.6× F, so the 2.3 target lies below what an eager step reaches" in above
-    assert "take 600 µs against 40 µs for `torch.randn` (15×)" in above
+    assert "The shipped step's 6.0× is 2.0× that floor" in above
+    assert "take 600 µs against 40 µs for `torch.randn` (15.0×)" in above
     generator = report.floor_reading(run(250, 40))
-    assert "without its directions it takes 2.1× F, so only a generator faster" in generator
+    assert "pair by pair) it takes 2.1× F, so a step as lean" in generator
+    assert "the gap is not a floor but this project's own per-call overhead" in generator
     assert "so the gap is this project's own" in report.floor_reading(run(210, 40))
     assert "dispatch overhead" in above and "native kernel" not in above
     assert "The native kernel makes them in one call" in report.floor_reading(run(300, 40), True)
