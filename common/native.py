@@ -40,7 +40,7 @@ SOURCE = Path(__file__).with_name("native_generator.cpp")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 #: Compile and link flags tried first: without OpenMP the kernel runs on one thread.
 OPENMP = ["-fopenmp"]
-#: A build lock older than this is a killed build's and is removed (a build takes ~2 minutes).
+#: A build lock older than this is a killed build's and is removed (a build takes under a minute).
 STALE_LOCK_SECONDS = 900
 _log = logging.getLogger(__name__)
 _LOADED: dict[str, ModuleType | None] = {}
