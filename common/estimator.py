@@ -30,6 +30,7 @@ from .perturbation import (
     DirectionGenerator,
     apply_directions_,
     canonical_parameters,
+    native_for_cpu,
     perturbed,
     whole_direction_bytes,
 )
@@ -338,6 +339,9 @@ class ZOEstimator:
         assert isinstance(self.model, LogisticRegression)
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
+        kernel = native_for_cpu(bias, weight, scaled, x)
+        if kernel is not None:  # the same ops in C++, one call (native_generator.cpp)
+            return kernel.logreg_scalars(bias, weight, scaled, x, y, self.zo.mu)
         classes = self._sizes[0]
         losses = self.model.grouped_cross_entropy_at(
             _perturbed_rows(bias, scaled[:, :classes]),

@@ -7,7 +7,10 @@ multiply-add) pair by pair while they are in cache, in a copy per instruction se
 the same bits several times faster (``bench/step.py``). It also runs the in-place path's two
 elementwise passes (:func:`~cyber0.common.perturbation.shift` and
 :func:`~cyber0.common.perturbation.sub_scaled_`: ``w + s·z`` and ``w − c·z``), each in one pass
-with the roundings of the two torch ops it replaces and no temporary between them.
+with the roundings of the two torch ops it replaces and no temporary between them, and
+logistic regression's batched ZO scalars (``logreg_scalars``: the torch ops of
+:meth:`~cyber0.common.estimator.ZOEstimator.local_rounds`' written-out loss, called from C++
+instead of one Python call per op, so the same kernels and bits at a fraction of the overhead).
 
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
@@ -101,9 +104,10 @@ def _build(openmp: bool) -> ModuleType:
 
 def kernel() -> ModuleType | None:
     """The built module (``fill(out, keys, starts, gaussian)``, ``fill_many(outs, keys,
-    gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, z, coefficient)``), or None: not
-    built, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per
-    process (threads wait for the first lookup); :func:`forget` looks again."""
+    gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, z, coefficient)``,
+    ``logreg_scalars(bias, weight, scaled, x, y, mu)``), or None: not built,
+    ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per process
+    (threads wait for the first lookup); :func:`forget` looks again."""
     if "kernel" not in _LOADED:
         with _LOADING:
             if "kernel" not in _LOADED:

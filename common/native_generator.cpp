@@ -2,7 +2,8 @@
 // the same float32 operations (+, -, *, a correctly rounded sqrt, no fused multiply-add), so the
 // values are bitwise the eager generator's on any CPU (checked when the module loads, and by
 // tests/test_perturbation.py). Also the in-place path's two elementwise passes, w + s z and
-// w - c z, each in one pass with the roundings of the two torch ops it replaces.
+// w - c z, each in one pass with the roundings of the two torch ops it replaces, and logistic
+// regression's batched ZO scalars as one call of the ATen ops the Python side runs one by one.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -154,13 +155,12 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
             s.data_ptr<int64_t>(), gaussian);
 }
 
-// Tensor i of outs (float32, contiguous, on the CPU) becomes the stream under keys[i] from its
-// element 0: fill for many small tensors in one call, one tensor after another.
-void fill_many(const std::vector<torch::Tensor>& outs, torch::Tensor keys, bool gaussian) {
-  TORCH_CHECK(keys.numel() == static_cast<int64_t>(outs.size()),
-              "fill_many needs one key per tensor");
-  auto k = keys.contiguous();
-  const int64_t* kp = k.data_ptr<int64_t>();
+// Tensor i of outs (float32, contiguous, on the CPU) becomes the stream under keys[i] (the int64
+// holding the uint64 key) from its element 0: fill for many small tensors in one call, one tensor after another.
+void fill_many(const std::vector<torch::Tensor>& outs, const std::vector<int64_t>& keys,
+               bool gaussian) {
+  TORCH_CHECK(keys.size() == outs.size(), "fill_many needs one key per tensor");
+  const int64_t* kp = keys.data();
   const int64_t start = 0;
   for (size_t i = 0; i < outs.size(); ++i) {
     const auto& out = outs[i];
@@ -215,9 +215,54 @@ void sub_scaled_(torch::Tensor w, torch::Tensor z, double coefficient) {
   torch::autograd::impl::bump_version(w);  // as an in-place torch op does
 }
 
+namespace {
+// (G, 2 nu, p): each row of w (G, p) plus each row of s (nu, p), then minus each
+// (estimator._perturbed_rows).
+torch::Tensor perturbed_rows(const torch::Tensor& w, const torch::Tensor& s) {
+  const int64_t nu = s.size(0);
+  auto rows = torch::empty({w.size(0), 2 * nu, w.size(1)}, w.options());
+  auto plus = rows.slice(1, 0, nu), minus = rows.slice(1, nu, 2 * nu);
+  torch::add_out(plus, w.unsqueeze(1), s);
+  torch::sub_out(minus, w.unsqueeze(1), s);
+  return rows;
+}
+}  // namespace
+
+// g (G, nu) in float64 for logistic regression's G groups at bias (G, C) and weight (G, C D),
+// group g on its batch x[g] (B, ...), y[g] (B,), with the step's mu Z scaled (nu, C + C D): the
+// ops of ZOEstimator._group_scalars and LogisticRegression.grouped_cross_entropy_at, one by one
+// and in their order (the same ATen kernels on the same layouts, so the same bits), without a
+// Python call per op.
+torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& weight,
+                             const torch::Tensor& scaled, const torch::Tensor& x,
+                             const torch::Tensor& y, double mu) {
+  const int64_t groups = bias.size(0), classes = bias.size(1), nu = scaled.size(0);
+  const int64_t rows = 2 * nu, size = y.size(1), features = weight.size(1) / classes;
+  const auto biases = perturbed_rows(bias, scaled.slice(1, 0, classes));
+  const auto weights = perturbed_rows(weight, scaled.slice(1, classes))
+                           .reshape({groups, rows * classes, features});
+  const auto features_by_batch = x.flatten(2).transpose(1, 2);
+  torch::Tensor logits;
+  if (groups == 1) {
+    logits = torch::mm(weights[0], features_by_batch[0]);
+  } else {
+    logits = torch::empty({groups, rows * classes, size}, weights.options());
+    for (int64_t g = 0; g < groups; ++g) {
+      auto out = logits[g];
+      torch::mm_out(out, weights[g], features_by_batch[g]);
+    }
+  }
+  logits = logits.view({groups * rows, classes, size}).add_(biases.reshape({-1, classes, 1}));
+  const auto labels = y.view({groups, 1, 1, size}).expand({groups, rows, 1, size});
+  const auto picked = logits.log_softmax(1).gather(1, labels.reshape({groups * rows, 1, size}));
+  const auto losses = picked.view({groups, rows, size}).sum(2).div_(-size).to(torch::kFloat64);
+  return (losses.slice(-1, 0, nu) - losses.slice(-1, nu)) / (2.0 * mu);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fill", &fill);
   m.def("fill_many", &fill_many);
   m.def("shift", &shift);
   m.def("sub_scaled_", &sub_scaled_);
+  m.def("logreg_scalars", &logreg_scalars);
 }

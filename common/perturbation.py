@@ -120,8 +120,16 @@ def mix64(z: int) -> int:
 
 def stream_key(seed: int, round: int, step: int, direction: int, index: int) -> int:
     """The 64-bit key of one direction tensor: ``mix64`` folded over the coordinates."""
-    key = seed & MASK64
-    for v in (round, step, direction, index):
+    if index < 0:
+        raise ValueError(f"direction coordinates must be >= 0; got {index}")
+    return mix64(_direction_key(seed & MASK64, round, step, direction) + GAMMA * (index + 1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _direction_key(seed: int, round: int, step: int, direction: int) -> int:
+    """:func:`stream_key`'s fold before the parameter index (shared by a direction's tensors)."""
+    key = seed
+    for v in (round, step, direction):
         if v < 0:
             raise ValueError(f"direction coordinates must be >= 0; got {v}")
         key = mix64(key + GAMMA * (v + 1))
@@ -180,14 +188,24 @@ _MODE = threading.local()
 
 @contextmanager
 def eager() -> Iterator[None]:
-    """Within it, this thread's generator runs its eager torch ops on CPU too, not the native
-    kernel (:mod:`~cyber0.common.native`): the reference the kernel is checked against."""
+    """Within it, this thread runs the eager torch ops on CPU too, not the native kernel
+    (:mod:`~cyber0.common.native`): the reference the kernel is checked against."""
     previous = getattr(_MODE, "eager", False)
     _MODE.eager = True
     try:
         yield
     finally:
         _MODE.eager = previous
+
+
+def native_for_cpu(*tensors: Tensor) -> ModuleType | None:
+    """The native kernel when ``tensors`` are all float32 on the CPU and :func:`eager` is off,
+    else None (its entry points check their own layouts)."""
+    if getattr(_MODE, "eager", False) or any(
+        t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors
+    ):
+        return None
+    return native.kernel()
 
 
 def _native_for(out: Tensor) -> ModuleType | None:
@@ -457,8 +475,7 @@ class DirectionGenerator:
             return
         kernel = _native_for(outs[0])
         if kernel is not None and all(_native_for(out) is kernel for out in outs[1:]):
-            keys = torch.tensor([self.key(*c) for c in coords], dtype=torch.int64)
-            kernel.fill_many(list(outs), keys, self._gaussian)
+            kernel.fill_many(list(outs), [self.key(*c) for c in coords], self._gaussian)
             return
         device = outs[0].device
         per_hash = 2 if self._gaussian else 1

@@ -10,9 +10,13 @@ pass unnoticed.
 from __future__ import annotations
 
 import os
+import shutil
+from types import ModuleType
 
 import pytest
 from hypothesis import settings
+
+from cyber0.common import native
 
 pytest_plugins = ["pytester"]
 
@@ -37,3 +41,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"{FORBID_SKIPS}=1: skipped {report.nodeid}: {report.longrepr}")
     if exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def native_kernel() -> ModuleType:
+    """The native kernel; a skip only where this machine cannot build one (no C++ compiler or
+    ninja), never where a built kernel disagrees."""
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja to build the native generator")
+    kernel = native.kernel()
+    assert kernel is not None, "the native generator was built but disagrees with the eager ops"
+    return kernel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -18,7 +19,12 @@ from cyber0.common.estimator import (
     update_terms,
 )
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
-from cyber0.common.perturbation import DirectionGenerator, canonical_parameters, perturbed
+from cyber0.common.perturbation import (
+    DirectionGenerator,
+    canonical_parameters,
+    eager,
+    perturbed,
+)
 from cyber0.common.plan import ZOSettings
 
 
@@ -285,6 +291,40 @@ def test_clients_run_together_give_each_clients_bits(
     assert torch.equal(rows, expected)
     assert bool((rows[:, 0] != rows[0, 0]).any())
     assert torch.equal(flat_parameters(model), before)
+
+
+@pytest.mark.usefixtures("native_kernel")
+@pytest.mark.parametrize(("nu", "steps", "size"), [(1, 1, 32), (2, 3, 17), (64, 1, 1)])
+def test_native_logistic_regression_scalars_give_the_torch_ops_bits(
+    nu: int, steps: int, size: int
+) -> None:
+    """The written-out logistic-regression scalars run as one native call
+    (``logreg_scalars``) give bitwise what the torch ops give (under ``eager()``), one client
+    at a time and clients grouped, with local updates between steps (K = 3), at ν = 64 and
+    at batches of 17 and 1."""
+    model = LogisticRegression(784, 10, init_seed=nu)
+    gen = torch.Generator().manual_seed(nu + size)
+    batches = [
+        [
+            (
+                torch.rand(size, 1, 28, 28, generator=gen),
+                torch.randint(0, 10, (size,), generator=gen),
+            )
+            for _ in range(steps)
+        ]
+        for _ in range(3)
+    ]
+    zo = ZOSettings(nu=nu, local_steps=steps, mu=1e-2, lr=0.5)
+    results = []
+    for mode in (contextlib.nullcontext, eager):
+        with mode():
+            est = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(2), zo, "batched")
+            results.append((est.local_rounds(7, batches), est.local_round(7, batches[0])))
+    (native_rows, native_one), (torch_rows, torch_one) = results
+    assert native_rows.shape == (3, zo.scalars_per_round)
+    assert torch.equal(native_rows, torch_rows)
+    assert torch.equal(native_one, torch_one)
+    assert torch.equal(native_one, native_rows[0])
 
 
 def test_clients_of_other_models_run_one_by_one() -> None:

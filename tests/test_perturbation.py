@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -578,22 +577,12 @@ def test_lookup_tables_with_max_norm_perturb_the_whole_table(
     assert torch.equal(model.embed.weight, before)
 
 
-def _native_kernel() -> object:
-    """The native kernel; a skip only where this machine cannot build one (no C++ compiler or
-    ninja), never where a built kernel disagrees."""
-    if shutil.which("c++") is None or shutil.which("ninja") is None:
-        pytest.skip("no C++ compiler or ninja to build the native generator")
-    kernel = native.kernel()
-    assert kernel is not None, "the native generator was built but disagrees with the eager ops"
-    return kernel
-
-
 @pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.usefixtures("native_kernel")
 def test_native_kernel_gives_the_eager_generators_bits(distribution: Distribution) -> None:
     """Every access path on CPU float32 (one tensor, strided rows, ranges at odd starts, many
     small tensors, the batched matrix) gives bitwise what the eager ops give, at sizes with
     and without a ragged end and across the kernel's 16K-element pieces."""
-    _native_kernel()
     gen = DirectionGenerator(77, distribution)
 
     def both(make: Callable[[], Tensor]) -> None:
@@ -621,11 +610,11 @@ def test_native_kernel_gives_the_eager_generators_bits(distribution: Distributio
     both(many)
 
 
+@pytest.mark.usefixtures("native_kernel")
 def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
     """``shift`` and ``sub_scaled_`` (one native pass each) against ``torch.mul`` then
     ``add_``/``sub_``, bit for bit: odd scales, subnormals, signed zeros, infinities, sizes across
     the kernel's parallel pieces, ``out`` aliasing z; and through the eager ops."""
-    _native_kernel()
     gen = torch.Generator().manual_seed(3)
     for n in (1, 7850, 1_000_003):
         z = torch.randn(n, generator=gen)
@@ -650,13 +639,13 @@ def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
                 assert torch.equal(updated.view(torch.int32), expected_update.view(torch.int32))
 
 
+@pytest.mark.usefixtures("native_kernel")
 def test_a_compiler_without_openmp_gets_a_one_thread_kernel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where the OpenMP build fails (a flag no compiler knows stands in for the OpenMP that
     Apple's clang lacks), the install step builds the kernel for one thread, for real, and the
     generator uses it: the eager ops' bits."""
-    _native_kernel()
     monkeypatch.setenv("CYBER0_NATIVE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "OPENMP", ["-fno-such-openmp-flag"])
     flags = list(native.FLAGS)
