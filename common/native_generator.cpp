@@ -156,7 +156,8 @@ void fill(torch::Tensor out, torch::Tensor keys, torch::Tensor starts, bool gaus
 }
 
 // Tensor i of outs (float32, contiguous, on the CPU) becomes the stream under keys[i] (the int64
-// holding the uint64 key) from its element 0: fill for many small tensors in one call, one tensor after another.
+// holding the uint64 key) from its element 0: fill for many small tensors in one call, one
+// tensor after another.
 void fill_many(const std::vector<torch::Tensor>& outs, const std::vector<int64_t>& keys,
                bool gaussian) {
   TORCH_CHECK(keys.size() == outs.size(), "fill_many needs one key per tensor");
