@@ -104,7 +104,7 @@ def _build(openmp: bool) -> ModuleType:
 
 def kernel() -> ModuleType | None:
     """The built module (``fill(out, keys, starts, gaussian)``, ``fill_many(outs, keys,
-    gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, z, coefficient)``,
+    gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, zs, coefficients)``,
     ``logreg_scalars(bias, weight, scaled, x, y, mu)``), or None: not built,
     ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per process
     (threads wait for the first lookup); :func:`forget` looks again."""
@@ -165,17 +165,19 @@ def _agrees(module: ModuleType) -> bool:
 
 
 def _elementwise_agrees(module: ModuleType, z: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether ``shift`` and ``sub_scaled_`` give the bits of the torch ops they replace."""
-    for scale in (1e-3, -0.1234567891234):
+    """Whether ``shift`` and ``sub_scaled_`` (two terms) give the bits of the torch ops they
+    replace."""
+    scales = (1e-3, -0.1234567891234)
+    expected_update = w.clone()
+    for scale in scales:
         shifted = torch.empty_like(w)
         module.shift(shifted, w, z, scale)
-        updated = w.clone()
-        module.sub_scaled_(updated, z, scale)
-        expected_shift = torch.mul(z, scale).add_(w)
-        expected_update = w - torch.mul(z, scale)
-        if not (torch.equal(shifted, expected_shift) and torch.equal(updated, expected_update)):
+        if not torch.equal(shifted, torch.mul(z, scale).add_(w)):
             return False
-    return True
+        expected_update.sub_(torch.mul(z, scale))
+    updated = w.clone()
+    module.sub_scaled_(updated, [z, z], list(scales))
+    return torch.equal(updated, expected_update)
 
 
 def main() -> int:

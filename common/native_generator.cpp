@@ -204,14 +204,27 @@ void shift(torch::Tensor out, torch::Tensor w, torch::Tensor z, double scale) {
   });
 }
 
-// w = fl(w - fl(z * coefficient)) in place: w.sub_(torch.mul(z, coefficient)).
-void sub_scaled_(torch::Tensor w, torch::Tensor z, double coefficient) {
-  check_elementwise(w, z);
+// w = fl(w - fl(zs[j] * coefficients[j])) in place for j = 0, 1, ... in order, element by
+// element: w.sub_(torch.mul(z, c)) term after term, in one pass over w (pieces of 4K elements
+// take every term while they are in cache).
+void sub_scaled_(torch::Tensor w, const std::vector<torch::Tensor>& zs,
+                 const std::vector<double>& coefficients) {
+  TORCH_CHECK(zs.size() == coefficients.size(), "sub_scaled_ needs one coefficient per tensor");
+  std::vector<const float*> zp;
+  std::vector<float> cs;
+  for (size_t j = 0; j < zs.size(); ++j) {
+    check_elementwise(w, zs[j]);
+    zp.push_back(zs[j].data_ptr<float>());
+    cs.push_back(static_cast<float>(coefficients[j]));
+  }
   float* wp = w.data_ptr<float>();
-  const float* zp = z.data_ptr<float>();
-  const float c = static_cast<float>(coefficient);
-  at::parallel_for(0, w.numel(), 1 << 16, [&](int64_t lo, int64_t hi) {
-    sub_scaled_span(wp + lo, zp + lo, c, hi - lo);
+  const int64_t piece = 4 * kChunk;
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, zs.size()));
+  at::parallel_for(0, w.numel(), grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t a = lo; a < hi; a += piece) {
+      const int64_t n = std::min(piece, hi - a);
+      for (size_t j = 0; j < zp.size(); ++j) sub_scaled_span(wp + a, zp[j] + a, cs[j], n);
+    }
   });
   torch::autograd::impl::bump_version(w);  // as an in-place torch op does
 }

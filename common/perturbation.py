@@ -244,15 +244,19 @@ def shift(z: Tensor, scale: float, w: Tensor, out: Tensor | None = None) -> Tens
     return target
 
 
-def sub_scaled_(w: Tensor, z: Tensor, coefficient: float, scratch: bool = False) -> None:
-    """``w ← fl(w − fl(z · coefficient))`` in place (``z`` of ``w``'s shape): the bits of
-    ``w.sub_(torch.mul(z, c))``, in one pass of the native kernel where it applies.
-    ``scratch=True``: the torch ops may overwrite ``z`` instead of allocating the product."""
-    kernel = _native_pass(w, z)
+def sub_scaled_(
+    w: Tensor, zs: Sequence[Tensor], coefficients: Sequence[float], scratch: bool = False
+) -> None:
+    """``w ← fl(w − fl(z_j · c_j))`` in place for each term j in order (each ``z_j`` of ``w``'s
+    shape): the bits of ``w.sub_(torch.mul(z_j, c_j))`` term after term, in one pass of the
+    native kernel over ``w`` where it applies. ``scratch=True``: the torch ops may overwrite
+    the ``z_j`` instead of allocating the products."""
+    kernel = _native_pass(w, *zs)
     if kernel is None:
-        w.sub_(z.mul_(coefficient) if scratch else torch.mul(z, coefficient))
+        for z, coefficient in zip(zs, coefficients, strict=True):
+            w.sub_(z.mul_(coefficient) if scratch else torch.mul(z, coefficient))
     else:
-        kernel.sub_scaled_(w, z, coefficient)
+        kernel.sub_scaled_(w, list(zs), list(coefficients))
 
 
 def _scratch(size: int, device: torch.device) -> _Scratch:
@@ -685,23 +689,27 @@ def apply_directions_(
     elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at most (or one term
     for all the small tensors, or one block, where that is more). A tensor with directions in
     ``cache`` takes those from there and generates the others whole, one at a time (same bits).
+    A tensor's terms in hand are applied in one pass (:func:`sub_scaled_`).
     """
     small: dict[torch.device, list[tuple[int, Tensor]]] = {}
     for index, param in enumerate(params):
         kept = [cache.get((round, s, d, index)) for s, d, _ in terms] if cache is not None else []
-        if any(z is not None for z in kept):
+        found = [z for z in kept if z is not None]
+        if found and len(found) == len(terms):
+            sub_scaled_(param, found, [c for _, _, c in terms])
+        elif found:
             for z, (step, direction, coefficient) in zip(kept, terms, strict=True):
                 if z is None:
                     z = generator.direction(param, round, step, direction, index)
-                sub_scaled_(param, z, coefficient)
+                sub_scaled_(param, [z], [coefficient])
         elif param.numel() <= SMALL_TENSOR:
             small.setdefault(param.device, []).append((index, param))
         elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
             coords = [(round, step, direction, index) for step, direction, _ in terms]
             zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
             generator.fill_rows_(zs, coords)
-            for z, (_, _, coefficient) in zip(zs, terms, strict=True):
-                sub_scaled_(param, z.view_as(param), coefficient, scratch=True)
+            rows = list(zs.view(len(terms), *param.shape).unbind(0))
+            sub_scaled_(param, rows, [c for _, _, c in terms], scratch=True)
         else:
             _apply_in_blocks_(param, generator, round, terms, index)
     for group in small.values():
@@ -715,9 +723,9 @@ def apply_directions_(
                 for _, p in group
             ]
             generator.fill_many_(parts, [(round, s, d, i) for s, d, _ in chunk for i, _ in group])
-            for t, (_, _, coefficient) in enumerate(chunk):
-                for k, (_, param) in enumerate(group):
-                    sub_scaled_(param, parts[t * len(group) + k], coefficient, scratch=True)
+            coefficients = [c for _, _, c in chunk]
+            for k, (_, param) in enumerate(group):
+                sub_scaled_(param, parts[k :: len(group)], coefficients, scratch=True)
 
 
 def _apply_in_blocks_(
@@ -737,7 +745,7 @@ def _apply_in_blocks_(
         z = buf[:, : part.numel()]
         for step, direction, coefficient in terms:
             generator.fill_ranges_(z, [start], round, step, direction, index)
-            sub_scaled_(part, z.view(-1), coefficient, scratch=True)
+            sub_scaled_(part, [z.view(-1)], [coefficient], scratch=True)
 
 
 def _lookup_table(mod: nn.Module) -> bool:

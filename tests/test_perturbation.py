@@ -614,7 +614,8 @@ def test_native_kernel_gives_the_eager_generators_bits(distribution: Distributio
 def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
     """``shift`` and ``sub_scaled_`` (one native pass each) against ``torch.mul`` then
     ``add_``/``sub_``, bit for bit: odd scales, subnormals, signed zeros, infinities, sizes across
-    the kernel's parallel pieces, ``out`` aliasing z; and through the eager ops."""
+    the kernel's parallel pieces, ``out`` aliasing z, five terms in one pass; and through the
+    eager ops."""
     gen = torch.Generator().manual_seed(3)
     for n in (1, 7850, 1_000_003):
         z = torch.randn(n, generator=gen)
@@ -632,11 +633,22 @@ def test_native_elementwise_passes_give_the_torch_ops_bits() -> None:
                     shift(aliased, scale, w, out=aliased)
                     updated = w.clone()
                     version = updated._version
-                    sub_scaled_(updated, z, scale)
+                    sub_scaled_(updated, [z], [scale])
                     assert updated._version > version
                 for a, b in ((got, expected_shift), (aliased, expected_shift)):
                     assert torch.equal(a.view(torch.int32), b.view(torch.int32))
                 assert torch.equal(updated.view(torch.int32), expected_update.view(torch.int32))
+        # Many terms in one pass: each element takes them in order, as term after term does.
+        zs = [torch.randn(n, generator=gen) for _ in range(5)]
+        coefficients = [1e-3, -0.5, 7.77e5, -1e-30, 0.1234567891234]
+        expected = w.clone()
+        for z_j, c in zip(zs, coefficients, strict=True):
+            expected.sub_(torch.mul(z_j, c))
+        for fast in (True, False):
+            with contextlib.nullcontext() if fast else eager():
+                updated = w.clone()
+                sub_scaled_(updated, zs, coefficients)
+            assert torch.equal(updated.view(torch.int32), expected.view(torch.int32))
 
 
 @pytest.mark.usefixtures("native_kernel")
