@@ -262,7 +262,9 @@ def test_step_floor_reading_says_whose_gap_it_is() -> None:
     assert "The shipped step's 6.0× is 2.0× that floor" in above
     assert "take 600 µs against 40 µs for `torch.randn` (15.0×)" in above
     generator = report.floor_reading(run(250, 40))
-    assert "pair by pair) it takes 2.1× F, so a step as lean" in generator
+    assert "it takes 2.1× F, so a step as lean whose directions took under 0.2× F (20 µs)" in (
+        generator
+    )
     assert "the gap is not a floor but this project's own per-call overhead" in generator
     assert "so the gap is this project's own" in report.floor_reading(run(210, 40))
     assert "dispatch overhead" in above and "native kernel" not in above
