@@ -210,26 +210,18 @@ def native_for_cpu(*tensors: Tensor) -> ModuleType | None:
 
 def _native_for(out: Tensor) -> ModuleType | None:
     """The native kernel when it may fill ``out`` (float32 on CPU, rows contiguous), else None."""
-    if out.device.type != "cpu" or out.dtype != torch.float32 or getattr(_MODE, "eager", False):
-        return None
     if out.dim() == 2 and out.stride(1) != 1:
         return None
-    return native.kernel()
+    return native_for_cpu(out)
 
 
 def _native_pass(*tensors: Tensor) -> ModuleType | None:
     """The native kernel when it may run an elementwise pass over ``tensors`` (float32 on CPU,
     contiguous, one size), else None."""
     size = tensors[0].numel()
-    if getattr(_MODE, "eager", False) or any(
-        t.device.type != "cpu"
-        or t.dtype != torch.float32
-        or not t.is_contiguous()
-        or t.numel() != size
-        for t in tensors
-    ):
+    if any(not t.is_contiguous() or t.numel() != size for t in tensors):
         return None
-    return native.kernel()
+    return native_for_cpu(*tensors)
 
 
 def shift(z: Tensor, scale: float, w: Tensor, out: Tensor | None = None) -> Tensor:
@@ -477,8 +469,8 @@ class DirectionGenerator:
             raise ValueError("fill_many_ needs contiguous tensors")
         if not outs:
             return
-        kernel = _native_for(outs[0])
-        if kernel is not None and all(_native_for(out) is kernel for out in outs[1:]):
+        kernel = native_for_cpu(*outs)  # contiguous: checked above
+        if kernel is not None:
             kernel.fill_many(list(outs), [self.key(*c) for c in coords], self._gaussian)
             return
         device = outs[0].device
