@@ -200,6 +200,10 @@ class ZOEstimator:
                 self._directions[key] = (None, z.mul_(self.zo.mu))
         return self._directions[key]
 
+    def _flat(self) -> Tensor:
+        """The estimator's parameters concatenated in canonical order (a copy)."""
+        return torch.cat([p.detach().reshape(-1) for p in self._params])
+
     def _matrix(self, round: int, dstep: int) -> Tensor:
         """The (ν, d) direction matrix of ``(round, dstep)`` on the parameters' device, dtype."""
         first = self._params[0]
@@ -216,7 +220,7 @@ class ZOEstimator:
             bias, weight = (p.reshape(1, -1) for p in self._params)
             return self._group_scalars(bias, weight, scaled, [batch])[0]
         if self.path == "batched":
-            flat = flat_parameters(self.model)
+            flat = self._flat()
             _, z = self._round_directions(round, dstep)
             weights = _perturbed_rows(flat[None], z)[0]
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
@@ -284,7 +288,7 @@ class ZOEstimator:
         if not batches:
             return _stack_rows([], zo)
         with torch.inference_mode():
-            flat = flat_parameters(self.model)
+            flat = self._flat()
             weights = flat.expand(len(batches), -1).clone()
             groups = self._groups(batches, flat.numel())
             classes = self._sizes[0]
@@ -337,8 +341,8 @@ class ZOEstimator:
         its own batch of the step, with the step's μ·Z ``scaled`` (ν, C + C·D):
         :meth:`step_scalars` for each."""
         assert isinstance(self.model, LogisticRegression)
-        x = torch.stack([b[0] for b in batches])
-        y = torch.stack([b[1] for b in batches])
+        x = _stacked([b[0] for b in batches])
+        y = _stacked([b[1] for b in batches])
         kernel = native_for_cpu(bias, weight, scaled, x)
         if kernel is not None:  # the same ops in C++, one call (native_generator.cpp)
             return kernel.logreg_scalars(bias, weight, scaled, x, y, self.zo.mu)
@@ -360,6 +364,14 @@ def _perturbed_rows(weights: Tensor, scaled: Tensor) -> Tensor:
     torch.add(weights[:, None], scaled, out=rows[:, :nu])
     torch.sub(weights[:, None], scaled, out=rows[:, nu:])
     return rows
+
+
+def _stacked(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack(tensors)``: the same values and layout, without a copy for one contiguous
+    tensor (one client's step)."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0).contiguous()
+    return torch.stack(tensors)
 
 
 def _shapes(batches: Sequence[Any]) -> list[tuple[int, ...]]:

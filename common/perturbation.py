@@ -43,6 +43,7 @@ import bisect
 import functools
 import itertools
 import math
+import operator
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -562,6 +563,37 @@ Coords = tuple[int, int, int, int]
 Shape = tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class _KeptMatrix:
+    """A kept (ν, d) direction matrix and where each parameter's part of a row lies in it."""
+
+    matrix: Tensor
+    shapes: Sequence[Shape]
+    offsets: list[int]
+    strides: list[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, matrix: Tensor, shapes: Sequence[Shape]) -> _KeptMatrix:
+        offsets = list(itertools.accumulate((math.prod(s) for s in shapes), initial=0))
+        strides = [_contiguous_strides(s) for s in shapes]
+        return cls(matrix, shapes, offsets, strides)
+
+    def part(self, direction: int, index: int) -> Tensor | None:
+        """Direction ``direction`` of parameter ``index`` (a view), or None outside the matrix."""
+        rows, d = self.matrix.shape
+        if not (0 <= direction < rows and 0 <= index < len(self.shapes)):
+            return None
+        offset = self.matrix.storage_offset() + direction * d + self.offsets[index]
+        return self.matrix.as_strided(self.shapes[index], self.strides[index], offset)
+
+
+def _contiguous_strides(shape: Shape) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape``."""
+    if not shape:
+        return ()
+    return tuple(itertools.accumulate(reversed(shape[1:]), operator.mul, initial=1))[::-1]
+
+
 class DirectionCache:
     """One round's directions, kept from their first generation to the round's update, in an
     arena of ``budget`` bytes (the in-place path).
@@ -587,6 +619,7 @@ class DirectionCache:
         self._arena: Tensor | None = None
         self._round = -1
         self._entries: dict[Coords, Tensor] = {}
+        self._matrices: dict[tuple[int, int], _KeptMatrix] = {}
         self._used = 0
         self._held = 0
 
@@ -596,23 +629,27 @@ class DirectionCache:
         return self._used + self._held
 
     def keep_matrix(self, round: int, step: int, matrix: Tensor, shapes: Sequence[Shape]) -> bool:
-        """Keep the batched path's direction matrix of ``(round, step)``: row j, cut at the
-        canonical parameters' ``shapes``, is direction j of each parameter (its views become the
-        entries; the caller must not modify it). Its bytes count against the budget; False, and
-        nothing kept, when it does not fit."""
+        """Keep the batched path's contiguous direction matrix of ``(round, step)``: row j, cut
+        at the canonical parameters' ``shapes``, is direction j of each parameter (:meth:`get`
+        returns views of it; the caller must not modify it). Its bytes count against the
+        budget; False, and nothing kept, when it does not fit."""
+        if not matrix.is_contiguous():
+            raise ValueError("keep_matrix needs a contiguous matrix")
         self._begin(round)
         size = matrix.numel() * matrix.element_size()
         if self._used + self._held + size > self.budget:
             return False
         self._held += size
-        for index, part in enumerate(matrix.split_with_sizes([math.prod(s) for s in shapes], 1)):
-            for direction, row in enumerate(part):
-                self._entries[(round, step, direction, index)] = row.view(shapes[index])
+        self._matrices[(round, step)] = _KeptMatrix.of(matrix, shapes)
         return True
 
     def get(self, coords: Coords) -> Tensor | None:
         """The kept direction ``(round, step, direction, index)``, or None. Read-only."""
-        return self._entries.get(coords)
+        found = self._entries.get(coords)
+        if found is not None or coords[0] != self._round:
+            return found
+        kept = self._matrices.get((coords[0], coords[1]))
+        return None if kept is None else kept.part(coords[2], coords[3])
 
     def shifted(
         self, generator: DirectionGenerator, param: Tensor, scale: float, coords: Coords
@@ -650,6 +687,7 @@ class DirectionCache:
         """Drop the kept directions when ``round`` is not theirs."""
         if round != self._round:
             self._entries.clear()
+            self._matrices.clear()
             self._round, self._used, self._held = round, 0, 0
 
 

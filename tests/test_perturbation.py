@@ -421,8 +421,8 @@ def test_a_direction_cache_keeps_the_batched_matrix_within_its_budget() -> None:
     """Row j of a kept (ν, d) matrix, cut at the parameters' sizes, is direction j of each
     parameter; a matrix over the budget is not kept, and a new round drops the kept one."""
     g = DirectionGenerator(5)
-    shapes = [(3, 4), (7,), (2, 2, 2)]
-    matrix = g.matrix([12, 7, 8], 2, 1, 3)
+    shapes = [(3, 4), (7,), (), (2, 2, 2)]
+    matrix = g.matrix([12, 7, 1, 8], 2, 1, 3)
     size = matrix.numel() * 4
     refused = DirectionCache(size - 1)
     assert not refused.keep_matrix(2, 1, matrix, shapes)
@@ -433,9 +433,14 @@ def test_a_direction_cache_keeps_the_batched_matrix_within_its_budget() -> None:
         for index, shape in enumerate(shapes):
             kept = cache.get((2, 1, j, index))
             assert kept is not None
+            assert kept.shape == shape
             assert torch.equal(kept, g.direction(torch.empty(shape), 2, 1, j, index))
+    assert cache.get((2, 1, 3, 0)) is None and cache.get((2, 1, 0, 4)) is None
+    assert cache.get((2, 0, 0, 0)) is None
     assert not cache.keep_matrix(2, 0, matrix, shapes)  # the budget is spent for round 2
     assert cache.keep_matrix(3, 0, matrix, shapes) and cache.get((2, 1, 0, 0)) is None
+    with pytest.raises(ValueError, match="contiguous"):
+        DirectionCache(size).keep_matrix(3, 0, matrix.t().contiguous().t(), shapes)
 
 
 def test_fill_many_equals_fill_per_tensor() -> None:
