@@ -25,7 +25,8 @@ path the rotation also times the eager floor (``floor_s``, :func:`eager_floor_st
 written out by hand for logistic regression with ``torch.randn`` directions, the least an eager
 step does at that size, and the step's
 directions alone (``directions_s``: :meth:`DirectionGenerator.matrix`) against ``torch.randn``
-of the same size (``randn_s``).
+of the same size (``randn_s``), and the shipped step's native calls alone (``native_calls_s``,
+:func:`native_calls_step`: what it costs without the Python around them).
 
 The generator figure times :meth:`DirectionGenerator.fill_` on one 22.7M-float tensor (MiniLM's
 size) and ``torch.randn`` into the same tensor, alternately. For information it also times a
@@ -60,6 +61,7 @@ from cyber0.common.perturbation import (
     apply_directions_,
     canonical_parameters,
     eager,
+    native_for_cpu,
     perturbed,
     stream_key,
     whole_direction_bytes,
@@ -173,6 +175,40 @@ def eager_floor_step(model: nn.Module, batch: tuple[Tensor, Tensor], mu: float, 
     weight.view(-1).sub_(z_weight, alpha=c)
 
 
+def native_calls_step(
+    model: nn.Module,
+    batch: tuple[Tensor, Tensor],
+    generator: DirectionGenerator,
+    mu: float,
+    lr: float,
+) -> Callable[[], None] | None:
+    """Logistic regression's shipped ZO step (ν = 1) reduced to its native calls, with buffers,
+    views and stream keys made once: the directions (``fill_many``), μ·z, the losses' central
+    difference (``logreg_scalars``) and each tensor's update (``sub_scaled_``). What the step
+    costs without the Python around those calls. None where the native kernel does not run."""
+    assert isinstance(model, LogisticRegression)
+    bias, weight = model.linear.bias.detach(), model.linear.weight.detach()
+    kernel = native_for_cpu(bias, weight)
+    if kernel is None or generator.distribution != "gaussian":
+        return None
+    z = torch.empty(1, bias.numel() + weight.numel())
+    z_bias, z_weight = z[0].split_with_sizes([bias.numel(), weight.numel()])
+    parts, z_weight = [z_bias, z_weight], z_weight.view_as(weight)
+    scaled = torch.empty_like(z)
+    keys = [generator.key(0, 0, 0, index) for index in range(2)]
+    rows = bias.view(1, -1), weight.view(1, -1)
+    x, y = (t.unsqueeze(0).contiguous() for t in batch)
+
+    def step() -> None:
+        kernel.fill_many(parts, keys, True)
+        torch.mul(z, mu, out=scaled)
+        c = lr * float(kernel.logreg_scalars(*rows, scaled, x, y, mu)[0, 0])
+        kernel.sub_scaled_(bias, [z_bias], [c])
+        kernel.sub_scaled_(weight, [z_weight], [c])
+
+    return step
+
+
 def measure_step(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Any], Tensor],
@@ -237,8 +273,12 @@ def measure_step(
     def randn() -> None:
         torch.randn(1, d, device=params[0].device, dtype=params[0].dtype)
 
-    # The batched path's side figures: the eager floor and its directions against torch.randn.
+    # The batched path's side figures: the eager floor, its directions against torch.randn and
+    # the step's native calls alone.
     side_steps = {"floor": floor_step, "directions": directions, "randn": randn}
+    calls = native_calls_step(model, batch, generator, zo.mu, zo.lr) if path == "batched" else None
+    if calls is not None:
+        side_steps["native_calls"] = calls
     extra = side_steps if path == "batched" else {}
 
     for _ in range(warmup):
@@ -264,6 +304,8 @@ def measure_step(
         out[f"{name}_s"] = times
     if side:
         out["ratio_floor"] = [s / f for s, f in zip(side["floor"], fwd, strict=True)]
+    if "native_calls" in side:
+        out["ratio_native_calls"] = [s / f for s, f in zip(side["native_calls"], fwd, strict=True)]
     if cacheable:
         out["cache_bytes"] = DEFAULT_CACHE_BYTES
     for suffix, times in zos.items():
@@ -522,6 +564,18 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                         f"(DirectionGenerator.matrix) against torch.randn "
                         f"{statistics.median(r['randn_s']) * 1e6:.0f} µs (medians)"
                     ),
+                )
+            )
+        if "ratio_native_calls" in r:
+            figs.append(
+                figure(
+                    f"step.{dev}.logreg.{path}.ratio_native_calls",
+                    f"logistic regression, the shipped step's native calls alone (buffers, views "
+                    f"and keys made once: fill_many, μ·z, logreg_scalars, sub_scaled_), {dev}: "
+                    "calls / forward",
+                    "×",
+                    r["ratio_native_calls"],
+                    note=f"{statistics.median(r['native_calls_s']) * 1e6:.0f} µs (median)",
                 )
             )
     if "minilm" in res:

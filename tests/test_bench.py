@@ -181,7 +181,7 @@ def test_scale_system_share_stays_within_one_when_user_time_stands_still() -> No
 
 
 # --------------------------------------------------------------------------- step
-def test_step_reports_ratios_and_generator_throughput(results: Path) -> None:
+def test_step_reports_ratios_and_generator_throughput(results: Path, native_kernel: object) -> None:
     doc = _doc(results, "step-cpu")
     r = doc["results"]
     for path in ("batched", "inplace"):
@@ -192,12 +192,15 @@ def test_step_reports_ratios_and_generator_throughput(results: Path) -> None:
     floor = r["logreg"]["batched"]
     assert len(floor["ratio_floor"]) == len(floor["directions_s"]) == len(floor["randn_s"])
     assert "ratio_floor" not in r["logreg"]["inplace"]
+    assert len(floor["ratio_native_calls"]) == len(floor["native_calls_s"]) == len(floor["ratio"])
+    assert "native_calls_s" not in r["logreg"]["inplace"]
     g = r["generator"]
     assert len(g["fill_s"]) == len(g["randn_s"]) == len(g["fill_over_randn"])
     ids = {f["id"] for f in doc["figures"]}
     assert {
         "step.cpu.logreg.batched.ratio",
         "step.cpu.logreg.batched.ratio_floor",
+        "step.cpu.logreg.batched.ratio_native_calls",
         "step.cpu.generator.fill_over_randn",
     } <= ids
 
@@ -269,6 +272,11 @@ def test_step_floor_reading_says_whose_gap_it_is() -> None:
     assert "so the gap is this project's own" in report.floor_reading(run(210, 40))
     assert "dispatch overhead" in above and "native kernel" not in above
     assert "The native kernel makes them in one call" in report.floor_reading(run(300, 40), True)
+    calls = report.floor_reading(run(300, 40) | {"ratio_native_calls": [1.9]}, True)
+    assert "with buffers, views and stream keys made once) take 1.9× F." in calls
+    assert "leaves 0.4× F (40 µs) for everything" in calls and "spends 4.1× F on" in calls
+    over = report.floor_reading(run(300, 40) | {"ratio_native_calls": [2.5]}, True)
+    assert "take 2.5× F: at this size the kernels alone already exceed" in over
 
 
 def test_figure_targets() -> None:
