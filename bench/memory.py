@@ -132,6 +132,7 @@ def measure_main(args: argparse.Namespace) -> int:
     """``_measure``: one mode in this (fresh) process; prints one JSON line."""
     import torch
 
+    from cyber0.common.allocator import keep_freed_memory
     from cyber0.common.estimator import ZOEstimator
     from cyber0.common.perturbation import (
         DirectionGenerator,
@@ -141,6 +142,7 @@ def measure_main(args: argparse.Namespace) -> int:
     from cyber0.common.plan import ZOSettings
 
     device = torch.device(args.device)
+    kept = keep_freed_memory()  # as the client daemon does
     if args.threads:
         torch.set_num_threads(args.threads)
     model, loss_fn, batch = build(args.model, args.batch, args.tokens, device)
@@ -200,6 +202,7 @@ def measure_main(args: argparse.Namespace) -> int:
             "parameters": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in params),
             "weights_mib": weights_mib,
+            "keep_freed_memory": kept,
             "above_model_mib": peak - before,
         }
     )

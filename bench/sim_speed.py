@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, figure, machine, started, write_result
 
+from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.estimator import ZOEstimator
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import DirectionGenerator
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     doc: dict[str, Any] = {"command": command_line(), "machine": machine(), "started": started()}
+    doc["keep_freed_memory"] = keep_freed_memory()  # as cyber0-sim does
     walls: dict[int, list[float]] = {b: [] for b in args.batch}
     accuracy: dict[int, list[float]] = {b: [] for b in args.batch}
     for _ in range(args.repeats):

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, figure, machine, started, write_result
 
 from cyber0.common import native
+from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.estimator import ZOEstimator
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import (
@@ -466,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     out: dict[str, Any] = {
         "device": str(device),
+        "keep_freed_memory": keep_freed_memory(),  # as the client daemon does
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }

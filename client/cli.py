@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cyber0.common.aggregators import get_aggregator
+from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
 from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
 
@@ -239,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    keep_freed_memory()
     try:
         trainer = build_trainer(args)
         sessions = build_sessions(args, trainer)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .aggregators import Aggregator, get_aggregator
+from .allocator import keep_freed_memory
 from .attacks import Attack, get_attack_against
 from .baseline import apply_update_, flat_gradient
 from .config import ConfigError, from_mapping, load_yaml
@@ -411,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory()
     result = simulate(config, progress=not args.quiet)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if not args.no_plot:
