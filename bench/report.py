@@ -649,7 +649,13 @@ def step_section(docs: dict[str, dict[str, Any]], figures_dir: Path) -> list[str
         lines += header(doc)
         r = doc["results"]
         lines += [
-            f"Device {r['device']}, {r['threads']} torch threads. A ZO step is "
+            f"Device {r['device']}, {r['threads']} torch threads"
+            + (
+                ", freed memory kept in the process as the client daemon keeps it (section 4)"
+                if r.get("keep_freed_memory")
+                else ""
+            )
+            + ". A ZO step is "
             "`ZOEstimator.step_scalars` (ν = 1; MiniLM on the in-place path, logistic "
             "regression on the batched path the trainer uses, and the in-place path for "
             "comparison) plus the update `apply_directions_`, with the client's default "
