@@ -4,8 +4,9 @@ glibc's malloc serves a block above its mmap threshold (128 KiB, raised up to th
 freed so far) with a fresh mapping and unmaps it when freed, and returns the top of its heap to
 the kernel once more than its trim threshold (twice the mmap threshold) lies free there. A
 forward pass frees its activations at its end and allocates them again in the next one, so every
-pass faults zeroed pages in anew: about 24,000 minor page faults (94 MiB) per MiniLM forward at
-batch 32 × 64 tokens, some 15–25% of its time on this project's 2-core machine.
+pass faults zeroed pages in anew: about 25,000 minor page faults (~100 MiB) per MiniLM forward at
+batch 32 × 64 tokens, about 11% of its time on this project's 2-core machine (BENCHMARKS.md,
+section 4).
 :func:`keep_freed_memory` makes freed memory stay in the process for the next pass.
 """
 

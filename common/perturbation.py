@@ -633,8 +633,10 @@ class DirectionCache:
         at the canonical parameters' ``shapes``, is direction j of each parameter (:meth:`get`
         returns views of it; the caller must not modify it). Its bytes count against the
         budget; False, and nothing kept, when it does not fit."""
-        if not matrix.is_contiguous():
-            raise ValueError("keep_matrix needs a contiguous matrix")
+        if matrix.dim() != 2 or not matrix.is_contiguous():
+            raise ValueError("keep_matrix needs a contiguous (ν, d) matrix")
+        if sum(math.prod(s) for s in shapes) != matrix.shape[1]:
+            raise ValueError(f"shapes {list(shapes)} do not cut rows of {matrix.shape[1]} elements")
         self._begin(round)
         size = matrix.numel() * matrix.element_size()
         if self._used + self._held + size > self.budget:

@@ -441,6 +441,8 @@ def test_a_direction_cache_keeps_the_batched_matrix_within_its_budget() -> None:
     assert cache.keep_matrix(3, 0, matrix, shapes) and cache.get((2, 1, 0, 0)) is None
     with pytest.raises(ValueError, match="contiguous"):
         DirectionCache(size).keep_matrix(3, 0, matrix.t().contiguous().t(), shapes)
+    with pytest.raises(ValueError, match="do not cut rows of 28 elements"):
+        DirectionCache(size).keep_matrix(3, 0, matrix, shapes[1:])
 
 
 def test_fill_many_equals_fill_per_tensor() -> None:
