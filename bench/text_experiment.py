@@ -67,6 +67,7 @@ from torch import Tensor, nn
 
 from cyber0.common import text
 from cyber0.common.aggregators import AggregationError, get_aggregator
+from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import Attack, get_attack
 from cyber0.common.baseline import apply_update_, flat_gradient
 from cyber0.common.data import MIN_SIZE, batch_indices, dirichlet_partition
@@ -547,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sweep tunes the full setting; --shots runs the grid with its steps")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # its feature pass is MiniLM forwards, as in cyber0-client
     began = time.perf_counter()
     setup = build_setup(args.cache, MAX_LENGTH, args.shots)
     home = args.out / f"fewshot-{args.shots}" if args.shots else args.out
