@@ -2,7 +2,9 @@
 
 Prints one JSON line per identity when it is done (``client``, ``applied_round``, ``digest``,
 ``reconnects``, and ``weights`` with ``--save-model``) and exits 0; exits 2 on a usage error and
-1 when a session fails or the weights cannot be written.
+1 when a session fails or the weights cannot be written. SIGTERM or SIGINT stops it: once no
+computation is running it writes ``--save-model`` for its last applied round and exits with
+128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -231,9 +234,49 @@ def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -
     ]
 
 
-async def run(sessions: Sequence[Session]) -> list[SessionResult]:
-    """Run every identity's session concurrently until all are done."""
-    return list(await asyncio.gather(*(s.run() for s in sessions)))
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def run(sessions: Sequence[Session]) -> list[SessionResult] | signal.Signals:
+    """Run every identity's session concurrently until all are done. On SIGTERM or SIGINT,
+    stop them, wait until no trainer call is running (the weights are the global model of the
+    last applied round again) and return the signal."""
+    loop = asyncio.get_running_loop()
+    everyone = asyncio.ensure_future(asyncio.gather(*(s.run() for s in sessions)))
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        everyone.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return list(await everyone)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        for model in {id(s.model): s.model for s in sessions}.values():
+            await model.idle()
+        return received[0]
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _stopped(args: argparse.Namespace, trainer: ZOTrainer, sig: signal.Signals) -> int:
+    """After a stop signal: ``--save-model`` written for the last applied round, if any, and
+    the exit status 128 + the signal's number (1 when the file cannot be written)."""
+    saved = ""
+    if args.save_model and trainer.applied_round >= 0:
+        try:
+            trainer.save_checkpoint()
+        except OSError as exc:
+            print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
+            return 1
+        saved = f"; the model of round {trainer.applied_round} is in {args.save_model}"
+    print(f"cyber0-client: stopped by {sig.name}{saved}", file=sys.stderr)
+    return 128 + int(sig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,12 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
-        results = uvloop.run(run(sessions))
+        outcome = uvloop.run(run(sessions))
     except SessionError as exc:
         print(f"cyber0-client: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the handlers were installed
         return 130
+    if isinstance(outcome, signal.Signals):
+        return _stopped(args, trainer, outcome)
+    results = outcome
     saved = {"weights": args.save_model} if args.save_model else {}
     if args.save_model:
         try:

@@ -22,7 +22,7 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
 
@@ -137,15 +137,33 @@ class LocalModel:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self._lock = asyncio.Lock()
+        self._running: asyncio.Future[Any] | None = None
 
     @property
     def applied_round(self) -> int:
         """The trainer's last applied round."""
         return self.trainer.applied_round
 
+    async def _thread(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a worker thread, which a cancelled caller leaves to finish
+        (:meth:`idle`)."""
+        running = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._running = running
+        return await asyncio.shield(running)
+
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+            return await self._thread(fn, *args)
+
+    async def idle(self) -> None:
+        """Return once no trainer call is running. A call whose session was cancelled still
+        runs to its end in its worker thread (a thread cannot be stopped), and the weights are
+        the global model's again only then: a local round restores them, an update completes."""
+        running = self._running
+        if running is not None:
+            await asyncio.wait([running])
+            if not running.cancelled():
+                running.exception()  # retrieved: a stopped session has no one to raise it to
 
     async def setup(self, plan: TrainingPlan, shard_index: int) -> None:
         """``trainer.setup`` in a worker thread."""
@@ -164,7 +182,7 @@ class LocalModel:
                 return False
             if round != applied + 1:
                 raise SessionError(f"aggregate {round} cannot follow applied round {applied}")
-            await asyncio.to_thread(self.trainer.apply_aggregate, round, values)
+            await self._thread(self.trainer.apply_aggregate, round, values)
             return True
 
     async def digest(self) -> str:

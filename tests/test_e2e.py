@@ -300,3 +300,33 @@ def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
         assert read_metadata(ckpt)["round"] == str(rounds - 1)  # untouched
     finally:
         other.kill_all()
+
+
+def test_a_stopped_client_saves_its_model_and_resumes_from_it(federation: Federation) -> None:
+    """SIGTERM mid-run: the client stops its sessions, lets a computation in progress finish,
+    writes ``--save-model`` for its last applied round and exits 143. Restarted with
+    ``--resume`` it replays only the rounds after that one and ends on everyone's digest, so the
+    file held the global model of its round (not weights mid-perturbation or mid-update)."""
+    fed = federation
+    rounds = 400  # rounds take milliseconds: enough of them that the signal lands mid-run
+    plan = {**yaml.safe_load(fed.config.read_text()), "rounds": rounds}
+    fed.config.write_text(yaml.safe_dump(plan))
+    ckpt = fed.workdir / "client-2.safetensors"
+    saving = ("--save-model", str(ckpt), "--resume", "--log-level", "INFO")
+    fed.start_federator("federator")
+    for i in (0, 1):
+        fed.start_client(f"client-{i}")
+    fed.start_client("client-2", *saving)
+    fed.wait_for("federator", 10)
+    fed.procs["client-2"].send_signal(signal.SIGTERM)
+    assert fed.procs["client-2"].wait(timeout=60) == 128 + signal.SIGTERM
+    log = (fed.workdir / "client-2.log").read_text()
+    saved = int(read_metadata(ckpt)["round"])
+    assert 5 <= saved < rounds - 1, log
+    assert f"stopped by SIGTERM; the model of round {saved} is in {ckpt}" in log
+    fed.start_client("client-2", *saving)
+    for name in ("client-0", "client-1", "client-2"):
+        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
+    assert f"resumed from {ckpt} after round {saved}" in (fed.workdir / "client-2.log").read_text()
+    digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
+    assert len(set(digests.values())) == 1, digests
