@@ -264,15 +264,23 @@ async def run(sessions: Sequence[Session]) -> list[SessionResult] | signal.Signa
             loop.remove_signal_handler(sig)
 
 
+def _save(args: argparse.Namespace, trainer: ZOTrainer) -> bool:
+    """Write ``--save-model`` for the last applied round; False, with the reason on stderr,
+    when the file cannot be written."""
+    try:
+        trainer.save_checkpoint()
+    except OSError as exc:
+        print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _stopped(args: argparse.Namespace, trainer: ZOTrainer, sig: signal.Signals) -> int:
     """After a stop signal: ``--save-model`` written for the last applied round, if any, and
     the exit status 128 + the signal's number (1 when the file cannot be written)."""
     saved = ""
     if args.save_model and trainer.applied_round >= 0:
-        try:
-            trainer.save_checkpoint()
-        except OSError as exc:
-            print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
+        if not _save(args, trainer):
             return 1
         saved = f"; the model of round {trainer.applied_round} is in {args.save_model}"
     print(f"cyber0-client: stopped by {sig.name}{saved}", file=sys.stderr)
@@ -303,12 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stopped(args, trainer, outcome)
     results = outcome
     saved = {"weights": args.save_model} if args.save_model else {}
-    if args.save_model:
-        try:
-            trainer.save_checkpoint()
-        except OSError as exc:
-            print(f"cyber0-client: --save-model {args.save_model}: {exc}", file=sys.stderr)
-            return 1
+    if args.save_model and not _save(args, trainer):
+        return 1
     for result in results:
         print(
             json.dumps(

@@ -574,9 +574,13 @@ class _KeptMatrix:
 
     @classmethod
     def of(cls, matrix: Tensor, shapes: Sequence[Shape]) -> _KeptMatrix:
+        """ValueError unless ``matrix`` is contiguous (ν, d) and ``shapes`` cut d exactly."""
+        if matrix.dim() != 2 or not matrix.is_contiguous():
+            raise ValueError("keep_matrix needs a contiguous (ν, d) matrix")
         offsets = list(itertools.accumulate((math.prod(s) for s in shapes), initial=0))
-        strides = [_contiguous_strides(s) for s in shapes]
-        return cls(matrix, shapes, offsets, strides)
+        if offsets[-1] != matrix.shape[1]:
+            raise ValueError(f"shapes {list(shapes)} do not cut rows of {matrix.shape[1]} elements")
+        return cls(matrix, shapes, offsets, [_contiguous_strides(s) for s in shapes])
 
     def part(self, direction: int, index: int) -> Tensor | None:
         """Direction ``direction`` of parameter ``index`` (a view), or None outside the matrix."""
@@ -633,16 +637,13 @@ class DirectionCache:
         at the canonical parameters' ``shapes``, is direction j of each parameter (:meth:`get`
         returns views of it; the caller must not modify it). Its bytes count against the
         budget; False, and nothing kept, when it does not fit."""
-        if matrix.dim() != 2 or not matrix.is_contiguous():
-            raise ValueError("keep_matrix needs a contiguous (ν, d) matrix")
-        if sum(math.prod(s) for s in shapes) != matrix.shape[1]:
-            raise ValueError(f"shapes {list(shapes)} do not cut rows of {matrix.shape[1]} elements")
+        kept = _KeptMatrix.of(matrix, shapes)
         self._begin(round)
         size = matrix.numel() * matrix.element_size()
         if self._used + self._held + size > self.budget:
             return False
         self._held += size
-        self._matrices[(round, step)] = _KeptMatrix.of(matrix, shapes)
+        self._matrices[(round, step)] = kept
         return True
 
     def get(self, coords: Coords) -> Tensor | None:

@@ -259,20 +259,35 @@ def test_clients_save_the_final_model(federation: Federation) -> None:
         assert json.loads(meta["plan"])["seed"] == 5
 
 
-def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
-    """``--save-every 5 --resume``: a client SIGKILLed mid-run restarts from its last checkpoint
-    (a multiple of 5 rounds) instead of round 0 and ends with everyone's digest; the same file
-    against a federation of another plan is refused before any training."""
-    fed = federation
-    rounds = 400  # rounds take milliseconds: enough of them that the kill lands mid-run
+def start_long_run(fed: Federation, rounds: int, *saving: str) -> None:
+    """A federation of ``rounds`` rounds (milliseconds each: enough of them that a signal
+    lands mid-run) with client-0 and client-1, and client-2 run with ``saving``."""
     plan = {**yaml.safe_load(fed.config.read_text()), "rounds": rounds}
     fed.config.write_text(yaml.safe_dump(plan))
-    ckpt = fed.workdir / "client-2.safetensors"
-    saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
     fed.start_federator("federator")
     for i in (0, 1):
         fed.start_client(f"client-{i}")
     fed.start_client("client-2", *saving)
+
+
+def restart_client_2_and_finish(fed: Federation, *saving: str) -> str:
+    """Restart client-2 with ``saving``, let all three finish; client-2's log of that run."""
+    fed.start_client("client-2", *saving)
+    for name in ("client-0", "client-1", "client-2"):
+        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
+    digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
+    assert len(set(digests.values())) == 1, digests
+    return (fed.workdir / "client-2.log").read_text()
+
+
+def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
+    """``--save-every 5 --resume``: a client SIGKILLed mid-run restarts from its last checkpoint
+    (a multiple of 5 rounds) instead of round 0 and ends with everyone's digest; the same file
+    against a federation of another plan is refused before any training."""
+    fed, rounds = federation, 400
+    ckpt = fed.workdir / "client-2.safetensors"
+    saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
+    start_long_run(fed, rounds, *saving)
     deadline = time.monotonic() + 120
     while not ckpt.exists() or int(read_metadata(ckpt)["round"]) < 9:
         assert time.monotonic() < deadline, "no checkpoint after round 9"
@@ -281,17 +296,12 @@ def test_a_client_resumes_from_its_checkpoint(federation: Federation) -> None:
     fed.procs["client-2"].wait()
     saved = int(read_metadata(ckpt)["round"])
     assert 9 <= saved < rounds - 1 and (saved + 1) % 5 == 0
-    fed.start_client("client-2", *saving)
-    for name in ("client-0", "client-1", "client-2"):
-        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
-    assert f"resumed from {ckpt} after round" in (fed.workdir / "client-2.log").read_text()
-    digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
-    assert len(set(digests.values())) == 1, digests
+    assert f"resumed from {ckpt} after round" in restart_client_2_and_finish(fed, *saving)
     assert read_metadata(ckpt)["round"] == str(rounds - 1)  # the final save
 
     other_dir = fed.workdir / "other"
     other_dir.mkdir()
-    other = Federation(other_dir, {**plan, "seed": 6})
+    other = Federation(other_dir, {**yaml.safe_load(fed.config.read_text()), "seed": 6})
     try:
         other.start_federator("federator")
         refused = other.start_client("client-2", *saving)
@@ -307,16 +317,10 @@ def test_a_stopped_client_saves_its_model_and_resumes_from_it(federation: Federa
     writes ``--save-model`` for its last applied round and exits 143. Restarted with
     ``--resume`` it replays only the rounds after that one and ends on everyone's digest, so the
     file held the global model of its round (not weights mid-perturbation or mid-update)."""
-    fed = federation
-    rounds = 400  # rounds take milliseconds: enough of them that the signal lands mid-run
-    plan = {**yaml.safe_load(fed.config.read_text()), "rounds": rounds}
-    fed.config.write_text(yaml.safe_dump(plan))
+    fed, rounds = federation, 400
     ckpt = fed.workdir / "client-2.safetensors"
     saving = ("--save-model", str(ckpt), "--resume", "--log-level", "INFO")
-    fed.start_federator("federator")
-    for i in (0, 1):
-        fed.start_client(f"client-{i}")
-    fed.start_client("client-2", *saving)
+    start_long_run(fed, rounds, *saving)
     fed.wait_for("federator", 10)
     fed.procs["client-2"].send_signal(signal.SIGTERM)
     assert fed.procs["client-2"].wait(timeout=60) == 128 + signal.SIGTERM
@@ -324,9 +328,4 @@ def test_a_stopped_client_saves_its_model_and_resumes_from_it(federation: Federa
     saved = int(read_metadata(ckpt)["round"])
     assert 5 <= saved < rounds - 1, log
     assert f"stopped by SIGTERM; the model of round {saved} is in {ckpt}" in log
-    fed.start_client("client-2", *saving)
-    for name in ("client-0", "client-1", "client-2"):
-        assert fed.procs[name].wait(timeout=120) == 0, (fed.workdir / f"{name}.log").read_text()
-    assert f"resumed from {ckpt} after round {saved}" in (fed.workdir / "client-2.log").read_text()
-    digests = {name: fed.digest(name) for name in ("client-0", "client-1", "client-2")}
-    assert len(set(digests.values())) == 1, digests
+    assert f"resumed from {ckpt} after round {saved}" in restart_client_2_and_finish(fed, *saving)
