@@ -2064,7 +2064,11 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "grouped loss takes `log_softmax` over the classes in the layout of its matrix product "
         "(about twice as fast at ν=64, K=5): on this machine that keeps the study's bits "
         "(prefixes of a ν=64, K=5 cell, 40 rounds, and of a ν=1, K=5 cell, 200 rounds, ended "
-        "on the same digests with both codes). " + _derivations(study.runs),
+        "on the same digests with both codes). Cells run after 2026-12-06, 23:45 UTC take "
+        "logistic regression's scalars as float64 central differences of logits that are "
+        "linear in the weights (`logreg_scalars`, ~1e-7 of |g| from the float64 values where "
+        "the float32 losses were ~3e-5 off at μ = 1e-3): the same experiment, not the bits of "
+        "the cells stored before. " + _derivations(study.runs),
         "",
         "## Targets (α=1, ν=64, K=1)",
         "",

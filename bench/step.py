@@ -184,8 +184,8 @@ def native_calls_step(
     lr: float,
 ) -> Callable[[], None] | None:
     """Logistic regression's shipped ZO step (ν = 1) reduced to its native calls, with buffers,
-    views and stream keys made once: the directions (``fill_many``), μ·z, the losses' central
-    difference (``logreg_scalars``) and each tensor's update (``sub_scaled_``). What the step
+    views and stream keys made once: the directions (``fill_many``), the central difference
+    along them (``logreg_scalars``) and each tensor's update (``sub_scaled_``). What the step
     costs without the Python around those calls. None where the native kernel does not run."""
     assert isinstance(model, LogisticRegression)
     bias, weight = model.linear.bias.detach(), model.linear.weight.detach()
@@ -195,15 +195,13 @@ def native_calls_step(
     z = torch.empty(1, bias.numel() + weight.numel())
     z_bias, z_weight = z[0].split_with_sizes([bias.numel(), weight.numel()])
     parts, z_weight = [z_bias, z_weight], z_weight.view_as(weight)
-    scaled = torch.empty_like(z)
     keys = [generator.key(0, 0, 0, index) for index in range(2)]
     rows = bias.view(1, -1), weight.view(1, -1)
     x, y = (t.unsqueeze(0).contiguous() for t in batch)
 
     def step() -> None:
         kernel.fill_many(parts, keys, True)
-        torch.mul(z, mu, out=scaled)
-        c = lr * float(kernel.logreg_scalars(*rows, scaled, x, y, mu)[0, 0])
+        c = lr * float(kernel.logreg_scalars(*rows, z, x, y, mu)[0, 0])
         kernel.sub_scaled_(bias, [z_bias], [c])
         kernel.sub_scaled_(weight, [z_weight], [c])
 
@@ -573,7 +571,7 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                 figure(
                     f"step.{dev}.logreg.{path}.ratio_native_calls",
                     f"logistic regression, the shipped step's native calls alone (buffers, views "
-                    f"and keys made once: fill_many, μ·z, logreg_scalars, sub_scaled_), {dev}: "
+                    f"and keys made once: fill_many, logreg_scalars, sub_scaled_), {dev}: "
                     "calls / forward",
                     "×",
                     r["ratio_native_calls"],

@@ -17,7 +17,7 @@ the global model: after its K steps the client returns to the round's starting w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -39,10 +39,9 @@ from .plan import ZOSettings
 #: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
 LossFn = Callable[[nn.Module, Any], Tensor]
 Path = Literal["batched", "inplace"]
-#: Most perturbed-weight elements (clients × 2ν × d) :meth:`ZOEstimator.local_rounds` puts in
-#: one group: 1 Mi floats (4 MiB). Logistic regression at ν = 1 groups 66 clients; at ν = 64
-#: (1.0 Mi per client) each client runs alone: groups of 4 measured slower than one by one
-#: (``bench/sim_speed.py``), their 16 MiB of rows no longer in cache.
+#: Most logit parts (clients × (1 + ν)·C × B, in float64) :meth:`ZOEstimator.local_rounds` puts
+#: in one group: 1 Mi (8 MiB). Logistic regression at B = 32 groups 1,638 clients at ν = 1 and 50
+#: at ν = 64.
 GROUP_ELEMENTS = 1 << 20
 
 
@@ -94,11 +93,11 @@ def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: 
 
     Each parameter's (P, ...) block is made contiguous first, so that a product with an
     unbatched input folds the P weight sets into one matrix product instead of P small ones.
-    Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` runs the same
-    loss written out (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`, the
-    same losses to float32 rounding), without vmap's per-call cost: at ν = 1 that cost was
-    several forwards."""
-    if loss_fn is cross_entropy_loss and isinstance(model, LogisticRegression):
+    Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss`, bias and weight
+    trainable, runs the same loss written out
+    (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`, the same losses to
+    float32 rounding), without vmap's per-call cost: at ν = 1 that cost was several forwards."""
+    if _written_out(model, loss_fn):
         return model.cross_entropy_at(weights, batch)
     wrapper = _LossModule(model, loss_fn)
     params, offset = {}, 0
@@ -174,30 +173,27 @@ class ZOEstimator:
         named = canonical_parameters(model)
         self._params = [p for _, p in named]
         self._sizes = [p.numel() for p in self._params]
+        self._shapes = [tuple(p.shape) for p in self._params]
         #: Logistic regression under cross_entropy_loss, bias and weight trainable: the loss
         #: written out (see :meth:`local_rounds`).
-        self._written_out = (
-            path == "batched"
-            and loss_fn is cross_entropy_loss
-            and isinstance(model, LogisticRegression)
-            and [name for name, _ in named] == ["linear.bias", "linear.weight"]
-        )
-        self._directions: dict[tuple[int, int], tuple[Tensor | None, Tensor]] = {}
+        self._written_out = path == "batched" and _written_out(model, loss_fn)
+        self._directions: dict[tuple[int, int], Tensor] = {}
 
-    def _round_directions(self, round: int, dstep: int) -> tuple[Tensor | None, Tensor]:
-        """``(Z, μ·Z)`` for the batched path, cached for the current round (clients of a
-        simulator and the local steps of a round share them); Z is None unless it fits in
-        :attr:`cache`, which keeps it for the local updates and the round's global update."""
+    def _round_directions(self, round: int, dstep: int) -> Tensor:
+        """The (ν, d) directions of ``(round, dstep)`` as the batched path's step takes them:
+        Z where the loss is written out (its scalars take Z and μ), else μ·Z. Cached for the
+        current round (clients of a simulator and the local steps of a round share them); Z is
+        also kept in :attr:`cache` where it fits, for the local updates and the round's global
+        update."""
         key = (round, dstep)
         if key not in self._directions:
             if any(r != round for r, _ in self._directions):
                 self._directions.clear()
             z = self._matrix(round, dstep)
-            shapes = [tuple(p.shape) for p in self._params]
-            if self.cache.keep_matrix(round, dstep, z, shapes):
-                self._directions[key] = (z, torch.mul(z, self.zo.mu))
-            else:
-                self._directions[key] = (None, z.mul_(self.zo.mu))
+            kept = self.cache.keep_matrix(round, dstep, z, self._shapes)
+            if not self._written_out:
+                z = torch.mul(z, self.zo.mu) if kept else z.mul_(self.zo.mu)
+            self._directions[key] = z
         return self._directions[key]
 
     def _flat(self) -> Tensor:
@@ -216,13 +212,12 @@ class ZOEstimator:
         """g_{step, j} for j < ν at the current weights, as float64 (ν,)."""
         zo, dstep = self.zo, direction_step(self.zo, step)
         if self._written_out:
-            _, scaled = self._round_directions(round, dstep)
+            z = self._round_directions(round, dstep)
             bias, weight = (p.reshape(1, -1) for p in self._params)
-            return self._group_scalars(bias, weight, scaled, [batch])[0]
+            return self._group_scalars(bias, weight, z, [batch])[0]
         if self.path == "batched":
-            flat = self._flat()
-            _, z = self._round_directions(round, dstep)
-            weights = _perturbed_rows(flat[None], z)[0]
+            scaled = self._round_directions(round, dstep)
+            weights = _perturbed_rows(self._flat(), scaled)
             losses = perturbed_losses(self.model, self.loss_fn, weights, batch).double()
         else:
             losses = torch.empty(2 * zo.nu, dtype=torch.float64)
@@ -272,11 +267,12 @@ class ZOEstimator:
 
         Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` on the
         batched path (bias and weight trainable) runs its clients together on an (n, d) stack of
-        their weights: the losses of a local step in one batched product per group of
-        consecutive clients whose batches share a shape and whose 2ν perturbed weight rows fit
-        in ``GROUP_ELEMENTS``
-        (:meth:`~cyber0.common.models.LogisticRegression.grouped_cross_entropy_at`; one client's
-        :meth:`step_scalars` is a group of one, its weights not copied), each local update as
+        their weights: the scalars of a local step in one call per group of consecutive clients
+        whose batches share a shape and whose logit parts fit in ``GROUP_ELEMENTS`` (the native
+        kernel's ``logreg_scalars`` or
+        :meth:`~cyber0.common.models.LogisticRegression.directional_differences`, each group's
+        rows computed on their own; one client's :meth:`step_scalars` is a group of one, its
+        weights not copied), each local update as
         :func:`apply_directions_` computes it (``w -= z_j · c_j``, term by term) on all n rows
         at once. Any other model runs :meth:`local_round` client by client.
         """
@@ -290,18 +286,18 @@ class ZOEstimator:
         with torch.inference_mode():
             flat = self._flat()
             weights = flat.expand(len(batches), -1).clone()
-            groups = self._groups(batches, flat.numel())
+            groups = self._groups(batches)
             classes = self._sizes[0]
             steps = []
             for k in range(zo.local_steps):
                 dstep = direction_step(zo, k)
-                z, scaled = self._round_directions(round, dstep)
+                z = self._round_directions(round, dstep)
                 g = torch.cat(
                     [
                         self._group_scalars(
                             weights[a:b, :classes],
                             weights[a:b, classes:],
-                            scaled,
+                            z,
                             [c[k] for c in batches[a:b]],
                         )
                         for a, b in groups
@@ -309,8 +305,6 @@ class ZOEstimator:
                 )
                 steps.append(g)
                 if k + 1 < zo.local_steps:
-                    if z is None:
-                        z = self._matrix(round, dstep)
                     coefficients = g.mul(zo.lr).to(weights.dtype)
                     for j in range(zo.nu):
                         weights.sub_(torch.mul(z[j], coefficients[:, j : j + 1]))
@@ -319,10 +313,11 @@ class ZOEstimator:
             return stacked.transpose(0, 1).reshape(len(batches), -1).to(torch.float32)
         return stacked.sum(dim=0).to(torch.float32)
 
-    def _groups(self, batches: Sequence[Sequence[Any]], d: int) -> list[tuple[int, int]]:
+    def _groups(self, batches: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
         """``[start, end)`` ranges of consecutive clients whose batches share shapes, each
-        holding at most GROUP_ELEMENTS perturbed weights (one client at least)."""
-        per_group = max(1, GROUP_ELEMENTS // (2 * self.zo.nu * d))
+        holding at most GROUP_ELEMENTS logit parts (one client at least)."""
+        parts = (1 + self.zo.nu) * self._sizes[0] * max(len(y) for c in batches for _, y in c)
+        per_group = max(1, GROUP_ELEMENTS // parts)
         shapes = [_shapes(client) for client in batches]
         groups: list[tuple[int, int]] = []
         for i, shape in enumerate(shapes):
@@ -335,34 +330,37 @@ class ZOEstimator:
         return groups
 
     def _group_scalars(
-        self, bias: Tensor, weight: Tensor, scaled: Tensor, batches: Sequence[Any]
+        self, bias: Tensor, weight: Tensor, z: Tensor, batches: Sequence[Any]
     ) -> Tensor:
         """g (G, ν) in float64 for G clients at ``bias`` (G, C) and ``weight`` (G, C·D), each on
-        its own batch of the step, with the step's μ·Z ``scaled`` (ν, C + C·D):
+        its own batch of the step, along the step's directions ``z`` (ν, C + C·D):
         :meth:`step_scalars` for each."""
         assert isinstance(self.model, LogisticRegression)
         x = _stacked([b[0] for b in batches])
         y = _stacked([b[1] for b in batches])
-        kernel = native_for_cpu(bias, weight, scaled, x)
-        if kernel is not None:  # the same ops in C++, one call (native_generator.cpp)
-            return kernel.logreg_scalars(bias, weight, scaled, x, y, self.zo.mu)
-        classes = self._sizes[0]
-        losses = self.model.grouped_cross_entropy_at(
-            _perturbed_rows(bias, scaled[:, :classes]),
-            _perturbed_rows(weight, scaled[:, classes:]),
-            x,
-            y,
-        ).double()
-        return central_differences(losses, self.zo.mu)
+        kernel = native_for_cpu(bias, weight, z, x)
+        if kernel is not None:  # the same formula in one C++ call (native_generator.cpp)
+            return kernel.logreg_scalars(bias, weight, z, x, y, self.zo.mu)
+        return self.model.directional_differences(bias, weight, z, x, y, self.zo.mu)
+
+
+def _written_out(model: nn.Module, loss_fn: LossFn) -> TypeGuard[LogisticRegression]:
+    """Whether ``model`` is logistic regression under :func:`cross_entropy_loss` with its bias
+    and weight trainable: its loss is written out (no ``vmap``)."""
+    return (
+        loss_fn is cross_entropy_loss
+        and isinstance(model, LogisticRegression)
+        and [name for name, _ in canonical_parameters(model)] == ["linear.bias", "linear.weight"]
+    )
 
 
 def _perturbed_rows(weights: Tensor, scaled: Tensor) -> Tensor:
-    """(G, 2ν, p): ``weights`` (G, p) + each row of ``scaled`` (ν, p), then − each, written
-    straight into one contiguous tensor."""
+    """(2ν, d): ``weights`` (d,) + each row of ``scaled`` (ν, d), then − each, written straight
+    into one contiguous tensor."""
     nu = scaled.shape[0]
-    rows = weights.new_empty(weights.shape[0], 2 * nu, weights.shape[1])
-    torch.add(weights[:, None], scaled, out=rows[:, :nu])
-    torch.sub(weights[:, None], scaled, out=rows[:, nu:])
+    rows = weights.new_empty(2 * nu, weights.shape[0])
+    torch.add(weights, scaled, out=rows[:nu])
+    torch.sub(weights, scaled, out=rows[nu:])
     return rows
 
 

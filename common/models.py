@@ -71,43 +71,45 @@ class LogisticRegression(nn.Module):
 
         The loss ``vmap`` of :func:`cross_entropy_loss` over ``functional_call`` computes, to
         float32 rounding, at a fraction of its cost: one matrix product of the P·C weight rows,
-        the bias added after it, and ``log_softmax`` over the classes of a (P, C, B) tensor.
+        the bias added after it, and ``log_softmax`` over the classes of a (P, C, B) tensor
+        (its kernel vectorises along B there, ~30× faster at C = 10 than over a last dimension
+        of 10).
         """
         x, y = batch
-        classes = self.linear.bias.numel()
-        rows = weights[None]
-        return self.grouped_cross_entropy_at(
-            rows[..., :classes], rows[..., classes:], x[None], y[None]
-        )[0]
+        (rows, _), (classes, features) = weights.shape, self.linear.weight.shape
+        bias = weights[:, :classes].reshape(rows, classes, 1)
+        weight = weights[:, classes:].reshape(rows * classes, features)
+        logits = torch.mm(weight, x.reshape(-1, features).T).view(rows, classes, -1).add_(bias)
+        labels = y.view(1, 1, -1).expand(rows, 1, -1)
+        return logits.log_softmax(1).gather(1, labels).sum(2).div_(-y.numel()).view(rows)
 
-    def grouped_cross_entropy_at(
-        self, bias: Tensor, weight: Tensor, x: Tensor, y: Tensor
+    def directional_differences(
+        self, bias: Tensor, weight: Tensor, z: Tensor, x: Tensor, y: Tensor, mu: float
     ) -> Tensor:
-        """:meth:`cross_entropy_at` for G groups at once (G clients, each with its own batch),
-        the P rows' parameters split into ``bias`` (G, P, C) and ``weight`` (G, P, C·D) (no copy
-        when ``weight`` is contiguous); ``x`` (G, B, ...), ``y`` (G, B) → (G, P).
+        """g (G, ν) in float64: ``(L(w + μ z_j) − L(w − μ z_j)) / (2μ)`` for G groups (clients)
+        at bias (G, C) and weight (G, C·D), group g on its batch ``x[g]`` (B, ...), ``y[g]``
+        (B,), along the rows of z (ν, C + C·D), L the batch's mean cross-entropy.
 
-        Row g is bitwise ``cross_entropy_at`` of group g's rows on its batch on any CPU: each
-        group's product is its own matrix product of the ungrouped shapes (one batched product
-        of G > 1 takes other kernels on AVX-512 and differs in the last bits), the rest runs on
-        all groups at once (tested bitwise against the ungrouped path). ``log_softmax`` runs
-        over dimension 1 of the (G·P, C, B) logits as the product lays them out: its kernel
-        vectorises along B there, ~30× faster at C = 10 than over a last dimension of 10.
+        The logits are linear in the weights: at w ± μz_j they are ``a ± μ e_j`` with
+        ``a = b + W x`` and ``e_j = z_j``'s bias part ``+ Z_j x``, so the products are taken
+        once for W and once for the ν directions (not for 2ν perturbed weight rows), w ± μz is
+        never rounded to float32, and the losses are taken in float64. What the native kernel's
+        ``logreg_scalars`` computes (in its own order of float32 sums: the two agree to float32
+        rounding of the products).
         """
-        (groups, rows, classes), features = bias.shape, self.linear.weight.shape[1]
-        size = y.shape[1]
-        weight = weight.reshape(groups, rows * classes, features)
-        features_by_batch = x.flatten(2).transpose(1, 2)
-        if groups == 1:
-            logits = torch.mm(weight[0], features_by_batch[0])
-        else:
-            logits = weight.new_empty(groups, rows * classes, size)
-            for g in range(groups):
-                torch.mm(weight[g], features_by_batch[g], out=logits[g])
-        logits = logits.view(groups * rows, classes, size).add_(bias.reshape(-1, classes, 1))
-        labels = y.view(groups, 1, 1, size).expand(groups, rows, 1, size)
-        picked = logits.log_softmax(1).gather(1, labels.reshape(groups * rows, 1, size))
-        return picked.view(groups, rows, size).sum(2).div_(-size)
+        (groups, classes), features, nu = bias.shape, self.linear.weight.shape[1], z.shape[0]
+        z_bias = z[:, :classes].double().unsqueeze(2)
+        z_weight = z[:, classes:].reshape(nu * classes, features)
+        out = torch.empty(groups, nu, dtype=torch.float64, device=bias.device)
+        for g in range(groups):
+            x_t = x[g].reshape(-1, features).T
+            a = torch.mm(weight[g].view(classes, features), x_t).double()
+            a += bias[g].double().unsqueeze(1)
+            u = torch.mm(z_weight, x_t).double().view(nu, classes, -1).add_(z_bias).mul_(mu)
+            picked = u.gather(1, y[g].view(1, 1, -1).expand(nu, 1, -1)).squeeze(1)
+            difference = (a + u).logsumexp(1) - (a - u).logsumexp(1) - 2.0 * picked
+            out[g] = difference.mean(1).div_(2.0 * mu)
+        return out
 
 
 @dataclass(frozen=True)

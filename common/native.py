@@ -8,9 +8,9 @@ the same bits several times faster (``bench/step.py``). It also runs the in-plac
 elementwise passes (:func:`~cyber0.common.perturbation.shift` and
 :func:`~cyber0.common.perturbation.sub_scaled_`: ``w + s·z`` and ``w − c·z``), each in one pass
 with the roundings of the two torch ops it replaces and no temporary between them, and
-logistic regression's batched ZO scalars (``logreg_scalars``: the torch ops of
-:meth:`~cyber0.common.estimator.ZOEstimator.local_rounds`' written-out loss, called from C++
-instead of one Python call per op, so the same kernels and bits at a fraction of the overhead).
+logistic regression's batched ZO scalars (``logreg_scalars``: the central differences of
+:meth:`~cyber0.common.models.LogisticRegression.directional_differences`, its products in
+4 × 4 tiles of float32 sums in a fixed order and its losses in float64, in one call).
 
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
@@ -21,8 +21,9 @@ the ``libgomp.so.1`` torch has already loaded (the same soname), so ``torch.set_
 governs it as it does torch's own kernels. Where the compiler has no OpenMP it is built for one
 thread instead (the same bits). At run time :func:`kernel` only imports a built library, and
 uses it only when the library reproduces the eager generator on a probe of both distributions.
-Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The values never depend on
-which path ran.
+Otherwise, or with ``CYBER0_NATIVE_GENERATOR=0``, the eager ops run. The directions and the
+updates never depend on which path ran; a client's scalars (``logreg_scalars``) agree with the
+torch ops' to float32 rounding of the products, not bit for bit.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _build(openmp: bool) -> ModuleType:
 def kernel() -> ModuleType | None:
     """The built module (``fill(out, keys, starts, gaussian)``, ``fill_many(outs, keys,
     gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, zs, coefficients)``,
-    ``logreg_scalars(bias, weight, scaled, x, y, mu)``), or None: not built,
+    ``logreg_scalars(bias, weight, z, x, y, mu)``), or None: not built,
     ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per process
     (threads wait for the first lookup); :func:`forget` looks again."""
     if "kernel" not in _LOADED:

@@ -3,13 +3,15 @@
 // values are bitwise the eager generator's on any CPU (checked when the module loads, and by
 // tests/test_perturbation.py). Also the in-place path's two elementwise passes, w + s z and
 // w - c z, each in one pass with the roundings of the two torch ops it replaces, and logistic
-// regression's batched ZO scalars as one call of the ATen ops the Python side runs one by one.
+// regression's batched ZO scalars in one call (logreg_scalars: the formula of
+// LogisticRegression.directional_differences, its own order of sums).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 // One copy of the pair loop per instruction set, picked at load time: the same bits from each
@@ -230,47 +232,183 @@ void sub_scaled_(torch::Tensor w, const std::vector<torch::Tensor>& zs,
 }
 
 namespace {
-// (G, 2 nu, p): each row of w (G, p) plus each row of s (nu, p), then minus each
-// (estimator._perturbed_rows).
-torch::Tensor perturbed_rows(const torch::Tensor& w, const torch::Tensor& s) {
-  const int64_t nu = s.size(0);
-  auto rows = torch::empty({w.size(0), 2 * nu, w.size(1)}, w.options());
-  auto plus = rows.slice(1, 0, nu), minus = rows.slice(1, nu, 2 * nu);
-  torch::add_out(plus, w.unsqueeze(1), s);
-  torch::sub_out(minus, w.unsqueeze(1), s);
-  return rows;
+constexpr int64_t kLanes = 16;  // float accumulators per dot product: one AVX-512 register
+constexpr int64_t kTile = 4;    // rows by samples per tile: 16 accumulators in registers
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+
+// kLanes floats from p (any alignment); with n < kLanes, the first n and zeros after them.
+inline Lanes load(const float* p, int64_t n = kLanes) {
+  Lanes v = {};
+  std::memcpy(&v, p, sizeof(float) * n);
+  return v;
+}
+
+// dots[i][k] = sum_f rows[i][f] x[k][f] for a 4 x 4 tile, f < width: products and sums rounded
+// to float32 one by one into 16 lanes (element f goes to lane f mod 16, in order of f), the lanes
+// then summed in double in lane order. The order depends on nothing but width, so every tile,
+// thread and instruction set gives the same bits.
+CYBER0_CLONES void dot_tile(const float* const* rows, const float* const* x, int64_t width,
+                            double dots[kTile][kTile]) {
+  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+  const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
+  Lanes acc[kTile][kTile] = {};
+  int64_t f = 0;
+  const auto step = [&](const Lanes a[kTile], const Lanes b[kTile]) {
+    for (int i = 0; i < kTile; ++i)
+      for (int k = 0; k < kTile; ++k) acc[i][k] += a[i] * b[k];
+  };
+  for (; f + kLanes <= width; f += kLanes) {
+    const Lanes a[kTile] = {load(r0 + f), load(r1 + f), load(r2 + f), load(r3 + f)};
+    const Lanes b[kTile] = {load(x0 + f), load(x1 + f), load(x2 + f), load(x3 + f)};
+    step(a, b);
+  }
+  if (f < width) {
+    const int64_t n = width - f;
+    const Lanes a[kTile] = {load(r0 + f, n), load(r1 + f, n), load(r2 + f, n), load(r3 + f, n)};
+    const Lanes b[kTile] = {load(x0 + f, n), load(x1 + f, n), load(x2 + f, n), load(x3 + f, n)};
+    step(a, b);
+  }
+  for (int i = 0; i < kTile; ++i)
+    for (int k = 0; k < kTile; ++k) {
+      double sum = 0.0;
+      for (int l = 0; l < kLanes; ++l) sum += acc[i][k][l];
+      dots[i][k] = sum;
+    }
+}
+
+// log sum_c exp(a[c] + sign u[c]) - (a[label] + sign u[label]), in double.
+double cross_entropy(const double* a, const double* u, double sign, int64_t classes,
+                     int64_t label) {
+  double top = -INFINITY;
+  for (int64_t c = 0; c < classes; ++c) top = std::max(top, a[c] + sign * u[c]);
+  double sum = 0.0;
+  for (int64_t c = 0; c < classes; ++c) sum += std::exp(a[c] + sign * u[c] - top);
+  return top + std::log(sum) - (a[label] + sign * u[label]);
+}
+
+// One example's cross-entropy at logits a + u minus that at a - u, in double, p = softmax(a):
+// sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with h = max_c u_c and
+// t_c = e^{u_c - h} the difference is 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label:
+// one exp per class. Where u spans 600 or more (1 / t_c could overflow) it is taken directly.
+double loss_difference(const double* a, const double* p, const double* u, int64_t classes,
+                       int64_t label) {
+  double high = -INFINITY, low = INFINITY;
+  for (int64_t c = 0; c < classes; ++c) {
+    high = std::max(high, u[c]);
+    low = std::min(low, u[c]);
+  }
+  if (!(high - low < 600.0))
+    return cross_entropy(a, u, 1.0, classes, label) - cross_entropy(a, u, -1.0, classes, label);
+  double plus = 0.0, minus = 0.0;
+  for (int64_t c = 0; c < classes; ++c) {
+    const double t = std::exp(u[c] - high);
+    plus += p[c] * t;
+    minus += p[c] / t;
+  }
+  return 2.0 * high + std::log(plus / minus) - 2.0 * u[label];
 }
 }  // namespace
 
 // g (G, nu) in float64 for logistic regression's G groups at bias (G, C) and weight (G, C D),
-// group g on its batch x[g] (B, ...), y[g] (B,), with the step's mu Z scaled (nu, C + C D): the
-// ops of ZOEstimator._group_scalars and LogisticRegression.grouped_cross_entropy_at, one by one
-// and in their order (the same ATen kernels on the same layouts, so the same bits), without a
-// Python call per op.
+// group g on its batch x[g] (B, D...), y[g] (B,), along the step's directions z (nu, C + C D):
+// g_j = (L(w + mu z_j) - L(w - mu z_j)) / (2 mu), L the batch's mean cross-entropy. The logits
+// are linear in the weights, so at w +- mu z_j they are a +- mu e_j with a = b + W x and
+// e_j = z_j's bias + Z_j x: the dot products are taken once per row of W and of each Z_j (not
+// once per perturbed row, and w +- mu z is never rounded to float32), in 4 x 4 tiles
+// (dot_tile), and the losses in double. Row g depends only on group g's inputs.
 torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& weight,
-                             const torch::Tensor& scaled, const torch::Tensor& x,
-                             const torch::Tensor& y, double mu) {
-  const int64_t groups = bias.size(0), classes = bias.size(1), nu = scaled.size(0);
-  const int64_t rows = 2 * nu, size = y.size(1), features = weight.size(1) / classes;
-  const auto biases = perturbed_rows(bias, scaled.slice(1, 0, classes));
-  const auto weights = perturbed_rows(weight, scaled.slice(1, classes))
-                           .reshape({groups, rows * classes, features});
-  const auto features_by_batch = x.flatten(2).transpose(1, 2);
-  torch::Tensor logits;
-  if (groups == 1) {
-    logits = torch::mm(weights[0], features_by_batch[0]);
-  } else {
-    logits = torch::empty({groups, rows * classes, size}, weights.options());
-    for (int64_t g = 0; g < groups; ++g) {
-      auto out = logits[g];
-      torch::mm_out(out, weights[g], features_by_batch[g]);
+                             const torch::Tensor& z, const torch::Tensor& x_in,
+                             const torch::Tensor& y_in, double mu) {
+  TORCH_CHECK(bias.dim() == 2 && weight.dim() == 2 && z.dim() == 2 && y_in.dim() == 2 &&
+                  x_in.dim() >= 2,
+              "logreg_scalars needs bias (G, C), weight (G, C D), z (nu, C + C D), x (G, B, ...) "
+              "and y (G, B)");
+  const int64_t groups = bias.size(0), classes = bias.size(1), nu = z.size(0);
+  const int64_t size = y_in.size(1);
+  TORCH_CHECK(classes > 0 && weight.size(0) == groups && weight.size(1) % classes == 0 &&
+                  z.size(1) == classes + weight.size(1) && y_in.size(0) == groups &&
+                  x_in.size(0) == groups && x_in.size(1) == size,
+              "logreg_scalars: shapes do not match");
+  const int64_t features = weight.size(1) / classes;
+  for (const auto* t : {&bias, &weight, &z})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->stride(1) == 1,
+                "logreg_scalars needs float32 CPU bias, weight and z with contiguous rows");
+  const auto x = x_in.contiguous();
+  const auto y = y_in.to(torch::kInt64).contiguous();
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && x.numel() == groups * size * features,
+              "logreg_scalars needs float32 x of ", features, " features per example");
+  const int64_t* labels = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < y.numel(); ++i)
+    TORCH_CHECK(labels[i] >= 0 && labels[i] < classes, "label ", labels[i], " is not in [0, ",
+                classes, ")");
+  auto out = torch::empty({groups, nu}, torch::dtype(torch::kFloat64));
+  if (groups == 0 || nu == 0) return out;
+  TORCH_CHECK(size > 0, "logreg_scalars needs at least one example per group");
+  // rows r < C: W's; r = C (1 + j) + c: row c of Z_j. Logit parts: parts[g][r][s] (double).
+  const int64_t rows = classes * (1 + nu);
+  const float *bp = bias.data_ptr<float>(), *wp = weight.data_ptr<float>(),
+              *zp = z.data_ptr<float>(), *xp = x.data_ptr<float>();
+  const int64_t bs = bias.stride(0), ws = weight.stride(0), zs = z.stride(0);
+  std::vector<double> parts(groups * rows * size);
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, sample_tiles = (size + kTile - 1) / kTile;
+  const int64_t tiles = groups * row_tiles * sample_tiles;
+  // At least 2^18 multiply-adds to a thread: waking the pool costs more than fewer do.
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / (kTile * kTile * features));
+  at::parallel_for(0, tiles, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t g = t / (row_tiles * sample_tiles);
+      const int64_t r0 = (t / sample_tiles) % row_tiles * kTile, s0 = t % sample_tiles * kTile;
+      const float* row[kTile];
+      const float* sample[kTile];
+      for (int i = 0; i < kTile; ++i) {
+        const int64_t r = std::min(r0 + i, rows - 1);  // an edge tile repeats its last row
+        row[i] = r < classes ? wp + g * ws + r * features
+                             : zp + (r / classes - 1) * zs + classes + (r % classes) * features;
+        sample[i] = xp + (g * size + std::min(s0 + i, size - 1)) * features;
+      }
+      double dots[kTile][kTile];
+      dot_tile(row, sample, features, dots);
+      for (int i = 0; i < kTile && r0 + i < rows; ++i)
+        for (int k = 0; k < kTile && s0 + k < size; ++k)
+          parts[(g * rows + r0 + i) * size + s0 + k] = dots[i][k];
     }
-  }
-  logits = logits.view({groups * rows, classes, size}).add_(biases.reshape({-1, classes, 1}));
-  const auto labels = y.view({groups, 1, 1, size}).expand({groups, rows, 1, size});
-  const auto picked = logits.log_softmax(1).gather(1, labels.reshape({groups * rows, 1, size}));
-  const auto losses = picked.view({groups, rows, size}).sum(2).div_(-size).to(torch::kFloat64);
-  return (losses.slice(-1, 0, nu) - losses.slice(-1, nu)) / (2.0 * mu);
+  });
+  // a = b + W x and p = softmax(a) of every example, then each (group, direction)'s examples.
+  std::vector<double> logits(groups * size * classes), probabilities(groups * size * classes);
+  at::parallel_for(0, groups * size, std::max<int64_t>(1, 4096 / classes), [&](int64_t lo,
+                                                                                int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t g = t / size, s = t % size;
+      double* a = logits.data() + t * classes;
+      double* p = probabilities.data() + t * classes;
+      double top = -INFINITY, sum = 0.0;
+      for (int64_t c = 0; c < classes; ++c) {
+        a[c] = static_cast<double>(bp[g * bs + c]) + parts[(g * rows + c) * size + s];
+        top = std::max(top, a[c]);
+      }
+      for (int64_t c = 0; c < classes; ++c) sum += (p[c] = std::exp(a[c] - top));
+      for (int64_t c = 0; c < classes; ++c) p[c] /= sum;
+    }
+  });
+  double* op = out.data_ptr<double>();
+  at::parallel_for(0, groups * nu, std::max<int64_t>(1, 2048 / (size * classes)),
+                   [&](int64_t lo, int64_t hi) {
+    std::vector<double> u(classes);
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t g = t / nu, j = t % nu;
+      const double* e = parts.data() + (g * rows + classes * (1 + j)) * size;
+      double difference = 0.0;
+      for (int64_t s = 0; s < size; ++s) {
+        for (int64_t c = 0; c < classes; ++c)
+          u[c] = mu * (static_cast<double>(zp[j * zs + c]) + e[c * size + s]);
+        const int64_t at = (g * size + s) * classes;
+        difference += loss_difference(logits.data() + at, probabilities.data() + at, u.data(),
+                                      classes, labels[g * size + s]);
+      }
+      op[t] = difference / static_cast<double>(size) / (2.0 * mu);
+    }
+  });
+  return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

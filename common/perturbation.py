@@ -202,10 +202,11 @@ def eager() -> Iterator[None]:
 def native_for_cpu(*tensors: Tensor) -> ModuleType | None:
     """The native kernel when ``tensors`` are all float32 on the CPU and :func:`eager` is off,
     else None (its entry points check their own layouts)."""
-    if getattr(_MODE, "eager", False) or any(
-        t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors
-    ):
+    if getattr(_MODE, "eager", False):
         return None
+    for t in tensors:  # a loop of cheap attributes: this runs several times a step
+        if not t.is_cpu or t.dtype != torch.float32:
+            return None
     return native.kernel()
 
 
@@ -220,8 +221,9 @@ def _native_pass(*tensors: Tensor) -> ModuleType | None:
     """The native kernel when it may run an elementwise pass over ``tensors`` (float32 on CPU,
     contiguous, one size), else None."""
     size = tensors[0].numel()
-    if any(not t.is_contiguous() or t.numel() != size for t in tensors):
-        return None
+    for t in tensors:
+        if not t.is_contiguous() or t.numel() != size:
+            return None
     return native_for_cpu(*tensors)
 
 
@@ -466,8 +468,9 @@ class DirectionGenerator:
         """
         if len(outs) != len(coords):
             raise ValueError(f"{len(outs)} tensors but {len(coords)} coordinates")
-        if any(not out.is_contiguous() for out in outs):
-            raise ValueError("fill_many_ needs contiguous tensors")
+        for out in outs:
+            if not out.is_contiguous():
+                raise ValueError("fill_many_ needs contiguous tensors")
         if not outs:
             return
         kernel = native_for_cpu(*outs)  # contiguous: checked above
@@ -546,14 +549,12 @@ class DirectionGenerator:
         row (ν = 1) hashes its tensors as one sequence (:meth:`fill_many_`: one pass of the
         generator's ops instead of one per tensor); more rows go tensor by tensor, ν rows at a
         time (:meth:`fill_rows_`), which is the faster order there."""
-        offsets = [0]
-        for n in numels:
-            offsets.append(offsets[-1] + n)
-        out = torch.empty(nu, offsets[-1], dtype=dtype, device=device)
+        out = torch.empty(nu, sum(numels), dtype=dtype, device=device)
         if nu == 1:
             coords = [(round, step, 0, index) for index in range(len(numels))]
             self.fill_many_(list(out[0].split_with_sizes(list(numels))), coords)
             return out
+        offsets = itertools.accumulate(numels, initial=0)
         for index, (lo, hi) in enumerate(itertools.pairwise(offsets)):
             self.fill_rows_(out[:, lo:hi], [(round, step, j, index) for j in range(nu)])
         return out
@@ -569,18 +570,18 @@ class _KeptMatrix:
 
     matrix: Tensor
     shapes: Sequence[Shape]
-    offsets: list[int]
-    strides: list[tuple[int, ...]]
+    offsets: tuple[int, ...]
+    strides: tuple[tuple[int, ...], ...]
 
     @classmethod
     def of(cls, matrix: Tensor, shapes: Sequence[Shape]) -> _KeptMatrix:
         """ValueError unless ``matrix`` is contiguous (ν, d) and ``shapes`` cut d exactly."""
         if matrix.dim() != 2 or not matrix.is_contiguous():
             raise ValueError("keep_matrix needs a contiguous (ν, d) matrix")
-        offsets = list(itertools.accumulate((math.prod(s) for s in shapes), initial=0))
+        offsets, strides = _layout(tuple(shapes))
         if offsets[-1] != matrix.shape[1]:
             raise ValueError(f"shapes {list(shapes)} do not cut rows of {matrix.shape[1]} elements")
-        return cls(matrix, shapes, offsets, [_contiguous_strides(s) for s in shapes])
+        return cls(matrix, shapes, offsets, strides)
 
     def part(self, direction: int, index: int) -> Tensor | None:
         """Direction ``direction`` of parameter ``index`` (a view), or None outside the matrix."""
@@ -589,6 +590,14 @@ class _KeptMatrix:
             return None
         offset = self.matrix.storage_offset() + direction * d + self.offsets[index]
         return self.matrix.as_strided(self.shapes[index], self.strides[index], offset)
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(shapes: tuple[Shape, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """Where each of ``shapes`` starts in a row of them laid end to end, the row's length last,
+    and each one's contiguous strides (one model's layout, computed once)."""
+    offsets = tuple(itertools.accumulate((math.prod(s) for s in shapes), initial=0))
+    return offsets, tuple(_contiguous_strides(s) for s in shapes)
 
 
 def _contiguous_strides(shape: Shape) -> tuple[int, ...]:

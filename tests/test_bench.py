@@ -277,6 +277,10 @@ def test_step_floor_reading_says_whose_gap_it_is() -> None:
     assert "leaves 0.4× F (40 µs) for everything" in calls and "spends 4.1× F on" in calls
     over = report.floor_reading(run(300, 40) | {"ratio_native_calls": [2.5]}, True)
     assert "take 2.5× F: at this size the kernels alone already exceed" in over
+    below = report.floor_reading(run(300, 40) | {"ratio": [2.0], "ratio_native_calls": [0.9]}, True)
+    assert "The shipped step (2.0×) is under that floor" in below and "that floor." not in below
+    assert "take 0.9× F, and everything the step does around them" in below
+    assert "1.1× F (110 µs): Python per call is 55% of the step." in below
 
 
 def test_figure_targets() -> None:

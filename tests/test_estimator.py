@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -269,7 +270,7 @@ def test_clients_run_together_give_each_clients_bits(
     step) returns, row by row, bitwise what ``local_round`` returns client by client: with and
     without kept directions, across groups cut by size (at most 2 clients here) and by batch
     shape (client 3 has fewer samples), and leaves the model's weights untouched."""
-    monkeypatch.setattr(estimator_module, "GROUP_ELEMENTS", 2 * 2 * nu * 7850)
+    monkeypatch.setattr(estimator_module, "GROUP_ELEMENTS", 2 * (1 + nu) * 10 * 32)
     model = LogisticRegression(784, 10, init_seed=1)
     gen = torch.Generator().manual_seed(nu * 100 + steps)
     sizes = [32, 32, 32, 17, 32]
@@ -293,15 +294,9 @@ def test_clients_run_together_give_each_clients_bits(
     assert torch.equal(flat_parameters(model), before)
 
 
-@pytest.mark.usefixtures("native_kernel")
-@pytest.mark.parametrize(("nu", "steps", "size"), [(1, 1, 32), (2, 3, 17), (64, 1, 1)])
-def test_native_logistic_regression_scalars_give_the_torch_ops_bits(
-    nu: int, steps: int, size: int
-) -> None:
-    """The written-out logistic-regression scalars run as one native call
-    (``logreg_scalars``) give bitwise what the torch ops give (under ``eager()``), one client
-    at a time and clients grouped, with local updates between steps (K = 3), at ν = 64 and
-    at batches of 17 and 1."""
+def _logistic_regression_clients(
+    nu: int, steps: int, size: int, clients: int = 3
+) -> tuple[LogisticRegression, list[list[tuple[Tensor, Tensor]]]]:
     model = LogisticRegression(784, 10, init_seed=nu)
     gen = torch.Generator().manual_seed(nu + size)
     batches = [
@@ -312,8 +307,21 @@ def test_native_logistic_regression_scalars_give_the_torch_ops_bits(
             )
             for _ in range(steps)
         ]
-        for _ in range(3)
+        for _ in range(clients)
     ]
+    return model, batches
+
+
+@pytest.mark.usefixtures("native_kernel")
+@pytest.mark.parametrize(("nu", "steps", "size"), [(1, 1, 32), (2, 3, 17), (64, 1, 1)])
+def test_native_and_torch_logistic_regression_scalars_agree(nu: int, steps: int, size: int) -> None:
+    """The written-out logistic-regression scalars as one native call (``logreg_scalars``)
+    and as torch ops (under ``eager()``, what runs without the kernel and on a GPU) agree, one
+    client at a time and clients grouped, with local updates between steps (K = 3), at ν = 64
+    and at batches of 17 and 1. Each path gives a client bitwise the same row alone and
+    grouped. They differ only in the order of the float32 sums of the products (seen: ~1e-7
+    relative; 1e-5 allows a hundred times that after two local updates)."""
+    model, batches = _logistic_regression_clients(nu, steps, size)
     zo = ZOSettings(nu=nu, local_steps=steps, mu=1e-2, lr=0.5)
     results = []
     for mode in (contextlib.nullcontext, eager):
@@ -322,9 +330,82 @@ def test_native_logistic_regression_scalars_give_the_torch_ops_bits(
             results.append((est.local_rounds(7, batches), est.local_round(7, batches[0])))
     (native_rows, native_one), (torch_rows, torch_one) = results
     assert native_rows.shape == (3, zo.scalars_per_round)
-    assert torch.equal(native_rows, torch_rows)
-    assert torch.equal(native_one, torch_one)
+    torch.testing.assert_close(native_rows, torch_rows, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(native_rows, torch_rows)  # the native kernel ran
     assert torch.equal(native_one, native_rows[0])
+    assert torch.equal(torch_one, torch_rows[0])
+
+
+@pytest.mark.usefixtures("native_kernel")
+@pytest.mark.parametrize("mode", [contextlib.nullcontext, eager])
+def test_logistic_regression_scalars_are_float64_central_differences(
+    mode: Callable[[], contextlib.AbstractContextManager[None]],
+) -> None:
+    """At μ = 1e-3 both routes of the written-out scalars give the central differences of the
+    loss computed wholly in float64 to ~1e-7 of |g| (asserted: 1e-6), where the float32 losses
+    at float32-rounded w ± μz (``perturbed_losses``) miss them by over 1e-5 of |g|: their
+    rounding (~1e-7 of a loss of ~2.3) is divided by 2μ."""
+    nu, mu = 8, 1e-3
+    model, batches = _logistic_regression_clients(nu, 1, 32, clients=1)
+    zo = ZOSettings(nu=nu, local_steps=1, mu=mu, lr=0.5)
+    generator = DirectionGenerator(4)
+    x, y = batches[0][0]
+    with mode():
+        est = ZOEstimator(model, cross_entropy_loss, generator, zo, "batched")
+        got = est.step_scalars(3, 0, (x, y))
+    z = generator.matrix([10, 7840], 3, 0, nu, torch.device("cpu"), torch.float32)
+    w = flat_parameters(model)
+
+    def loss64(v: Tensor) -> Tensor:
+        logits = x.reshape(32, -1).double() @ v[10:].view(10, 784).T + v[:10]
+        return F.cross_entropy(logits, y)
+
+    expected = torch.stack(
+        [
+            (loss64(w.double() + mu * d.double()) - loss64(w.double() - mu * d.double())) / (2 * mu)
+            for d in z
+        ]
+    )
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) < 1e-6 * scale
+    with torch.inference_mode():
+        rows = torch.cat([w + mu * z, w - mu * z])
+        float32 = perturbed_losses(model, cross_entropy_loss, rows, (x, y)).double()
+    float32_g = (float32[:nu] - float32[nu:]) / (2 * mu)
+    assert float((float32_g - expected).abs().max()) > 1e-5 * scale
+
+
+@pytest.mark.parametrize("frozen", ["bias", "weight"])
+def test_logistic_regression_with_a_frozen_parameter_takes_the_general_batched_path(
+    frozen: str,
+) -> None:
+    """With its bias or its weight frozen, logistic regression's trainable parameters are not
+    the written-out loss's (bias, weight) row: the batched path takes the general losses (it
+    crashed on the written-out one's layout before) and agrees with the in-place path (same
+    perturbed weights, float32 losses in another order: ~1e-7 of a loss, over 2μ = 2e-2)."""
+    model = LogisticRegression(784, 10, init_seed=5)
+    getattr(model.linear, frozen).requires_grad_(False)
+    gen = torch.Generator().manual_seed(5)
+    batch = (torch.rand(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen))
+    zo = ZOSettings(nu=3, local_steps=1, mu=1e-2, lr=0.5)
+    directions = DirectionGenerator(6)
+    batched = ZOEstimator(model, cross_entropy_loss, directions, zo, "batched")
+    inplace = ZOEstimator(model, cross_entropy_loss, directions, zo, "inplace")
+    a, b = batched.local_round(1, [batch]), inplace.local_round(1, [batch])
+    assert a.shape == (3,) and bool((a != 0).all())
+    torch.testing.assert_close(a, b, rtol=0.0, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native_kernel")
+def test_native_logistic_regression_scalars_refuse_a_label_out_of_range() -> None:
+    """A label outside [0, C) is an error naming it, not a read past the logits."""
+    model, batches = _logistic_regression_clients(1, 1, 4, clients=1)
+    x, y = batches[0][0]
+    y[2] = 10
+    zo = ZOSettings(nu=1, local_steps=1, mu=1e-2, lr=0.5)
+    est = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(1), zo, "batched")
+    with pytest.raises(RuntimeError, match=r"label 10 is not in \[0, 10\)"):
+        est.step_scalars(0, 0, (x, y))
 
 
 def test_clients_of_other_models_run_one_by_one() -> None:
