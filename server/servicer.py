@@ -167,8 +167,10 @@ class FederationServicer(pb_grpc.FederationServicer):
                     return
                 await context.write(item)
         finally:
-            await cancel_and_wait(reader)
-            self._engine.disconnect(stream)
+            try:  # cancelled by gRPC while the reader waits: its cancellation is re-raised here
+                await cancel_and_wait(reader)
+            finally:
+                self._engine.disconnect(stream)
 
     async def _open(self, context: grpc.aio.ServicerContext) -> Stream:
         try:

@@ -15,9 +15,11 @@ from test_federator import make_config, run
 from cyber0 import wire
 from cyber0.common.aggregators import get_aggregator
 from cyber0.server import engine as engine_module
+from cyber0.server.auth import ClaimedIdentity
 from cyber0.server.engine import Closing, RoundEngine, Stream
 from cyber0.server.errors import Refusal
 from cyber0.server.log import DurableLog, RoundRecord
+from cyber0.server.servicer import FederationServicer
 from cyber0.v1 import federation_pb2 as pb
 
 
@@ -293,3 +295,45 @@ def test_pages_hold_about_a_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with_engine(big, nu=64 * 1024, n=4, f=1)
     with_engine(body)
+
+
+class SilentClient:
+    """The part of a ``grpc.aio.ServicerContext`` that ``Train`` uses, for a client that sends
+    its Hello and then nothing: its next read never completes."""
+
+    def __init__(self, client_id: str) -> None:
+        hello = pb.Hello(credentials=pb.Credentials(client_id=client_id))
+        self._hello: pb.ClientMessage | None = pb.ClientMessage(hello=hello)
+        self.written: list[pb.ServerMessage] = []
+
+    async def read(self) -> pb.ClientMessage:
+        if self._hello is None:
+            await asyncio.Event().wait()
+        hello, self._hello = self._hello, None
+        assert hello is not None
+        return hello
+
+    async def write(self, message: pb.ServerMessage) -> None:
+        self.written.append(message)
+
+
+def test_a_cancelled_train_call_frees_its_identity() -> None:
+    """gRPC cancels the ``Train`` handler when its client cancels the call or its connection
+    drops. Cancelled while its reader still waited on the stream, the handler re-raised the
+    cancellation from the reader's before ``disconnect`` ran: the identity stayed locked (a
+    restarted client refused with PERMISSION_DENIED) for as long as the federator ran. Now the
+    stream is let go whatever ends the handler."""
+
+    async def body(engine: RoundEngine) -> None:
+        await engine.join("a", "train")
+        servicer = FederationServicer(engine, ClaimedIdentity(), hello_timeout=5.0)
+        handler = asyncio.create_task(servicer.Train(None, SilentClient("a")))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Refusal, match="already has an open stream"):
+            engine.connect("a")
+        handler.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        assert engine.connect("a").client_id == "a"
+
+    with_engine(body, n=2, f=0, aggregator="mean")
