@@ -234,6 +234,9 @@ void sub_scaled_(torch::Tensor w, const std::vector<torch::Tensor>& zs,
 namespace {
 constexpr int64_t kLanes = 16;  // float accumulators per dot product: one AVX-512 register
 constexpr int64_t kTile = 4;    // rows by samples per tile: 16 accumulators in registers
+// Most multiply-adds of one group's logit parts taken in tiles (tiled_products); more go to
+// ATen's matrix product, faster there (ν = 1 at a batch of 32 is 501,760).
+constexpr int64_t kTiledProducts = 1 << 20;
 typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 
 // kLanes floats from p (any alignment); with n < kLanes, the first n and zeros after them.
@@ -276,6 +279,35 @@ CYBER0_CLONES void dot_tile(const float* const* rows, const float* const* x, int
     }
 }
 
+// parts[g][r][s] = row r of group g (W_g's rows, then each Z_j's) times example s of x[g], in
+// 4 x 4 tiles (dot_tile) rounded to float32, tiles split across threads (at least 2^18
+// multiply-adds to a thread: waking the pool costs more than fewer do).
+void tiled_products(const float* wp, int64_t ws, const float* zp, int64_t zs, const float* xp,
+                    int64_t groups, int64_t classes, int64_t rows, int64_t size,
+                    int64_t features, float* parts) {
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, sample_tiles = (size + kTile - 1) / kTile;
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / (kTile * kTile * features));
+  at::parallel_for(0, groups * row_tiles * sample_tiles, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t g = t / (row_tiles * sample_tiles);
+      const int64_t r0 = (t / sample_tiles) % row_tiles * kTile, s0 = t % sample_tiles * kTile;
+      const float* row[kTile];
+      const float* sample[kTile];
+      for (int i = 0; i < kTile; ++i) {
+        const int64_t r = std::min(r0 + i, rows - 1);  // an edge tile repeats its last row
+        row[i] = r < classes ? wp + g * ws + r * features
+                             : zp + (r / classes - 1) * zs + classes + (r % classes) * features;
+        sample[i] = xp + (g * size + std::min(s0 + i, size - 1)) * features;
+      }
+      double dots[kTile][kTile];
+      dot_tile(row, sample, features, dots);
+      for (int i = 0; i < kTile && r0 + i < rows; ++i)
+        for (int k = 0; k < kTile && s0 + k < size; ++k)
+          parts[(g * rows + r0 + i) * size + s0 + k] = static_cast<float>(dots[i][k]);
+    }
+  });
+}
+
 // log sum_c exp(a[c] + sign u[c]) - (a[label] + sign u[label]), in double.
 double cross_entropy(const double* a, const double* u, double sign, int64_t classes,
                      int64_t label) {
@@ -286,26 +318,115 @@ double cross_entropy(const double* a, const double* u, double sign, int64_t clas
   return top + std::log(sum) - (a[label] + sign * u[label]);
 }
 
-// One example's cross-entropy at logits a + u minus that at a - u, in double, p = softmax(a):
-// sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with h = max_c u_c and
-// t_c = e^{u_c - h} the difference is 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label:
-// one exp per class. Where u spans 600 or more (1 / t_c could overflow) it is taken directly.
-double loss_difference(const double* a, const double* p, const double* u, int64_t classes,
-                       int64_t label) {
-  double high = -INFINITY, low = INFINITY;
-  for (int64_t c = 0; c < classes; ++c) {
-    high = std::max(high, u[c]);
-    low = std::min(low, u[c]);
+constexpr int64_t kExamples = 8;  // examples per vector of doubles
+typedef double Doubles __attribute__((vector_size(kExamples * sizeof(double))));
+typedef int64_t Longs __attribute__((vector_size(kExamples * sizeof(int64_t))));
+// 1 / n! for n = 0 .. 13.
+constexpr double kTaylor[14] = {1.0,
+                                1.0,
+                                0.5,
+                                1.6666666666666666e-01,
+                                4.1666666666666664e-02,
+                                8.3333333333333332e-03,
+                                1.3888888888888889e-03,
+                                1.9841269841269841e-04,
+                                2.4801587301587302e-05,
+                                2.7557319223985893e-06,
+                                2.7557319223985888e-07,
+                                2.5052108385441720e-08,
+                                2.0876756987868100e-09,
+                                1.6059043836821613e-10};
+
+// n doubles from p, zeros after them (a whole vector in one move).
+inline Doubles load(const double* p, int64_t n) {
+  Doubles v = {};
+  if (n == kExamples)
+    std::memcpy(&v, p, sizeof v);
+  else
+    std::memcpy(&v, p, sizeof(double) * n);
+  return v;
+}
+
+// n floats from p as doubles, zeros after them.
+inline Doubles load_floats(const float* p, int64_t n) {
+  typedef float Floats __attribute__((vector_size(kExamples * sizeof(float))));
+  Floats v = {};
+  if (n == kExamples)
+    std::memcpy(&v, p, sizeof v);
+  else
+    std::memcpy(&v, p, sizeof(float) * n);
+  return __builtin_convertvector(v, Doubles);
+}
+
+// e^x lane by lane, x clamped to [-708, 709]: x = k ln2 + r with k rounded to nearest (through
+// the 1.5 2^52 shift) and |r| <= ~ln2 / 2 (ln2 in two parts, the first exact times k), e^r by
+// its Taylor polynomial of degree 13 (truncation under 1e-17 relative), times 2^k made in the
+// exponent bits. IEEE operations only, unfused: the same bits in every copy of the code.
+inline Doubles exp_lanes(Doubles x) {
+  const Doubles low = Doubles{} - 708.0, high = Doubles{} + 709.0, shift = Doubles{} + 0x1.8p52;
+  x = x < low ? low : x;
+  x = x > high ? high : x;
+  Doubles k = x * 1.4426950408889634 + shift;
+  Longs bits;
+  std::memcpy(&bits, &k, sizeof bits);
+  bits = (bits - 0x4338000000000000LL + 1023) << 52;
+  k -= shift;
+  const Doubles r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
+  Doubles p = Doubles{} + kTaylor[13];
+  for (int i = 12; i >= 0; --i) p = p * r + kTaylor[i];
+  Doubles scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// sum_s [CE(a_s + u_s) - CE(a_s - u_s)] over one group's examples along one direction, in
+// double, examples in order: u_s[c] = mu (zb[c] + e[c size + s]), a and p = softmax(a) laid
+// out [c size + s]. sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with
+// h = max_c u_c and t_c = e^{u_c - h} an example's difference is
+// 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label: one exp per class, 8 examples at a
+// time (exp_lanes). An example whose u spans 600 or more (1 / t_c could overflow) is taken
+// directly (cross_entropy). Each example's term depends on that example alone.
+CYBER0_CLONES double difference_sum(const double* a, const double* p, const float* e,
+                                    const float* zb, double mu, const int64_t* labels,
+                                    int64_t classes, int64_t size) {
+  // u_s[c], computed where needed (the same operations in a lane and alone, so the same bits).
+  const auto u_lanes = [&](int64_t c, int64_t s0, int64_t n) {
+    return (load_floats(e + c * size + s0, n) + static_cast<double>(zb[c])) * mu;
+  };
+  const auto u_one = [&](int64_t c, int64_t s) {
+    return (static_cast<double>(e[c * size + s]) + static_cast<double>(zb[c])) * mu;
+  };
+  std::vector<double> a_s(classes), u_s(classes);
+  double sum = 0.0;
+  for (int64_t s0 = 0; s0 < size; s0 += kExamples) {
+    const int64_t n = std::min(kExamples, size - s0);
+    Doubles high = Doubles{} - INFINITY, low = Doubles{} + INFINITY;
+    for (int64_t c = 0; c < classes; ++c) {
+      const Doubles u = u_lanes(c, s0, n);
+      high = u > high ? u : high;
+      low = u < low ? u : low;
+    }
+    Doubles plus = {}, minus = {};
+    for (int64_t c = 0; c < classes; ++c) {
+      const Doubles t = exp_lanes(u_lanes(c, s0, n) - high), pc = load(p + c * size + s0, n);
+      plus += pc * t;
+      minus += pc / t;
+    }
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t s = s0 + l, label = labels[s];
+      if (high[l] - low[l] < 600.0) {
+        sum += 2.0 * high[l] + std::log(plus[l] / minus[l]) - 2.0 * u_one(label, s);
+        continue;
+      }
+      for (int64_t c = 0; c < classes; ++c) {
+        a_s[c] = a[c * size + s];
+        u_s[c] = u_one(c, s);
+      }
+      sum += cross_entropy(a_s.data(), u_s.data(), 1.0, classes, label) -
+             cross_entropy(a_s.data(), u_s.data(), -1.0, classes, label);
+    }
   }
-  if (!(high - low < 600.0))
-    return cross_entropy(a, u, 1.0, classes, label) - cross_entropy(a, u, -1.0, classes, label);
-  double plus = 0.0, minus = 0.0;
-  for (int64_t c = 0; c < classes; ++c) {
-    const double t = std::exp(u[c] - high);
-    plus += p[c] * t;
-    minus += p[c] / t;
-  }
-  return 2.0 * high + std::log(plus / minus) - 2.0 * u[label];
+  return sum;
 }
 }  // namespace
 
@@ -315,7 +436,9 @@ double loss_difference(const double* a, const double* p, const double* u, int64_
 // are linear in the weights, so at w +- mu z_j they are a +- mu e_j with a = b + W x and
 // e_j = z_j's bias + Z_j x: the dot products are taken once per row of W and of each Z_j (not
 // once per perturbed row, and w +- mu z is never rounded to float32), in 4 x 4 tiles
-// (dot_tile), and the losses in double. Row g depends only on group g's inputs.
+// (tiled_products) or, for a group of more than kTiledProducts, as one ATen matrix product per
+// group, and the losses in double (difference_sum). Row g depends only on group g's inputs and
+// on its shapes, so a client gets the same bits alone and grouped.
 torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& weight,
                              const torch::Tensor& z, const torch::Tensor& x_in,
                              const torch::Tensor& y_in, double mu) {
@@ -344,68 +467,56 @@ torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& wei
   auto out = torch::empty({groups, nu}, torch::dtype(torch::kFloat64));
   if (groups == 0 || nu == 0) return out;
   TORCH_CHECK(size > 0, "logreg_scalars needs at least one example per group");
-  // rows r < C: W's; r = C (1 + j) + c: row c of Z_j. Logit parts: parts[g][r][s] (double).
+  // Rows r < C: W's; r = C (1 + j) + c: row c of Z_j. Logit parts: parts[g][r][s].
   const int64_t rows = classes * (1 + nu);
-  const float *bp = bias.data_ptr<float>(), *wp = weight.data_ptr<float>(),
-              *zp = z.data_ptr<float>(), *xp = x.data_ptr<float>();
-  const int64_t bs = bias.stride(0), ws = weight.stride(0), zs = z.stride(0);
-  std::vector<double> parts(groups * rows * size);
-  const int64_t row_tiles = (rows + kTile - 1) / kTile, sample_tiles = (size + kTile - 1) / kTile;
-  const int64_t tiles = groups * row_tiles * sample_tiles;
-  // At least 2^18 multiply-adds to a thread: waking the pool costs more than fewer do.
-  const int64_t grain = std::max<int64_t>(1, (1 << 18) / (kTile * kTile * features));
-  at::parallel_for(0, tiles, grain, [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t g = t / (row_tiles * sample_tiles);
-      const int64_t r0 = (t / sample_tiles) % row_tiles * kTile, s0 = t % sample_tiles * kTile;
-      const float* row[kTile];
-      const float* sample[kTile];
-      for (int i = 0; i < kTile; ++i) {
-        const int64_t r = std::min(r0 + i, rows - 1);  // an edge tile repeats its last row
-        row[i] = r < classes ? wp + g * ws + r * features
-                             : zp + (r / classes - 1) * zs + classes + (r % classes) * features;
-        sample[i] = xp + (g * size + std::min(s0 + i, size - 1)) * features;
-      }
-      double dots[kTile][kTile];
-      dot_tile(row, sample, features, dots);
-      for (int i = 0; i < kTile && r0 + i < rows; ++i)
-        for (int k = 0; k < kTile && s0 + k < size; ++k)
-          parts[(g * rows + r0 + i) * size + s0 + k] = dots[i][k];
+  const float* bp = bias.data_ptr<float>();
+  const float* zp = z.data_ptr<float>();
+  const int64_t bs = bias.stride(0), zs = z.stride(0);
+  auto parts_t = torch::empty({groups, rows, size}, weight.options());
+  float* parts = parts_t.data_ptr<float>();
+  if (rows * size * features <= kTiledProducts) {
+    tiled_products(weight.data_ptr<float>(), weight.stride(0), zp, zs, x.data_ptr<float>(),
+                   groups, classes, rows, size, features, parts);
+  } else {  // each group's one matrix product (a group of one's shapes: the same bits alone)
+    auto stacked = torch::empty({rows, features}, weight.options());
+    stacked.slice(0, classes).view({nu, classes, features})
+        .copy_(z.slice(1, classes).view({nu, classes, features}));
+    const auto examples = x.view({groups, size, features});
+    for (int64_t g = 0; g < groups; ++g) {
+      stacked.slice(0, 0, classes).copy_(weight[g].view({classes, features}));
+      auto out_g = parts_t[g];
+      torch::mm_out(out_g, stacked, examples[g].t());
     }
-  });
-  // a = b + W x and p = softmax(a) of every example, then each (group, direction)'s examples.
-  std::vector<double> logits(groups * size * classes), probabilities(groups * size * classes);
+  }
+  // a = b + W x and p = softmax(a) of every example (laid out (G, C, B)), then each (group,
+  // direction)'s examples (difference_sum).
+  std::vector<double> logits(groups * classes * size), probabilities(groups * classes * size);
   at::parallel_for(0, groups * size, std::max<int64_t>(1, 4096 / classes), [&](int64_t lo,
                                                                                 int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t g = t / size, s = t % size;
-      double* a = logits.data() + t * classes;
-      double* p = probabilities.data() + t * classes;
+      double* a = logits.data() + g * classes * size + s;
+      double* p = probabilities.data() + g * classes * size + s;
       double top = -INFINITY, sum = 0.0;
       for (int64_t c = 0; c < classes; ++c) {
-        a[c] = static_cast<double>(bp[g * bs + c]) + parts[(g * rows + c) * size + s];
-        top = std::max(top, a[c]);
+        a[c * size] = static_cast<double>(bp[g * bs + c]) +
+                      static_cast<double>(parts[(g * rows + c) * size + s]);
+        top = std::max(top, a[c * size]);
       }
-      for (int64_t c = 0; c < classes; ++c) sum += (p[c] = std::exp(a[c] - top));
-      for (int64_t c = 0; c < classes; ++c) p[c] /= sum;
+      for (int64_t c = 0; c < classes; ++c) sum += (p[c * size] = std::exp(a[c * size] - top));
+      for (int64_t c = 0; c < classes; ++c) p[c * size] /= sum;
     }
   });
   double* op = out.data_ptr<double>();
-  at::parallel_for(0, groups * nu, std::max<int64_t>(1, 2048 / (size * classes)),
+  at::parallel_for(0, groups * nu, std::max<int64_t>(1, 8192 / (size * classes)),
                    [&](int64_t lo, int64_t hi) {
-    std::vector<double> u(classes);
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t g = t / nu, j = t % nu;
-      const double* e = parts.data() + (g * rows + classes * (1 + j)) * size;
-      double difference = 0.0;
-      for (int64_t s = 0; s < size; ++s) {
-        for (int64_t c = 0; c < classes; ++c)
-          u[c] = mu * (static_cast<double>(zp[j * zs + c]) + e[c * size + s]);
-        const int64_t at = (g * size + s) * classes;
-        difference += loss_difference(logits.data() + at, probabilities.data() + at, u.data(),
-                                      classes, labels[g * size + s]);
-      }
-      op[t] = difference / static_cast<double>(size) / (2.0 * mu);
+      const int64_t at = g * classes * size;
+      const double sum = difference_sum(logits.data() + at, probabilities.data() + at,
+                                        parts + (g * rows + classes * (1 + j)) * size,
+                                        zp + j * zs, mu, labels + g * size, classes, size);
+      op[t] = sum / static_cast<double>(size) / (2.0 * mu);
     }
   });
   return out;

@@ -319,8 +319,9 @@ def test_native_and_torch_logistic_regression_scalars_agree(nu: int, steps: int,
     and as torch ops (under ``eager()``, what runs without the kernel and on a GPU) agree, one
     client at a time and clients grouped, with local updates between steps (K = 3), at ν = 64
     and at batches of 17 and 1. Each path gives a client bitwise the same row alone and
-    grouped. They differ only in the order of the float32 sums of the products (seen: ~1e-7
-    relative; 1e-5 allows a hundred times that after two local updates)."""
+    grouped. They differ only in the order of the float32 sums of the products: at the first
+    step by up to 5e-7 of max |g| (seen; asserted 2e-6), which the local updates at lr = 0.5
+    amplify through the loss's curvature (seen: 5e-6 at the third step; asserted 1e-4)."""
     model, batches = _logistic_regression_clients(nu, steps, size)
     zo = ZOSettings(nu=nu, local_steps=steps, mu=1e-2, lr=0.5)
     results = []
@@ -330,7 +331,9 @@ def test_native_and_torch_logistic_regression_scalars_agree(nu: int, steps: int,
             results.append((est.local_rounds(7, batches), est.local_round(7, batches[0])))
     (native_rows, native_one), (torch_rows, torch_one) = results
     assert native_rows.shape == (3, zo.scalars_per_round)
-    torch.testing.assert_close(native_rows, torch_rows, rtol=1e-5, atol=1e-5)
+    error = ((native_rows - torch_rows).abs() / torch_rows.abs().max()).view(3, steps, nu)
+    assert float(error[:, 0].max()) < 2e-6
+    assert float(error.max()) < 1e-4
     assert not torch.equal(native_rows, torch_rows)  # the native kernel ran
     assert torch.equal(native_one, native_rows[0])
     assert torch.equal(torch_one, torch_rows[0])
