@@ -379,6 +379,30 @@ inline Doubles exp_lanes(Doubles x) {
   return p * scale;
 }
 
+// a[c size + s] = b[c] + parts[c size + s] in double and p = softmax over c of a, for the
+// examples s < size, 8 at a time (exp_lanes).
+CYBER0_CLONES void softmax_lanes(const float* parts, const float* b, int64_t classes,
+                                 int64_t size, double* a, double* p) {
+  for (int64_t s0 = 0; s0 < size; s0 += kExamples) {
+    const int64_t n = std::min(kExamples, size - s0);
+    Doubles top = Doubles{} - INFINITY, sum = {};
+    for (int64_t c = 0; c < classes; ++c) {
+      const Doubles v = load_floats(parts + c * size + s0, n) + static_cast<double>(b[c]);
+      std::memcpy(a + c * size + s0, &v, sizeof(double) * n);
+      top = v > top ? v : top;
+    }
+    for (int64_t c = 0; c < classes; ++c) {
+      const Doubles t = exp_lanes(load(a + c * size + s0, n) - top);
+      std::memcpy(p + c * size + s0, &t, sizeof(double) * n);
+      sum += t;
+    }
+    for (int64_t c = 0; c < classes; ++c) {
+      const Doubles t = load(p + c * size + s0, n) / sum;
+      std::memcpy(p + c * size + s0, &t, sizeof(double) * n);
+    }
+  }
+}
+
 // sum_s [CE(a_s + u_s) - CE(a_s - u_s)] over one group's examples along one direction, in
 // double, examples in order: u_s[c] = mu (zb[c] + e[c size + s]), a and p = softmax(a) laid
 // out [c size + s]. sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with
@@ -488,24 +512,14 @@ torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& wei
       torch::mm_out(out_g, stacked, examples[g].t());
     }
   }
-  // a = b + W x and p = softmax(a) of every example (laid out (G, C, B)), then each (group,
-  // direction)'s examples (difference_sum).
+  // a = b + W x and p = softmax(a) of every example (softmax_lanes, laid out (G, C, B)), then
+  // each (group, direction)'s examples (difference_sum).
   std::vector<double> logits(groups * classes * size), probabilities(groups * classes * size);
-  at::parallel_for(0, groups * size, std::max<int64_t>(1, 4096 / classes), [&](int64_t lo,
-                                                                                int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t g = t / size, s = t % size;
-      double* a = logits.data() + g * classes * size + s;
-      double* p = probabilities.data() + g * classes * size + s;
-      double top = -INFINITY, sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c) {
-        a[c * size] = static_cast<double>(bp[g * bs + c]) +
-                      static_cast<double>(parts[(g * rows + c) * size + s]);
-        top = std::max(top, a[c * size]);
-      }
-      for (int64_t c = 0; c < classes; ++c) sum += (p[c * size] = std::exp(a[c * size] - top));
-      for (int64_t c = 0; c < classes; ++c) p[c * size] /= sum;
-    }
+  at::parallel_for(0, groups, std::max<int64_t>(1, 4096 / (size * classes)), [&](int64_t lo,
+                                                                                 int64_t hi) {
+    for (int64_t g = lo; g < hi; ++g)
+      softmax_lanes(parts + g * rows * size, bp + g * bs, classes, size,
+                    logits.data() + g * classes * size, probabilities.data() + g * classes * size);
   });
   double* op = out.data_ptr<double>();
   at::parallel_for(0, groups * nu, std::max<int64_t>(1, 8192 / (size * classes)),
