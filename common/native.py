@@ -10,7 +10,8 @@ elementwise passes (:func:`~cyber0.common.perturbation.shift` and
 with the roundings of the two torch ops it replaces and no temporary between them, and
 logistic regression's batched ZO scalars (``logreg_scalars``: the central differences of
 :meth:`~cyber0.common.models.LogisticRegression.directional_differences`, its products in
-4 × 4 tiles of float32 sums in a fixed order and its losses in float64, in one call).
+4 × 4 tiles of float32 sums in a fixed order, or one ATen matrix product per client where a
+client's are many, and its losses in float64, in one call).
 
 Building it is an install step: ``python -m cyber0.common.native`` (run by
 ``scripts/bootstrap.sh``; a C++ compiler and ninja are needed) compiles it with torch's C++
