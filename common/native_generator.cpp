@@ -379,20 +379,22 @@ inline Doubles exp_lanes(Doubles x) {
   return p * scale;
 }
 
-// a[c size + s] = b[c] + parts[c size + s] in double and p = softmax over c of a, for the
+// p[c size + s] = softmax over c of a_s, a_s[c] = b[c] + parts[c size + s] in double, for the
 // examples s < size, 8 at a time (exp_lanes).
 CYBER0_CLONES void softmax_lanes(const float* parts, const float* b, int64_t classes,
-                                 int64_t size, double* a, double* p) {
+                                 int64_t size, double* p) {
+  const auto a_lanes = [&](int64_t c, int64_t s0, int64_t n) {
+    return load_floats(parts + c * size + s0, n) + static_cast<double>(b[c]);
+  };
   for (int64_t s0 = 0; s0 < size; s0 += kExamples) {
     const int64_t n = std::min(kExamples, size - s0);
     Doubles top = Doubles{} - INFINITY, sum = {};
     for (int64_t c = 0; c < classes; ++c) {
-      const Doubles v = load_floats(parts + c * size + s0, n) + static_cast<double>(b[c]);
-      std::memcpy(a + c * size + s0, &v, sizeof(double) * n);
-      top = v > top ? v : top;
+      const Doubles a = a_lanes(c, s0, n);
+      top = a > top ? a : top;
     }
     for (int64_t c = 0; c < classes; ++c) {
-      const Doubles t = exp_lanes(load(a + c * size + s0, n) - top);
+      const Doubles t = exp_lanes(a_lanes(c, s0, n) - top);
       std::memcpy(p + c * size + s0, &t, sizeof(double) * n);
       sum += t;
     }
@@ -404,15 +406,15 @@ CYBER0_CLONES void softmax_lanes(const float* parts, const float* b, int64_t cla
 }
 
 // sum_s [CE(a_s + u_s) - CE(a_s - u_s)] over one group's examples along one direction, in
-// double, examples in order: u_s[c] = mu (zb[c] + e[c size + s]), a and p = softmax(a) laid
-// out [c size + s]. sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with
+// double, examples in order: u_s[c] = mu (zb[c] + e[c size + s]), a_s[c] = b[c] +
+// w[c size + s] and p = softmax(a) laid out [c size + s]. sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with
 // h = max_c u_c and t_c = e^{u_c - h} an example's difference is
 // 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label: one exp per class, 8 examples at a
 // time (exp_lanes). An example whose u spans 600 or more (1 / t_c could overflow) is taken
 // directly (cross_entropy). Each example's term depends on that example alone.
-CYBER0_CLONES double difference_sum(const double* a, const double* p, const float* e,
-                                    const float* zb, double mu, const int64_t* labels,
-                                    int64_t classes, int64_t size) {
+CYBER0_CLONES double difference_sum(const float* w, const float* b, const double* p,
+                                    const float* e, const float* zb, double mu,
+                                    const int64_t* labels, int64_t classes, int64_t size) {
   // u_s[c], computed where needed (the same operations in a lane and alone, so the same bits).
   const auto u_lanes = [&](int64_t c, int64_t s0, int64_t n) {
     return (load_floats(e + c * size + s0, n) + static_cast<double>(zb[c])) * mu;
@@ -443,7 +445,7 @@ CYBER0_CLONES double difference_sum(const double* a, const double* p, const floa
         continue;
       }
       for (int64_t c = 0; c < classes; ++c) {
-        a_s[c] = a[c * size + s];
+        a_s[c] = static_cast<double>(w[c * size + s]) + static_cast<double>(b[c]);
         u_s[c] = u_one(c, s);
       }
       sum += cross_entropy(a_s.data(), u_s.data(), 1.0, classes, label) -
@@ -512,24 +514,24 @@ torch::Tensor logreg_scalars(const torch::Tensor& bias, const torch::Tensor& wei
       torch::mm_out(out_g, stacked, examples[g].t());
     }
   }
-  // a = b + W x and p = softmax(a) of every example (softmax_lanes, laid out (G, C, B)), then
-  // each (group, direction)'s examples (difference_sum).
-  std::vector<double> logits(groups * classes * size), probabilities(groups * classes * size);
+  // p = softmax(b + W x) of every example (softmax_lanes, laid out (G, C, B)), then each
+  // (group, direction)'s examples (difference_sum).
+  std::vector<double> probabilities(groups * classes * size);
   at::parallel_for(0, groups, std::max<int64_t>(1, 4096 / (size * classes)), [&](int64_t lo,
                                                                                  int64_t hi) {
     for (int64_t g = lo; g < hi; ++g)
       softmax_lanes(parts + g * rows * size, bp + g * bs, classes, size,
-                    logits.data() + g * classes * size, probabilities.data() + g * classes * size);
+                    probabilities.data() + g * classes * size);
   });
   double* op = out.data_ptr<double>();
   at::parallel_for(0, groups * nu, std::max<int64_t>(1, 8192 / (size * classes)),
                    [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t g = t / nu, j = t % nu;
-      const int64_t at = g * classes * size;
-      const double sum = difference_sum(logits.data() + at, probabilities.data() + at,
-                                        parts + (g * rows + classes * (1 + j)) * size,
-                                        zp + j * zs, mu, labels + g * size, classes, size);
+      const float* w = parts + g * rows * size;
+      const double sum = difference_sum(w, bp + g * bs, probabilities.data() + g * classes * size,
+                                        w + classes * (1 + j) * size, zp + j * zs, mu,
+                                        labels + g * size, classes, size);
       op[t] = sum / static_cast<double>(size) / (2.0 * mu);
     }
   });

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -376,6 +377,34 @@ def test_logistic_regression_scalars_are_float64_central_differences(
         float32 = perturbed_losses(model, cross_entropy_loss, rows, (x, y)).double()
     float32_g = (float32[:nu] - float32[nu:]) / (2 * mu)
     assert float((float32_g - expected).abs().max()) > 1e-5 * scale
+
+
+@pytest.mark.parametrize("mu", [5.0, 50.0])
+def test_logistic_regression_scalars_at_large_steps(native_kernel: ModuleType, mu: float) -> None:
+    """Where μ·e spans hundreds of logits (up to ~470 at μ = 5, ~4,700 at μ = 50: past 600 the
+    kernel takes an example's two losses directly instead of through e^(u − max u)), the
+    native kernel and the torch ops still give the float64 central differences (seen within
+    ~1e-7 of max |g|; asserted 1e-6)."""
+    model = LogisticRegression(784, 10, init_seed=2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 16, 784, generator=gen)
+    y = torch.randint(0, 10, (1, 16), generator=gen)
+    z = torch.randn(3, 7850, generator=gen)
+    bias = model.linear.bias.detach().reshape(1, -1)
+    weight = model.linear.weight.detach().reshape(1, -1)
+    w = flat_parameters(model).double()
+
+    def loss64(v: Tensor) -> Tensor:
+        return F.cross_entropy(x[0].double() @ v[10:].view(10, 784).T + v[:10], y[0])
+
+    expected = torch.stack(
+        [(loss64(w + mu * d.double()) - loss64(w - mu * d.double())) / (2 * mu) for d in z]
+    )
+    scale = float(expected.abs().max())
+    native = native_kernel.logreg_scalars(bias, weight, z, x, y, mu)[0]
+    eager_ops = model.directional_differences(bias, weight, z, x, y, mu)[0]
+    for got in (native, eager_ops):
+        assert float((got - expected).abs().max()) < 1e-6 * scale
 
 
 @pytest.mark.parametrize("frozen", ["bias", "weight"])
