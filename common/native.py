@@ -7,7 +7,8 @@ multiply-add) pair by pair while they are in cache, in a copy per instruction se
 the same bits several times faster (``bench/step.py``). It also runs the in-place path's two
 elementwise passes (:func:`~cyber0.common.perturbation.shift` and
 :func:`~cyber0.common.perturbation.sub_scaled_`: ``w + s·z`` and ``w − c·z``), each in one pass
-with the roundings of the two torch ops it replaces and no temporary between them, and
+with the roundings of the two torch ops it replaces and no temporary between them (an update
+whose directions are not kept also generates them in that pass: ``sub_generated_``), and
 logistic regression's batched ZO scalars (``logreg_scalars``: the central differences of
 :meth:`~cyber0.common.models.LogisticRegression.directional_differences`, its products in
 4 × 4 tiles of float32 sums in a fixed order, or one ATen matrix product per client where a
@@ -107,9 +108,10 @@ def _build(openmp: bool) -> ModuleType:
 def kernel() -> ModuleType | None:
     """The built module (``fill(out, keys, starts, gaussian)``, ``fill_many(outs, keys,
     gaussian)``, ``shift(out, w, z, scale)``, ``sub_scaled_(w, zs, coefficients)``,
-    ``logreg_scalars(bias, weight, z, x, y, mu)``), or None: not built,
-    ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager ops. Looked up once per process
-    (threads wait for the first lookup); :func:`forget` looks again."""
+    ``sub_generated_(w, keys, coefficients, gaussian)``, ``logreg_scalars(bias, weight, z, x,
+    y, mu)``), or None: not built, ``CYBER0_NATIVE_GENERATOR=0``, or it disagrees with the eager
+    ops. Looked up once per process (threads wait for the first lookup); :func:`forget` looks
+    again."""
     if "kernel" not in _LOADED:
         with _LOADING:
             if "kernel" not in _LOADED:
@@ -161,14 +163,17 @@ def _agrees(module: ModuleType) -> bool:
         module.fill(got, key, torch.tensor([0, 1]), distribution == "gaussian")
         if not (torch.equal(got[0], expected[:n]) and torch.equal(got[1], expected[1:])):
             return False
-        if not _elementwise_agrees(module, got[0], got[1].mul(1e3)):
+        gaussian = distribution == "gaussian"
+        if not _elementwise_agrees(module, got[0], got[1].mul(1e3), int(key[0]), gaussian):
             return False
     return True
 
 
-def _elementwise_agrees(module: ModuleType, z: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether ``shift`` and ``sub_scaled_`` (two terms) give the bits of the torch ops they
-    replace."""
+def _elementwise_agrees(
+    module: ModuleType, z: torch.Tensor, w: torch.Tensor, key: int, gaussian: bool
+) -> bool:
+    """Whether ``shift`` and ``sub_scaled_`` (two terms), and ``sub_generated_`` with ``z`` the
+    stream under ``key``, give the bits of the torch ops they replace."""
     scales = (1e-3, -0.1234567891234)
     expected_update = w.clone()
     for scale in scales:
@@ -179,7 +184,9 @@ def _elementwise_agrees(module: ModuleType, z: torch.Tensor, w: torch.Tensor) ->
         expected_update.sub_(torch.mul(z, scale))
     updated = w.clone()
     module.sub_scaled_(updated, [z, z], list(scales))
-    return torch.equal(updated, expected_update)
+    generated = w.clone()
+    module.sub_generated_(generated, [key, key], list(scales), gaussian)
+    return torch.equal(updated, expected_update) and torch.equal(generated, expected_update)
 
 
 def main() -> int:

@@ -2,7 +2,8 @@
 // the same float32 operations (+, -, *, a correctly rounded sqrt, no fused multiply-add), so the
 // values are bitwise the eager generator's on any CPU (checked when the module loads, and by
 // tests/test_perturbation.py). Also the in-place path's two elementwise passes, w + s z and
-// w - c z, each in one pass with the roundings of the two torch ops it replaces, and logistic
+// w - c z, each in one pass with the roundings of the two torch ops it replaces (the update also
+// with its z generated in the same pass: sub_generated_), and logistic
 // regression's batched ZO scalars in one call (logreg_scalars: the formula of
 // LogisticRegression.directional_differences, its own order of sums).
 #include <torch/extension.h>
@@ -226,6 +227,29 @@ void sub_scaled_(torch::Tensor w, const std::vector<torch::Tensor>& zs,
     for (int64_t a = lo; a < hi; a += piece) {
       const int64_t n = std::min(piece, hi - a);
       for (size_t j = 0; j < zp.size(); ++j) sub_scaled_span(wp + a, zp[j] + a, cs[j], n);
+    }
+  });
+  torch::autograd::impl::bump_version(w);  // as an in-place torch op does
+}
+
+// w = fl(w - fl(z_j * coefficients[j])) in place for j = 0, 1, ... in order, z_j the stream
+// under keys[j] from element 0: sub_scaled_ with z_j generated in pieces of 4K elements (even:
+// Gaussian pairs stay whole) while they are in cache, never stored.
+void sub_generated_(torch::Tensor w, const std::vector<int64_t>& keys,
+                    const std::vector<double>& coefficients, bool gaussian) {
+  TORCH_CHECK(keys.size() == coefficients.size(), "sub_generated_ needs one coefficient per key");
+  check_elementwise(w, w);
+  auto span = gaussian ? gaussian_span : rademacher_span;
+  float* wp = w.data_ptr<float>();
+  const int64_t n = w.numel(), piece = 4 * kChunk, pieces = (n + piece - 1) / piece;
+  at::parallel_for(0, pieces, (1 << 16) / piece, [&](int64_t lo, int64_t hi) {
+    float z[4 * kChunk];
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t a = p * piece, m = std::min(piece, n - a);
+      for (size_t j = 0; j < keys.size(); ++j) {
+        span(z, static_cast<uint64_t>(keys[j]), a, m);
+        sub_scaled_span(wp + a, z, static_cast<float>(coefficients[j]), m);
+      }
     }
   });
   torch::autograd::impl::bump_version(w);  // as an in-place torch op does
@@ -543,5 +567,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fill_many", &fill_many);
   m.def("shift", &shift);
   m.def("sub_scaled_", &sub_scaled_);
+  m.def("sub_generated_", &sub_generated_);
   m.def("logreg_scalars", &logreg_scalars);
 }

@@ -726,11 +726,12 @@ def apply_directions_(
     Each term is applied as ``tmp = z * c`` then ``w -= tmp`` (two IEEE-rounded ops, never
     fused), in the order given, element by element, so every party computing the same update on
     the same device gets the same bits. Tensors of at most SMALL_TENSOR elements get their
-    directions together (:meth:`DirectionGenerator.fill_many_`); a larger one gets all its terms
-    at once when they fit in BATCH_UPDATE_ELEMENTS, else one term and one block of 2·BLOCK
-    elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at most (or one term
-    for all the small tensors, or one block, where that is more). A tensor with directions in
-    ``cache`` takes those from there and generates the others whole, one at a time (same bits).
+    directions together (:meth:`DirectionGenerator.fill_many_`). A larger one gets them in the
+    native pass that applies them (its z never stored), or where that does not apply (GPU, other
+    dtypes) all its terms at once when they fit in BATCH_UPDATE_ELEMENTS, else one term and one
+    block of 2·BLOCK elements at a time. About BATCH_UPDATE_ELEMENTS of z is held at a time, at
+    most (or one term for all the small tensors, or one block, where that is more). A tensor
+    with directions in ``cache`` takes those from there and generates the others (same bits).
     A tensor's terms in hand are applied in one pass (:func:`sub_scaled_`).
     """
     small: dict[torch.device, list[tuple[int, Tensor]]] = {}
@@ -740,20 +741,15 @@ def apply_directions_(
         if found and len(found) == len(terms):
             sub_scaled_(param, found, [c for _, _, c in terms])
         elif found:
-            for z, (step, direction, coefficient) in zip(kept, terms, strict=True):
+            for z, term in zip(kept, terms, strict=True):
                 if z is None:
-                    z = generator.direction(param, round, step, direction, index)
-                sub_scaled_(param, [z], [coefficient])
+                    _sub_generated_(param, generator, round, [term], index)
+                else:
+                    sub_scaled_(param, [z], [term[2]])
         elif param.numel() <= SMALL_TENSOR:
             small.setdefault(param.device, []).append((index, param))
-        elif len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
-            coords = [(round, step, direction, index) for step, direction, _ in terms]
-            zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
-            generator.fill_rows_(zs, coords)
-            rows = list(zs.view(len(terms), *param.shape).unbind(0))
-            sub_scaled_(param, rows, [c for _, _, c in terms], scratch=True)
         else:
-            _apply_in_blocks_(param, generator, round, terms, index)
+            _sub_generated_(param, generator, round, terms, index)
     for group in small.values():
         size = sum(param.numel() for _, param in group)
         per_call = max(1, BATCH_UPDATE_ELEMENTS // max(1, size))
@@ -770,15 +766,31 @@ def apply_directions_(
                 sub_scaled_(param, parts[k :: len(group)], coefficients, scratch=True)
 
 
-def _apply_in_blocks_(
+def _sub_generated_(
     param: Tensor,
     generator: DirectionGenerator,
     round: int,
     terms: Sequence[tuple[int, int, float]],
     index: int,
 ) -> None:
-    """:func:`apply_directions_` for one large tensor, 2·BLOCK elements at a time, each block
-    taking every term in order (:meth:`DirectionGenerator.fill_ranges_`)."""
+    """:func:`apply_directions_` for one large tensor whose directions are generated here: in
+    one native pass that generates each piece's z in cache (``sub_generated_``) where the kernel
+    applies; else all terms at once when they fit in BATCH_UPDATE_ELEMENTS, else 2·BLOCK
+    elements at a time, each block taking every term in order
+    (:meth:`DirectionGenerator.fill_ranges_`). The same bits on every route."""
+    kernel = _native_pass(param)
+    if kernel is not None:
+        keys = [generator.key(round, step, direction, index) for step, direction, _ in terms]
+        gaussian = generator.distribution == "gaussian"
+        kernel.sub_generated_(param, keys, [c for _, _, c in terms], gaussian)
+        return
+    if len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
+        coords = [(round, step, direction, index) for step, direction, _ in terms]
+        zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
+        generator.fill_rows_(zs, coords)
+        rows = list(zs.view(len(terms), *param.shape).unbind(0))
+        sub_scaled_(param, rows, [c for _, _, c in terms], scratch=True)
+        return
     flat = param.view(-1)
     width = min(flat.numel(), 2 * BLOCK)
     buf = torch.empty(1, width, dtype=param.dtype, device=param.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import subprocess
@@ -311,8 +312,9 @@ def test_apply_directions_is_a_pure_function_of_the_terms() -> None:
 def test_every_update_path_gives_the_same_bits(
     monkeypatch: pytest.MonkeyPatch, distribution: str
 ) -> None:
-    """Small tensors together, a large one with all its terms at once, or term by term and
-    block by block: the bits of w − Σ c·z (by hand, tensor by tensor) every time."""
+    """Small tensors together, a large one with its terms generated in the native pass, or
+    with the torch ops all at once, or term by term and block by block: the bits of w − Σ c·z
+    (by hand, tensor by tensor) every time."""
     import cyber0.common.perturbation as perturbation
 
     g = DirectionGenerator(5, distribution)  # type: ignore[arg-type]
@@ -324,11 +326,12 @@ def test_every_update_path_gives_the_same_bits(
             w -= g.direction(w, 9, step, j, i) * c
     settings = [{}, {"SMALL_TENSOR": 0}, {"SMALL_TENSOR": 0, "BATCH_UPDATE_ELEMENTS": 0}]
     settings.append({"BATCH_UPDATE_ELEMENTS": 0})  # small tensors one term at a time
-    for setting in settings:
+    for setting, fast in itertools.product(settings, (True, False)):
         for name, value in setting.items():
             monkeypatch.setattr(perturbation, name, value)
         params = [w.clone() for w in start]
-        apply_directions_(params, g, 9, terms)
+        with contextlib.nullcontext() if fast else eager():
+            apply_directions_(params, g, 9, terms)
         assert all(torch.equal(p, e) for p, e in zip(params, expected, strict=True)), setting
         monkeypatch.undo()
 
@@ -377,6 +380,15 @@ def test_a_direction_cache_changes_no_bit_and_spares_the_regenerations(
         return fill_rows(self, out, coords)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DirectionGenerator, "fill_rows_", spy)
+    kernel = native.kernel()
+    if kernel is not None:  # the update's directions generated in the same pass count too
+        sub_generated = kernel.sub_generated_
+
+        def spy_update(w: Tensor, keys: list[int], coefficients: list[float], gauss: bool) -> None:
+            generated.append(w.numel() * len(keys))
+            sub_generated(w, keys, coefficients, gauss)
+
+        monkeypatch.setattr(kernel, "sub_generated_", spy_update)
     x = torch.randint(0, 40, (8, 5))
     g = DirectionGenerator(17)
     large = sum(p.numel() for _, p in canonical_parameters(Tower()) if p.numel() > SMALL_TENSOR)
