@@ -776,6 +776,25 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 "cache (2.33×, 2.34×, 2.33× and 2.26× without it): nearer 2F than before, "
                 "and still within the run-to-run spread of the 2.3 target.",
                 "",
+                "**Changed (2026-12-07):** an update generates the directions it does not find in "
+                "the cache in the same native pass that applies them (`sub_generated_`: pieces "
+                "of 4K elements, z never stored; the same bits, checked when the kernel loads "
+                "and by the tests on the native and eager routes), where it filled a block "
+                "buffer from Python and then subtracted it. MiniLM's update, the embedding "
+                "table's 11.7M directions in full, went from 22.5 to 17 ms; the step / forward "
+                "ratio, A/B against the previous commit (alternating processes, 9 rounds "
+                "each), 2.13, 2.19, 2.16 against 2.17, 2.22, 2.25. Where the rest goes (side "
+                "runs, freed memory kept as here, F ≈ 185 ms): the first perturbed forward "
+                "costs F + 20 ms (its 10.8M directions generated into the cache, about 9.5 ms, "
+                "and the copy w + μz, about 4 ms), the second F + 7 ms (the copy w − μz), the "
+                "update 14 ms (8.5 ms of it the embedding table, whose generation alone takes "
+                "7.7 ms), and the lookups, the small tensors and the hooks a few ms. The "
+                "generator runs at about 1 ns per float and thread (a standalone copy of its "
+                "pair loop: 2.0 ns a pair, no faster compiled for this CPU's full instruction "
+                "set), and each copy is a pass over memory. Tried and not shipped: the first "
+                "forward's generation fused with its copy (one pass writing z and w + μz) "
+                "measured no difference, A/B with both OpenMP wait policies.",
+                "",
                 "**Changed:** the generator keeps a per-thread scratch (now at most 7.3 MiB) "
                 "instead of allocating its ~20 temporaries for every block: fresh allocations "
                 "of a few MiB are returned to the kernel and fault their pages in again. "
@@ -854,10 +873,22 @@ def step_analysis(docs: dict[str, dict[str, Any]]) -> list[str]:
                 f"{statistics.median(p['generator']['fill_over_randn']):.2f}× `torch.randn` "
                 f"against {statistics.median(g['fill_over_randn']):.2f}×. "
                 + (
-                    "Separate runs, each ratio taken within its own: the differences are within "
-                    "the run-to-run spread above, so on a quiet machine this run shows no effect "
-                    "of the wait policy on the native kernel (one parallel region per tensor, "
-                    "where the eager ops had about 60 per block)."
+                    "Separate runs, each ratio taken within its own: the MiniLM ratios differ "
+                    "by less than 0.05, within the run-to-run spread above, so this run shows "
+                    "no effect of the wait policy on the native kernel (one parallel region per "
+                    "tensor, where the eager ops had about 60 per block)."
+                    if g.get("native")
+                    and abs(
+                        statistics.median(p["minilm"]["ratio"])
+                        - statistics.median(r["minilm"]["ratio"])
+                    )
+                    < 0.05
+                    else "Separate runs, each ratio taken within its own. The step pays more "
+                    "than the forward for threads that sleep between parallel regions: each "
+                    "native pass over a tensor is one region (about 150 a step: the first "
+                    "forward's directions, the copies w ± μz, the update), and each wakes the "
+                    "other thread again, about 90 µs in a side run (MiniLM's 37 copies w − μz "
+                    "took 7.1–8.1 ms with PASSIVE against 3.8–4.9 ms with the default policy)."
                     if g.get("native")
                     else "On a quiet machine sleeping threads cost: each of the generator's ~27 "
                     "ops per block wakes them again. PASSIVE pays off only where the cores are "
