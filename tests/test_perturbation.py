@@ -119,19 +119,24 @@ GEN_SCRIPT = textwrap.dedent(
     """
     import hashlib, sys, torch
     torch.set_num_threads(int(sys.argv[1]))
-    from cyber0.common.perturbation import DirectionGenerator
+    from cyber0.common.perturbation import DirectionGenerator, apply_directions_
     h = hashlib.sha256()
     for dist in ("gaussian", "rademacher"):
         g = DirectionGenerator(2024, dist)
         for idx, n in enumerate((1, 3, 131_073, 1_000_003)):
             h.update(g.direction(torch.empty(n), 7, 2, 3, idx).numpy().tobytes())
         h.update(g.direction(torch.empty(4097, dtype=torch.float64), 7, 2, 3, 9).numpy().tobytes())
+        weights = [g.direction(torch.empty(n), 0, 0, 0, 20) for n in (1_000_003, 9_000)]
+        apply_directions_(weights, g, 7, [(0, 0, 0.25), (0, 1, -1e-3), (1, 0, 3.0)])
+        for w in weights:
+            h.update(w.numpy().tobytes())
     print(h.hexdigest())
     """
 )
-#: GEN_SCRIPT's digest, computed once (2026-12-06, an AVX-512 Xeon) and the same on every machine:
-#: the directions are a function of the seed and the counters alone.
-GEN_DIGEST = "587f6d6ad87af413b23b0349770dfeefc558c23dbfeae5d461b53995db869f50"
+#: GEN_SCRIPT's digest, computed once (2026-12-07, an AVX-512 Xeon; the same under every setting
+#: of the test below) and the same on every machine: the directions are a function of the seed
+#: and the counters alone, and an update of its terms.
+GEN_DIGEST = "593ef4e543c3b64147314d18ab1bf6e815fbaba51b808cd64c84834d8ca81c72"
 
 
 @pytest.mark.parametrize(
@@ -147,8 +152,9 @@ GEN_DIGEST = "587f6d6ad87af413b23b0349770dfeefc558c23dbfeae5d461b53995db869f50"
     ],
 )
 def test_directions_are_the_same_bits_on_every_cpu_path(threads: int, env: dict[str, str]) -> None:
-    """A fresh process gives the reference digest whatever its thread count, torch's CPU kernel
-    set, MKL's code path, and whether the native kernel or the eager ops ran."""
+    """A fresh process gives the reference digest of directions and of updates applied with
+    them (``apply_directions_``, three terms) whatever its thread count, torch's CPU kernel set,
+    MKL's code path, and whether the native kernel or the eager ops ran."""
     out = subprocess.run(
         [sys.executable, "-c", GEN_SCRIPT, str(threads)],
         check=True,
