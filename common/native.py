@@ -160,10 +160,10 @@ def _agrees(module: ModuleType) -> bool:
             expected = generator.direction(torch.empty(n + 1), 1, 2, 3, 4)
         got = torch.empty(2, n)
         key = torch.full((2,), generator.key(1, 2, 3, 4), dtype=torch.int64)
-        module.fill(got, key, torch.tensor([0, 1]), distribution == "gaussian")
+        gaussian = distribution == "gaussian"
+        module.fill(got, key, torch.tensor([0, 1]), gaussian)
         if not (torch.equal(got[0], expected[:n]) and torch.equal(got[1], expected[1:])):
             return False
-        gaussian = distribution == "gaussian"
         if not _elementwise_agrees(module, got[0], got[1].mul(1e3), int(key[0]), gaussian):
             return False
     return True

@@ -431,10 +431,10 @@ CYBER0_CLONES void softmax_lanes(const float* parts, const float* b, int64_t cla
 
 // sum_s [CE(a_s + u_s) - CE(a_s - u_s)] over one group's examples along one direction, in
 // double, examples in order: u_s[c] = mu (zb[c] + e[c size + s]), a_s[c] = b[c] +
-// w[c size + s] and p = softmax(a) laid out [c size + s]. sum_c exp(a_c +- u_c) = e^{lse(a)} sum_c p_c e^{+-u_c}, so with
-// h = max_c u_c and t_c = e^{u_c - h} an example's difference is
-// 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label: one exp per class, 8 examples at a
-// time (exp_lanes). An example whose u spans 600 or more (1 / t_c could overflow) is taken
+// w[c size + s] and p = softmax(a) laid out [c size + s]. sum_c exp(a_c +- u_c) =
+// e^{lse(a)} sum_c p_c e^{+-u_c}, so with h = max_c u_c and t_c = e^{u_c - h} an example's
+// difference is 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label: one exp per class, 8
+// examples at a time (exp_lanes). An example whose u spans 600 or more (1 / t_c could overflow) is taken
 // directly (cross_entropy). Each example's term depends on that example alone.
 CYBER0_CLONES double difference_sum(const float* w, const float* b, const double* p,
                                     const float* e, const float* zb, double mu,

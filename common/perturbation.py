@@ -778,18 +778,18 @@ def _sub_generated_(
     applies; else all terms at once when they fit in BATCH_UPDATE_ELEMENTS, else 2·BLOCK
     elements at a time, each block taking every term in order
     (:meth:`DirectionGenerator.fill_ranges_`). The same bits on every route."""
+    coefficients = [c for _, _, c in terms]
     kernel = _native_pass(param)
     if kernel is not None:
         keys = [generator.key(round, step, direction, index) for step, direction, _ in terms]
-        gaussian = generator.distribution == "gaussian"
-        kernel.sub_generated_(param, keys, [c for _, _, c in terms], gaussian)
+        kernel.sub_generated_(param, keys, coefficients, generator._gaussian)
         return
     if len(terms) * param.numel() <= BATCH_UPDATE_ELEMENTS:
         coords = [(round, step, direction, index) for step, direction, _ in terms]
         zs = torch.empty(len(terms), param.numel(), dtype=param.dtype, device=param.device)
         generator.fill_rows_(zs, coords)
         rows = list(zs.view(len(terms), *param.shape).unbind(0))
-        sub_scaled_(param, rows, [c for _, _, c in terms], scratch=True)
+        sub_scaled_(param, rows, coefficients, scratch=True)
         return
     flat = param.view(-1)
     width = min(flat.numel(), 2 * BLOCK)
