@@ -23,6 +23,7 @@ from typing import Any
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
+from cyber0.common.localdata import check_data_path
 from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
 
 from .session import (
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="attack parameter (numbers are parsed), e.g. tau=1.5",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        help="this party's own examples, for a plan whose dataset is local (.csv, .tsv or "
+        ".jsonl with text and label for text models; .npz with x and y otherwise); an "
+        "observer evaluates on it",
+    )
     p.add_argument(
         "--direction-cache",
         type=float,
@@ -165,7 +173,10 @@ def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     device = resolve_device(args.device)
     if not args.direction_cache >= 0:
         raise ValueError(f"--direction-cache must be >= 0 MiB; got {args.direction_cache}")
+    if args.data is not None:
+        check_data_path(args.data)
     options = {
+        "data": args.data,
         "checkpoint": args.save_model,
         "save_every": args.save_every,
         "resume": args.resume,

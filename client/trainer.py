@@ -1,13 +1,14 @@
 """The model half of a client daemon: the engine's ZO steps behind the session's Trainer protocol.
 
 The plan's ``dataset`` picks the task (:data:`TASKS`): ``mnist`` (the plan's model, e.g.
-``logreg``) or ``rotten_tomatoes[?shots=S&max_length=L]`` (a Hugging Face model named
+``logreg``), ``rotten_tomatoes[?shots=S&max_length=L]`` (a Hugging Face model named
 ``minilm`` or ``hf:<id>``, resolved to a local folder by :mod:`cyber0.common.hf`; its weight
-dtype is the model name's ``dtype`` option, so it is part of the plan). Small models use the
-batched ZO path, transformers the in-place one under ``torch.inference_mode``: no gradients, no
-optimizer state, no second copy of the weights (with K = 1 local step), and at most
-``cache_bytes`` of a round's directions kept for reuse. Directions are generated on the model's
-device.
+dtype is the model name's ``dtype`` option, so it is part of the plan), or
+``local?classes=C[&max_length=L]``: each party's own examples file (``data``,
+:mod:`cyber0.common.localdata`). Small models use the batched ZO path, transformers the in-place
+one under ``torch.inference_mode``: no gradients, no optimizer state, no second copy of the
+weights (with K = 1 local step), and at most ``cache_bytes`` of a round's directions kept for
+reuse. Directions are generated on the model's device.
 
 :class:`ZOTrainer` is an honest client (or, with ``flip_labels``, a label-flipping one) and an
 observer; :class:`ColludingTrainer` holds several Byzantine identities that craft their vectors
@@ -30,6 +31,7 @@ from cyber0.common.aggregators import get_aggregator
 from cyber0.common.attacks import Attack, get_attack_against
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
 from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
+from cyber0.common.localdata import LocalTask, check_data_path, check_fits, parse_local_name
 from cyber0.common.models import (
     ModelSpec,
     build_model,
@@ -93,11 +95,11 @@ class MnistTask:
         return data.test_x, data.test_y
 
 
-def _mnist_task(plan: TrainingPlan) -> Task:
+def _mnist_task(plan: TrainingPlan, data: str | None) -> Task:
     return MnistTask()
 
 
-def _text_task(plan: TrainingPlan) -> Task:
+def _text_task(plan: TrainingPlan, data: str | None) -> Task:
     from cyber0.common.hf import is_hf_name, tokenizer_folder
     from cyber0.common.text import TextTask, parse_dataset_name
 
@@ -109,19 +111,41 @@ def _text_task(plan: TrainingPlan) -> Task:
     return TextTask(parse_dataset_name(plan.dataset), tokenizer_folder(plan.model))
 
 
-#: Dataset base name (before ``?``) → task builder.
-TASKS: dict[str, Callable[[TrainingPlan], Task]] = {
+def _local_task(plan: TrainingPlan, data: str | None) -> Task:
+    from cyber0.common.hf import is_hf_name, tokenizer_folder
+
+    dataset = parse_local_name(plan.dataset)
+    if data is None:
+        raise ValueError(
+            f"the plan's dataset is {plan.dataset!r}: every party brings its own examples; "
+            "give --data FILE"
+        )
+    text = is_hf_name(plan.model)
+    check_data_path(data, text)
+    return LocalTask(dataset, data, tokenizer_folder(plan.model) if text else None)
+
+
+#: Dataset base name (before ``?``) → task builder; ``data``: the party's own examples file
+#: (``local`` only).
+TASKS: dict[str, Callable[[TrainingPlan, str | None], Task]] = {
+    "local": _local_task,
     "mnist": _mnist_task,
     "rotten_tomatoes": _text_task,
 }
 
 
-def build_task(plan: TrainingPlan) -> Task:
-    """The task of ``plan.dataset``; ValueError listing the known datasets."""
+def build_task(plan: TrainingPlan, data: str | None = None) -> Task:
+    """The task of ``plan.dataset``, reading the party's own examples from ``data`` (a
+    ``local`` plan); ValueError listing the known datasets, or when ``data`` is given for a
+    plan that brings its data."""
     base = plan.dataset.partition("?")[0]
     if base not in TASKS:
         raise ValueError(f"unknown dataset {plan.dataset!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[base](plan)
+    if data is not None and base != "local":
+        raise ValueError(
+            f"--data is for plans whose dataset is local; this plan's is {plan.dataset!r}"
+        )
+    return TASKS[base](plan, data)
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -158,13 +182,15 @@ class ZOTrainer:
     ``save_every``-th applied round (0: never) and by :meth:`save_checkpoint` (the daemon calls
     it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
     rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
-    trained on. ``cache_bytes``: how much of a round's directions the estimator keeps for the
-    local and global updates (and the in-place path's second forward)
-    (:class:`~cyber0.common.perturbation.DirectionCache`; memory for speed, the same bits at
-    any value).
+    trained on. ``data``: this party's examples file, for a plan whose dataset is ``local``
+    (every identity's shard, or an observer's evaluation set). ``cache_bytes``: how much of a
+    round's directions the estimator keeps for the local and global updates (and the in-place
+    path's second forward) (:class:`~cyber0.common.perturbation.DirectionCache`; memory for
+    speed, the same bits at any value).
     """
 
     device: torch.device = field(default_factory=resolve_device)
+    data: str | None = None
     flip_labels: bool = False
     checkpoint: str | None = None
     save_every: int = 0
@@ -182,9 +208,11 @@ class ZOTrainer:
         """Build the task and model (first call) and load the shard of ``shard_index``
         (−1: observer)."""
         if self.plan is None:
-            task = build_task(plan)
+            task = build_task(plan, self.data)
             spec = ModelSpec(name=plan.model, num_classes=task.num_classes)
             model = build_model(spec).to(self.device)
+            if isinstance(task, LocalTask):
+                check_fits(model, task.examples[0], task.path)
             size = sum(p.numel() for _, p in canonical_parameters(model))
             small = size <= BATCHED_MAX_PARAMETERS and not is_text_model(model)
             path: Path = "batched" if small else "inplace"

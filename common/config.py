@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,3 +107,23 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def name_options(name: str, what: str, known: Collection[str]) -> tuple[str, dict[str, str]]:
+    """Split a registry name ``base?key=value&key=value`` into its base and its options.
+
+    ValueError naming ``what`` (``model``, ``dataset``) and the bad part for an option without
+    ``=``, a repeated one, or one not in ``known``.
+    """
+    base, _, query = name.partition("?")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or key in options:
+            raise ValueError(f"{what} {name!r}: bad or repeated option {item!r} (want key=value)")
+        options[key] = value
+    unknown = set(options) - set(known)
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise ValueError(f"{what} {name!r}: unknown option(s) {sorted(unknown)}; known: {listed}")
+    return base, options

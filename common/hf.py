@@ -47,6 +47,8 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
+from .config import name_options
+
 Head = Literal["auto", "mean", "cls", "prompt"]
 HEADS: tuple[Head, ...] = ("auto", "mean", "cls", "prompt")
 #: Heads that add a new ``Linear(hidden, C)`` on the hidden states; the others use the
@@ -114,25 +116,13 @@ def is_hf_name(name: str) -> bool:
 def parse_model_name(name: str) -> HFModelName:
     """Parse ``minilm?head=mean`` / ``hf:<id>?dtype=bfloat16&train=top2``; ValueError naming
     the bad part otherwise."""
-    base, _, query = name.partition("?")
+    base, options = name_options(name, "model", ("head", "dtype", "train", "digest", "words"))
     if base == "minilm":
         ref = "minilm"
     elif base.startswith("hf:") and len(base) > 3:
         ref = base[3:]
     else:
         raise ValueError(f"model {name!r}: expected 'minilm' or 'hf:<id>' before '?'")
-    options: dict[str, str] = {}
-    for item in filter(None, query.split("&")):
-        key, sep, value = item.partition("=")
-        if not sep or key in options:
-            raise ValueError(f"model {name!r}: bad or repeated option {item!r} (want key=value)")
-        options[key] = value
-    unknown = set(options) - {"head", "dtype", "train", "digest", "words"}
-    if unknown:
-        raise ValueError(
-            f"model {name!r}: unknown option(s) {sorted(unknown)}; "
-            "known: digest, dtype, head, train, words"
-        )
     head = options.get("head", "auto")
     if head not in HEADS:
         raise ValueError(f"model {name!r}: head must be one of {HEADS}; got {head!r}")

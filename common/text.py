@@ -35,7 +35,7 @@ import bz2
 import csv
 import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import name_options
 from .data import (
     MIN_SIZE,
     DataUnavailableError,
@@ -113,21 +114,27 @@ def is_text_dataset(name: str) -> bool:
 def parse_dataset_name(name: str) -> TextDataset:
     """``rotten_tomatoes?shots=16&max_length=32`` → ``TextDataset(16, 32)``; ValueError on an
     unknown base name, option or value."""
-    base, _, query = name.partition("?")
+    base, options = name_options(name, "dataset", ("shots", "max_length"))
     if base != DATASET:
         raise ValueError(f"dataset {name!r}: expected {DATASET!r} before '?'")
-    values: dict[str, int] = {}
-    for item in filter(None, query.split("&")):
-        key, sep, raw = item.partition("=")
-        if not sep or key not in ("shots", "max_length") or key in values or not raw.isdigit():
-            raise ValueError(
-                f"dataset {name!r}: bad option {item!r} (shots=<int >= 0>, max_length=<int >= 8>)"
-            )
-        values[key] = int(raw)
-    dataset = TextDataset(**values)
-    if dataset.max_length < 8:
-        raise ValueError(f"dataset {name!r}: max_length must be >= 8; got {dataset.max_length}")
+    dataset = TextDataset(**int_options(name, options))
+    check_max_length(name, dataset.max_length)
     return dataset
+
+
+def int_options(name: str, options: Mapping[str, str]) -> dict[str, int]:
+    """``options`` (from :func:`~cyber0.common.config.name_options`) as integers >= 0;
+    ValueError naming ``name`` and the option otherwise."""
+    for key, raw in options.items():
+        if not raw.isdigit():
+            raise ValueError(f"dataset {name!r}: {key} must be an integer >= 0; got {raw!r}")
+    return {key: int(raw) for key, raw in options.items()}
+
+
+def check_max_length(name: str, max_length: int) -> None:
+    """ValueError naming ``name`` unless ``max_length`` >= 8 tokens."""
+    if max_length < 8:
+        raise ValueError(f"dataset {name!r}: max_length must be >= 8; got {max_length}")
 
 
 def corpus_path() -> Path:

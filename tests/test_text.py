@@ -420,10 +420,44 @@ def test_the_plan_picks_the_task() -> None:
     from cyber0.client.trainer import MnistTask, build_task
 
     assert isinstance(build_task(TrainingPlan(seed=0)), MnistTask)
-    with pytest.raises(ValueError, match="unknown dataset 'imdb'; known: mnist, rotten_tomatoes"):
+    with pytest.raises(
+        ValueError, match="unknown dataset 'imdb'; known: local, mnist, rotten_tomatoes"
+    ):
         build_task(TrainingPlan(seed=0, dataset="imdb"))
     with pytest.raises(ValueError, match="needs a Hugging Face model"):
         build_task(TrainingPlan(seed=0, dataset="rotten_tomatoes"))
+
+
+@needs_corpus
+def test_a_local_plan_tokenises_the_partys_own_sentences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``local`` plan with a text model: the party reads its CSV through the model's own
+    tokenizer (``max_length`` from the plan) and computes its scalars on it; an ``.npz`` is
+    refused for a text model."""
+    from test_localdata import SENTENCES, write_sentences
+
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.localdata import DataFileError
+
+    folder = save_tiny_bert_with_tokenizer(tmp_path / "models" / "tiny-bert")
+    monkeypatch.setenv(hf.MODEL_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.delenv(hf.MODEL_MAP_ENV, raising=False)
+    plan = TrainingPlan(
+        seed=2,
+        model="hf:tiny-bert?head=mean",
+        dataset="local?classes=2&max_length=12",
+        zo=ZOSettings(nu=2, batch_size=2),
+    )
+    path = write_sentences(tmp_path / "mine.csv")
+    trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
+    trainer.setup(plan, 0)
+    (shard,) = trainer.shards
+    assert shard.y.tolist() == [y for _, y in SENTENCES]
+    assert torch.equal(shard.x, text.tokenize([t for t, _ in SENTENCES], folder, 12))
+    assert len(trainer.compute_update(0)) == 2
+    with pytest.raises(DataFileError, match=r"a text model's examples must be in a .csv"):
+        ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,217 @@
+"""Examples a client brings from its own disk: the ``local`` dataset.
+
+A plan whose dataset is ``local?classes=C[&max_length=L]`` trains on data the federator never
+sees and never names: each training daemon reads its own file (``cyber0-client --data FILE``),
+and an observer's file is the set it evaluates on. Only the label count C (the model's output
+width) and, for text models, the tokens per example L (default 64) are shared through the plan.
+Every example of the file is the client's shard; its minibatches are drawn as for any shard
+(:func:`~cyber0.common.data.batch_indices`).
+
+File formats, by suffix:
+
+- text models (``minilm``, ``hf:<id>``): ``.csv`` or ``.tsv`` with a header row naming a ``text``
+  and a ``label`` column (other columns are ignored), or ``.jsonl`` with one
+  ``{"text": ..., "label": ...}`` object a line; UTF-8. Sentences go through the model's own
+  tokenizer (truncated and right-padded to L tokens).
+- other models: ``.npz`` (``numpy.savez``, read without pickle) with an array ``x`` of N
+  examples shaped as the model's input (``logreg``: 784 features, or 28 × 28) and an integer
+  array ``y`` of N labels.
+
+Labels are integers in ``[0, C)``. A file that breaks a rule raises :class:`DataFileError`
+naming the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import name_options
+from .plan import TrainingPlan
+from .text import DEFAULT_MAX_LENGTH, check_max_length, int_options, tokenize
+
+DATASET = "local"
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
+ARRAY_SUFFIXES = (".npz",)
+
+
+class DataFileError(ValueError):
+    """A local data file cannot be used; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    """A parsed dataset name: ``local?classes=C&max_length=L``."""
+
+    classes: int
+    max_length: int = DEFAULT_MAX_LENGTH
+
+
+def is_local_dataset(name: str) -> bool:
+    """Whether ``name`` names the ``local`` dataset (any options)."""
+    return name.partition("?")[0] == DATASET
+
+
+def parse_local_name(name: str) -> LocalDataset:
+    """``local?classes=2&max_length=32`` → ``LocalDataset(2, 32)``; ValueError naming the bad
+    part (``classes`` is required and at least 2)."""
+    base, options = name_options(name, "dataset", ("classes", "max_length"))
+    if base != DATASET:
+        raise ValueError(f"dataset {name!r}: expected {DATASET!r} before '?'")
+    values = int_options(name, options)
+    if values.get("classes", 0) < 2:
+        raise ValueError(f"dataset {name!r}: give classes=<number of labels, >= 2>")
+    dataset = LocalDataset(**values)
+    check_max_length(name, dataset.max_length)
+    return dataset
+
+
+def check_data_path(path: str, text: bool | None = None) -> Path:
+    """``path`` as a readable file with a known suffix (for a text model when ``text``, another
+    model when not ``text``, either when None); DataFileError otherwise."""
+    file = Path(path)
+    suffixes = {True: TEXT_SUFFIXES, False: ARRAY_SUFFIXES, None: TEXT_SUFFIXES + ARRAY_SUFFIXES}
+    allowed = suffixes[text]
+    if file.suffix.lower() not in allowed:
+        kind = {True: "a text model's", False: "this model's", None: "local"}[text]
+        raise DataFileError(f"{path}: {kind} examples must be in a {'/'.join(allowed)} file")
+    if not file.is_file():
+        raise DataFileError(f"{path}: no such file")
+    return file
+
+
+def _label(raw: object, classes: int, where: str) -> int:
+    """``raw`` (an int, or its decimal string) as a label in ``[0, classes)``."""
+    value = raw.strip() if isinstance(raw, str) else raw
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
+        raise DataFileError(f"{where}: label {raw!r} is not an integer in [0, {classes})")
+    return value
+
+
+def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]:
+    """The sentences and int64 labels of a ``.csv``/``.tsv``/``.jsonl`` file (module docstring)."""
+    file = check_data_path(path, text=True)
+    texts: list[str] = []
+    labels: list[int] = []
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as stream:
+            if file.suffix.lower() == ".jsonl":
+                for number, line in enumerate(stream, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{path}: line {number}"
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataFileError(f"{where}: not JSON ({exc.msg})") from None
+                    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                        raise DataFileError(f'{where}: want {{"text": "...", "label": <int>}}')
+                    texts.append(row["text"])
+                    labels.append(_label(row.get("label"), classes, where))
+            else:
+                delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+                reader = csv.DictReader(stream, delimiter=delimiter)
+                missing = {"text", "label"} - set(reader.fieldnames or ())
+                if missing:
+                    raise DataFileError(
+                        f"{path}: the header row has no {' or '.join(sorted(missing))} column"
+                    )
+                for row in reader:
+                    where = f"{path}: line {reader.line_num}"
+                    if row["text"] is None or row["label"] is None:
+                        raise DataFileError(f"{where}: fewer fields than the header")
+                    texts.append(row["text"])
+                    labels.append(_label(row["label"], classes, where))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataFileError(f"{path}: {exc}") from None
+    if not texts:
+        raise DataFileError(f"{path}: no examples")
+    return texts, torch.tensor(labels, dtype=torch.int64)
+
+
+def read_arrays(path: str, classes: int) -> tuple[Tensor, Tensor]:
+    """Float32 examples and int64 labels of an ``.npz`` file (module docstring)."""
+    file = check_data_path(path, text=False)
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            missing = {"x", "y"} - set(arrays.files)
+            if missing:
+                raise DataFileError(f"{path}: no array named {' or '.join(sorted(missing))}")
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DataFileError):
+            raise
+        raise DataFileError(f"{path}: not a readable .npz file ({exc})") from None
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataFileError(f"{path}: y must be a 1-D integer array; got {y.dtype} {y.shape}")
+    if x.ndim < 2 or x.shape[0] != y.shape[0] or x.dtype.kind not in "fiu":
+        raise DataFileError(
+            f"{path}: x must be a numeric array of {y.shape[0]} examples (one per label); "
+            f"got {x.dtype} {x.shape}"
+        )
+    if y.size == 0:
+        raise DataFileError(f"{path}: no examples")
+    bad = np.flatnonzero((y < 0) | (y >= classes))
+    if bad.size:
+        raise DataFileError(
+            f"{path}: y[{bad[0]}] = {y[bad[0]]} is not a label in [0, {classes}) "
+            f"({bad.size} of {y.size} labels out of range)"
+        )
+    features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not bool(torch.isfinite(features).all()):
+        raise DataFileError(f"{path}: x holds NaN or infinite values")
+    return features, torch.from_numpy(y.astype(np.int64))
+
+
+def check_fits(model: nn.Module, x: Tensor, path: str) -> None:
+    """DataFileError naming ``path`` unless ``model`` accepts the file's examples (one is run)."""
+    try:
+        with torch.inference_mode():
+            model(x[:1].to(next(model.parameters()).device))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise DataFileError(
+            f"{path}: examples shaped {tuple(x.shape[1:])} do not fit the model ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """The client-side task of a ``local`` plan: every shard and the test set are ``path``'s
+    examples (tokenised with the tokenizer in ``folder`` for a text model; None: arrays)."""
+
+    dataset: LocalDataset
+    path: str
+    folder: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.classes
+
+    @property
+    def eval_batch_size(self) -> int:
+        return 4096 if self.folder is None else 256
+
+    @functools.cached_property
+    def examples(self) -> tuple[Tensor, Tensor]:
+        """The file's ``(x, y)`` on the CPU, read once (treat as read-only)."""
+        if self.folder is None:
+            return read_arrays(self.path, self.dataset.classes)
+        texts, labels = read_sentences(self.path, self.dataset.classes)
+        return tokenize(texts, self.folder, self.dataset.max_length), labels
+
+    def shard(self, plan: TrainingPlan, index: int) -> tuple[Tensor, Tensor]:
+        """The file's examples, whatever the shard index."""
+        return self.examples
+
+    def test_set(self) -> tuple[Tensor, Tensor]:
+        """The file's examples (an observer's evaluation set)."""
+        return self.examples

@@ -1,0 +1,180 @@
+"""The ``local`` dataset: a party's own examples file, its formats and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cyber0.client.trainer import ZOTrainer, build_task
+from cyber0.common.localdata import (
+    DataFileError,
+    LocalDataset,
+    LocalTask,
+    check_data_path,
+    parse_local_name,
+    read_arrays,
+    read_sentences,
+)
+from cyber0.common.plan import TrainingPlan, ZOSettings
+
+
+def test_local_names() -> None:
+    assert parse_local_name("local?classes=2") == LocalDataset(2, 64)
+    assert parse_local_name("local?max_length=32&classes=5") == LocalDataset(5, 32)
+    for bad, named in [
+        ("local", "give classes="),
+        ("local?classes=1", "give classes="),
+        ("local?classes=two", "classes must be an integer"),
+        ("local?classes=2&max_length=4", "max_length must be >= 8"),
+        ("local?classes=2&shots=4", r"unknown option\(s\) \['shots'\]"),
+        ("local?classes=2&classes=3", "bad or repeated option"),
+        ("mine?classes=2", "expected 'local'"),
+    ]:
+        with pytest.raises(ValueError, match=named):
+            parse_local_name(bad)
+
+
+SENTENCES = [('a film, with "quotes"', 1), ("dull", 0), ("ünïcode", 1)]
+
+
+def write_sentences(path: Path) -> Path:
+    """``SENTENCES`` in the format ``path``'s suffix names (CSV: an extra column first)."""
+    if path.suffix == ".jsonl":
+        rows = [json.dumps({"label": y, "text": t, "id": i}) for i, (t, y) in enumerate(SENTENCES)]
+        path.write_text("\n".join(rows) + "\n\n", encoding="utf-8")
+    else:
+        import csv
+
+        with path.open("w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream, delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writerow(["id", "text", "label"])
+            writer.writerows([i, t, y] for i, (t, y) in enumerate(SENTENCES))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_sentences_are_read_from_each_format(tmp_path: Path, suffix: str) -> None:
+    texts, labels = read_sentences(str(write_sentences(tmp_path / f"mine{suffix}")), classes=2)
+    assert texts == [t for t, _ in SENTENCES]
+    assert labels.dtype == torch.int64 and labels.tolist() == [y for _, y in SENTENCES]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "named"),
+    [
+        ("a.csv", "text,label\nfine,1\nbad,2\n", r"a.csv: line 3: label '2' is not an integer in"),
+        ("a.csv", "text,label\nfine,x\n", r"line 2: label 'x' is not an integer"),
+        ("a.csv", "text,label\nfine\n", "line 2: fewer fields than the header"),
+        ("a.csv", "sentence,label\nfine,1\n", "the header row has no text column"),
+        ("a.csv", "text,label\n", "a.csv: no examples"),
+        ("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "ok"\n', "line 2: not JSON"),
+        ("a.jsonl", '{"text": "ok", "label": 1.0}\n', r"line 1: label 1.0 is not an integer"),
+        ("a.jsonl", '{"text": "ok", "label": true}\n', r"line 1: label True is not an integer"),
+        ("a.jsonl", '{"text": 3, "label": 1}\n', 'line 1: want {"text"'),
+        ("a.jsonl", '["ok", 1]\n', 'line 1: want {"text"'),
+        ("a.txt", "ok\t1\n", r"a.txt: a text model's examples must be in a .csv/.tsv/.jsonl file"),
+    ],
+)
+def test_bad_sentence_files_name_the_file_and_line(
+    tmp_path: Path, name: str, content: str, named: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataFileError, match=named):
+        read_sentences(str(tmp_path / name), classes=2)
+
+
+def test_arrays_are_read_as_float32_examples(tmp_path: Path) -> None:
+    x = np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28)
+    np.savez(tmp_path / "mine.npz", x=x, y=np.array([0, 2, 1, 2], dtype=np.uint8))
+    features, labels = read_arrays(str(tmp_path / "mine.npz"), classes=3)
+    assert features.dtype == torch.float32 and torch.equal(features, torch.from_numpy(x).float())
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 2, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "named"),
+    [
+        ({"x": np.zeros((2, 4))}, "no array named y"),
+        ({"x": np.zeros((2, 4)), "y": np.zeros(2)}, "y must be a 1-D integer array"),
+        ({"x": np.zeros((3, 4)), "y": np.zeros(2, int)}, "x must be a numeric array of 2 examples"),
+        ({"x": np.zeros(2), "y": np.zeros(2, int)}, "x must be a numeric array"),
+        ({"x": np.zeros((0, 4)), "y": np.zeros(0, int)}, "no examples"),
+        ({"x": np.zeros((3, 4)), "y": np.array([0, 3, -1])}, r"y\[1\] = 3 is not a label"),
+        ({"x": np.array([[0.0, np.nan]]), "y": np.zeros(1, int)}, "NaN or infinite"),
+        ({"x": np.array([[object()]]), "y": np.zeros(1, int)}, "not a readable .npz file"),
+    ],
+)  # fmt: skip
+def test_bad_array_files_name_the_file(
+    tmp_path: Path, arrays: dict[str, np.ndarray], named: str
+) -> None:
+    np.savez(tmp_path / "mine.npz", **arrays)  # type: ignore[arg-type]
+    with pytest.raises(DataFileError, match=named):
+        read_arrays(str(tmp_path / "mine.npz"), classes=3)
+
+
+def test_data_paths_are_checked_before_use(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match=r"mine.npz: no such file"):
+        check_data_path(str(tmp_path / "mine.npz"))
+    with pytest.raises(DataFileError, match=r"must be in a .npz file"):
+        check_data_path(str(tmp_path / "mine.csv"), text=False)
+    with pytest.raises(DataFileError, match=r"local examples must be in a .csv/.tsv/.jsonl/.npz"):
+        check_data_path(str(tmp_path / "mine.parquet"))
+
+
+def test_the_plan_and_the_data_flag_must_agree(tmp_path: Path) -> None:
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=np.zeros((2, 784), np.float32), y=np.array([0, 1]))
+    local = TrainingPlan(seed=0, dataset="local?classes=2")
+    task = build_task(local, str(path))
+    assert isinstance(task, LocalTask) and task.num_classes == 2 and task.folder is None
+    x, y = task.shard(local, 7)
+    assert x.shape == (2, 784) and torch.equal(task.test_set()[1], y)
+    with pytest.raises(ValueError, match="every party brings its own examples; give --data FILE"):
+        build_task(local)
+    with pytest.raises(ValueError, match="--data is for plans whose dataset is local"):
+        build_task(TrainingPlan(seed=0), str(path))
+
+
+def test_a_file_that_does_not_fit_the_model_is_refused_at_setup(tmp_path: Path) -> None:
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=np.zeros((5, 10), np.float32), y=np.zeros(5, int))
+    trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
+    with pytest.raises(DataFileError, match=r"mine.npz: examples shaped \(10,\) do not fit"):
+        trainer.setup(TrainingPlan(seed=0, dataset="local?classes=3"), 0)
+
+
+def test_a_client_trains_on_its_own_file(tmp_path: Path) -> None:
+    """Two parties' scalars on one plan and shard index differ when their files differ, and
+    equal those of a party whose file holds the same examples (the shard index still keys
+    the minibatches)."""
+    plan = TrainingPlan(seed=4, dataset="local?classes=3", zo=ZOSettings(nu=4, batch_size=8))
+    paths = []
+    for name, seed in (("a", 1), ("b", 2), ("c", 1)):
+        data = np.random.default_rng(seed)
+        x = data.random((20, 784), dtype=np.float32)
+        paths.append(tmp_path / f"{name}.npz")
+        np.savez(paths[-1], x=x, y=data.integers(0, 3, 20))
+    scalars = []
+    for path in paths:
+        trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
+        trainer.setup(plan, 1)
+        scalars.append(trainer.compute_update(0))
+    assert scalars[0] == scalars[2] and scalars[0] != scalars[1]
+
+
+def test_the_daemon_refuses_a_missing_or_unknown_file_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cyber0.client import cli
+
+    for name, message in [
+        ("mine.npz", "mine.npz: no such file"),
+        ("mine.xlsx", "mine.xlsx: local examples must be in a .csv/.tsv/.jsonl/.npz file"),
+    ]:
+        argv = ["--target", "127.0.0.1:9", "--id", "a", "--data", str(tmp_path / name)]
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
