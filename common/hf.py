@@ -401,7 +401,7 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
 
 def _prompt(hf: nn.Module, folder: Path, spec: HFModelName, num_classes: int) -> Prompt:
     """The :class:`Prompt` of a masked-LM ``hf`` whose tokenizer is in ``folder``."""
-    from .text import load_tokenizer
+    from .text import held_tokenizer
 
     words = spec.words or (PROMPT_WORDS if num_classes == 2 else ())
     if len(words) != num_classes:
@@ -415,38 +415,38 @@ def _prompt(hf: nn.Module, folder: Path, spec: HFModelName, num_classes: int) ->
             f"model {spec.ref!r}: head=prompt supports masked-LM models with one head module "
             f"beside the base model; {type(hf).__name__} has {heads}"
         )
-    tok = load_tokenizer(str(folder))
-    if tok.mask_token_id is None or tok.pad_token_id is None:
-        raise ValueError(
-            f"model {spec.ref!r}: head=prompt needs a tokenizer with mask and pad tokens; "
-            f"{folder} has mask={tok.mask_token!r}, pad={tok.pad_token!r}"
-        )
-
-    def ids(piece: str) -> tuple[int, ...]:
-        return tuple(int(i) for i in tok(piece, add_special_tokens=False)["input_ids"])
-
-    labels = []
-    for word in words:
-        # the word follows a space ("It was great."): byte-level BPE spells it with one
-        pieces = ids(" " + word)
-        if len(pieces) != 1:
+    with held_tokenizer(folder) as tok:
+        if tok.mask_token_id is None or tok.pad_token_id is None:
             raise ValueError(
-                f"model {spec.ref!r}: label word {word!r} is {len(pieces)} tokens in this "
-                "tokenizer; a label word must be one token"
+                f"model {spec.ref!r}: head=prompt needs a tokenizer with mask and pad tokens; "
+                f"{folder} has mask={tok.mask_token!r}, pad={tok.pad_token!r}"
             )
-        labels.append(pieces[0])
-    positions = int(getattr(hf.config, "max_position_embeddings", 512))
-    # RoBERTa-style position ids start after the padding index
-    offset = getattr(getattr(hf.base_model, "embeddings", None), "padding_idx", None)
-    return Prompt(
-        before=ids(PROMPT_BEFORE),
-        after=ids(PROMPT_AFTER),
-        mask_id=int(tok.mask_token_id),
-        pad_id=int(tok.pad_token_id),
-        label_ids=tuple(labels),
-        max_positions=positions - (int(offset) + 1 if offset is not None else 0),
-        head_attr=heads[0],
-    )
+
+        def ids(piece: str) -> tuple[int, ...]:
+            return tuple(int(i) for i in tok(piece, add_special_tokens=False)["input_ids"])
+
+        labels = []
+        for word in words:
+            # the word follows a space ("It was great."): byte-level BPE spells it with one
+            pieces = ids(" " + word)
+            if len(pieces) != 1:
+                raise ValueError(
+                    f"model {spec.ref!r}: label word {word!r} is {len(pieces)} tokens in this "
+                    "tokenizer; a label word must be one token"
+                )
+            labels.append(pieces[0])
+        positions = int(getattr(hf.config, "max_position_embeddings", 512))
+        # RoBERTa-style position ids start after the padding index
+        offset = getattr(getattr(hf.base_model, "embeddings", None), "padding_idx", None)
+        return Prompt(
+            before=ids(PROMPT_BEFORE),
+            after=ids(PROMPT_AFTER),
+            mask_id=int(tok.mask_token_id),
+            pad_id=int(tok.pad_token_id),
+            label_ids=tuple(labels),
+            max_positions=positions - (int(offset) + 1 if offset is not None else 0),
+            head_attr=heads[0],
+        )
 
 
 def build_text_classifier(

@@ -35,7 +35,9 @@ import bz2
 import csv
 import functools
 import importlib.util
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,8 +202,7 @@ def corpus_split() -> Split:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(folder: str) -> Any:
-    """The tokenizer saved in ``folder`` (``local_files_only``, right padding; cached)."""
+def _load_tokenizer(folder: str) -> Any:
     from transformers import AutoTokenizer
 
     from .hf import quiet_transformers
@@ -212,16 +213,30 @@ def load_tokenizer(folder: str) -> Any:
     return tokenizer
 
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
+@contextmanager
+def held_tokenizer(folder: str | Path) -> Iterator[Any]:
+    """The tokenizer saved in ``folder`` (``local_files_only``, right padding; cached per
+    process), used by this thread alone within the block: a fast tokenizer keeps its padding
+    and truncation settings in its one shared Rust object, so two threads tokenising at once
+    with different settings would each get the other's (a label word padded to 16 tokens)."""
+    with _TOKENIZER_LOCK:
+        yield _load_tokenizer(str(folder))
+
+
 def tokenize(texts: Sequence[str], folder: str | Path, max_length: int) -> Tensor:
     """``texts`` through the tokenizer in ``folder``: packed int64 ``(N, 2, max_length)``
     (ids, attention mask), truncated and right-padded."""
-    enc = load_tokenizer(str(folder))(
-        list(texts),
-        padding="max_length",
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-    )
+    with held_tokenizer(folder) as tokenizer:
+        enc = tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
     return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1).to(torch.int64)
 
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -458,6 +459,28 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
     assert len(trainer.compute_update(0)) == 2
     with pytest.raises(DataFileError, match=r"a text model's examples must be in a .csv"):
         ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0)
+
+
+def test_threads_tokenising_at_once_keep_their_own_settings(tmp_path: Path) -> None:
+    """A fast tokenizer keeps padding and truncation in its shared Rust object: while another
+    thread pads sentences to 16 tokens, a label word counted without the lock was seen padded
+    to 16 tokens (about 1 call in 300 here); :func:`text.held_tokenizer` serialises them."""
+    folder = save_tiny_bert_with_tokenizer(tmp_path / "tiny")
+    stop = threading.Event()
+
+    def pad_sentences() -> None:
+        while not stop.is_set():
+            text.tokenize(["a film that is fine"] * 8, folder, 16)
+
+    lengths = []
+    with ThreadPoolExecutor(1) as pool:
+        padding = pool.submit(pad_sentences)
+        for _ in range(4000):
+            with text.held_tokenizer(folder) as tok:
+                lengths.append(len(tok(" bad", add_special_tokens=False)["input_ids"]))
+        stop.set()
+        padding.result()
+    assert set(lengths) == {1}
 
 
 # ------------------------------------------------------------------------------------------
