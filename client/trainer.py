@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.attacks import Attack, get_attack_against
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
+from cyber0.common.datasets import check_dataset_name
 from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
 from cyber0.common.localdata import LocalTask, check_data_path, check_fits, parse_local_name
 from cyber0.common.models import (
@@ -100,14 +101,9 @@ def _mnist_task(plan: TrainingPlan, data: str | None) -> Task:
 
 
 def _text_task(plan: TrainingPlan, data: str | None) -> Task:
-    from cyber0.common.hf import is_hf_name, tokenizer_folder
+    from cyber0.common.hf import tokenizer_folder
     from cyber0.common.text import TextTask, parse_dataset_name
 
-    if not is_hf_name(plan.model):
-        raise ValueError(
-            f"dataset {plan.dataset!r} needs a Hugging Face model (minilm or hf:<id>); "
-            f"got model={plan.model!r}"
-        )
     return TextTask(parse_dataset_name(plan.dataset), tokenizer_folder(plan.model))
 
 
@@ -125,8 +121,9 @@ def _local_task(plan: TrainingPlan, data: str | None) -> Task:
     return LocalTask(dataset, data, tokenizer_folder(plan.model) if text else None)
 
 
-#: Dataset base name (before ``?``) → task builder; ``data``: the party's own examples file
-#: (``local`` only).
+#: Dataset base name (before ``?``) → task builder (the names of
+#: :data:`cyber0.common.datasets.DATASETS`); ``data``: the party's own examples file (``local``
+#: only).
 TASKS: dict[str, Callable[[TrainingPlan, str | None], Task]] = {
     "local": _local_task,
     "mnist": _mnist_task,
@@ -136,11 +133,11 @@ TASKS: dict[str, Callable[[TrainingPlan, str | None], Task]] = {
 
 def build_task(plan: TrainingPlan, data: str | None = None) -> Task:
     """The task of ``plan.dataset``, reading the party's own examples from ``data`` (a
-    ``local`` plan); ValueError listing the known datasets, or when ``data`` is given for a
-    plan that brings its data."""
+    ``local`` plan); ValueError for a dataset name
+    :func:`~cyber0.common.datasets.check_dataset_name` refuses, or when ``data`` is given for a
+    plan that brings no data."""
+    check_dataset_name(plan.dataset, plan.model)
     base = plan.dataset.partition("?")[0]
-    if base not in TASKS:
-        raise ValueError(f"unknown dataset {plan.dataset!r}; known: {', '.join(sorted(TASKS))}")
     if data is not None and base != "local":
         raise ValueError(
             f"--data is for plans whose dataset is local; this plan's is {plan.dataset!r}"

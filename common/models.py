@@ -143,15 +143,24 @@ def registry_key(name: str) -> str:
     return "hf" if base.startswith("hf:") else base
 
 
+def check_model_name(name: str) -> None:
+    """ValueError unless ``name`` is a known model with valid options (no weights are read):
+    the known names are listed for an unknown one."""
+    key = registry_key(name)
+    if key not in MODELS:
+        raise ValueError(f"unknown model name={name!r}; known: {', '.join(sorted(MODELS))}")
+    if key in ("minilm", "hf"):
+        from .hf import parse_model_name
+
+        parse_model_name(name)
+    elif "?" in name:
+        raise ValueError(f"model {name!r}: {key} takes no options")
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh model for ``spec``; ValueError listing the known names for an unknown one."""
-    try:
-        builder = MODELS[registry_key(spec.name)]
-    except KeyError:
-        raise ValueError(
-            f"unknown model name={spec.name!r}; known: {', '.join(sorted(MODELS))}"
-        ) from None
-    return builder(spec)
+    """A fresh model for ``spec``; ValueError for a name :func:`check_model_name` refuses."""
+    check_model_name(spec.name)
+    return MODELS[registry_key(spec.name)](spec)
 
 
 def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:

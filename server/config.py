@@ -20,6 +20,8 @@ import torch
 from cyber0 import wire
 from cyber0.common.aggregators import Aggregator, get_aggregator
 from cyber0.common.config import ConfigError, from_mapping, load_yaml
+from cyber0.common.datasets import check_dataset_name
+from cyber0.common.models import check_model_name
 from cyber0.common.plan import TrainingPlan
 
 FLOOR_RECEIVE_BYTES = 1024
@@ -137,13 +139,23 @@ class FederatorSettings:
 
 @dataclass(frozen=True)
 class FederatorConfig:
-    """A validated plan and its settings; ``quorum`` is resolved and checked against the rule."""
+    """A validated plan and its settings: the model and dataset names are checked (no data or
+    weights are read), ``quorum`` is resolved and checked against the rule."""
 
     plan: TrainingPlan
     settings: FederatorSettings
 
     def __post_init__(self) -> None:
-        n = self.plan.n_clients
+        plan = self.plan
+        try:
+            check_model_name(plan.model)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from exc
+        try:
+            check_dataset_name(plan.dataset, plan.model)
+        except ValueError as exc:
+            raise ConfigError(f"dataset: {exc}") from exc
+        n = plan.n_clients
         if not 1 <= self.quorum <= n:
             raise ConfigError(f"federator.quorum: must be in [1, n_clients={n}]; got {self.quorum}")
         if self.settings.enrolment and len(self.settings.enrolment) != n:

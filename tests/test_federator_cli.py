@@ -40,6 +40,16 @@ def write(tmp_path: Path, text: str) -> str:
             "federator.quorum: must be in [1, n_clients=4]; got 9",
         ),
         ("n_clients: 4\nf: 1\naggregator: krum\n", "'krum' with f=1 cannot aggregate quorum=3"),
+        (
+            "dataset: imdb\n",
+            "dataset: unknown dataset 'imdb'; known: local, mnist, rotten_tomatoes",
+        ),
+        ("dataset: local\n", "dataset: dataset 'local': give classes=<number of labels, >= 2>"),
+        ("dataset: rotten_tomatoes\n", "dataset: dataset 'rotten_tomatoes' needs a Hugging Face"),
+        ("dataset: mnist?alpha=1\n", "dataset: dataset 'mnist?alpha=1': mnist takes no options"),
+        ("model: resnet\n", "model: unknown model name='resnet'; known: hf, logreg, minilm"),
+        ("model: logreg?width=3\n", "model: model 'logreg?width=3': logreg takes no options"),
+        ("model: minilm?head=max\n", "model: model 'minilm?head=max': head must be one of"),
     ],
 )
 def test_a_bad_config_is_an_error_naming_the_key(

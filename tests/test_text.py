@@ -418,8 +418,10 @@ def test_text_task_tokenises_shards_for_the_trainer(tmp_path: Path) -> None:
 
 
 def test_the_plan_picks_the_task() -> None:
-    from cyber0.client.trainer import MnistTask, build_task
+    from cyber0.client.trainer import TASKS, MnistTask, build_task
+    from cyber0.common.datasets import DATASETS
 
+    assert set(TASKS) == set(DATASETS)  # a client builds every dataset the federator accepts
     assert isinstance(build_task(TrainingPlan(seed=0)), MnistTask)
     with pytest.raises(
         ValueError, match="unknown dataset 'imdb'; known: local, mnist, rotten_tomatoes"

@@ -1,0 +1,45 @@
+"""The dataset names a plan may carry, checked without reading any data.
+
+The federator checks a plan's dataset (and model, :func:`~cyber0.common.models.check_model_name`)
+before it serves it, so that a typo stops it with an error naming the field instead of every
+client at its join; each client then builds the task itself (``cyber0.client.trainer.TASKS``,
+keyed by the same names, after the same check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .hf import is_hf_name
+from .localdata import parse_local_name
+from .text import parse_dataset_name
+
+
+def _mnist(name: str) -> object:
+    if name != "mnist":
+        raise ValueError(f"dataset {name!r}: mnist takes no options")
+    return name
+
+
+#: Dataset base name (before ``?``) → its name's parser (ValueError on a bad option).
+DATASETS: dict[str, Callable[[str], object]] = {
+    "local": parse_local_name,
+    "mnist": _mnist,
+    "rotten_tomatoes": parse_dataset_name,
+}
+
+#: Datasets of sentences: their model must be a Hugging Face text classifier.
+TEXT_DATASETS = frozenset({"rotten_tomatoes"})
+
+
+def check_dataset_name(name: str, model: str) -> None:
+    """ValueError unless ``name`` is a known dataset with valid options that ``model`` can
+    read (sentences need a Hugging Face model)."""
+    base = name.partition("?")[0]
+    if base not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    DATASETS[base](name)
+    if base in TEXT_DATASETS and not is_hf_name(model):
+        raise ValueError(
+            f"dataset {name!r} needs a Hugging Face model (minilm or hf:<id>); got model={model!r}"
+        )
