@@ -178,3 +178,26 @@ def test_the_daemon_refuses_a_missing_or_unknown_file_before_connecting(
         argv = ["--target", "127.0.0.1:9", "--id", "a", "--data", str(tmp_path / name)]
         assert cli.main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_file_holding_the_built_in_shard_gives_the_built_in_scalars(tmp_path: Path) -> None:
+    """The local path generalises the built-in one: a client whose ``.npz`` holds exactly its
+    MNIST shard sends, round after round, the scalars the built-in MNIST plan makes it send
+    (same shard index, hence the same minibatches; same model, directions and updates)."""
+    zo = ZOSettings(nu=4, batch_size=16, local_steps=2)
+    built_in = TrainingPlan(seed=6, zo=zo, n_clients=5, f=1)
+    local = TrainingPlan(seed=6, zo=zo, n_clients=5, f=1, dataset="local?classes=10")
+    reference = ZOTrainer(device=torch.device("cpu"))
+    reference.setup(built_in, 3)
+    (shard,) = reference.shards
+    path = tmp_path / "shard-3.npz"
+    np.savez(path, x=shard.x.numpy(), y=shard.y.numpy())
+    mine = ZOTrainer(device=torch.device("cpu"), data=str(path))
+    mine.setup(local, 3)
+    for round in range(3):
+        scalars = reference.compute_update(round)
+        assert mine.compute_update(round) == scalars
+        aggregate = [0.5 * v for v in scalars]
+        reference.apply_aggregate(round, aggregate)
+        mine.apply_aggregate(round, aggregate)
+    assert mine.digest() == reference.digest()
