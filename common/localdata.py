@@ -82,8 +82,10 @@ def check_data_path(path: str, text: bool | None = None) -> Path:
     if file.suffix.lower() not in allowed:
         kind = {True: "a text model's", False: "this model's", None: "local"}[text]
         raise DataFileError(f"{path}: {kind} examples must be in a {'/'.join(allowed)} file")
-    if not file.is_file():
+    if not file.exists():
         raise DataFileError(f"{path}: no such file")
+    if not file.is_file():
+        raise DataFileError(f"{path}: not a file")
     return file
 
 
@@ -131,7 +133,7 @@ def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]:
                         raise DataFileError(f"{where}: fewer fields than the header")
                     texts.append(row["text"])
                     labels.append(_label(row["label"], classes, where))
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataFileError(f"{path}: {exc}") from None
     if not texts:
         raise DataFileError(f"{path}: no examples")

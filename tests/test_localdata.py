@@ -119,10 +119,28 @@ def test_bad_array_files_name_the_file(
 def test_data_paths_are_checked_before_use(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match=r"mine.npz: no such file"):
         check_data_path(str(tmp_path / "mine.npz"))
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataFileError, match=r"folder.csv: not a file"):
+        check_data_path(str(tmp_path / "folder.csv"))
     with pytest.raises(DataFileError, match=r"must be in a .npz file"):
         check_data_path(str(tmp_path / "mine.csv"), text=False)
     with pytest.raises(DataFileError, match=r"local examples must be in a .csv/.tsv/.jsonl/.npz"):
         check_data_path(str(tmp_path / "mine.parquet"))
+
+
+def test_a_file_that_cannot_be_read_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError while reading (here a refused open: the suite runs as root, which reads any
+    file) becomes a DataFileError naming the file, which the daemon reports and exits on."""
+    path = write_sentences(tmp_path / "mine.csv")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataFileError, match=r"mine.csv: \[Errno 13\] Permission denied"):
+        read_sentences(str(path), classes=2)
 
 
 def test_the_plan_and_the_data_flag_must_agree(tmp_path: Path) -> None:
