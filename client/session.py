@@ -27,6 +27,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import grpc
 
 from cyber0 import wire
+from cyber0.common.data import DataUnavailableError
+from cyber0.common.hf import ModelUnavailableError
 from cyber0.common.plan import PlanError, TrainingPlan
 from cyber0.v1 import federation_pb2 as pb
 from cyber0.v1 import federation_pb2_grpc as pb_grpc
@@ -50,6 +52,12 @@ _FATAL_AT_JOIN = frozenset(
 )
 
 
+#: What ``Trainer.setup`` raises when this party cannot follow the plan: a bad data file, a
+#: checkpoint of another plan, a missing dataset package or model folder. The session stops
+#: with the message (the daemon exits 1); anything else is a bug and keeps its traceback.
+SETUP_ERRORS = (ValueError, DataUnavailableError, ModelUnavailableError)
+
+
 class Trainer(Protocol):
     """What a session needs from the model side (implemented in ``cyber0.client.trainer``).
 
@@ -58,7 +66,8 @@ class Trainer(Protocol):
 
     def setup(self, plan: TrainingPlan, shard_index: int) -> None:
         """Load data and model for ``plan``; ``shard_index`` is −1 for an observer. Called once
-        per session (so once per identity when sessions share the trainer)."""
+        per session (so once per identity when sessions share the trainer). Raises one of
+        :data:`SETUP_ERRORS` when this party cannot follow the plan."""
         ...
 
     @property
@@ -381,7 +390,7 @@ class Session:
         if self.plan is None:
             try:
                 await self.model.setup(plan, shard)
-            except ValueError as exc:  # e.g. a checkpoint of another plan
+            except SETUP_ERRORS as exc:
                 raise SessionError(f"{self.config.client_id}: {exc}") from exc
             self.plan, self.shard_index = plan, shard
         elif plan != self.plan or shard != self.shard_index:

@@ -22,6 +22,7 @@ from cyber0.client.session import (
     SessionConfig,
     SessionError,
 )
+from cyber0.common.hf import ModelUnavailableError
 from cyber0.server import engine as engine_module
 from cyber0.server.app import Federator
 
@@ -172,6 +173,34 @@ def test_a_refused_join_is_fatal() -> None:
             with pytest.raises(SessionError, match="PERMISSION_DENIED: the federation is full"):
                 await second.run()
             assert second.reconnects == 0
+
+    run(main())
+
+
+class MissingModelTrainer(FakeTrainer):
+    def setup(self, plan: Any, shard_index: int) -> None:
+        raise ModelUnavailableError("model id 'nope' has no local folder: 'nope' is not a folder")
+
+
+class BrokenTrainer(FakeTrainer):
+    def setup(self, plan: Any, shard_index: int) -> None:
+        raise KeyError("a bug")
+
+
+def test_a_party_that_cannot_follow_the_plan_stops_with_the_reason() -> None:
+    """A missing model folder (or dataset package, or a bad data file) ends the session with a
+    SessionError carrying the message, which the daemon prints before exiting 1; any other
+    exception is a bug and propagates as it is."""
+    config = make_config(n=2, f=0, aggregator="mean", rounds=1)
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            missing = Session(SessionConfig(fed.address, "a"), MissingModelTrainer(0))
+            with pytest.raises(SessionError, match="a: model id 'nope' has no local folder"):
+                await missing.run()
+            broken = Session(SessionConfig(fed.address, "b"), BrokenTrainer(1))
+            with pytest.raises(KeyError, match="a bug"):
+                await broken.run()
 
     run(main())
 
