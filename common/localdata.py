@@ -74,7 +74,7 @@ def parse_local_name(name: str) -> LocalDataset:
 
 
 def check_data_path(path: str, text: bool | None = None) -> Path:
-    """``path`` as a readable file with a known suffix (for a text model when ``text``, another
+    """``path`` as an existing file with a known suffix (for a text model when ``text``, another
     model when not ``text``, either when None); DataFileError otherwise."""
     file = Path(path)
     suffixes = {True: TEXT_SUFFIXES, False: ARRAY_SUFFIXES, None: TEXT_SUFFIXES + ARRAY_SUFFIXES}
