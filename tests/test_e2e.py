@@ -130,10 +130,13 @@ class Federation:
         return sum(1 for r in read_metrics(path) if r["event"] == "round")
 
     def wait_for(self, metrics: str, rounds: int, timeout: float = 120.0) -> None:
+        """Until ``rounds`` rounds are in the metrics, looking every 20 ms: rounds with every
+        client present take a few ms, and a slower look once let 32 rounds pass (the whole
+        run) between the one it waited for and the caller's next step."""
         deadline = time.monotonic() + timeout
         while self.rounds_done(metrics) < rounds:
             assert time.monotonic() < deadline, f"{metrics}: fewer than {rounds} rounds"
-            time.sleep(0.2)
+            time.sleep(0.02)
 
     def digest(self, name: str) -> str:
         lines = (self.workdir / f"{name}.out").read_text().splitlines()
@@ -176,6 +179,7 @@ def test_client_and_federator_survive_sigkill(federation: Federation) -> None:
     # Rounds take milliseconds: count from the kill. The round open at the kill may still hold
     # client-2's update; the one after it cannot.
     killed_at = sum(r["event"] == "round" for r in read_metrics(fed.workdir / "federator-1.jsonl"))
+    assert killed_at < 30, f"client-2 was killed after {killed_at} of the 40 rounds, not mid-run"
     fed.wait_for("federator-1", max(14, killed_at + 2))
     fed.start_client("client-2")  # same id: it replays the aggregates it missed
     fed.wait_for("federator-1", 20)
