@@ -146,12 +146,12 @@ def registry_key(name: str) -> str:
 def check_model_name(name: str) -> None:
     """ValueError unless ``name`` is a known model with valid options (no weights are read):
     the known names are listed for an unknown one."""
+    from .hf import is_hf_name, parse_model_name
+
     key = registry_key(name)
     if key not in MODELS:
         raise ValueError(f"unknown model name={name!r}; known: {', '.join(sorted(MODELS))}")
-    if key in ("minilm", "hf"):
-        from .hf import parse_model_name
-
+    if is_hf_name(name):
         parse_model_name(name)
     elif "?" in name:
         raise ValueError(f"model {name!r}: {key} takes no options")
