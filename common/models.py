@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -169,6 +170,21 @@ def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor
     return F.cross_entropy(model(x), y)
 
 
+@contextmanager
+def _evaluating(model: nn.Module, batch_size: int) -> Iterator[None]:
+    """``model`` in eval mode under ``torch.inference_mode`` (its train/eval mode restored
+    after); ValueError for a ``batch_size`` below 1."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got batch_size={batch_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``.
 
@@ -179,21 +195,22 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> 
     n = y.numel()
     if n == 0 or x.shape[0] != n:
         raise ValueError(f"need len(x) == len(y) > 0; got len(x)={x.shape[0]}, len(y)={n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got batch_size={batch_size}")
-    was_training = model.training
-    model.eval()
     correct, loss_sum = 0, 0.0
-    try:
-        with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                logits = model(x[start : start + batch_size]).float()
-                target = y[start : start + batch_size]
-                loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-                correct += int((logits.argmax(dim=1) == target).sum().item())
-    finally:
-        model.train(was_training)
+    with _evaluating(model, batch_size):
+        for start in range(0, n, batch_size):
+            logits = model(x[start : start + batch_size]).float()
+            target = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += int((logits.argmax(dim=1) == target).sum().item())
     return correct / n, loss_sum / n
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """The predicted label of each example of ``x``, int64 on its device: the ``argmax`` of the
+    logits, a tie going to the lowest class index, as :func:`evaluate` counts it."""
+    with _evaluating(model, batch_size):
+        parts = [model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=x.device)
 
 
 def model_digest(model: nn.Module) -> str:

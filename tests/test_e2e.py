@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,7 +380,9 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
         refused = "bad.npz: y[3] = 3 is not a label in [0, 3) (1 of 4 labels out of range)"
         assert refused in (tmp_path / "client-1.log").read_text()
         held_out = str(tmp_path / "held-out.npz")
-        fed.start_client("observer", "--role", "observer", "--eval-every", "5", "--data", held_out)
+        saved = str(tmp_path / "model.safetensors")
+        observer = ("--role", "observer", "--eval-every", "5", "--save-model", saved)
+        fed.start_client("observer", *observer, "--data", held_out)
         for i in range(3):
             fed.start_client(f"client-{i}", "--data", str(tmp_path / f"client-{i}.npz"))
         names = ("observer", "client-0", "client-1", "client-2")
@@ -398,3 +401,18 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
     # coordinates by 2 (noise σ = 2): a trained logistic regression separates them.
     assert reports[-1]["round"] == 29
     assert reports[-1]["accuracy"] >= 0.9 and reports[-1]["loss"] < 0.25 * math.log(3)
+    # The saved model scored on the same file by cyber0-evaluate, in a process of its own: the
+    # observer's last report, and predictions that agree with it.
+    predictions = tmp_path / "labels.txt"
+    scored = subprocess.run(
+        [sys.executable, "-m", "cyber0.client.evaluate", "--weights", saved, "--data", held_out,
+         "--predictions", str(predictions)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(scored.stdout)
+    assert result["examples"] == 300 and result["round"] == 29
+    assert result["digest"] == fed.digest("observer")
+    for key in ("accuracy", "loss"):  # a Report carries them as float32
+        assert np.float32(result[key]) == np.float32(reports[-1][key])
+    labels = np.array([int(line) for line in predictions.read_text().splitlines()])
+    assert np.mean(labels == np.load(held_out)["y"]) == result["accuracy"]

@@ -219,3 +219,53 @@ def test_a_file_holding_the_built_in_shard_gives_the_built_in_scalars(tmp_path: 
         reference.apply_aggregate(round, aggregate)
         mine.apply_aggregate(round, aggregate)
     assert mine.digest() == reference.digest()
+
+
+def test_cyber0_evaluate_refuses_what_it_cannot_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with the reason: weights without a plan (not a --save-model file), a file in a
+    format the model does not read, labels the model does not have, a folder as the
+    predictions file."""
+    from cyber0.client import evaluate
+    from cyber0.common.models import ModelSpec, build_model
+    from cyber0.common.weights import save_weights
+
+    plan = TrainingPlan(seed=0, dataset="local?classes=3")
+    data = tmp_path / "mine.npz"
+    np.savez(data, x=np.zeros((4, 784), np.float32), y=np.array([0, 1, 2, 1]))
+    trainer = ZOTrainer(device=torch.device("cpu"), data=str(data))
+    trainer.setup(plan, -1)
+    weights = tmp_path / "model.safetensors"
+    trainer.save_weights(weights)
+    bare = tmp_path / "bare.safetensors"
+    save_weights(
+        build_model(ModelSpec("logreg", num_classes=3)),
+        bare,
+        {"model": "logreg", "num_classes": "3"},
+    )
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, x=np.zeros((2, 784), np.float32), y=np.array([0, 3]))
+    (tmp_path / "folder").mkdir()
+    for argv, message in [
+        (["--weights", str(bare), "--data", str(data)], "no plan in its metadata"),
+        (["--weights", str(weights), "--data", str(tmp_path / "a.csv")], "must be in a .npz file"),
+        (["--weights", str(weights), "--data", str(wide)], "y[1] = 3 is not a label in [0, 3)"),
+        (
+            [
+                "--weights",
+                str(weights),
+                "--data",
+                str(data),
+                "--predictions",
+                str(tmp_path / "folder"),
+            ],
+            "is a folder; give a file name",
+        ),
+    ]:
+        assert evaluate.main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert evaluate.main(["--weights", str(weights), "--data", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 4 and result["accuracy"] == 0.25  # W = 0: every label 0
+    assert result["round"] == -1 and result["loss"] == pytest.approx(np.log(3))

@@ -433,13 +433,15 @@ def test_the_plan_picks_the_task() -> None:
 
 @needs_corpus
 def test_a_local_plan_tokenises_the_partys_own_sentences(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A ``local`` plan with a text model: the party reads its CSV through the model's own
-    tokenizer (``max_length`` from the plan) and computes its scalars on it; an ``.npz`` is
-    refused for a text model."""
+    tokenizer (``max_length`` from the plan) and computes its scalars on it, and
+    ``cyber0-evaluate`` scores the saved model on it as the party does; an ``.npz`` is refused
+    for a text model."""
     from test_localdata import SENTENCES, write_sentences
 
+    from cyber0.client import evaluate
     from cyber0.client.trainer import ZOTrainer
     from cyber0.common.localdata import DataFileError
 
@@ -459,6 +461,12 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
     assert shard.y.tolist() == [y for _, y in SENTENCES]
     assert torch.equal(shard.x, text.tokenize([t for t, _ in SENTENCES], folder, 12))
     assert len(trainer.compute_update(0)) == 2
+    # cyber0-evaluate reads the saved model's CSV the same way (tokens at the plan's max_length)
+    trainer.save_weights(tmp_path / "model.safetensors")
+    argv = ["--weights", str(tmp_path / "model.safetensors"), "--data", str(path)]
+    assert evaluate.main(argv) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert (scored["accuracy"], scored["loss"]) == trainer.evaluate()
     with pytest.raises(DataFileError, match=r"a text model's examples must be in a .csv"):
         ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0)
 
