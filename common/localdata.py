@@ -26,6 +26,8 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,16 +145,20 @@ def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]:
 def read_arrays(path: str, classes: int) -> tuple[Tensor, Tensor]:
     """Float32 examples and int64 labels of an ``.npz`` file (module docstring)."""
     file = check_data_path(path, text=False)
+    found: dict[str, np.ndarray] | None = None
     try:
-        with np.load(file, allow_pickle=False) as arrays:
-            missing = {"x", "y"} - set(arrays.files)
-            if missing:
-                raise DataFileError(f"{path}: no array named {' or '.join(sorted(missing))}")
-            x, y = arrays["x"], arrays["y"]
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataFileError):
-            raise
+        with file.open("rb") as stream:  # closed here whatever numpy makes of the bytes
+            loaded = np.load(stream, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                found = {name: loaded[name] for name in ("x", "y") if name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataFileError(f"{path}: not a readable .npz file ({exc})") from None
+    if found is None:
+        raise DataFileError(f"{path}: holds one array (.npy); save x and y with numpy.savez")
+    missing = {"x", "y"} - set(found)
+    if missing:
+        raise DataFileError(f"{path}: no array named {' or '.join(sorted(missing))}")
+    x, y = found["x"], found["y"]
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise DataFileError(f"{path}: y must be a 1-D integer array; got {y.dtype} {y.shape}")
     if x.ndim < 2 or x.shape[0] != y.shape[0] or x.dtype.kind not in "fiu":

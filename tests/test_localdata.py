@@ -116,6 +116,22 @@ def test_bad_array_files_name_the_file(
         read_arrays(str(tmp_path / "mine.npz"), classes=3)
 
 
+@pytest.mark.parametrize(
+    "content", [b"PK\x03\x04 a truncated zip", b"plain text", bytes(range(256)) * 4]
+)
+def test_a_file_that_is_not_an_npz_is_a_data_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "mine.npz").write_bytes(content)
+    with pytest.raises(DataFileError, match=r"mine.npz: not a readable .npz file"):
+        read_arrays(str(tmp_path / "mine.npz"), classes=3)
+
+
+def test_a_single_array_saved_as_npz_is_a_data_error(tmp_path: Path) -> None:
+    with (tmp_path / "mine.npz").open("wb") as stream:
+        np.save(stream, np.zeros((2, 784), np.float32))
+    with pytest.raises(DataFileError, match=r"mine.npz: holds one array \(.npy\); save x and y"):
+        read_arrays(str(tmp_path / "mine.npz"), classes=3)
+
+
 def test_data_paths_are_checked_before_use(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match=r"mine.npz: no such file"):
         check_data_path(str(tmp_path / "mine.npz"))
