@@ -1,14 +1,16 @@
 """``cyber0-evaluate``: a saved model's accuracy on an examples file, and its predictions.
 
-A daemon's ``--save-model`` file names its model and holds its plan, so any party can score
-the trained model on labelled examples of its own, in the formats of the ``local`` dataset
+A daemon's ``--save-model`` file names its model and holds its plan, so any party can run the
+trained model on examples of its own, in the formats of the ``local`` dataset
 (:mod:`cyber0.common.localdata`; a text model tokenises with the plan's ``max_length``)::
 
     cyber0-evaluate --weights final.safetensors --data held-out.csv --predictions labels.txt
 
 prints ``{"examples": N, "accuracy": ..., "loss": ..., "round": ..., "digest": ...}`` and, with
-``--predictions``, writes each example's predicted label, one a line, in file order. Exit 2 with
-the reason when the weights or the file cannot be used.
+``--predictions``, writes each example's predicted label, one a line, in file order. A file
+without labels (no ``label`` column or key, no ``y``) is only labelled: ``--predictions`` is
+then required, and the line has no accuracy or loss. Exit 2 with the reason when the weights or
+the file cannot be used.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from pathlib import Path
 from cyber0.common.data import DataUnavailableError
 from cyber0.common.datasets import DATASETS, check_dataset_name
 from cyber0.common.hf import ModelUnavailableError, is_hf_name, tokenizer_folder
-from cyber0.common.localdata import LocalDataset, LocalTask, check_data_path, check_fits
+from cyber0.common.localdata import (
+    LocalDataset,
+    LocalTask,
+    check_data_path,
+    check_fits,
+    has_labels,
+)
 from cyber0.common.models import evaluate, predict
 from cyber0.common.text import DEFAULT_MAX_LENGTH
 from cyber0.common.weights import load_model
@@ -33,12 +41,14 @@ from .trainer import resolve_device
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cyber0-evaluate",
-        description="Accuracy and loss of a model saved by cyber0-client --save-model on a "
-        "labelled examples file (.csv/.tsv/.jsonl with text and label for text models, .npz "
-        "with x and y otherwise)",
+        description="Accuracy and loss of a model saved by cyber0-client --save-model on an "
+        "examples file (.csv/.tsv/.jsonl with text and label for text models, .npz with x and y "
+        "otherwise), and its predicted labels",
     )
     p.add_argument("--weights", required=True, metavar="FILE", help="the --save-model file")
-    p.add_argument("--data", required=True, metavar="FILE", help="labelled examples")
+    p.add_argument(
+        "--data", required=True, metavar="FILE", help="examples (without labels: --predictions)"
+    )
     p.add_argument("--predictions", metavar="FILE", help="write the predicted labels, one a line")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
     return p
@@ -66,18 +76,25 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise ValueError(f"{args.weights}: no plan in its metadata (not a --save-model file)")
     dataset = json.loads(meta["plan"])["dataset"]
     task = _task(meta["model"], dataset, int(meta["num_classes"]), args.data)
-    x, y = task.examples
+    labelled = has_labels(args.data)
+    if not labelled and args.predictions is None:
+        raise ValueError(
+            f"{args.data}: no labels to score against; give --predictions FILE to label it"
+        )
+    x, y = task.examples if labelled else (task.inputs(), None)
     check_fits(model, x, args.data)
     model.to(device)
-    x, y = x.to(device), y.to(device)
-    accuracy, loss = evaluate(model, x, y, task.eval_batch_size)
+    x = x.to(device)
+    scores = {}
+    if y is not None:
+        accuracy, loss = evaluate(model, x, y.to(device), task.eval_batch_size)
+        scores = {"accuracy": accuracy, "loss": loss}
     if args.predictions is not None:
         labels = predict(model, x, task.eval_batch_size).tolist()
         Path(args.predictions).write_text("".join(f"{label}\n" for label in labels))
     return {
-        "examples": int(y.numel()),
-        "accuracy": accuracy,
-        "loss": loss,
+        "examples": len(x),
+        **scores,
         "round": int(meta.get("round", -1)),
         "digest": meta.get("digest", ""),
     }

@@ -30,6 +30,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -101,9 +102,18 @@ def _label(raw: object, classes: int, where: str) -> int:
     return value
 
 
-def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]:
-    """The sentences and int64 labels of a ``.csv``/``.tsv``/``.jsonl`` file (module docstring)."""
+@overload
+def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]: ...
+@overload
+def read_sentences(path: str, classes: None) -> tuple[list[str], None]: ...
+
+
+def read_sentences(path: str, classes: int | None) -> tuple[list[str], Tensor | None]:
+    """The sentences and int64 labels of a ``.csv``/``.tsv``/``.jsonl`` file (module docstring);
+    ``classes=None``: the sentences alone (the file needs no labels; any are ignored)."""
     file = check_data_path(path, text=True)
+    labelled = classes is not None
+    fields = ("text", "label") if labelled else ("text",)
     texts: list[str] = []
     labels: list[int] = []
     try:
@@ -120,30 +130,32 @@ def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]:
                     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                         raise DataFileError(f'{where}: want {{"text": "...", "label": <int>}}')
                     texts.append(row["text"])
-                    labels.append(_label(row.get("label"), classes, where))
+                    if classes is not None:
+                        labels.append(_label(row.get("label"), classes, where))
             else:
                 delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
                 reader = csv.DictReader(stream, delimiter=delimiter)
-                missing = {"text", "label"} - set(reader.fieldnames or ())
+                missing = set(fields) - set(reader.fieldnames or ())
                 if missing:
                     raise DataFileError(
                         f"{path}: the header row has no {' or '.join(sorted(missing))} column"
                     )
                 for row in reader:
                     where = f"{path}: line {reader.line_num}"
-                    if row["text"] is None or row["label"] is None:
+                    if any(row[name] is None for name in fields):
                         raise DataFileError(f"{where}: fewer fields than the header")
                     texts.append(row["text"])
-                    labels.append(_label(row["label"], classes, where))
+                    if classes is not None:
+                        labels.append(_label(row["label"], classes, where))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataFileError(f"{path}: {exc}") from None
     if not texts:
         raise DataFileError(f"{path}: no examples")
-    return texts, torch.tensor(labels, dtype=torch.int64)
+    return texts, torch.tensor(labels, dtype=torch.int64) if labelled else None
 
 
-def read_arrays(path: str, classes: int) -> tuple[Tensor, Tensor]:
-    """Float32 examples and int64 labels of an ``.npz`` file (module docstring)."""
+def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    """The arrays ``x`` and ``y`` of an ``.npz`` file, those it has."""
     file = check_data_path(path, text=False)
     found: dict[str, np.ndarray] | None = None
     try:
@@ -155,29 +167,64 @@ def read_arrays(path: str, classes: int) -> tuple[Tensor, Tensor]:
         raise DataFileError(f"{path}: not a readable .npz file ({exc})") from None
     if found is None:
         raise DataFileError(f"{path}: holds one array (.npy); save x and y with numpy.savez")
-    missing = {"x", "y"} - set(found)
+    return found
+
+
+@overload
+def read_arrays(path: str, classes: int) -> tuple[Tensor, Tensor]: ...
+@overload
+def read_arrays(path: str, classes: None) -> tuple[Tensor, None]: ...
+
+
+def read_arrays(path: str, classes: int | None) -> tuple[Tensor, Tensor | None]:
+    """Float32 examples and int64 labels of an ``.npz`` file (module docstring);
+    ``classes=None``: the examples alone (the file needs no ``y``; one is ignored)."""
+    arrays = _npz_arrays(path)
+    missing = ({"x", "y"} if classes is not None else {"x"}) - set(arrays)
     if missing:
         raise DataFileError(f"{path}: no array named {' or '.join(sorted(missing))}")
-    x, y = found["x"], found["y"]
-    if y.ndim != 1 or y.dtype.kind not in "iu":
+    x = arrays["x"]
+    y = arrays["y"] if classes is not None else None
+    if y is not None and (y.ndim != 1 or y.dtype.kind not in "iu"):
         raise DataFileError(f"{path}: y must be a 1-D integer array; got {y.dtype} {y.shape}")
-    if x.ndim < 2 or x.shape[0] != y.shape[0] or x.dtype.kind not in "fiu":
+    count = x.shape[0] if y is None else y.shape[0]
+    if x.ndim < 2 or x.shape[0] != count or x.dtype.kind not in "fiu":
         raise DataFileError(
-            f"{path}: x must be a numeric array of {y.shape[0]} examples (one per label); "
+            f"{path}: x must be a numeric array of {count} examples (one per label); "
             f"got {x.dtype} {x.shape}"
         )
-    if y.size == 0:
+    if count == 0:
         raise DataFileError(f"{path}: no examples")
-    bad = np.flatnonzero((y < 0) | (y >= classes))
-    if bad.size:
-        raise DataFileError(
-            f"{path}: y[{bad[0]}] = {y[bad[0]]} is not a label in [0, {classes}) "
-            f"({bad.size} of {y.size} labels out of range)"
-        )
+    if y is not None and classes is not None:
+        bad = np.flatnonzero((y < 0) | (y >= classes))
+        if bad.size:
+            raise DataFileError(
+                f"{path}: y[{bad[0]}] = {y[bad[0]]} is not a label in [0, {classes}) "
+                f"({bad.size} of {y.size} labels out of range)"
+            )
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if not bool(torch.isfinite(features).all()):
         raise DataFileError(f"{path}: x holds NaN or infinite values")
-    return features, torch.from_numpy(y.astype(np.int64))
+    return features, None if y is None else torch.from_numpy(y.astype(np.int64))
+
+
+def has_labels(path: str) -> bool:
+    """Whether an examples file carries labels: a ``label`` column (CSV, TSV), a ``label`` in
+    its first object (JSON Lines), an array ``y`` (``.npz``). It is read in full only for
+    ``.npz``; DataFileError when it cannot be read."""
+    file = check_data_path(path)
+    if file.suffix.lower() == ".npz":
+        return "y" in _npz_arrays(path)
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as stream:
+            if file.suffix.lower() == ".jsonl":
+                first = next((line for line in stream if line.strip()), "{}")
+                row = json.loads(first)
+                return isinstance(row, dict) and "label" in row
+            delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+            return "label" in (csv.DictReader(stream, delimiter=delimiter).fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as exc:
+        raise DataFileError(f"{path}: {exc}") from None
 
 
 def check_fits(model: nn.Module, x: Tensor, path: str) -> None:
@@ -215,6 +262,13 @@ class LocalTask:
             return read_arrays(self.path, self.dataset.classes)
         texts, labels = read_sentences(self.path, self.dataset.classes)
         return tokenize(texts, self.folder, self.dataset.max_length), labels
+
+    def inputs(self) -> Tensor:
+        """The file's examples without labels (the file may have none), on the CPU."""
+        if self.folder is None:
+            return read_arrays(self.path, None)[0]
+        texts, _ = read_sentences(self.path, None)
+        return tokenize(texts, self.folder, self.dataset.max_length)
 
     def shard(self, plan: TrainingPlan, index: int) -> tuple[Tensor, Tensor]:
         """The file's examples, whatever the shard index."""

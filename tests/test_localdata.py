@@ -15,6 +15,7 @@ from cyber0.common.localdata import (
     LocalDataset,
     LocalTask,
     check_data_path,
+    has_labels,
     parse_local_name,
     read_arrays,
     read_sentences,
@@ -285,3 +286,63 @@ def test_cyber0_evaluate_refuses_what_it_cannot_score(
     result = json.loads(capsys.readouterr().out)
     assert result["examples"] == 4 and result["accuracy"] == 0.25  # W = 0: every label 0
     assert result["round"] == -1 and result["loss"] == pytest.approx(np.log(3))
+
+
+def test_files_without_labels_are_read_for_their_inputs(tmp_path: Path) -> None:
+    """``classes=None`` reads the inputs alone, from files with or without labels, and
+    :func:`has_labels` tells which is which."""
+    labelled = write_sentences(tmp_path / "labelled.csv")
+    (tmp_path / "bare.csv").write_text('text\nfine\n"a, b"\n')
+    (tmp_path / "bare.jsonl").write_text('{"text": "fine"}\n{"text": "a, b", "label": 7}\n')
+    np.savez(tmp_path / "bare.npz", x=np.ones((3, 4), np.float32))
+    np.savez(tmp_path / "labelled.npz", x=np.ones((3, 4), np.float32), y=np.zeros(3, int))
+    assert read_sentences(str(labelled), None) == ([t for t, _ in SENTENCES], None)
+    for name in ("bare.csv", "bare.jsonl"):
+        assert read_sentences(str(tmp_path / name), None) == (["fine", "a, b"], None)
+        assert not has_labels(str(tmp_path / name))
+        with pytest.raises(DataFileError, match="label"):
+            read_sentences(str(tmp_path / name), classes=2)
+    x, y = read_arrays(str(tmp_path / "bare.npz"), None)
+    assert y is None and torch.equal(x, torch.ones(3, 4))
+    with pytest.raises(DataFileError, match="no array named y"):
+        read_arrays(str(tmp_path / "bare.npz"), classes=2)
+    assert has_labels(str(labelled)) and has_labels(str(tmp_path / "labelled.npz"))
+    assert not has_labels(str(tmp_path / "bare.npz"))
+
+
+def test_cyber0_evaluate_labels_a_file_without_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without labels the file is only labelled: ``--predictions`` is required, the JSON line
+    has no scores, and the predictions are those of the same inputs with labels."""
+    from cyber0.client import evaluate
+
+    x = np.random.default_rng(3).standard_normal((50, 784)).astype(np.float32)
+    np.savez(tmp_path / "labelled.npz", x=x, y=np.arange(50) % 3)
+    np.savez(tmp_path / "bare.npz", x=x)
+    trainer = ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "labelled.npz"))
+    plan = TrainingPlan(seed=1, dataset="local?classes=3", zo=ZOSettings(nu=4, batch_size=8))
+    trainer.setup(plan, 0)
+    for round in range(3):  # away from W = 0, whose predictions are all 0
+        trainer.apply_aggregate(round, trainer.compute_update(round))
+    weights = str(tmp_path / "model.safetensors")
+    trainer.save_weights(weights)
+    bare = ["--weights", weights, "--data", str(tmp_path / "bare.npz")]
+    assert evaluate.main(bare) == 2
+    assert "no labels to score against; give --predictions FILE" in capsys.readouterr().err
+    runs = {}
+    for name in ("bare", "labelled"):
+        out = tmp_path / f"{name}.txt"
+        argv = [
+            "--weights",
+            weights,
+            "--data",
+            str(tmp_path / f"{name}.npz"),
+            "--predictions",
+            str(out),
+        ]
+        assert evaluate.main(argv) == 0
+        runs[name] = (json.loads(capsys.readouterr().out), out.read_text().split())
+    assert set(runs["bare"][0]) == {"examples", "round", "digest"}
+    assert runs["bare"][0]["examples"] == 50 and runs["bare"][0]["round"] == 2
+    assert runs["bare"][1] == runs["labelled"][1] and len(set(runs["bare"][1])) > 1

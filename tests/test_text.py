@@ -467,6 +467,15 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
     assert evaluate.main(argv) == 0
     scored = json.loads(capsys.readouterr().out)
     assert (scored["accuracy"], scored["loss"]) == trainer.evaluate()
+    # ... and labels the same sentences without their labels as it does with them
+    (tmp_path / "bare.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t, _ in SENTENCES)
+    )
+    for name in ("mine.csv", "bare.jsonl"):
+        argv = ["--weights", str(tmp_path / "model.safetensors"), "--data", str(tmp_path / name)]
+        assert evaluate.main([*argv, "--predictions", str(tmp_path / f"{name}.txt")]) == 0
+    assert (tmp_path / "mine.csv.txt").read_text() == (tmp_path / "bare.jsonl.txt").read_text()
+    assert "accuracy" not in capsys.readouterr().out.splitlines()[-1]
     with pytest.raises(DataFileError, match=r"a text model's examples must be in a .csv"):
         ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0)
 
