@@ -17,8 +17,9 @@ File formats, by suffix:
   examples shaped as the model's input (``logreg``: 784 features, or 28 × 28) and an integer
   array ``y`` of N labels.
 
-Labels are integers in ``[0, C)``. A file that breaks a rule raises :class:`DataFileError`
-naming the file and, where there is one, the line.
+Labels are integers in ``[0, C)``; to label new examples (``cyber0-evaluate``) a file may have
+none (the readers with ``classes=None``). A file that breaks a rule raises
+:class:`DataFileError` naming the file and, where there is one, the line.
 """
 
 from __future__ import annotations
