@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cyber0.common.data import DataUnavailableError
-from cyber0.common.datasets import DATASETS, check_dataset_name
+from cyber0.common.datasets import check_dataset_name
 from cyber0.common.hf import ModelUnavailableError, is_hf_name, tokenizer_folder
 from cyber0.common.localdata import (
     LocalDataset,
@@ -59,8 +59,7 @@ def _task(model_name: str, dataset: str, classes: int, data: str) -> LocalTask:
     ``max_length`` of the plan's dataset name."""
     text = is_hf_name(model_name)
     check_data_path(data, text)
-    check_dataset_name(dataset, model_name)
-    parsed = DATASETS[dataset.partition("?")[0]](dataset)
+    parsed = check_dataset_name(dataset, model_name)
     max_length = int(getattr(parsed, "max_length", DEFAULT_MAX_LENGTH))
     folder = tokenizer_folder(model_name) if text else None
     return LocalTask(LocalDataset(classes, max_length), data, folder)

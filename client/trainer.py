@@ -32,6 +32,7 @@ from cyber0.common.attacks import Attack, get_attack_against
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
+from cyber0.common.localdata import DATASET as LOCAL
 from cyber0.common.localdata import LocalTask, check_data_path, check_fits, parse_local_name
 from cyber0.common.models import (
     ModelSpec,
@@ -125,7 +126,7 @@ def _local_task(plan: TrainingPlan, data: str | None) -> Task:
 #: :data:`cyber0.common.datasets.DATASETS`); ``data``: the party's own examples file (``local``
 #: only).
 TASKS: dict[str, Callable[[TrainingPlan, str | None], Task]] = {
-    "local": _local_task,
+    LOCAL: _local_task,
     "mnist": _mnist_task,
     "rotten_tomatoes": _text_task,
 }
@@ -138,7 +139,7 @@ def build_task(plan: TrainingPlan, data: str | None = None) -> Task:
     plan that brings no data."""
     check_dataset_name(plan.dataset, plan.model)
     base = plan.dataset.partition("?")[0]
-    if data is not None and base != "local":
+    if data is not None and base != LOCAL:
         raise ValueError(
             f"--data is for plans whose dataset is local; this plan's is {plan.dataset!r}"
         )

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import localdata, text
 from .hf import is_hf_name
-from .localdata import parse_local_name
-from .text import parse_dataset_name
 
 
 def _mnist(name: str) -> object:
@@ -23,23 +22,25 @@ def _mnist(name: str) -> object:
 
 #: Dataset base name (before ``?``) → its name's parser (ValueError on a bad option).
 DATASETS: dict[str, Callable[[str], object]] = {
-    "local": parse_local_name,
+    localdata.DATASET: localdata.parse_local_name,
     "mnist": _mnist,
-    "rotten_tomatoes": parse_dataset_name,
+    text.DATASET: text.parse_dataset_name,
 }
 
 #: Datasets of sentences: their model must be a Hugging Face text classifier.
-TEXT_DATASETS = frozenset({"rotten_tomatoes"})
+TEXT_DATASETS = frozenset({text.DATASET})
 
 
-def check_dataset_name(name: str, model: str) -> None:
-    """ValueError unless ``name`` is a known dataset with valid options that ``model`` can
-    read (sentences need a Hugging Face model)."""
+def check_dataset_name(name: str, model: str) -> object:
+    """The parsed ``name`` (its parser's result, e.g. a
+    :class:`~cyber0.common.localdata.LocalDataset`); ValueError unless it is a known dataset
+    with valid options that ``model`` can read (sentences need a Hugging Face model)."""
     base = name.partition("?")[0]
     if base not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    DATASETS[base](name)
+    parsed = DATASETS[base](name)
     if base in TEXT_DATASETS and not is_hf_name(model):
         raise ValueError(
             f"dataset {name!r} needs a Hugging Face model (minilm or hf:<id>); got model={model!r}"
         )
+    return parsed

@@ -58,11 +58,6 @@ class LocalDataset:
     max_length: int = DEFAULT_MAX_LENGTH
 
 
-def is_local_dataset(name: str) -> bool:
-    """Whether ``name`` names the ``local`` dataset (any options)."""
-    return name.partition("?")[0] == DATASET
-
-
 def parse_local_name(name: str) -> LocalDataset:
     """``local?classes=2&max_length=32`` → ``LocalDataset(2, 32)``; ValueError naming the bad
     part (``classes`` is required and at least 2)."""
@@ -155,15 +150,15 @@ def read_sentences(path: str, classes: int | None) -> tuple[list[str], Tensor | 
     return texts, torch.tensor(labels, dtype=torch.int64) if labelled else None
 
 
-def _npz_arrays(path: str) -> dict[str, np.ndarray]:
-    """The arrays ``x`` and ``y`` of an ``.npz`` file, those it has."""
+def _npz_arrays(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file named in ``names``, those it has (no other is read)."""
     file = check_data_path(path, text=False)
     found: dict[str, np.ndarray] | None = None
     try:
         with file.open("rb") as stream:  # closed here whatever numpy makes of the bytes
             loaded = np.load(stream, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
-                found = {name: loaded[name] for name in ("x", "y") if name in loaded.files}
+                found = {name: loaded[name] for name in names if name in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataFileError(f"{path}: not a readable .npz file ({exc})") from None
     if found is None:
@@ -180,8 +175,9 @@ def read_arrays(path: str, classes: None) -> tuple[Tensor, None]: ...
 def read_arrays(path: str, classes: int | None) -> tuple[Tensor, Tensor | None]:
     """Float32 examples and int64 labels of an ``.npz`` file (module docstring);
     ``classes=None``: the examples alone (the file needs no ``y``; one is ignored)."""
-    arrays = _npz_arrays(path)
-    missing = ({"x", "y"} if classes is not None else {"x"}) - set(arrays)
+    names = ("x", "y") if classes is not None else ("x",)
+    arrays = _npz_arrays(path, names)
+    missing = set(names) - set(arrays)
     if missing:
         raise DataFileError(f"{path}: no array named {' or '.join(sorted(missing))}")
     x = arrays["x"]
@@ -211,11 +207,11 @@ def read_arrays(path: str, classes: int | None) -> tuple[Tensor, Tensor | None]:
 
 def has_labels(path: str) -> bool:
     """Whether an examples file carries labels: a ``label`` column (CSV, TSV), a ``label`` in
-    its first object (JSON Lines), an array ``y`` (``.npz``). It is read in full only for
-    ``.npz``; DataFileError when it cannot be read."""
+    its first object (JSON Lines), an array ``y`` (``.npz``: only ``y`` is read);
+    DataFileError when it cannot be read."""
     file = check_data_path(path)
     if file.suffix.lower() == ".npz":
-        return "y" in _npz_arrays(path)
+        return "y" in _npz_arrays(path, ("y",))
     try:
         with file.open(encoding="utf-8-sig", newline="") as stream:
             if file.suffix.lower() == ".jsonl":

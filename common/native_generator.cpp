@@ -434,8 +434,8 @@ CYBER0_CLONES void softmax_lanes(const float* parts, const float* b, int64_t cla
 // w[c size + s] and p = softmax(a) laid out [c size + s]. sum_c exp(a_c +- u_c) =
 // e^{lse(a)} sum_c p_c e^{+-u_c}, so with h = max_c u_c and t_c = e^{u_c - h} an example's
 // difference is 2 h + log(sum_c p_c t_c / sum_c p_c / t_c) - 2 u_label: one exp per class, 8
-// examples at a time (exp_lanes). An example whose u spans 600 or more (1 / t_c could overflow) is taken
-// directly (cross_entropy). Each example's term depends on that example alone.
+// examples at a time (exp_lanes). An example whose u spans 600 or more (1 / t_c could
+// overflow) is taken directly (cross_entropy). Each example's term depends on that example alone.
 CYBER0_CLONES double difference_sum(const float* w, const float* b, const double* p,
                                     const float* e, const float* zb, double mu,
                                     const int64_t* labels, int64_t classes, int64_t size) {

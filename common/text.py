@@ -108,11 +108,6 @@ class TextDataset:
         return DATASET + ("?" + "&".join(opts) if opts else "")
 
 
-def is_text_dataset(name: str) -> bool:
-    """Whether ``name`` names the Rotten Tomatoes task (any options)."""
-    return name.partition("?")[0] == DATASET
-
-
 def parse_dataset_name(name: str) -> TextDataset:
     """``rotten_tomatoes?shots=16&max_length=32`` → ``TextDataset(16, 32)``; ValueError on an
     unknown base name, option or value."""
