@@ -53,7 +53,7 @@ class FixedTrainer:
         self.values: list[float] = []
         self._applied = -1
 
-    def setup(self, plan: Any, shard_index: int) -> None:
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
         m = plan.zo.scalars_per_round
         self.values = [((self.seed * 31 + j) % 97) / 97.0 - 0.5 for j in range(m)]
 

@@ -57,7 +57,7 @@ class RandomTrainer:
         self._applied = -1
         self._hash = hashlib.sha256()
 
-    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+    def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
         self._m = plan.zo.scalars_per_round
 
     @property

@@ -328,7 +328,7 @@ class ConstTrainer:
         self._applied = -1
         self.applied_at: list[float] = []
 
-    def setup(self, plan: Any, shard_index: int) -> None:
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
         self.m = plan.zo.scalars_per_round
 
     @property

@@ -23,6 +23,7 @@ from typing import Any
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
+from cyber0.common.config import for_identity
 from cyber0.common.localdata import check_data_path
 from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="this party's own examples, for a plan whose dataset is local (.csv, .tsv or "
         ".jsonl with text and label for text models; .npz with x and y otherwise); an "
-        "observer evaluates on it",
+        "observer evaluates on it ({id}: the identity)",
     )
     p.add_argument(
         "--direction-cache",
@@ -136,10 +137,6 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def _per_id(template: str | None, client_id: str) -> str | None:
-    return None if template is None else template.replace("{id}", client_id)
-
-
 def _channel_factory(args: argparse.Namespace, client_id: str) -> ChannelFactory:
     if args.tls_ca is None:
         if args.tls_cert or args.tls_key or args.tls_server_name:
@@ -147,8 +144,8 @@ def _channel_factory(args: argparse.Namespace, client_id: str) -> ChannelFactory
         return channel_factory(None, args.keepalive)
     tls = TLSFiles(
         args.tls_ca,
-        _per_id(args.tls_cert, client_id),
-        _per_id(args.tls_key, client_id),
+        for_identity(args.tls_cert, client_id),
+        for_identity(args.tls_key, client_id),
         args.tls_server_name,
     )
     try:
@@ -158,7 +155,7 @@ def _channel_factory(args: argparse.Namespace, client_id: str) -> ChannelFactory
 
 
 def _token(args: argparse.Namespace, client_id: str) -> str:
-    path = _per_id(args.token_file, client_id)
+    path = for_identity(args.token_file, client_id)
     if path is None:
         return str(args.token)
     try:
@@ -173,8 +170,10 @@ def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     device = resolve_device(args.device)
     if not args.direction_cache >= 0:
         raise ValueError(f"--direction-cache must be >= 0 MiB; got {args.direction_cache}")
-    if args.data is not None:
-        check_data_path(args.data)
+    for client_id in args.ids:
+        data = for_identity(args.data, client_id)
+        if data is not None:
+            check_data_path(data)
     options = {
         "data": args.data,
         "checkpoint": args.save_model,

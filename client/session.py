@@ -2,7 +2,7 @@
 :class:`Trainer`.
 
 A :class:`Session` is one identity (client id) talking to one federator:
-Join → ``trainer.setup(plan, shard)`` (first join only) → catch up with GetAggregates pages →
+Join → ``trainer.setup(plan, shard, id)`` (first join only) → catch up with GetAggregates pages →
 Train stream (Hello; on Aggregate(t): ``apply_aggregate`` in order, catching up first on a gap;
 on RoundStart(t), or an Aggregate(t−1) with ``next_open``: ``compute_update(t)`` in a worker
 thread and send the Update) → after the
@@ -64,9 +64,10 @@ class Trainer(Protocol):
     Calls are blocking and run in worker threads, never two at a time on one trainer.
     """
 
-    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
-        """Load data and model for ``plan``; ``shard_index`` is −1 for an observer. Called once
-        per session (so once per identity when sessions share the trainer). Raises one of
+    def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
+        """Load data and model for ``plan``; ``shard_index`` is −1 for an observer, ``client_id``
+        the identity the federator gave it to. Called once per session (so once per identity
+        when sessions share the trainer). Raises one of
         :data:`SETUP_ERRORS` when this party cannot follow the plan."""
         ...
 
@@ -174,9 +175,9 @@ class LocalModel:
             if not running.cancelled():
                 running.exception()  # retrieved: a stopped session has no one to raise it to
 
-    async def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+    async def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
         """``trainer.setup`` in a worker thread."""
-        await self._call(self.trainer.setup, plan, shard_index)
+        await self._call(self.trainer.setup, plan, shard_index, client_id)
 
     async def compute(self, round: int) -> Sequence[float]:
         """``trainer.compute_update(round)`` in a worker thread."""
@@ -389,7 +390,7 @@ class Session:
         shard = joined.shard_index if self.config.role == "train" else -1
         if self.plan is None:
             try:
-                await self.model.setup(plan, shard)
+                await self.model.setup(plan, shard, self.config.client_id)
             except SETUP_ERRORS as exc:
                 raise SessionError(f"{self.config.client_id}: {exc}") from exc
             self.plan, self.shard_index = plan, shard

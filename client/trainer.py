@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.attacks import Attack, get_attack_against
+from cyber0.common.config import for_identity
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.estimator import Path, ZOEstimator, apply_aggregate_
@@ -181,10 +182,11 @@ class ZOTrainer:
     it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
     rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
     trained on. ``data``: this party's examples file, for a plan whose dataset is ``local``
-    (every identity's shard, or an observer's evaluation set). ``cache_bytes``: how much of a
-    round's directions the estimator keeps for the local and global updates (and the in-place
-    path's second forward) (:class:`~cyber0.common.perturbation.DirectionCache`; memory for
-    speed, the same bits at any value).
+    (an identity's shard, or an observer's evaluation set); ``{id}`` in it stands for the
+    identity, so the identities of one daemon can each read their own. ``cache_bytes``: how
+    much of a round's directions the estimator keeps for the local and global updates (and the
+    in-place path's second forward) (:class:`~cyber0.common.perturbation.DirectionCache`;
+    memory for speed, the same bits at any value).
     """
 
     device: torch.device = field(default_factory=resolve_device)
@@ -196,17 +198,18 @@ class ZOTrainer:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     plan: TrainingPlan | None = None
     shards: list[Shard] = field(default_factory=list)
-    _task: Task | None = None
+    _tasks: dict[str | None, Task] = field(default_factory=dict)
     _model: nn.Module | None = None
     _estimator: ZOEstimator | None = None
     _applied: int = -1
     _checkpointed: int | None = None  # the round the checkpoint file holds, if this run knows
 
-    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
-        """Build the task and model (first call) and load the shard of ``shard_index``
-        (−1: observer)."""
+    def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
+        """Build the model (first call) and load the shard of ``shard_index`` (−1: observer)
+        for identity ``client_id``, from its own data file on a ``local`` plan."""
+        data = for_identity(self.data, client_id)
         if self.plan is None:
-            task = build_task(plan, self.data)
+            task = build_task(plan, data)
             spec = ModelSpec(name=plan.model, num_classes=task.num_classes)
             model = build_model(spec).to(self.device)
             if isinstance(task, LocalTask):
@@ -217,20 +220,36 @@ class ZOTrainer:
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
                 self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
-            self.plan, self._task, self._model = plan, task, model
+            self.plan, self._model = plan, model
+            self._tasks[data] = task
             self._estimator = ZOEstimator(
                 model, cross_entropy_loss, generator, plan.zo, path, self.cache_bytes
             )
         elif plan != self.plan:
             raise ValueError("one trainer cannot follow two different plans")
-        if self._task is None:
-            raise RuntimeError("the task was not built")
-        task = self._task
+        task = self._task_of(plan, data)
         if shard_index >= 0 and all(s.index != shard_index for s in self.shards):
             x, y = task.shard(plan, shard_index)
             if self.flip_labels:
                 y = task.num_classes - 1 - y
             self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
+
+    def _task_of(self, plan: TrainingPlan, data: str | None) -> Task:
+        """The task reading ``data`` (built and checked against the model at its first use)."""
+        task = self._tasks.get(data)
+        if task is None:
+            task = build_task(plan, data)
+            if isinstance(task, LocalTask):
+                check_fits(self._ready()[1], task.examples[0], task.path)
+            self._tasks[data] = task
+        return task
+
+    @property
+    def _task(self) -> Task:
+        """The task the model was built for (the first identity's)."""
+        if not self._tasks:
+            raise RuntimeError("setup() has not been called")
+        return next(iter(self._tasks.values()))
 
     @staticmethod
     def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> int:
@@ -304,7 +323,6 @@ class ZOTrainer:
         metadata: the model name and class count that :func:`~cyber0.common.weights.load_model`
         rebuilds it from, the last applied round and the plan); return its digest."""
         plan, model, _ = self._ready()
-        assert self._task is not None
         metadata = {
             "model": plan.model,
             "num_classes": str(self._task.num_classes),
@@ -316,7 +334,6 @@ class ZOTrainer:
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, loss) of the current model on the task's test set (observers)."""
         _, model, _ = self._ready()
-        assert self._task is not None
         x, y = self._task.test_set()
         return evaluate(
             model, x.to(self.device), y.to(self.device), batch_size=self._task.eval_batch_size
@@ -342,8 +359,8 @@ class ColludingTrainer(ZOTrainer):
     _rows: list[list[float]] = field(default_factory=list)
     _served: int = 0
 
-    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
-        super().setup(plan, shard_index)
+    def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
+        super().setup(plan, shard_index, client_id)
         if self._attack is None:
             rule = get_aggregator(plan.aggregator, f=plan.f)
             self._attack = get_attack_against(self.attack, rule, **self.attack_params)

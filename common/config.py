@@ -127,3 +127,9 @@ def name_options(name: str, what: str, known: Collection[str]) -> tuple[str, dic
         listed = ", ".join(sorted(known))
         raise ValueError(f"{what} {name!r}: unknown option(s) {sorted(unknown)}; known: {listed}")
     return base, options
+
+
+def for_identity(template: str | None, client_id: str) -> str | None:
+    """``template`` with every ``{id}`` replaced by ``client_id`` (a per-identity file name:
+    certificate, token, data); None stays None."""
+    return None if template is None else template.replace("{id}", client_id)

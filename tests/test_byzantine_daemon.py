@@ -27,7 +27,7 @@ def test_the_adaptive_attack_searches_against_the_plans_rule() -> None:
         seed=3, zo=ZOSettings(nu=4, batch_size=16), n_clients=6, f=2, aggregator="nnm+cwtm"
     )
     for shard in (0, 1):
-        trainer.setup(plan, shard)
+        trainer.setup(plan, shard, f"byzantine-{shard}")
     rows = [trainer.compute_update(0) for _ in range(2)]
 
     own = torch.stack([trainer.honest_update(s, 0) for s in trainer.shards])

@@ -97,10 +97,10 @@ class StalledTrainer(FakeTrainer):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def setup(self, plan: Any, shard_index: int) -> None:
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
         self.entered.set()
         assert self.release.wait(30)
-        super().setup(plan, shard_index)
+        super().setup(plan, shard_index, client_id)
 
 
 def test_a_party_that_joined_before_the_end_and_connects_after_it_finishes() -> None:
@@ -133,8 +133,8 @@ class CountingTrainer(FakeTrainer):
         self.shards: list[int] = []
         self.computed: list[int] = []
 
-    def setup(self, plan: Any, shard_index: int) -> None:
-        super().setup(plan, shard_index)
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
+        super().setup(plan, shard_index, client_id)
         self.shards.append(shard_index)
 
     def compute_update(self, round: int) -> Sequence[float]:
@@ -178,12 +178,12 @@ def test_a_refused_join_is_fatal() -> None:
 
 
 class MissingModelTrainer(FakeTrainer):
-    def setup(self, plan: Any, shard_index: int) -> None:
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
         raise ModelUnavailableError("model id 'nope' has no local folder: 'nope' is not a folder")
 
 
 class BrokenTrainer(FakeTrainer):
-    def setup(self, plan: Any, shard_index: int) -> None:
+    def setup(self, plan: Any, shard_index: int, client_id: str) -> None:
         raise KeyError("a bug")
 
 

@@ -353,7 +353,7 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
     evaluates on its own held-out one; the federator never names the data. The observer's
     accuracy rises from chance and every party ends on one digest. A client started without a
     file, or with a file whose labels the plan does not have, stops with a message naming it,
-    and takes its seat when restarted with a good one."""
+    and takes its seat when restarted with a good one (named by the ``{id}`` template)."""
     plan = {
         "seed": 8,
         "dataset": "local?classes=3",
@@ -383,8 +383,8 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
         saved = str(tmp_path / "model.safetensors")
         observer = ("--role", "observer", "--eval-every", "5", "--save-model", saved)
         fed.start_client("observer", *observer, "--data", held_out)
-        for i in range(3):
-            fed.start_client(f"client-{i}", "--data", str(tmp_path / f"client-{i}.npz"))
+        for i in range(3):  # {id}: the client's id, so client-i reads client-i.npz
+            fed.start_client(f"client-{i}", "--data", str(tmp_path / "{id}.npz"))
         names = ("observer", "client-0", "client-1", "client-2")
         for name in names:
             assert fed.procs[name].wait(timeout=120) == 0, (tmp_path / f"{name}.log").read_text()

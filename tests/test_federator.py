@@ -80,7 +80,7 @@ class FakeTrainer:
         self.sent: dict[int, np.ndarray] = {}
         self.applied: list[np.ndarray] = []
 
-    def setup(self, plan: TrainingPlan, shard_index: int) -> None:
+    def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
         self.m = plan.zo.scalars_per_round
         self.shard = shard_index
         self.setups += 1

@@ -179,7 +179,7 @@ def test_a_file_that_does_not_fit_the_model_is_refused_at_setup(tmp_path: Path) 
     np.savez(path, x=np.zeros((5, 10), np.float32), y=np.zeros(5, int))
     trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
     with pytest.raises(DataFileError, match=r"mine.npz: examples shaped \(10,\) do not fit"):
-        trainer.setup(TrainingPlan(seed=0, dataset="local?classes=3"), 0)
+        trainer.setup(TrainingPlan(seed=0, dataset="local?classes=3"), 0, "c0")
 
 
 def test_a_client_trains_on_its_own_file(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_a_client_trains_on_its_own_file(tmp_path: Path) -> None:
     scalars = []
     for path in paths:
         trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
-        trainer.setup(plan, 1)
+        trainer.setup(plan, 1, "c1")
         scalars.append(trainer.compute_update(0))
     assert scalars[0] == scalars[2] and scalars[0] != scalars[1]
 
@@ -215,6 +215,44 @@ def test_the_daemon_refuses_a_missing_or_unknown_file_before_connecting(
         assert message in capsys.readouterr().err
 
 
+def test_each_identity_of_a_daemon_reads_its_own_file(tmp_path: Path) -> None:
+    """``{id}`` in ``data`` is the identity: a daemon holding two identities trains each on its
+    own file (the scalars of a single-identity trainer given that file), and a third identity
+    whose file is bad is refused at its setup while the others go on."""
+    plan = TrainingPlan(seed=2, dataset="local?classes=3", zo=ZOSettings(nu=4, batch_size=8))
+    for name, seed in (("byz-a", 1), ("byz-b", 2)):
+        data = np.random.default_rng(seed)
+        np.savez(
+            tmp_path / f"{name}.npz",
+            x=data.random((20, 784), np.float32),
+            y=data.integers(0, 3, 20),
+        )
+    np.savez(tmp_path / "byz-c.npz", x=np.zeros((3, 784), np.float32), y=np.array([0, 1, 5]))
+    template = str(tmp_path / "{id}.npz")
+    daemon = ZOTrainer(device=torch.device("cpu"), data=template)
+    daemon.setup(plan, 0, "byz-a")
+    daemon.setup(plan, 1, "byz-b")
+    with pytest.raises(DataFileError, match=r"byz-c.npz: y\[2\] = 5 is not a label"):
+        daemon.setup(plan, 2, "byz-c")
+    assert [s.index for s in daemon.shards] == [0, 1]
+    for shard, name in zip(daemon.shards, ("byz-a", "byz-b"), strict=True):
+        alone = ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / f"{name}.npz"))
+        alone.setup(plan, shard.index, name)
+        assert torch.equal(shard.x, alone.shards[0].x) and torch.equal(shard.y, alone.shards[0].y)
+        assert torch.equal(daemon.honest_update(shard, 0), alone.honest_update(alone.shards[0], 0))
+
+
+def test_the_daemon_checks_every_identity_s_file_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cyber0.client import cli
+
+    np.savez(tmp_path / "b1.npz", x=np.zeros((2, 784), np.float32), y=np.array([0, 1]))
+    argv = ["--target", "127.0.0.1:9", "--role", "byzantine", "--id", "b1", "--id", "b2"]
+    assert cli.main([*argv, "--data", str(tmp_path / "{id}.npz")]) == 2
+    assert "b2.npz: no such file" in capsys.readouterr().err
+
+
 def test_a_file_holding_the_built_in_shard_gives_the_built_in_scalars(tmp_path: Path) -> None:
     """The local path generalises the built-in one: a client whose ``.npz`` holds exactly its
     MNIST shard sends, round after round, the scalars the built-in MNIST plan makes it send
@@ -223,12 +261,12 @@ def test_a_file_holding_the_built_in_shard_gives_the_built_in_scalars(tmp_path: 
     built_in = TrainingPlan(seed=6, zo=zo, n_clients=5, f=1)
     local = TrainingPlan(seed=6, zo=zo, n_clients=5, f=1, dataset="local?classes=10")
     reference = ZOTrainer(device=torch.device("cpu"))
-    reference.setup(built_in, 3)
+    reference.setup(built_in, 3, "c3")
     (shard,) = reference.shards
     path = tmp_path / "shard-3.npz"
     np.savez(path, x=shard.x.numpy(), y=shard.y.numpy())
     mine = ZOTrainer(device=torch.device("cpu"), data=str(path))
-    mine.setup(local, 3)
+    mine.setup(local, 3, "c3")
     for round in range(3):
         scalars = reference.compute_update(round)
         assert mine.compute_update(round) == scalars
@@ -252,7 +290,7 @@ def test_cyber0_evaluate_refuses_what_it_cannot_score(
     data = tmp_path / "mine.npz"
     np.savez(data, x=np.zeros((4, 784), np.float32), y=np.array([0, 1, 2, 1]))
     trainer = ZOTrainer(device=torch.device("cpu"), data=str(data))
-    trainer.setup(plan, -1)
+    trainer.setup(plan, -1, "observer")
     weights = tmp_path / "model.safetensors"
     trainer.save_weights(weights)
     bare = tmp_path / "bare.safetensors"
@@ -322,7 +360,7 @@ def test_cyber0_evaluate_labels_a_file_without_labels(
     np.savez(tmp_path / "bare.npz", x=x)
     trainer = ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "labelled.npz"))
     plan = TrainingPlan(seed=1, dataset="local?classes=3", zo=ZOSettings(nu=4, batch_size=8))
-    trainer.setup(plan, 0)
+    trainer.setup(plan, 0, "c0")
     for round in range(3):  # away from W = 0, whose predictions are all 0
         trainer.apply_aggregate(round, trainer.compute_update(round))
     weights = str(tmp_path / "model.safetensors")

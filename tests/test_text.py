@@ -456,7 +456,7 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
     )
     path = write_sentences(tmp_path / "mine.csv")
     trainer = ZOTrainer(device=torch.device("cpu"), data=str(path))
-    trainer.setup(plan, 0)
+    trainer.setup(plan, 0, "c0")
     (shard,) = trainer.shards
     assert shard.y.tolist() == [y for _, y in SENTENCES]
     assert torch.equal(shard.x, text.tokenize([t for t, _ in SENTENCES], folder, 12))
@@ -477,7 +477,7 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
     assert (tmp_path / "mine.csv.txt").read_text() == (tmp_path / "bare.jsonl.txt").read_text()
     assert "accuracy" not in capsys.readouterr().out.splitlines()[-1]
     with pytest.raises(DataFileError, match=r"a text model's examples must be in a .csv"):
-        ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0)
+        ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0, "c0")
 
 
 def test_threads_tokenising_at_once_keep_their_own_settings(tmp_path: Path) -> None:

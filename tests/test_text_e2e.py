@@ -97,7 +97,7 @@ def test_text_plan_trains_through_the_service(
     assert cli_result["applied_round"] == ROUNDS - 1
     assert len(set(digests)) == 1 and cli_result["digest"] == digests[0]
     start = ZOTrainer()
-    start.setup(trainers[0].plan, -1)  # type: ignore[arg-type]
+    start.setup(trainers[0].plan, -1, "observer")  # type: ignore[arg-type]
     assert start.digest() != digests[0]  # the aggregates moved the model
     assert 0.0 <= accuracy <= 1.0 and loss > 0
     assert trainers[0].shards[0].x.shape == (8, 2, 16)  # 4 shots per class, 16 tokens

@@ -161,7 +161,7 @@ def test_the_checkpoint_is_written_once_per_applied_round(tmp_path: Path) -> Non
     plan = TrainingPlan(seed=4, zo=ZOSettings(nu=2, batch_size=8), n_clients=4, f=1)
     path = tmp_path / "ckpt.safetensors"
     trainer = ZOTrainer(checkpoint=str(path), save_every=2)
-    trainer.setup(plan, -1)
+    trainer.setup(plan, -1, "observer")
     trainer.apply_aggregate(0, [0.5, -0.25])
     assert not path.exists()
     trainer.apply_aggregate(1, [0.125, 1.0])
@@ -172,6 +172,6 @@ def test_the_checkpoint_is_written_once_per_applied_round(tmp_path: Path) -> Non
     assert read_metadata(path)["round"] == "2"
 
     resumed = ZOTrainer(checkpoint=str(path), resume=True)
-    resumed.setup(plan, -1)
+    resumed.setup(plan, -1, "observer")
     assert resumed.applied_round == 2 and resumed.digest() == trainer.digest()
     assert resumed.save_checkpoint() is False
