@@ -60,6 +60,9 @@ client_tls_args() {  # the client's TLS flags ({id}: each identity's own certifi
   fi
 }
 
+data_args=()  # the party's own examples file ({id}: each identity's), for a local plan
+[ -n "${CLIENT_DATA:-}" ] && data_args=(--data "$CLIENT_DATA")
+
 training_ids() {  # the enrolment: honest-1..H, byzantine-1..B, then REMOTE_CLIENTS
   python "$lib/stack.py" ids honest "${HONEST_CLIENTS:-6}"
   python "$lib/stack.py" ids byzantine "${BYZANTINE_CLIENTS:-2}"
@@ -120,7 +123,7 @@ case "$role" in
   client)
     id="honest-$(python "$lib/stack.py" index honest "${HONEST_CLIENTS:-6}")"
     # shellcheck disable=SC2046
-    start_client "$id" --id "$id" $(client_tls_args) "$@"
+    start_client "$id" --id "$id" "${data_args[@]}" $(client_tls_args) "$@"
     ;;
   observer)
     index=$(python "$lib/stack.py" index observer 100)
@@ -128,7 +131,7 @@ case "$role" in
     [ "$index" -gt 1 ] && id="observer-$index"
     # shellcheck disable=SC2046
     start_client "$id" --id "$id" --role observer --eval-every "${EVAL_EVERY:-10}" \
-      --save-model "$results/$id.safetensors" $(client_tls_args) "$@"
+      --save-model "$results/$id.safetensors" "${data_args[@]}" $(client_tls_args) "$@"
     ;;
   byzantine)
     daemons=${BYZANTINE_DAEMONS:-1}
@@ -146,7 +149,7 @@ case "$role" in
     log "attack ${ATTACK:-alie}${ATTACK_PARAMS:+ ($ATTACK_PARAMS)} as ${ids[*]} ($mode)"
     # shellcheck disable=SC2046
     start_client "byzantine-daemon-$daemon" "${ids[@]/#/--id=}" "${args[@]}" \
-      $(client_tls_args) "$@"
+      "${data_args[@]}" $(client_tls_args) "$@"
     ;;
   health)
     if tls_on; then

@@ -1,7 +1,7 @@
 """Checks of a finished Compose run, from its mounted results folder (run inside the image).
 
 Usage: python check_results.py RESULTS --rounds R --nu NU --local-steps K --honest H
-       --byzantine B --attack NAME --bar ACCURACY [--compose-log FILE]
+       --byzantine B --attack NAME --bar ACCURACY [--compose-log FILE] [--expect-digest HEX]
 
 Prints one line per check and exits 1 if any fails:
   rounds      every round 0..R-1 closed once, with all H+B training clients and nothing rejected
@@ -14,6 +14,7 @@ Prints one line per check and exits 1 if any fails:
               each daemon's own final line (results/clients/*.json) says the same
   weights     the observer's saved model (results/observer.safetensors), rebuilt by load_model
               from its metadata, is the model of round R-1 with that same digest
+  same model  (with --expect-digest HEX) that digest is HEX: another run's final model
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--attack", required=True)
     p.add_argument("--bar", type=float, required=True)
     p.add_argument("--compose-log", type=Path)
+    p.add_argument("--expect-digest", default="", help="the final model's digest, in full")
     args = p.parse_args(argv)
 
     failures: list[str] = []
@@ -133,6 +135,14 @@ def main(argv: list[str]) -> int:
         f"(missing: {sorted(parties - set(own))}); distinct digests: "
         + ", ".join(sorted(v[:16] for v in values)),
     )
+
+    if args.expect_digest:
+        check(
+            "same model",
+            values == {args.expect_digest},
+            f"the final model is {args.expect_digest[:16]}, the other run's "
+            f"(this run: {', '.join(sorted(v[:16] for v in values))})",
+        )
 
     weights = args.results / "observer.safetensors"
     meta: dict[str, str] = {}

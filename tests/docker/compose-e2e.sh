@@ -14,13 +14,22 @@
 # removed on exit, failed or not, and whatever a killed earlier run left is removed before the
 # stack starts; the images stay as a build cache.
 #
+# E2E_STACK=local runs the MNIST plan on the parties' own files: DATASET=local?classes=10 and
+# CLIENT_DATA=/data/{id}.npz, the data folder written by tests/docker/write_shards.py (each
+# identity's Dirichlet shard, the test set for the observer), with the MNIST checks and bar.
+#
 # E2E_STACK=text runs the text stack instead (docker/text.env: an image with the text extra and
 # the offline MiniLM and Rotten Tomatoes packages; MiniLM's last layer and head fine-tuned in
 # place, nu=4, the same 6 honest + 2 ALIE + observer) for 8 rounds, with the same checks and an
 # accuracy bar of 0 (8 ZO rounds from a random head are a plumbing check, not training).
 #
-# Environment: E2E_STACK (mnist), E2E_ROUNDS (150; text: 8), E2E_BAR (0.80; text: 0),
-# E2E_KEEP_RESULTS (a folder to copy results to).
+# With E2E_DIGEST_OUT=FILE the final model's digest is written to FILE, and with
+# E2E_EXPECT_DIGEST=HEX the run must end on that model: .ci/run runs the local stack after the
+# MNIST one and expects its digest, so files holding the built-in shards train the built-in
+# federation's model bit for bit (the shard index still keys the minibatches).
+#
+# Environment: E2E_STACK (mnist, local or text), E2E_ROUNDS (150; text: 8), E2E_BAR (0.80; text: 0),
+# E2E_KEEP_RESULTS (a folder to copy results to), E2E_DIGEST_OUT, E2E_EXPECT_DIGEST.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -57,11 +66,25 @@ case "$STACK" in
     # One evaluation, after the last round (each is 2,000 sentences through MiniLM).
     plan_env=("EVAL_EVERY=$ROUNDS")
     ;;
-  *) echo "E2E_STACK must be mnist or text; got $STACK" >&2; exit 2 ;;
+  local)
+    ROUNDS=${E2E_ROUNDS:-150}
+    BAR=${E2E_BAR:-0.80}
+    NU=64
+    IMAGE=cyber0:e2e
+    PROJECT=cyber0e2elocal
+    EXTRAS=mnist
+    NODEPS=
+    env_file=()
+    # The MNIST plan, but every party reads its own file from the mounted data folder.
+    plan_env=(MU=0.001 LR=0.002 BATCH_SIZE=64 "DATASET=local?classes=10" MODEL=logreg SEED=0
+      EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60 "CLIENT_DATA=/data/{id}.npz")
+    ;;
+  *) echo "E2E_STACK must be mnist, text or local; got $STACK" >&2; exit 2 ;;
 esac
 work=$(mktemp -d /tmp/cyber0-compose-e2e.XXXXXX)
 results=$work/results
-mkdir -p "$results"
+data=$work/data
+mkdir -p "$results" "$data"
 
 stage=setup
 stage_started=$SECONDS
@@ -78,6 +101,7 @@ begin() {  # begin NAME: close the previous stage's timer, announce the next one
 
 compose_env=(
   "COMPOSE_PROJECT_NAME=$PROJECT" "CYBER0_IMAGE=$IMAGE" "RESULTS_PATH=$results" TLS=true
+  "DATA_PATH=$data" CLIENT_DATA=
   "HONEST_CLIENTS=$HONEST" "BYZANTINE_CLIENTS=$BYZANTINE" BYZANTINE_DAEMONS=1 REMOTE_CLIENTS=
   N_CLIENTS= "F=$BYZANTINE" "ATTACK=$ATTACK" ATTACK_PARAMS= AGGREGATOR=cwtm "ROUNDS=$ROUNDS"
   "NU=$NU" "LOCAL_STEPS=$K" "${plan_env[@]}"
@@ -189,6 +213,14 @@ if ls dist/wheelhouse/native/*/*.so >/dev/null 2>&1; then
   echo "the image's clients use the native direction generator"
 fi
 
+if [ "$STACK" = local ]; then
+  begin "data files"
+  # Each party's own file: the MNIST shards of the built-in plan and the test set (observer).
+  docker run --rm --network none -v "$data:/data" -v "$PWD/tests/docker:/checks:ro" \
+    --entrypoint python "$IMAGE" /checks/write_shards.py /data --honest "$HONEST" \
+    --byzantine "$BYZANTINE"
+fi
+
 begin "stack up"
 compose config -q
 # A run killed before its teardown (a machine restart, kill -9) leaves its containers and the
@@ -251,4 +283,8 @@ compose logs --no-color >"$work/compose.log" 2>&1
 docker run --rm --network none -v "$results:/results:ro" -v "$PWD/tests/docker:/checks:ro" \
   -v "$work/compose.log:/compose.log:ro" --entrypoint python "$IMAGE" /checks/check_results.py \
   /results --rounds "$ROUNDS" --nu "$NU" --local-steps "$K" --honest "$HONEST" \
-  --byzantine "$BYZANTINE" --attack "$ATTACK" --bar "$BAR" --compose-log /compose.log
+  --byzantine "$BYZANTINE" --attack "$ATTACK" --bar "$BAR" --compose-log /compose.log \
+  --expect-digest "${E2E_EXPECT_DIGEST:-}"
+if [ -n "${E2E_DIGEST_OUT:-}" ]; then
+  sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p' "$results/clients/observer.json" >"$E2E_DIGEST_OUT"
+fi
