@@ -21,9 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cyber0.common.data import DataUnavailableError
 from cyber0.common.datasets import check_dataset_name
-from cyber0.common.hf import ModelUnavailableError, is_hf_name, tokenizer_folder
+from cyber0.common.hf import is_hf_name, tokenizer_folder
 from cyber0.common.localdata import (
     LocalDataset,
     LocalTask,
@@ -35,6 +34,7 @@ from cyber0.common.models import evaluate, predict
 from cyber0.common.text import DEFAULT_MAX_LENGTH
 from cyber0.common.weights import load_model
 
+from .tool import run_tool
 from .trainer import resolve_device
 
 
@@ -102,13 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except (ValueError, OSError, DataUnavailableError, ModelUnavailableError) as exc:
-        print(f"cyber0-evaluate: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_tool("cyber0-evaluate", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -33,13 +33,11 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from cyber0.common.data import DataUnavailableError
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.hf import (
     PROMPT_AFTER,
     PROMPT_BEFORE,
     PROMPT_WORDS,
-    ModelUnavailableError,
     TextClassifier,
     parse_model_name,
     quiet_transformers,
@@ -47,6 +45,8 @@ from cyber0.common.hf import (
 )
 from cyber0.common.text import DEFAULT_MAX_LENGTH
 from cyber0.common.weights import load_model
+
+from .tool import run_tool
 
 #: The ``transformers`` class that loads an export, per head kind.
 LOADERS = {
@@ -136,13 +136,7 @@ def _save_tokenizer(folder: Path, out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
-    try:
-        result = export(args.weights, Path(args.out))
-    except (ValueError, OSError, DataUnavailableError, ModelUnavailableError) as exc:
-        print(f"cyber0-export: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_tool("cyber0-export", lambda: export(args.weights, Path(args.out)))
 
 
 if __name__ == "__main__":

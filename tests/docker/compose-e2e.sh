@@ -40,18 +40,24 @@ K=1
 ATTACK=alie
 BASE_IMAGE_TAG=cyber0-base:bookworm
 case "$STACK" in
-  mnist)
+  mnist | local)
     ROUNDS=${E2E_ROUNDS:-150}
     BAR=${E2E_BAR:-0.80}
     NU=64
     IMAGE=cyber0:e2e
-    PROJECT=cyber0e2e
     EXTRAS=mnist
     NODEPS=
     env_file=()
     # The whole plan is given here; nothing is read from .env.
-    plan_env=(MU=0.001 LR=0.002 BATCH_SIZE=64 DATASET=mnist MODEL=logreg PARTITION=dirichlet
-      ALPHA=1.0 SEED=0 EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60)
+    plan_env=(MU=0.001 LR=0.002 BATCH_SIZE=64 MODEL=logreg PARTITION=dirichlet ALPHA=1.0 SEED=0
+      EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60)
+    if [ "$STACK" = mnist ]; then
+      PROJECT=cyber0e2e
+      plan_env+=(DATASET=mnist)
+    else  # the same plan, but every party reads its own file from the mounted data folder
+      PROJECT=cyber0e2elocal
+      plan_env+=("DATASET=local?classes=10" "CLIENT_DATA=/data/{id}.npz")
+    fi
     ;;
   text)
     ROUNDS=${E2E_ROUNDS:-8}
@@ -65,19 +71,6 @@ case "$STACK" in
     env_file=(--env-file docker/text.env)
     # One evaluation, after the last round (each is 2,000 sentences through MiniLM).
     plan_env=("EVAL_EVERY=$ROUNDS")
-    ;;
-  local)
-    ROUNDS=${E2E_ROUNDS:-150}
-    BAR=${E2E_BAR:-0.80}
-    NU=64
-    IMAGE=cyber0:e2e
-    PROJECT=cyber0e2elocal
-    EXTRAS=mnist
-    NODEPS=
-    env_file=()
-    # The MNIST plan, but every party reads its own file from the mounted data folder.
-    plan_env=(MU=0.001 LR=0.002 BATCH_SIZE=64 "DATASET=local?classes=10" MODEL=logreg SEED=0
-      EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60 "CLIENT_DATA=/data/{id}.npz")
     ;;
   *) echo "E2E_STACK must be mnist, text or local; got $STACK" >&2; exit 2 ;;
 esac
