@@ -129,6 +129,15 @@ def name_options(name: str, what: str, known: Collection[str]) -> tuple[str, dic
     return base, options
 
 
+def int_options(name: str, what: str, options: Mapping[str, str]) -> dict[str, int]:
+    """``options`` (from :func:`name_options`) as integers >= 0; ValueError naming ``what``,
+    ``name`` and the option otherwise."""
+    for key, raw in options.items():
+        if not raw.isdigit():
+            raise ValueError(f"{what} {name!r}: {key} must be an integer >= 0; got {raw!r}")
+    return {key: int(raw) for key, raw in options.items()}
+
+
 def for_identity(template: str | None, client_id: str) -> str | None:
     """``template`` with every ``{id}`` replaced by ``client_id`` (a per-identity file name:
     certificate, token, data); None stays None."""

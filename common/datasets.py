@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from . import localdata, text
 from .hf import is_hf_name
+from .models import LOGREG_INPUTS, logreg_inputs
 
 
 def _mnist(name: str) -> object:
@@ -34,7 +35,8 @@ TEXT_DATASETS = frozenset({text.DATASET})
 def check_dataset_name(name: str, model: str) -> object:
     """The parsed ``name`` (its parser's result, e.g. a
     :class:`~cyber0.common.localdata.LocalDataset`); ValueError unless it is a known dataset
-    with valid options that ``model`` can read (sentences need a Hugging Face model)."""
+    with valid options that ``model`` can read (sentences need a Hugging Face model, MNIST's
+    images logistic regression on 784 inputs)."""
     base = name.partition("?")[0]
     if base not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
@@ -42,5 +44,10 @@ def check_dataset_name(name: str, model: str) -> object:
     if base in TEXT_DATASETS and not is_hf_name(model):
         raise ValueError(
             f"dataset {name!r} needs a Hugging Face model (minilm or hf:<id>); got model={model!r}"
+        )
+    if base == "mnist" and (is_hf_name(model) or logreg_inputs(model) != LOGREG_INPUTS):
+        raise ValueError(
+            f"dataset 'mnist' has {LOGREG_INPUTS} features an example: it needs model logreg "
+            f"(inputs={LOGREG_INPUTS}); got model={model!r}"
         )
     return parsed

@@ -14,8 +14,8 @@ File formats, by suffix:
   ``{"text": ..., "label": ...}`` object a line; UTF-8. Sentences go through the model's own
   tokenizer (truncated and right-padded to L tokens).
 - other models: ``.npz`` (``numpy.savez``, read without pickle) with an array ``x`` of N
-  examples shaped as the model's input (``logreg``: 784 features, or 28 × 28) and an integer
-  array ``y`` of N labels.
+  examples shaped as the model's input (``logreg?inputs=D``: D features, default 784, which
+  28 × 28 images also fit) and an integer array ``y`` of N labels.
 
 Labels are integers in ``[0, C)``; to label new examples (``cyber0-evaluate``) a file may have
 none (the readers with ``classes=None``). A file that breaks a rule raises
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import name_options
+from .config import int_options, name_options
 from .plan import TrainingPlan
-from .text import DEFAULT_MAX_LENGTH, check_max_length, int_options, tokenize
+from .text import DEFAULT_MAX_LENGTH, check_max_length, tokenize
 
 DATASET = "local"
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -64,7 +64,7 @@ def parse_local_name(name: str) -> LocalDataset:
     base, options = name_options(name, "dataset", ("classes", "max_length"))
     if base != DATASET:
         raise ValueError(f"dataset {name!r}: expected {DATASET!r} before '?'")
-    values = int_options(name, options)
+    values = int_options(name, "dataset", options)
     if values.get("classes", 0) < 2:
         raise ValueError(f"dataset {name!r}: give classes=<number of labels, >= 2>")
     dataset = LocalDataset(**values)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import int_options, name_options
+
 
 class Affine(nn.Module):
     """``y = x Wᵀ + b``, W ``(out, in)``, b ``(out,)``, computed as ``addmm(b, W, xᵀ)ᵀ``.
@@ -115,16 +117,30 @@ class LogisticRegression(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model by registry name and shape; ``init_seed=None`` means the model's default init."""
+    """A model by registry name (which carries its options, such as ``logreg?inputs=30``) and
+    class count; ``init_seed=None`` means the model's default init."""
 
     name: str = "logreg"
-    in_features: int = 784
     num_classes: int = 10
     init_seed: int | None = None
 
 
+#: Features of ``logreg`` without ``inputs``: an MNIST image's 28 × 28 pixels.
+LOGREG_INPUTS = 784
+
+
+def logreg_inputs(name: str) -> int:
+    """D of ``logreg[?inputs=D]`` (default :data:`LOGREG_INPUTS`); ValueError for another
+    option or a D < 1."""
+    _, options = name_options(name, "model", ("inputs",))
+    inputs = int_options(name, "model", options).get("inputs", LOGREG_INPUTS)
+    if inputs < 1:
+        raise ValueError(f"model {name!r}: inputs must be >= 1; got {inputs}")
+    return inputs
+
+
 def _logreg(spec: ModelSpec) -> nn.Module:
-    return LogisticRegression(spec.in_features, spec.num_classes, spec.init_seed)
+    return LogisticRegression(logreg_inputs(spec.name), spec.num_classes, spec.init_seed)
 
 
 def _hf(spec: ModelSpec) -> nn.Module:
@@ -154,8 +170,8 @@ def check_model_name(name: str) -> None:
         raise ValueError(f"unknown model name={name!r}; known: {', '.join(sorted(MODELS))}")
     if is_hf_name(name):
         parse_model_name(name)
-    elif "?" in name:
-        raise ValueError(f"model {name!r}: {key} takes no options")
+    else:  # logreg
+        logreg_inputs(name)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

@@ -36,7 +36,7 @@ import csv
 import functools
 import importlib.util
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import name_options
+from .config import int_options, name_options
 from .data import (
     MIN_SIZE,
     DataUnavailableError,
@@ -114,18 +114,9 @@ def parse_dataset_name(name: str) -> TextDataset:
     base, options = name_options(name, "dataset", ("shots", "max_length"))
     if base != DATASET:
         raise ValueError(f"dataset {name!r}: expected {DATASET!r} before '?'")
-    dataset = TextDataset(**int_options(name, options))
+    dataset = TextDataset(**int_options(name, "dataset", options))
     check_max_length(name, dataset.max_length)
     return dataset
-
-
-def int_options(name: str, options: Mapping[str, str]) -> dict[str, int]:
-    """``options`` (from :func:`~cyber0.common.config.name_options`) as integers >= 0;
-    ValueError naming ``name`` and the option otherwise."""
-    for key, raw in options.items():
-        if not raw.isdigit():
-            raise ValueError(f"dataset {name!r}: {key} must be an integer >= 0; got {raw!r}")
-    return {key: int(raw) for key, raw in options.items()}
 
 
 def check_max_length(name: str, max_length: int) -> None:

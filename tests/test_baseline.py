@@ -28,7 +28,7 @@ def mean_rule(rows: Tensor) -> Tensor:
 
 
 def tiny_problem() -> tuple[nn.Module, Tensor, Tensor]:
-    model = build_model(ModelSpec(name="logreg", in_features=5, num_classes=3, init_seed=2))
+    model = build_model(ModelSpec(name="logreg?inputs=5", num_classes=3, init_seed=2))
     model.double()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(9, 5, generator=gen, dtype=torch.float64)

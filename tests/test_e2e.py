@@ -338,13 +338,16 @@ def test_a_stopped_client_saves_its_model_and_resumes_from_it(federation: Federa
     assert f"resumed from {ckpt} after round {saved}" in restart_client_2_and_finish(fed, *saving)
 
 
+FEATURES = 40  # tabular rows: the plan's model is logreg?inputs=40
+
+
 def write_cluster_examples(path: Path, n: int, seed: int) -> None:
-    """``n`` examples of 3 classes around fixed means in R^784 (the same means in every file,
+    """``n`` examples of 3 classes around fixed means in R^40 (the same means in every file,
     other draws per ``seed``), as the ``.npz`` a ``local`` plan's client brings."""
-    means = np.random.default_rng(100).choice([-1.0, 1.0], size=(3, 784))
+    means = np.random.default_rng(100).choice([-1.0, 1.0], size=(3, FEATURES))
     draws = np.random.default_rng(seed)
     y = draws.integers(0, 3, n)
-    x = means[y] + 2.0 * draws.standard_normal((n, 784))
+    x = means[y] + 2.0 * draws.standard_normal((n, FEATURES))
     np.savez(path, x=x.astype(np.float32), y=y)
 
 
@@ -356,12 +359,13 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
     and takes its seat when restarted with a good one (named by the ``{id}`` template)."""
     plan = {
         "seed": 8,
+        "model": f"logreg?inputs={FEATURES}",
         "dataset": "local?classes=3",
         "n_clients": 3,
         "f": 0,
         "aggregator": "mean",
         "rounds": 30,
-        "zo": {"nu": 8, "mu": 0.001, "lr": 0.0005, "batch_size": 32},
+        "zo": {"nu": 8, "mu": 0.001, "lr": 0.005, "batch_size": 32},
         "federator": {"round_timeout": 30.0, "linger": 30.0},
     }
     fed = Federation(tmp_path, plan)
@@ -370,7 +374,7 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
             write_cluster_examples(tmp_path / f"client-{i}.npz", 200, seed=i)
         write_cluster_examples(tmp_path / "held-out.npz", 300, seed=99)
         bad = tmp_path / "bad.npz"
-        np.savez(bad, x=np.zeros((4, 784), np.float32), y=np.array([0, 1, 2, 3]))
+        np.savez(bad, x=np.zeros((4, FEATURES), np.float32), y=np.array([0, 1, 2, 3]))
         fed.start_federator("federator")
         fed.start_client("client-0")
         fed.start_client("client-1", "--data", str(bad))
@@ -397,7 +401,7 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
         if r["event"] == "report" and r["client"] == "observer"
     ]
     # The model starts at W = 0: loss log 3, every example labelled 0 (a third of them right).
-    # The held-out examples are 3 clusters in R^784 whose means differ in about half the
+    # The held-out examples are 3 clusters in R^40 whose means differ in about half the
     # coordinates by 2 (noise σ = 2): a trained logistic regression separates them.
     assert reports[-1]["round"] == 29
     assert reports[-1]["accuracy"] >= 0.9 and reports[-1]["loss"] < 0.25 * math.log(3)

@@ -48,7 +48,14 @@ def write(tmp_path: Path, text: str) -> str:
         ("dataset: rotten_tomatoes\n", "dataset: dataset 'rotten_tomatoes' needs a Hugging Face"),
         ("dataset: mnist?alpha=1\n", "dataset: dataset 'mnist?alpha=1': mnist takes no options"),
         ("model: resnet\n", "model: unknown model name='resnet'; known: hf, logreg, minilm"),
-        ("model: logreg?width=3\n", "model: model 'logreg?width=3': logreg takes no options"),
+        ("model: logreg?width=3\n", "model: model 'logreg?width=3': unknown option(s) ['width']"),
+        ("model: logreg?inputs=0\n", "model: model 'logreg?inputs=0': inputs must be >= 1; got 0"),
+        ("model: logreg?inputs=x\n", "model: model 'logreg?inputs=x': inputs must be an integer"),
+        (
+            "model: logreg?inputs=30\n",
+            "dataset: dataset 'mnist' has 784 features an example: it needs model logreg",
+        ),
+        ("model: minilm\n", "dataset: dataset 'mnist' has 784 features an example"),
         ("model: minilm?head=max\n", "model: model 'minilm?head=max': head must be one of"),
     ],
 )

@@ -58,9 +58,9 @@ def test_logreg_equals_its_formula_and_runs_on_both_zo_paths() -> None:
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    a = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=4))
-    b = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=4))
-    c = build_model(ModelSpec(name="logreg", in_features=20, num_classes=3, init_seed=5))
+    a = build_model(ModelSpec(name="logreg?inputs=20", num_classes=3, init_seed=4))
+    b = build_model(ModelSpec(name="logreg?inputs=20", num_classes=3, init_seed=4))
+    c = build_model(ModelSpec(name="logreg?inputs=20", num_classes=3, init_seed=5))
     build_model(ModelSpec())
     assert torch.equal(torch.random.get_rng_state(), before)
     assert model_digest(a) == model_digest(b) != model_digest(c)
@@ -75,7 +75,7 @@ def test_unknown_model_lists_names() -> None:
 
 
 def test_evaluate_matches_direct_computation() -> None:
-    model = build_model(ModelSpec(name="logreg", in_features=6, num_classes=4, init_seed=0))
+    model = build_model(ModelSpec(name="logreg?inputs=6", num_classes=4, init_seed=0))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(50, 6, generator=gen)
     y = torch.randint(0, 4, (50,), generator=gen)
