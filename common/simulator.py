@@ -2,7 +2,9 @@
 
 ``cyber0-sim --config FILE.yaml --out DIR`` writes ``DIR/results.json`` and ``DIR/accuracy.png``.
 Byzantine clients are clients ``0 .. f-1``; their shards exist (colluding attackers and label
-flipping compute on them). The declared f of the robust rule is the same f.
+flipping compute on them). The declared f of the robust rule is the same f. The clients train
+logistic regression on MNIST shards, or on their own files (``data.dataset: local?classes=C``,
+see :class:`DataConfig`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,26 @@ from .attacks import Attack, get_attack_against
 from .baseline import apply_update_, flat_gradient
 from .config import ConfigError, from_mapping, load_yaml
 from .data import ShardSpec, batch_indices, load_mnist, load_shard, validation_split
+from .datasets import check_dataset_name
 from .estimator import ZOEstimator, apply_aggregate_
-from .models import ModelSpec, build_model, cross_entropy_loss, evaluate, model_digest
+from .localdata import DATASET as LOCAL
+from .localdata import (
+    DataFileError,
+    LocalDataset,
+    check_data_path,
+    check_fits,
+    parse_local_name,
+    read_arrays,
+)
+from .models import (
+    ModelSpec,
+    build_model,
+    check_model_name,
+    cross_entropy_loss,
+    evaluate,
+    model_digest,
+    registry_key,
+)
 from .perturbation import DirectionGenerator, canonical_parameters
 from .plan import ZOSettings
 
@@ -40,21 +60,38 @@ EvalSplit = Literal["validation", "test"]
 class DataConfig:
     """Dataset and how it is split across the n clients.
 
-    ``validation > 0`` holds out that many training examples (a fixed seeded permutation, see
+    ``mnist``: MNIST split by ``partition`` (and ``alpha``). ``validation > 0`` holds out that
+    many training examples (a fixed seeded permutation, see
     :func:`cyber0.common.data.validation_split`): no client trains on them and every evaluation
     runs on them instead of the test set (for tuning; results.json then says
     ``"eval_split": "validation"`` while the history keys keep their ``test_`` names).
+
+    ``local?classes=C``: every client's examples are its own ``.npz`` file, ``files`` with
+    ``{id}`` standing for the client's index 0 … n−1 (clients 0 … f−1 are the Byzantine ones),
+    and evaluations run on the file ``test`` (formats: :mod:`cyber0.common.localdata`);
+    ``partition``, ``alpha`` and ``validation`` do not apply.
     """
 
-    dataset: Literal["mnist"] = "mnist"
+    dataset: str = "mnist"
     partition: Literal["iid", "dirichlet"] = "dirichlet"
     alpha: float = 1.0
     validation: int = 0
+    files: str = ""
+    test: str = ""
 
     @property
     def eval_split(self) -> EvalSplit:
         """Where evaluations run: ``"validation"`` or ``"test"``."""
         return "validation" if self.validation > 0 else "test"
+
+    @property
+    def local(self) -> LocalDataset | None:
+        """The parsed ``local`` dataset name (None for MNIST)."""
+        return parse_local_name(self.dataset) if self.dataset != "mnist" else None
+
+    def client_file(self, index: int) -> str:
+        """Client ``index``'s examples file (``local`` only)."""
+        return self.files.replace("{id}", str(index))
 
 
 @dataclass(frozen=True)
@@ -91,7 +128,7 @@ class SimConfig:
     eval_every: int = 10
     n_clients: int = 10
     f: int = 2
-    model: Literal["logreg"] = "logreg"
+    model: str = "logreg"
     data: DataConfig = field(default_factory=DataConfig)
     zo: ZOSettings = field(default_factory=ZOSettings)
     aggregator: RuleConfig = field(default_factory=lambda: RuleConfig("cwtm"))
@@ -122,13 +159,65 @@ class SimConfig:
         for name, ok, message in checks:
             if not ok:
                 raise ConfigError(f"{name}: {message}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """The model (logistic regression: the simulator's batched path) and the dataset."""
+        try:
+            check_model_name(self.model)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from exc
+        if registry_key(self.model) != "logreg":
+            raise ConfigError(f"model: the simulator trains logreg[?inputs=D]; got {self.model!r}")
+        data = self.data
+        if data.dataset.partition("?")[0] not in ("mnist", LOCAL):
+            raise ConfigError(
+                f"data.dataset: the simulator reads mnist or local?classes=C; got {data.dataset!r}"
+            )
+        try:
+            check_dataset_name(data.dataset, self.model)
+        except ValueError as exc:
+            raise ConfigError(f"data.dataset: {exc}") from exc
+        if data.local is None:
+            for name, value in (("data.files", data.files), ("data.test", data.test)):
+                if value:
+                    raise ConfigError(f"{name}: only a local dataset reads files; got {value!r}")
+            return
+        if "{id}" not in data.files:
+            raise ConfigError(
+                f"data.files: a local dataset needs each client's file, with {{id}} for its "
+                f"index (e.g. data/client-{{id}}.npz); got {data.files!r}"
+            )
+        if not data.test:
+            raise ConfigError("data.test: a local dataset needs a file to evaluate on")
+        if data.validation:
+            raise ConfigError("data.validation: a local dataset's validation is its test file")
+
+    @property
+    def num_classes(self) -> int:
+        """The labels of the dataset: 10 for MNIST, C for ``local?classes=C``."""
+        local = self.data.local
+        return 10 if local is None else local.classes
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The model every run starts from."""
+        return ModelSpec(name=self.model, num_classes=self.num_classes)
 
 
 def build_config(data: Any) -> SimConfig:
-    """Validate a parsed YAML mapping; also instantiates the named rules to check them."""
+    """Validate a parsed YAML mapping; also instantiates the named rules to check them and
+    checks that a local dataset's files exist (their contents are read by the run)."""
     config = from_mapping(SimConfig, data)
     make_aggregator(config)
     make_attack(config, make_aggregator(config))
+    if config.data.local is not None:
+        paths = [("data.files", config.data.client_file(i)) for i in range(config.n_clients)]
+        for name, path in [*paths, ("data.test", config.data.test)]:
+            try:
+                check_data_path(path, text=False)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
     return config
 
 
@@ -167,21 +256,29 @@ class Client:
 
 
 def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:
+    """The n clients: MNIST shards, or each one's own file (checked against the model:
+    :class:`~cyber0.common.localdata.DataFileError` naming the file)."""
     clients = []
+    model = build_model(config.model_spec)
     for i in range(config.n_clients):
-        spec = ShardSpec(
-            dataset=config.data.dataset,
-            partition=config.data.partition,
-            alpha=config.data.alpha,
-            n_clients=config.n_clients,
-            client_index=i,
-            seed=config.seed,
-            validation=config.data.validation,
-        )
-        x, y = load_shard(spec)
+        if config.data.local is None:
+            spec = ShardSpec(
+                dataset=config.data.dataset,
+                partition=config.data.partition,
+                alpha=config.data.alpha,
+                n_clients=config.n_clients,
+                client_index=i,
+                seed=config.seed,
+                validation=config.data.validation,
+            )
+            x, y = load_shard(spec)
+        else:
+            path = config.data.client_file(i)
+            x, y = read_arrays(path, config.num_classes)
+            check_fits(model, x, path)
         byzantine = i < config.f
         if byzantine and attack is not None and attack.kind == "data":
-            y = attack.flip_labels(y, 10)  # type: ignore[attr-defined]
+            y = attack.flip_labels(y, config.num_classes)  # type: ignore[attr-defined]
         clients.append(Client(i, x, y, byzantine))
     return clients
 
@@ -222,7 +319,12 @@ class RunResult:
 
 
 def eval_set(config: SimConfig) -> tuple[Tensor, Tensor]:
-    """The examples evaluations run on: the held-out validation examples, or the test set."""
+    """The examples evaluations run on: the held-out validation examples, the test set, or a
+    local dataset's test file."""
+    if config.data.local is not None:
+        x, y = read_arrays(config.data.test, config.num_classes)
+        check_fits(build_model(config.model_spec), x, config.data.test)
+        return x, y
     data = load_mnist()
     if config.data.validation == 0:
         return data.test_x, data.test_y
@@ -304,7 +406,7 @@ def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None
     clients = make_clients(config, attack)
     zo = config.zo
     generator = DirectionGenerator(config.seed, zo.distribution)
-    model = build_model(ModelSpec(name=config.model))
+    model = build_model(config.model_spec)
     estimator = ZOEstimator(model, cross_entropy_loss, generator, zo, "batched")
 
     def round_update(t: int) -> None:
@@ -332,7 +434,7 @@ def run_first_order(
     attack = make_attack(config, aggregator)
     clients = make_clients(config, attack)
     lr, batch_size = config.first_order.lr, config.first_order.batch_size
-    model = build_model(ModelSpec(name=config.model))
+    model = build_model(config.model_spec)
     dims = sum(p.numel() for _, p in canonical_parameters(model))
 
     def round_update(t: int) -> None:
@@ -413,7 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keep_freed_memory()
-    result = simulate(config, progress=not args.quiet)
+    try:
+        result = simulate(config, progress=not args.quiet)
+    except DataFileError as exc:
+        print(f"cyber0-sim: {exc}", file=sys.stderr)
+        return 2
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if not args.no_plot:
         plot(result, out / "accuracy.png")
