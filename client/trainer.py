@@ -208,12 +208,12 @@ class ZOTrainer:
         """Build the model (first call) and load the shard of ``shard_index`` (−1: observer)
         for identity ``client_id``, from its own data file on a ``local`` plan."""
         data = for_identity(self.data, client_id)
+        task = self._tasks.get(data)
         if self.plan is None:
             task = build_task(plan, data)
             spec = ModelSpec(name=plan.model, num_classes=task.num_classes)
             model = build_model(spec).to(self.device)
-            if isinstance(task, LocalTask):
-                check_fits(model, task.examples[0], task.path)
+            self._add_task(model, data, task)
             size = sum(p.numel() for _, p in canonical_parameters(model))
             small = size <= BATCHED_MAX_PARAMETERS and not is_text_model(model)
             path: Path = "batched" if small else "inplace"
@@ -221,27 +221,24 @@ class ZOTrainer:
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
                 self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
             self.plan, self._model = plan, model
-            self._tasks[data] = task
             self._estimator = ZOEstimator(
                 model, cross_entropy_loss, generator, plan.zo, path, self.cache_bytes
             )
         elif plan != self.plan:
             raise ValueError("one trainer cannot follow two different plans")
-        task = self._task_of(plan, data)
+        if task is None:
+            task = self._add_task(self._ready()[1], data, build_task(plan, data))
         if shard_index >= 0 and all(s.index != shard_index for s in self.shards):
             x, y = task.shard(plan, shard_index)
             if self.flip_labels:
                 y = task.num_classes - 1 - y
             self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
 
-    def _task_of(self, plan: TrainingPlan, data: str | None) -> Task:
-        """The task reading ``data`` (built and checked against the model at its first use)."""
-        task = self._tasks.get(data)
-        if task is None:
-            task = build_task(plan, data)
-            if isinstance(task, LocalTask):
-                check_fits(self._ready()[1], task.examples[0], task.path)
-            self._tasks[data] = task
+    def _add_task(self, model: nn.Module, data: str | None, task: Task) -> Task:
+        """Keep ``task``, the one reading ``data``, once its examples fit ``model``."""
+        if isinstance(task, LocalTask):
+            check_fits(model, task.examples[0], task.path)
+        self._tasks[data] = task
         return task
 
     @property
