@@ -138,6 +138,12 @@ def int_options(name: str, what: str, options: Mapping[str, str]) -> dict[str, i
     return {key: int(raw) for key, raw in options.items()}
 
 
+@typing.overload
+def for_identity(template: str, client_id: str) -> str: ...
+@typing.overload
+def for_identity(template: None, client_id: str) -> None: ...
+@typing.overload
+def for_identity(template: str | None, client_id: str) -> str | None: ...
 def for_identity(template: str | None, client_id: str) -> str | None:
     """``template`` with every ``{id}`` replaced by ``client_id`` (a per-identity file name:
     certificate, token, data); None stays None."""

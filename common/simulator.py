@@ -27,7 +27,7 @@ from .aggregators import Aggregator, get_aggregator
 from .allocator import keep_freed_memory
 from .attacks import Attack, get_attack_against
 from .baseline import apply_update_, flat_gradient
-from .config import ConfigError, from_mapping, load_yaml
+from .config import ConfigError, for_identity, from_mapping, load_yaml
 from .data import ShardSpec, batch_indices, load_mnist, load_shard, validation_split
 from .datasets import check_dataset_name
 from .estimator import ZOEstimator, apply_aggregate_
@@ -87,11 +87,11 @@ class DataConfig:
     @property
     def local(self) -> LocalDataset | None:
         """The parsed ``local`` dataset name (None for MNIST)."""
-        return parse_local_name(self.dataset) if self.dataset != "mnist" else None
+        return parse_local_name(self.dataset) if self.dataset.partition("?")[0] == LOCAL else None
 
     def client_file(self, index: int) -> str:
         """Client ``index``'s examples file (``local`` only)."""
-        return self.files.replace("{id}", str(index))
+        return for_identity(self.files, str(index))
 
 
 @dataclass(frozen=True)
