@@ -68,8 +68,9 @@ class DataConfig:
 
     ``local?classes=C``: every client's examples are its own ``.npz`` file, ``files`` with
     ``{id}`` standing for the client's index 0 … n−1 (clients 0 … f−1 are the Byzantine ones),
-    and evaluations run on the file ``test`` (formats: :mod:`cyber0.common.localdata`);
-    ``partition``, ``alpha`` and ``validation`` do not apply.
+    and evaluations run on the file ``test`` (formats: :mod:`cyber0.common.localdata`; paths
+    relative to the working directory); ``partition``, ``alpha`` and ``validation`` do not
+    apply.
     """
 
     dataset: str = "mnist"
