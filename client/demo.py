@@ -4,7 +4,12 @@ Starts a federator, honest client daemons, one colluding Byzantine daemon holdin
 identities, and an observer; prints a line per round (accuracy as last reported by the
 observer, payload bytes up and down per client) and a final summary; the observer writes the
 final weights to ``WORKDIR/model.safetensors``. Exits 0 when every party finished with the same
-model digest.
+model digest, 1 when a party failed (the first lines of its error are printed), 2 on a bad
+option.
+
+The plan is MNIST logistic regression unless ``--plan FILE`` (plan fields, as in the
+federator's YAML) replaces parts of it; ``--data TEMPLATE`` gives every daemon its own examples
+for a ``local`` plan (``{id}``: ``honest-0`` …, ``byzantine-0`` …, ``observer``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import IO, Any
 
 import yaml
 
+from cyber0.common.config import for_identity
+from cyber0.common.localdata import check_data_path
+
 
 def training_ids(args: argparse.Namespace) -> list[str]:
     """The training identities in shard order: honest ones first, then the Byzantine ones (as
@@ -30,35 +38,67 @@ def training_ids(args: argparse.Namespace) -> list[str]:
     return honest + [f"byzantine-{i}" for i in range(args.byzantine)]
 
 
+#: Plan fields the party counts decide (``--honest``, ``--byzantine``): not in ``--plan``.
+COUNTED = ("n_clients", "f")
+
+
 def default_plan(args: argparse.Namespace) -> dict[str, Any]:
     """The demo's training plan (MNIST logistic regression, Dirichlet(1) label skew) and its
     enrolment, so that every identity gets the same shard in every run, whatever the order the
-    daemons connect in."""
-    return {
-        "seed": args.seed,
+    daemons connect in. ``--plan`` replaces the fields it names (``zo`` and ``federator`` key
+    by key); ``--seed``, ``--aggregator``, ``--rounds`` and ``--nu``, when given, win over
+    both. ValueError for a ``--plan`` file that is not a mapping or sets ``n_clients``/``f``."""
+    plan: dict[str, Any] = {
+        "seed": 0,
         "model": "logreg",
         "dataset": "mnist",
         "partition": "dirichlet",
         "alpha": 1.0,
-        "n_clients": args.honest + args.byzantine,
-        "f": args.byzantine,
-        "aggregator": args.aggregator,
-        "rounds": args.rounds,
-        "zo": {"nu": args.nu, "local_steps": 1, "mu": 0.001, "lr": 0.002, "batch_size": 64},
-        "federator": {"round_timeout": 30.0, "linger": 60.0, "enrolment": training_ids(args)},
+        "aggregator": "cwtm",
+        "rounds": 300,
+        "zo": {"nu": 64, "local_steps": 1, "mu": 0.001, "lr": 0.002, "batch_size": 64},
+        "federator": {"round_timeout": 30.0, "linger": 60.0},
     }
+    if args.plan is not None:
+        mine = yaml.safe_load(Path(args.plan).read_text())
+        if not isinstance(mine, dict):
+            raise ValueError(f"--plan {args.plan}: expected a mapping of plan fields")
+        counted = sorted(set(COUNTED) & set(mine))
+        if counted:
+            raise ValueError(
+                f"--plan {args.plan}: {', '.join(counted)} come from --honest and --byzantine"
+            )
+        for key, value in mine.items():
+            nested = isinstance(value, dict) and isinstance(plan.get(key), dict)
+            plan[key] = {**plan[key], **value} if nested else value
+    flags = {"seed": args.seed, "aggregator": args.aggregator, "rounds": args.rounds}
+    plan.update({key: value for key, value in flags.items() if value is not None})
+    if args.nu is not None:
+        plan["zo"] = {**plan["zo"], "nu": args.nu}
+    plan["n_clients"], plan["f"] = args.honest + args.byzantine, args.byzantine
+    plan["federator"] = {**plan["federator"], "enrolment": training_ids(args)}
+    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cyber0-demo", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--rounds", type=int, help="rounds (300)")
     p.add_argument("--honest", type=int, default=8)
     p.add_argument("--byzantine", type=int, default=2)
     p.add_argument("--attack", default="alie")
-    p.add_argument("--aggregator", default="cwtm")
-    p.add_argument("--nu", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aggregator", help="robust rule (cwtm)")
+    p.add_argument("--nu", type=int, help="directions per local step (64)")
+    p.add_argument("--seed", type=int, help="master seed (0)")
     p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument(
+        "--plan", metavar="FILE.yaml", help="plan fields replacing the demo's (not n_clients, f)"
+    )
+    p.add_argument(
+        "--data",
+        metavar="TEMPLATE",
+        help="each daemon's own examples for a local plan ({id}: honest-0, ..., byzantine-0, "
+        "..., observer)",
+    )
     p.add_argument("--workdir", default="runs/demo", help="config, metrics, log and outputs")
     p.add_argument("--quiet", action="store_true", help="only the final summary")
     return p
@@ -115,6 +155,8 @@ def start_clients(args: argparse.Namespace, workdir: Path, port: int) -> list[Pa
     """The honest daemons, the colluding Byzantine daemon and the observer."""
     target = f"127.0.0.1:{port}"
     base = ["-m", "cyber0.client.cli", "--target", target]
+    if args.data is not None:
+        base += ["--data", args.data]
     parties = []
     # The observer first: rounds wait for training clients only, so it must not start behind.
     observer = ["--role", "observer", "--eval-every", str(args.eval_every)]
@@ -174,16 +216,40 @@ def follow(
         time.sleep(0.2)
 
 
+def check_data(args: argparse.Namespace) -> None:
+    """ValueError naming the first ``--data`` file missing or of an unknown kind."""
+    if args.data is not None:
+        for client_id in ["observer", *training_ids(args)]:
+            check_data_path(for_identity(args.data, client_id))
+
+
+def failure(workdir: Path, parties: Sequence[Party]) -> str:
+    """What the parties that ended with an error said (the last line of each log)."""
+    lines = []
+    for party in parties:
+        code = party.process.poll()
+        if code not in (None, 0):
+            log = (workdir / f"{party.name}.log").read_text().strip().splitlines()
+            lines.append(f"{party.name} exit {code}: {log[-1] if log else ''}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
+    try:
+        plan = default_plan(args)
+        check_data(args)
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        print(f"cyber0-demo: {exc}", file=sys.stderr)
+        return 2
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("*"):
         if stale.is_file():
             stale.unlink()
     config = workdir / "federation.yaml"
-    config.write_text(yaml.safe_dump(default_plan(args), sort_keys=False))
+    config.write_text(yaml.safe_dump(plan, sort_keys=False))
     started = time.perf_counter()
     federator, port = start_federator(workdir, config)
     print(f"federator on 127.0.0.1:{port}; logs and metrics in {workdir}/", flush=True)
@@ -192,16 +258,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parties = start_clients(args, workdir, port)
         summary = follow(
             workdir / "metrics.jsonl",
-            args.rounds,
+            plan["rounds"],
             [federator, *(p.process for p in parties)],
             args.quiet,
         )
+        failed_early = failure(workdir, parties)
+        if failed_early or federator.poll() not in (None, 0):
+            print(f"cyber0-demo: a party stopped\n{failed_early}", file=sys.stderr)
+            return 1
         codes = {p.name: p.process.wait(timeout=120) for p in parties}
         federator_code = federator.wait(timeout=60)
     finally:
-        for proc in [*(p.process for p in parties), federator]:
+        procs = [*(p.process for p in parties), federator]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     digests: dict[str, str] = {}
     for party in parties:
         for line in (workdir / f"{party.name}.out").read_text().splitlines():

@@ -420,3 +420,38 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
         assert np.float32(result[key]) == np.float32(reports[-1][key])
     labels = np.array([int(line) for line in predictions.read_text().splitlines()])
     assert np.mean(labels == np.load(held_out)["y"]) == result["accuracy"]
+
+
+def test_the_demo_runs_a_local_plan_on_the_parties_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cyber0-demo --plan`` (a local plan on 40-feature rows) ``--data`` (one file per
+    identity, the observer's held out): every party ends on one digest and the observer's
+    accuracy on its file rises from chance. A missing file or a plan that sets n_clients is
+    refused before anything starts (exit 2); a party whose file breaks a rule stops the demo
+    at once (exit 1) with that party's message."""
+    for i, name in enumerate(["honest-0", "honest-1", "honest-2", "byzantine-0"]):
+        write_cluster_examples(tmp_path / f"{name}.npz", 200, seed=i)
+    write_cluster_examples(tmp_path / "observer.npz", 300, seed=99)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"model: logreg?inputs={FEATURES}\ndataset: local?classes=3\n"
+        "zo: {nu: 8, lr: 0.005, batch_size: 32}\n"
+    )
+    argv = ["--rounds", "30", "--honest", "3", "--byzantine", "1", "--attack", "sf"]
+    argv += ["--eval-every", "10", "--plan", str(plan), "--workdir", str(tmp_path / "w")]
+    argv += ["--quiet", "--data", str(tmp_path / "{id}.npz")]
+    assert demo.main(argv) == 0, (tmp_path / "w" / "federator.log").read_text()[-2000:]
+    accuracy = re.search(r"final test accuracy \(observer\) ([\d.]+)", capsys.readouterr().out)
+    assert accuracy is not None and float(accuracy[1]) >= 0.9
+    assert demo.main([*argv[:-1], str(tmp_path / "missing-{id}.npz")]) == 2
+    assert "missing-observer.npz: no such file" in capsys.readouterr().err
+    (tmp_path / "counted.yaml").write_text("n_clients: 9\n")
+    assert demo.main([*argv, "--plan", str(tmp_path / "counted.yaml")]) == 2
+    assert "n_clients come from --honest and --byzantine" in capsys.readouterr().err
+    np.savez(tmp_path / "honest-1.npz", x=np.zeros((4, FEATURES), np.float32), y=[0, 1, 2, 3])
+    started = time.monotonic()
+    assert demo.main(argv) == 1
+    assert time.monotonic() - started < 60  # not the 120 s a finished party may take
+    err = capsys.readouterr().err
+    assert "honest-1 exit 1" in err and "y[3] = 3 is not a label in [0, 3)" in err
