@@ -9,7 +9,8 @@ option.
 
 The plan is MNIST logistic regression unless ``--plan FILE`` (plan fields, as in the
 federator's YAML) replaces parts of it; ``--data TEMPLATE`` gives every daemon its own examples
-for a ``local`` plan (``{id}``: ``honest-0`` …, ``byzantine-0`` …, ``observer``).
+for a ``local`` plan (``{id}``: ``honest-1`` …, ``byzantine-1`` …, ``observer``: the Docker
+stack's names, so one data folder serves both).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from cyber0.common.localdata import check_data_path
 
 
 def training_ids(args: argparse.Namespace) -> list[str]:
-    """The training identities in shard order: honest ones first, then the Byzantine ones (as
-    the Docker stack enrols them)."""
-    honest = [f"honest-{i}" for i in range(args.honest)]
-    return honest + [f"byzantine-{i}" for i in range(args.byzantine)]
+    """The training identities in shard order, named and enrolled as the Docker stack does:
+    ``honest-1`` … ``honest-H``, then ``byzantine-1`` … ``byzantine-B``."""
+    honest = [f"honest-{i}" for i in range(1, args.honest + 1)]
+    return honest + [f"byzantine-{i}" for i in range(1, args.byzantine + 1)]
 
 
 #: Plan fields the party counts decide (``--honest``, ``--byzantine``): not in ``--plan``.
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="TEMPLATE",
-        help="each daemon's own examples for a local plan ({id}: honest-0, ..., byzantine-0, "
+        help="each daemon's own examples for a local plan ({id}: honest-1, ..., byzantine-1, "
         "..., observer)",
     )
     p.add_argument("--workdir", default="runs/demo", help="config, metrics, log and outputs")

@@ -71,13 +71,13 @@ def test_demo_federation_learns_and_agrees(
             pb.ClientMessage(update=pb.Update(round=r["round"], values=[0.5] * 32)).ByteSize()
             for _ in r["participants"]
         )
-    assert {c for r in rounds_seen for c in r["participants"]} >= {"byzantine-0", "byzantine-1"}
+    assert {c for r in rounds_seen for c in r["participants"]} >= {"byzantine-1", "byzantine-2"}
     # shards follow the demo's enrolment, not the order the daemons happened to connect in
     joined = re.findall(
         r"(\S+) joined as train on shard (\d+)", (workdir / "federator.log").read_text()
     )
     shards = {client: int(shard) for client, shard in joined}
-    assert shards == {f"honest-{i}": i for i in range(5)} | {"byzantine-0": 5, "byzantine-1": 6}
+    assert shards == {f"honest-{i + 1}": i for i in range(5)} | {"byzantine-1": 5, "byzantine-2": 6}
     final = [r for r in records if r["event"] == "report" and r["client"] == "observer"][-1]
     # 60 rounds of ν=32 with 2 of 7 clients attacking reach about 0.8; 0.7 leaves noise room.
     assert final["round"] == rounds - 1 and final["accuracy"] >= 0.7
@@ -430,7 +430,7 @@ def test_the_demo_runs_a_local_plan_on_the_parties_files(
     accuracy on its file rises from chance. A missing file or a plan that sets n_clients is
     refused before anything starts (exit 2); a party whose file breaks a rule stops the demo
     at once (exit 1) with that party's message."""
-    for i, name in enumerate(["honest-0", "honest-1", "honest-2", "byzantine-0"]):
+    for i, name in enumerate(["honest-1", "honest-2", "honest-3", "byzantine-1"]):
         write_cluster_examples(tmp_path / f"{name}.npz", 200, seed=i)
     write_cluster_examples(tmp_path / "observer.npz", 300, seed=99)
     plan = tmp_path / "plan.yaml"
@@ -449,9 +449,9 @@ def test_the_demo_runs_a_local_plan_on_the_parties_files(
     (tmp_path / "counted.yaml").write_text("n_clients: 9\n")
     assert demo.main([*argv, "--plan", str(tmp_path / "counted.yaml")]) == 2
     assert "n_clients come from --honest and --byzantine" in capsys.readouterr().err
-    np.savez(tmp_path / "honest-1.npz", x=np.zeros((4, FEATURES), np.float32), y=[0, 1, 2, 3])
+    np.savez(tmp_path / "honest-2.npz", x=np.zeros((4, FEATURES), np.float32), y=[0, 1, 2, 3])
     started = time.monotonic()
     assert demo.main(argv) == 1
     assert time.monotonic() - started < 60  # not the 120 s a finished party may take
     err = capsys.readouterr().err
-    assert "honest-1 exit 1" in err and "y[3] = 3 is not a label in [0, 3)" in err
+    assert "honest-2 exit 1" in err and "y[3] = 3 is not a label in [0, 3)" in err
