@@ -432,6 +432,41 @@ def test_the_plan_picks_the_task() -> None:
 
 
 @needs_corpus
+def test_csv_files_of_the_text_shards_are_the_built_in_shards(tmp_path: Path) -> None:
+    """``tests/docker/write_shards.py --text`` (what the Compose test's own-data text stage
+    runs): each identity's CSV, read through a ``local`` plan, is exactly its built-in
+    ``rotten_tomatoes`` shard (same sentences, order, tokens and labels), and the observer's
+    file is the test set."""
+    from cyber0.client.trainer import ZOTrainer
+
+    script = Path(__file__).parent / "docker" / "write_shards.py"
+    argv = [sys.executable, str(script), str(tmp_path / "data"), "--honest", "6"]
+    subprocess.run([*argv, "--byzantine", "2", "--text"], check=True, capture_output=True)
+    folder = save_tiny_bert_with_tokenizer(tmp_path / "bert")
+    fields: dict[str, Any] = dict(seed=0, model=f"hf:{folder}?head=mean", n_clients=8, f=2)
+    built_in = TrainingPlan(
+        dataset="rotten_tomatoes?max_length=16", partition="dirichlet", **fields
+    )
+    local = TrainingPlan(dataset="local?classes=2&max_length=16", **fields)
+    for index, client_id in [
+        (0, "honest-1"),
+        (5, "honest-6"),
+        (7, "byzantine-2"),
+        (-1, "observer"),
+    ]:
+        reference = ZOTrainer(device=torch.device("cpu"))
+        reference.setup(built_in, index, client_id)
+        mine = ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "data" / "{id}.csv"))
+        mine.setup(local, index, client_id)
+        if index < 0:
+            expected, got = reference._task.test_set(), mine._task.test_set()
+        else:
+            expected = (reference.shards[0].x, reference.shards[0].y)
+            got = (mine.shards[0].x, mine.shards[0].y)
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+
+
+@needs_corpus
 def test_a_local_plan_tokenises_the_partys_own_sentences(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,18 +18,23 @@
 # CLIENT_DATA=/data/{id}.npz, the data folder written by tests/docker/write_shards.py (each
 # identity's Dirichlet shard, the test set for the observer), with the MNIST checks and bar.
 #
+# E2E_STACK=text-local is the text stack on the parties' own CSV files (write_shards.py --text:
+# each identity's Rotten Tomatoes shard, the test sentences for the observer), with the text
+# stack's checks.
+#
 # E2E_STACK=text runs the text stack instead (docker/text.env: an image with the text extra and
 # the offline MiniLM and Rotten Tomatoes packages; MiniLM's last layer and head fine-tuned in
 # place, nu=4, the same 6 honest + 2 ALIE + observer) for 8 rounds, with the same checks and an
 # accuracy bar of 0 (8 ZO rounds from a random head are a plumbing check, not training).
 #
 # With E2E_DIGEST_OUT=FILE the final model's digest is written to FILE, and with
-# E2E_EXPECT_DIGEST=HEX the run must end on that model: .ci/run runs the local stack after the
-# MNIST one and expects its digest, so files holding the built-in shards train the built-in
-# federation's model bit for bit (the shard index still keys the minibatches).
+# E2E_EXPECT_DIGEST=HEX the run must end on that model: .ci/run runs each own-data stack after
+# its built-in one and expects its digest, so files holding the built-in shards train the
+# built-in federation's model bit for bit (the shard index still keys the minibatches).
 #
-# Environment: E2E_STACK (mnist, local or text), E2E_ROUNDS (150; text: 8), E2E_BAR (0.80; text: 0),
-# E2E_KEEP_RESULTS (a folder to copy results to), E2E_DIGEST_OUT, E2E_EXPECT_DIGEST.
+# Environment: E2E_STACK (mnist, local, text or text-local), E2E_ROUNDS (150; text: 8),
+# E2E_BAR (0.80; text: 0), E2E_KEEP_RESULTS (a folder to copy results to), E2E_DIGEST_OUT,
+# E2E_EXPECT_DIGEST.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -59,20 +64,25 @@ case "$STACK" in
       plan_env+=("DATASET=local?classes=10" "CLIENT_DATA=/data/{id}.npz")
     fi
     ;;
-  text)
+  text | text-local)
     ROUNDS=${E2E_ROUNDS:-8}
     BAR=${E2E_BAR:-0}
     NU=4
     IMAGE=cyber0:e2e-text
-    PROJECT=cyber0e2etext
     EXTRAS=mnist,text
     NODEPS=$(sed -n 's/^CYBER0_NODEPS=//p' docker/text.env)
     # The model, data set and step come from docker/text.env, as for a user of the switch.
     env_file=(--env-file docker/text.env)
     # One evaluation, after the last round (each is 2,000 sentences through MiniLM).
     plan_env=("EVAL_EVERY=$ROUNDS")
+    if [ "$STACK" = text ]; then
+      PROJECT=cyber0e2etext
+    else  # the same plan, but every party reads its own CSV from the mounted data folder
+      PROJECT=cyber0e2etextlocal
+      plan_env+=("DATASET=local?classes=2&max_length=32" "CLIENT_DATA=/data/{id}.csv")
+    fi
     ;;
-  *) echo "E2E_STACK must be mnist, text or local; got $STACK" >&2; exit 2 ;;
+  *) echo "E2E_STACK must be mnist, local, text or text-local; got $STACK" >&2; exit 2 ;;
 esac
 work=$(mktemp -d /tmp/cyber0-compose-e2e.XXXXXX)
 results=$work/results
@@ -206,12 +216,14 @@ if ls dist/wheelhouse/native/*/*.so >/dev/null 2>&1; then
   echo "the image's clients use the native direction generator"
 fi
 
-if [ "$STACK" = local ]; then
+if [ "$STACK" = local ] || [ "$STACK" = text-local ]; then
   begin "data files"
-  # Each party's own file: the MNIST shards of the built-in plan and the test set (observer).
+  # Each party's own file: the shards of the built-in plan and the test set (observer).
+  kind=()
+  [ "$STACK" = text-local ] && kind=(--text)
   docker run --rm --network none -v "$data:/data" -v "$PWD/tests/docker:/checks:ro" \
     --entrypoint python "$IMAGE" /checks/write_shards.py /data --honest "$HONEST" \
-    --byzantine "$BYZANTINE"
+    --byzantine "$BYZANTINE" "${kind[@]}"
 fi
 
 begin "stack up"
