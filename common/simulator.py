@@ -1,6 +1,7 @@
 """In-process simulator: n clients, f of them Byzantine, CYBER-0 next to the first-order baseline.
 
-``cyber0-sim --config FILE.yaml --out DIR`` writes ``DIR/results.json`` and ``DIR/accuracy.png``.
+``cyber0-sim --config FILE.yaml --out DIR`` writes ``DIR/results.json``, ``DIR/accuracy.png`` and
+each method's final model (``DIR/zo.safetensors``, ``DIR/first_order.safetensors``).
 Byzantine clients are clients ``0 .. f-1``; their shards exist (colluding attackers and label
 flipping compute on them). The declared f of the robust rule is the same f. The clients train
 logistic regression on MNIST shards, or on their own files (``data.dataset: local?classes=C``,
@@ -14,7 +15,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,8 @@ from .models import (
     registry_key,
 )
 from .perturbation import DirectionGenerator, canonical_parameters
-from .plan import ZOSettings
+from .plan import TrainingPlan, ZOSettings, plan_json
+from .weights import save_weights
 
 Method = Literal["zo", "first_order"]
 EvalSplit = Literal["validation", "test"]
@@ -304,7 +306,7 @@ def byzantine_vectors(
 
 @dataclass
 class RunResult:
-    """What one method's run produced."""
+    """What one method's run produced (``model``: the final model, not in :meth:`as_dict`)."""
 
     method: Method
     history: list[dict[str, float]]
@@ -314,9 +316,13 @@ class RunResult:
     uplink_bytes_per_client_round: int
     model_digest: str
     wall_seconds: float
+    model: nn.Module | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The figures, for results.json."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"
+        }
 
 
 def eval_set(config: SimConfig) -> tuple[Tensor, Tensor]:
@@ -381,6 +387,7 @@ def _run(
         uplink_bytes_per_client_round=4 * scalars,
         model_digest=model_digest(model),
         wall_seconds=time.perf_counter() - start,
+        model=model,
     )
 
 
@@ -458,11 +465,49 @@ RUNNERS: dict[Method, Callable[[SimConfig, bool], RunResult]] = {
 }
 
 
-def simulate(config: SimConfig, progress: bool = False) -> dict[str, Any]:
-    """Run every method of the config; the first one's figures are the top-level fields.
+def as_plan(config: SimConfig) -> TrainingPlan:
+    """The federation plan the simulated run stands for (the rule by name)."""
+    return TrainingPlan(
+        seed=config.seed,
+        zo=config.zo,
+        model=config.model,
+        dataset=config.data.dataset,
+        partition=config.data.partition,
+        alpha=config.data.alpha,
+        n_clients=config.n_clients,
+        f=config.f,
+        aggregator=config.aggregator.name,
+        rounds=config.rounds,
+    )
+
+
+def save_models(config: SimConfig, runs: Mapping[Method, RunResult], folder: Path) -> None:
+    """``folder/<method>.safetensors``: each run's final model in a daemon's ``--save-model``
+    format (:func:`~cyber0.common.weights.load_model` rebuilds it; ``cyber0-evaluate`` scores
+    it on an examples file), with the metadata ``method`` besides."""
+    plan = plan_json(as_plan(config))
+    for method, run in runs.items():
+        assert run.model is not None
+        metadata = {
+            "model": config.model,
+            "num_classes": str(config.num_classes),
+            "round": str(config.rounds - 1),
+            "plan": plan,
+            "method": method,
+        }
+        save_weights(run.model, folder / f"{method}.safetensors", metadata)
+
+
+def simulate(
+    config: SimConfig, progress: bool = False, weights: Path | None = None
+) -> dict[str, Any]:
+    """Run every method of the config; the first one's figures are the top-level fields, and
+    with ``weights`` (a folder) each method's final model is saved there (:func:`save_models`).
 
     ``eval_split`` says which examples the ``test_*`` figures were measured on."""
     runs = {method: RUNNERS[method](config, progress) for method in config.methods}
+    if weights is not None:
+        save_models(config, runs, weights)
     main = runs[config.methods[0]]
     result: dict[str, Any] = {
         "config": dataclasses.asdict(config),
@@ -517,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     keep_freed_memory()
     try:
-        result = simulate(config, progress=not args.quiet)
+        result = simulate(config, progress=not args.quiet, weights=out)
     except DataFileError as exc:
         print(f"cyber0-sim: {exc}", file=sys.stderr)
         return 2

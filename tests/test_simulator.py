@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from cyber0.client import evaluate
 from cyber0.common.config import ConfigError
 from cyber0.common.data import ShardSpec, load_mnist, load_shard
+from cyber0.common.models import model_digest
 from cyber0.common.simulator import build_config, main, run_first_order, run_zo, simulate
+from cyber0.common.weights import load_model
 
 SMALL: dict[str, Any] = {
     "seed": 3,
@@ -100,6 +103,11 @@ def test_cli_writes_results_and_plot(tmp_path: Path) -> None:
     baseline = result["runs"]["first_order"]
     assert baseline["uplink_scalars_per_client_round"] == 7850
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 10_000
+    # each method's final model, in a daemon's --save-model format
+    for method in ("zo", "first_order"):
+        model, meta = load_model(tmp_path / "out" / f"{method}.safetensors")
+        assert model_digest(model) == result["runs"][method]["model_digest"]
+        assert (meta["method"], meta["round"], meta["model"]) == (method, "11", "logreg")
 
 
 @pytest.mark.parametrize(
@@ -195,9 +203,17 @@ def test_tabular_clients_under_attack(tmp_path: Path, capsys: pytest.CaptureFixt
         "aggregator": {"name": "cwtm"},
         "attack": {"name": "sf"},
     }
-    result = simulate(build_config(config))
+    result = simulate(build_config(config), weights=tmp_path)
     assert result["history"][0]["round"] == 50
     assert result["final_test_accuracy"] >= 0.9
+    # cyber0-evaluate scores the saved model on the test file as the simulator did
+    argv = ["--weights", str(tmp_path / "zo.safetensors"), "--data", str(tmp_path / "test.npz")]
+    assert evaluate.main(argv) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert (scored["accuracy"], scored["loss"]) == (
+        result["final_test_accuracy"],
+        result["final_test_loss"],
+    )
     np.savez(tmp_path / "c5.npz", x=np.zeros((4, 12), np.float32), y=np.array([0, 1, 2, 3]))
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(config))
