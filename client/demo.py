@@ -4,8 +4,8 @@ Starts a federator, honest client daemons, one colluding Byzantine daemon holdin
 identities, and an observer; prints a line per round (accuracy as last reported by the
 observer, payload bytes up and down per client) and a final summary; the observer writes the
 final weights to ``WORKDIR/model.safetensors``. Exits 0 when every party finished with the same
-model digest, 1 when a party failed (the first lines of its error are printed), 2 on a bad
-option.
+model digest, 1 when a party failed (its last log line is printed), 2 on a bad option or a
+plan the federator refuses.
 
 The plan is MNIST logistic regression unless ``--plan FILE`` (plan fields, as in the
 federator's YAML) replaces parts of it; ``--data TEMPLATE`` gives every daemon its own examples
@@ -252,7 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = workdir / "federation.yaml"
     config.write_text(yaml.safe_dump(plan, sort_keys=False))
     started = time.perf_counter()
-    federator, port = start_federator(workdir, config)
+    try:
+        federator, port = start_federator(workdir, config)
+    except RuntimeError as exc:  # e.g. a --plan field the federator refuses
+        said = (workdir / "federator.log").read_text().strip().splitlines()
+        print(f"cyber0-demo: {exc}\n{said[-1] if said else ''}", file=sys.stderr)
+        return 2
     print(f"federator on 127.0.0.1:{port}; logs and metrics in {workdir}/", flush=True)
     parties: list[Party] = []
     try:

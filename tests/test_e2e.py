@@ -428,8 +428,8 @@ def test_the_demo_runs_a_local_plan_on_the_parties_files(
     """``cyber0-demo --plan`` (a local plan on 40-feature rows) ``--data`` (one file per
     identity, the observer's held out): every party ends on one digest and the observer's
     accuracy on its file rises from chance. A missing file or a plan that sets n_clients is
-    refused before anything starts (exit 2); a party whose file breaks a rule stops the demo
-    at once (exit 1) with that party's message."""
+    refused before anything starts, a field the federator refuses as it starts (exit 2); a
+    party whose file breaks a rule stops the demo at once (exit 1) with that party's message."""
     for i, name in enumerate(["honest-1", "honest-2", "honest-3", "byzantine-1"]):
         write_cluster_examples(tmp_path / f"{name}.npz", 200, seed=i)
     write_cluster_examples(tmp_path / "observer.npz", 300, seed=99)
@@ -449,6 +449,9 @@ def test_the_demo_runs_a_local_plan_on_the_parties_files(
     (tmp_path / "counted.yaml").write_text("n_clients: 9\n")
     assert demo.main([*argv, "--plan", str(tmp_path / "counted.yaml")]) == 2
     assert "n_clients come from --honest and --byzantine" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").write_text("roundz: 9\n")  # refused by the federator itself
+    assert demo.main([*argv, "--plan", str(tmp_path / "typo.yaml")]) == 2
+    assert "roundz: unknown key" in capsys.readouterr().err
     np.savez(tmp_path / "honest-2.npz", x=np.zeros((4, FEATURES), np.float32), y=[0, 1, 2, 3])
     started = time.monotonic()
     assert demo.main(argv) == 1
