@@ -43,7 +43,7 @@ from cyber0.common.hf import (
     quiet_transformers,
     tokenizer_folder,
 )
-from cyber0.common.text import DEFAULT_MAX_LENGTH
+from cyber0.common.text import DEFAULT_MAX_LENGTH, held_tokenizer
 from cyber0.common.weights import load_model
 
 from .tool import run_tool
@@ -102,7 +102,8 @@ def export(weights: str, out: Path) -> dict[str, Any]:
     pretrained: Any = model.hf  # a transformers PreTrainedModel
     with quiet_transformers():
         pretrained.save_pretrained(out)
-        _save_tokenizer(tokenizer_folder(meta["model"]), out)
+        with held_tokenizer(tokenizer_folder(meta["model"])) as tokenizer:
+            tokenizer.save_pretrained(out)
     if model.head is not None:
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
         save_file(head, out / HEAD_FILE)
@@ -125,12 +126,6 @@ def export(weights: str, out: Path) -> dict[str, Any]:
         "digest": info["digest"],
         "load": info["loader"],
     }
-
-
-def _save_tokenizer(folder: Path, out: Path) -> None:
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(str(folder), local_files_only=True).save_pretrained(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,6 +98,11 @@ def _label(raw: object, classes: int, where: str) -> int:
     return value
 
 
+def _delimiter(file: Path) -> str:
+    """The field separator of a ``.csv`` (comma) or ``.tsv`` (tab) file."""
+    return "\t" if file.suffix.lower() == ".tsv" else ","
+
+
 @overload
 def read_sentences(path: str, classes: int) -> tuple[list[str], Tensor]: ...
 @overload
@@ -129,8 +134,7 @@ def read_sentences(path: str, classes: int | None) -> tuple[list[str], Tensor | 
                     if classes is not None:
                         labels.append(_label(row.get("label"), classes, where))
             else:
-                delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
-                reader = csv.DictReader(stream, delimiter=delimiter)
+                reader = csv.DictReader(stream, delimiter=_delimiter(file))
                 missing = set(fields) - set(reader.fieldnames or ())
                 if missing:
                     raise DataFileError(
@@ -218,8 +222,8 @@ def has_labels(path: str) -> bool:
                 first = next((line for line in stream if line.strip()), "{}")
                 row = json.loads(first)
                 return isinstance(row, dict) and "label" in row
-            delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
-            return "label" in (csv.DictReader(stream, delimiter=delimiter).fieldnames or ())
+            reader = csv.DictReader(stream, delimiter=_delimiter(file))
+            return "label" in (reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as exc:
         raise DataFileError(f"{path}: {exc}") from None
 
