@@ -23,6 +23,7 @@ from .config import FederatorConfig, FederatorSettings, is_loopback, max_receive
 from .engine import RoundEngine
 from .log import DurableLog
 from .servicer import FederationServicer, add_federation_to_server
+from .tcpinfo import PortTraffic
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 """``cyber0.v1.Federation``, as health checking and reflection name it."""
@@ -121,24 +122,7 @@ class Federator:
         self._log = await asyncio.to_thread(DurableLog.open, settings.log_db, config.plan)
         if settings.metrics is not None:
             self._metrics = MetricsFile(settings.metrics)
-        self.engine = RoundEngine(
-            config.plan,
-            aggregator,
-            self._log,
-            round_timeout=settings.round_timeout,
-            quorum=config.quorum,
-            enrolment=settings.enrolment,
-            metrics=self._metrics,
-        )
         server = grpc.aio.server(options=server_options(config))
-        add_federation_to_server(
-            FederationServicer(self.engine, authenticator, hello_timeout=settings.hello_timeout),
-            server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
         self._server = server
         address = _address(settings.host, settings.port)
         try:
@@ -148,6 +132,24 @@ class Federator:
                 self.port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
             raise OSError(f"cannot listen on {address}: {exc}") from exc
+        self.engine = RoundEngine(
+            config.plan,
+            aggregator,
+            self._log,
+            round_timeout=settings.round_timeout,
+            quorum=config.quorum,
+            enrolment=settings.enrolment,
+            metrics=self._metrics,
+            traffic=PortTraffic(self.port).sample if settings.wire_metrics else None,
+        )
+        add_federation_to_server(
+            FederationServicer(self.engine, authenticator, hello_timeout=settings.hello_timeout),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         await server.start()
         self.engine.start()
         for name in ("", SERVICE_NAME):

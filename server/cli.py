@@ -45,6 +45,7 @@ _SETTINGS_FLAGS = (
     "keepalive",
     "enrolment_file",
     "insecure",
+    "wire_metrics",
 )
 
 
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext on a non-loopback address",
     )
     p.add_argument("--keepalive", type=float, help="seconds between HTTP/2 pings (20)")
+    p.add_argument(
+        "--wire-metrics",
+        action="store_const",
+        const=True,
+        help="add each round's TCP payload bytes on the client connections to --metrics (Linux)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level on stderr (INFO)")
     return p
 

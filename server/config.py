@@ -24,6 +24,8 @@ from cyber0.common.datasets import check_dataset_name
 from cyber0.common.models import check_model_name
 from cyber0.common.plan import TrainingPlan
 
+from . import tcpinfo
+
 FLOOR_RECEIVE_BYTES = 1024
 """Receive limit floor: bounds Join, Hello, Report and GetAggregates requests (ids ≤ 128, tokens
 ≤ 256, digests ≤ 128 characters, each message well under 1 KiB)."""
@@ -80,6 +82,10 @@ class FederatorSettings:
     an address other than loopback (refused otherwise). ``keepalive``: seconds between HTTP/2
     pings on each connection; a peer that does not answer within ``keepalive / 2`` more is
     dropped and its stream closed, so a client whose network died can come back.
+
+    ``wire_metrics``: add to each round's ``metrics`` line the TCP payload bytes the client
+    connections carried since the previous round, from the kernel's counters (Linux;
+    :mod:`cyber0.server.tcpinfo`).
     """
 
     host: str = "127.0.0.1"
@@ -98,6 +104,7 @@ class FederatorSettings:
     tokens: str | None = None
     insecure: bool = False
     keepalive: float = 20.0
+    wire_metrics: bool = False
 
     def __post_init__(self) -> None:
         tls = self.tls_cert is not None
@@ -120,6 +127,16 @@ class FederatorSettings:
                 "needs tls_client_ca",
             ),
             ("keepalive", self.keepalive >= 1.0, f"must be >= 1 second; got {self.keepalive}"),
+            (
+                "wire_metrics",
+                not self.wire_metrics or self.metrics is not None,
+                "needs metrics (the file its counts go to)",
+            ),
+            (
+                "wire_metrics",
+                not self.wire_metrics or tcpinfo.available(),
+                "needs Linux (the kernel's TCP_INFO counters and /proc/self/fd)",
+            ),
             (
                 "host",
                 tls or self.insecure or is_loopback(self.host),

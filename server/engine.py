@@ -49,6 +49,7 @@ from cyber0.v1 import federation_pb2 as pb
 
 from .errors import Refusal
 from .log import DurableLog, LogError, RoundRecord
+from .tcpinfo import Traffic
 
 Role = Literal["train", "observer"]
 MetricsSink = Callable[[dict[str, Any]], None]
@@ -149,7 +150,10 @@ class RoundEngine:
 
     ``aggregator`` maps an (k, m) float32 tensor to (m,); ``log`` is already opened for ``plan``
     and is only touched from this engine's log thread; ``metrics`` receives one dict per round
-    (``event: "round"``) and per report (``event: "report"``).
+    (``event: "round"``) and per report (``event: "report"``). ``traffic``, when given, is
+    sampled as each round closes, and its counts since the previous sample
+    join the round's metrics (``uplink_wire_bytes``, ``downlink_wire_bytes``,
+    ``wire_connections``).
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class RoundEngine:
         quorum: int,
         enrolment: Sequence[str] = (),
         metrics: MetricsSink | None = None,
+        traffic: Callable[[], Traffic] | None = None,
         outbox_limit: int = 64,
     ) -> None:
         self.plan = plan
@@ -172,6 +177,7 @@ class RoundEngine:
         self._quorum = quorum
         self._enrolled = bool(enrolment)
         self._metrics = metrics
+        self._traffic = traffic
         self._outbox_limit = outbox_limit
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cyber0-log")
         self._aggregates = log.aggregates()
@@ -569,6 +575,9 @@ class RoundEngine:
         return closed
 
     async def _finish(self, r: _Round) -> None:
+        # Sampled here, between the round's last update and its aggregate, when the connections
+        # are quiet: the traffic since the previous sample is the round's.
+        traffic = self._traffic() if self._traffic is not None else None
         order = sorted(r.received, key=lambda c: self._shards[c])
         rows = np.frombuffer(b"".join(r.received[c] for c in order), dtype="<f4")
         x = torch.from_numpy(rows.astype(np.float32).reshape(len(order), self._m))
@@ -594,19 +603,22 @@ class RoundEngine:
             len(r.rejected),
             round_ms,
         )
-        self._emit(
-            {
-                "event": "round",
-                "round": r.index,
-                "participants": list(order),
-                "rejected": [{"client": c, "reason": why} for c, why in r.rejected],
-                "uplink_payload_bytes": r.uplink_bytes,
-                "downlink_payload_bytes": downlink_bytes,
-                "recipients": recipients,
-                "aggregate_ms": round(aggregate_ms, 3),
-                "round_ms": round(round_ms, 3),
-            }
-        )
+        line: dict[str, Any] = {
+            "event": "round",
+            "round": r.index,
+            "participants": list(order),
+            "rejected": [{"client": c, "reason": why} for c, why in r.rejected],
+            "uplink_payload_bytes": r.uplink_bytes,
+            "downlink_payload_bytes": downlink_bytes,
+            "recipients": recipients,
+            "aggregate_ms": round(aggregate_ms, 3),
+            "round_ms": round(round_ms, 3),
+        }
+        if traffic is not None:
+            line["uplink_wire_bytes"] = traffic.received
+            line["downlink_wire_bytes"] = traffic.sent
+            line["wire_connections"] = traffic.connections
+        self._emit(line)
 
     def _broadcast(self, index: int, data: bytes) -> tuple[int, int]:
         """Push the Aggregate of round ``index`` to every open stream, opening round

@@ -57,6 +57,10 @@ def write(tmp_path: Path, text: str) -> str:
         ),
         ("model: minilm\n", "dataset: dataset 'mnist' has 784 features an example"),
         ("model: minilm?head=max\n", "model: model 'minilm?head=max': head must be one of"),
+        (
+            "federator:\n  wire_metrics: true\n",
+            "federator.wire_metrics: needs metrics (the file its counts go to)",
+        ),
     ],
 )
 def test_a_bad_config_is_an_error_naming_the_key(

@@ -1,0 +1,136 @@
+"""Bytes on the wire, from the kernel: the TCP payload counters of a port's connections.
+
+Linux keeps, per TCP socket, the payload bytes it has received and sent (``TCP_INFO``'s
+``tcpi_bytes_received`` and ``tcpi_bytes_sent``, or ``tcpi_bytes_acked`` before Linux 4.19):
+everything the connection carried above TCP, so TLS records, HTTP/2 frames (headers, pings,
+window updates) and gRPC prefixes included; retransmitted bytes count again, as they crossed
+again. :class:`PortTraffic` finds the process's own connections on a listening port through
+``/proc/self/fd`` and reads these counters from a duplicate of each socket's descriptor (the
+duplicate is closed at once, so the connection's life is not touched).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+import threading
+from dataclasses import dataclass
+
+_RECEIVED_OFFSET = 128
+"""``tcpi_bytes_received`` (u64) in ``struct tcp_info`` (Linux ≥ 4.1)."""
+_ACKED_OFFSET = 120
+"""``tcpi_bytes_acked`` (u64): payload sent and acknowledged (Linux ≥ 4.1)."""
+_SENT_OFFSET = 200
+"""``tcpi_bytes_sent`` (u64): payload sent, retransmissions included (Linux ≥ 4.19)."""
+_INFO_BYTES = 256
+_FD_DIR = "/proc/self/fd"
+
+
+def available() -> bool:
+    """Whether this system has the counters :class:`PortTraffic` reads (Linux)."""
+    return (
+        sys.platform.startswith("linux") and hasattr(socket, "TCP_INFO") and os.path.isdir(_FD_DIR)
+    )
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """TCP payload bytes a port's connections carried between two samples: ``received`` by
+    this process, ``sent`` by it; ``connections``: those open at the later sample."""
+
+    received: int
+    sent: int
+    connections: int
+
+
+def counters(sock: socket.socket) -> tuple[int, int]:
+    """(payload bytes received, payload bytes sent) of a connected TCP socket."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _INFO_BYTES)
+    if len(info) < _RECEIVED_OFFSET + 8:
+        raise OSError("this kernel's TCP_INFO has no byte counters (Linux >= 4.1 has them)")
+    (received,) = struct.unpack_from("=Q", info, _RECEIVED_OFFSET)
+    sent_at = _SENT_OFFSET if len(info) >= _SENT_OFFSET + 8 else _ACKED_OFFSET
+    (sent,) = struct.unpack_from("=Q", info, sent_at)
+    return received, sent
+
+
+def _sockets() -> list[tuple[int, int]]:
+    """(descriptor, inode) of each socket this process holds."""
+    found = []
+    for entry in os.scandir(_FD_DIR):
+        try:
+            target = os.readlink(entry.path)
+        except OSError:  # closed since the listing
+            continue
+        if target.startswith("socket:["):
+            found.append((int(entry.name), int(target[8:-1])))
+    return found
+
+
+class PortTraffic:
+    """Samples the traffic of the connections this process accepted on ``port``.
+
+    Each :meth:`sample` returns what crossed them since the previous one (a connection first
+    seen counts from its start). What a connection carried after the previous sample is lost
+    when it closes before the next one. Thread-safe; samples must be taken one after another.
+    """
+
+    def __init__(self, port: int) -> None:
+        if not available():
+            raise OSError("TCP byte counters need Linux (TCP_INFO and /proc/self/fd)")
+        self.port = port
+        self._last: dict[int, tuple[int, int]] = {}
+        self._served: set[int] = set()
+        self._other: set[int] = set()
+        self._lock = threading.Lock()
+
+    def sample(self) -> Traffic:
+        """The bytes received and sent on the port's open connections since the last sample."""
+        with self._lock:
+            now: dict[int, tuple[int, int]] = {}
+            held = _sockets()
+            for fd, inode in held:
+                if inode in self._other:
+                    continue
+                seen = self._read(fd, inode)
+                if seen is not None:
+                    now[inode] = seen
+            present = {inode for _, inode in held}
+            self._served &= present
+            self._other &= present
+            received = sent = 0
+            for inode, (r, s) in now.items():
+                r0, s0 = self._last.get(inode, (0, 0))
+                received, sent = received + r - r0, sent + s - s0
+            self._last = now
+            return Traffic(received, sent, len(now))
+
+    def _read(self, fd: int, inode: int) -> tuple[int, int] | None:
+        """The counters of socket ``inode`` at ``fd`` if it is one of the port's connections
+        (``None`` otherwise, remembering sockets that never will be)."""
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:  # closed since the listing, or not an inet socket
+            return None
+        with sock:
+            try:
+                if os.fstat(sock.fileno()).st_ino != inode:
+                    return None  # the descriptor was reused for another file
+                if inode not in self._served:
+                    if not self._accepted_here(sock):
+                        self._other.add(inode)
+                        return None
+                    self._served.add(inode)
+                return counters(sock)
+            except OSError:  # a connection closing
+                return None
+
+    def _accepted_here(self, sock: socket.socket) -> bool:
+        """Whether ``sock`` is a TCP connection accepted on the port (OSError while it closes)."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return False
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return False
+        return bool(sock.getsockname()[1] == self.port)
