@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -148,6 +149,8 @@ def start_federator(workdir: Path, config: Path) -> tuple[subprocess.Popen[str],
     args = ["-m", "cyber0.server.cli", "--config", str(config), "--host", "127.0.0.1"]
     args += ["--port", "0", "--metrics", str(workdir / "metrics.jsonl")]
     args += ["--log-db", str(workdir / "federator.db")]
+    if sys.platform.startswith("linux"):  # the kernel's TCP byte counters
+        args.append("--wire-metrics")
     proc = spawn(args, out, workdir / "federator.log")
     return proc, wait_ready(proc, out)
 
@@ -175,14 +178,29 @@ def start_clients(args: argparse.Namespace, workdir: Path, port: int) -> list[Pa
     return parties
 
 
+def wire_per_connection(record: dict[str, Any]) -> tuple[float, float] | None:
+    """TCP payload bytes (up, down) a connection carried in the round, on average (``None``
+    without the federator's ``--wire-metrics``)."""
+    if "wire_connections" not in record:
+        return None
+    connections = max(record["wire_connections"], 1)
+    return (
+        record["uplink_wire_bytes"] / connections,
+        record["downlink_wire_bytes"] / connections,
+    )
+
+
 def round_line(record: dict[str, Any], accuracy: dict[str, Any]) -> str:
-    """One live line: round, the observer's latest accuracy, payload bytes per client."""
+    """One live line: round, the observer's latest accuracy, payload bytes per client and,
+    where counted, the bytes on the wire per connection."""
     acc = f"{accuracy['value']:.4f} (round {accuracy['round']})" if accuracy else "-"
     up = record["uplink_payload_bytes"] // max(len(record["participants"]), 1)
     down = record["downlink_payload_bytes"] // max(record["recipients"], 1)
+    on_wire = wire_per_connection(record)
+    wire = f"  wire {sum(on_wire):6.0f} B/conn" if on_wire is not None else ""
     return (
         f"round {record['round']:4d}  accuracy {acc:>20}  "
-        f"up {up:5d} B/client  down {down:5d} B/client  {record['round_ms']:7.1f} ms"
+        f"up {up:5d} B/client  down {down:5d} B/client{wire}  {record['round_ms']:7.1f} ms"
     )
 
 
@@ -193,6 +211,7 @@ def follow(
     observer's last report are in (or a process ends); return the summary figures."""
     accuracy: dict[str, Any] = {}
     totals: dict[str, float] = {"rounds": 0, "up": 0, "down": 0, "round_ms": 0.0}
+    on_wire: list[tuple[float, float]] = []
     offset = 0
     while True:
         lines: list[str] = []
@@ -209,12 +228,27 @@ def follow(
                 totals["up"] += record["uplink_payload_bytes"]
                 totals["down"] += record["downlink_payload_bytes"]
                 totals["round_ms"] += record["round_ms"]
+                counted = wire_per_connection(record)
+                if counted is not None and record["round"] > 0:  # round 0 holds the joins
+                    on_wire.append(counted)
                 if not quiet:
                     print(round_line(record, accuracy), flush=True)
         done = totals["rounds"] >= rounds and accuracy.get("round") == rounds - 1
         if done or any(p.poll() is not None for p in procs):
-            return {**totals, "accuracy": accuracy}
+            return {**totals, "accuracy": accuracy, "wire": on_wire}
         time.sleep(0.2)
+
+
+def wire_summary(on_wire: Sequence[tuple[float, float]]) -> str:
+    """The summary's line on the bytes on the wire (empty when they were not counted)."""
+    if not on_wire:
+        return ""
+    up = statistics.median(u for u, _ in on_wire)
+    down = statistics.median(d for _, d in on_wire)
+    return (
+        f"on the wire (TCP payload, the federator's kernel counters; median round after the "
+        f"first): up {up:.0f} B, down {down:.0f} B per connection\n"
+    )
 
 
 def check_data(args: argparse.Namespace) -> None:
@@ -301,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"final test accuracy (observer) {acc.get('value', float('nan')):.4f}\n"
         f"payload per client per round: up {summary['up'] / rounds / n:.0f} B, "
         f"down {summary['down'] / rounds / (n + 1):.0f} B\n"
+        f"{wire_summary(summary['wire'])}"
         f"final model digests: {len(digests)} parties, "
         f"{'all equal' if agree else 'DIFFERENT'} ({next(iter(digests.values()), '')[:16]}); "
         f"weights in {workdir / 'model.safetensors'}"

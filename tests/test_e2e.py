@@ -7,6 +7,7 @@ import math
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -54,9 +55,8 @@ def test_demo_federation_learns_and_agrees(
     rounds_seen = [r for r in records if r["event"] == "round"]
     # The summary's training time is the rounds' own (the federator's round_ms), apart from
     # the start-up of the processes and the observer's last evaluation.
-    summary = re.search(
-        r"(\d+) rounds in ([\d.]+) s \(([\d.]+) s with start-up", capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    summary = re.search(r"(\d+) rounds in ([\d.]+) s \(([\d.]+) s with start-up", out)
     assert summary is not None
     assert int(summary[1]) == rounds
     assert float(summary[2]) == pytest.approx(
@@ -72,6 +72,17 @@ def test_demo_federation_learns_and_agrees(
             for _ in r["participants"]
         )
     assert {c for r in rounds_seen for c in r["participants"]} >= {"byzantine-1", "byzantine-2"}
+    # The bytes on the wire (--wire-metrics), over one connection per identity and the
+    # observer's: a round's updates cross after the previous sample (it precedes the aggregate
+    # that opens the round), each with at least its gRPC prefix and DATA frame header.
+    for r in rounds_seen:
+        assert r["wire_connections"] == 8
+        assert r["uplink_wire_bytes"] >= r["uplink_payload_bytes"] + 14 * len(r["participants"])
+    on_wire = re.search(r"on the wire .*: up (\d+) B, down (\d+) B per connection", out)
+    assert on_wire is not None
+    for got, key in zip(on_wire.groups(), ("uplink", "downlink"), strict=True):
+        median = statistics.median(r[f"{key}_wire_bytes"] / 8 for r in rounds_seen[1:])
+        assert int(got) == round(median)
     # shards follow the demo's enrolment, not the order the daemons happened to connect in
     joined = re.findall(
         r"(\S+) joined as train on shard (\d+)", (workdir / "federator.log").read_text()
