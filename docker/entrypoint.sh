@@ -113,7 +113,7 @@ case "$role" in
     fi
     code=0
     run_teed /dev/null cyber0-federator --config "$results/federation.yaml" \
-      --host 0.0.0.0 --port 50051 --metrics "$results/metrics.jsonl" \
+      --host 0.0.0.0 --port 50051 --metrics "$results/metrics.jsonl" --wire-metrics \
       --log-db "$state/federator.db" --log-level "${FEDERATOR_LOG_LEVEL:-INFO}" \
       "${extra[@]}" "$@" 2> >(tee -a "$results/federator.log" >&2) || code=$?
     log "federator exit $code"

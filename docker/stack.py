@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,12 @@ def summary(folder: str) -> dict[str, Any]:
     participants = sorted({c for r in rounds for c in r["participants"]})
     up = sum(r["uplink_payload_bytes"] for r in rounds)
     sent = sum(len(r["participants"]) for r in rounds)
+    counted = [r for r in rounds[1:] if r.get("wire_connections")]  # round 0 holds the joins
+    on_wire = {
+        part: statistics.median(r[f"{key}_wire_bytes"] / r["wire_connections"] for r in counted)
+        for part, key in (("up", "uplink"), ("down", "downlink"))
+        if counted
+    }
     result = {
         "rounds": len(rounds),
         "final_accuracy": observer[-1]["accuracy"] if observer else None,
@@ -157,16 +164,19 @@ def summary(folder: str) -> dict[str, Any]:
         "accuracy": [[r["round"], r["accuracy"]] for r in observer],
         "participants": participants,
         "uplink_payload_bytes_per_update": up / sent if sent else None,
+        "wire_bytes_per_connection_round": on_wire or None,
         "final_digests": digests,
         "digests_agree": len(set(digests.values())) == 1,
     }
     (Path(folder) / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     acc = result["final_accuracy"]
+    wire = f", on the wire up {on_wire['up']:.0f} B down {on_wire['down']:.0f} B" if on_wire else ""
     print(
         f"summary: {len(rounds)} rounds, observer accuracy "
         f"{'-' if acc is None else f'{acc:.4f}'} (round {result['final_accuracy_round']}), "
         f"{len(digests)} final digests"
-        + ("" if not digests else ", all equal" if result["digests_agree"] else ", DIFFERENT"),
+        + ("" if not digests else ", all equal" if result["digests_agree"] else ", DIFFERENT")
+        + (f"{wire} a connection a round (median)" if wire else ""),
         flush=True,
     )
     return result

@@ -10,6 +10,10 @@ Prints one line per check and exits 1 if any fails:
               attack (its log line), and it ended like the others
   payload     each round's uplink payload is exactly participants x ByteSize(ClientMessage with an
               Update of K*NU floats), computed with the protocol's own protobuf classes
+  wire        every round line has the federator's kernel TCP counts (--wire-metrics), over one
+              connection per party in most rounds, and up to each round they hold at least the
+              updates' payload plus each message's gRPC prefix and DATA frame header (TLS adds
+              its records on top)
   digests     every party (H + B + observer) reported a digest after round R-1 and all are equal;
               each daemon's own final line (results/clients/*.json) says the same
   weights     the observer's saved model (results/observer.safetensors), rebuilt by load_model
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,10 @@ from typing import Any
 from cyber0.common.models import model_digest
 from cyber0.common.weights import WeightsError, load_model
 from cyber0.v1 import federation_pb2 as pb
+
+GRPC_FRAMING = 5 + 9
+"""Bytes a gRPC message costs on HTTP/2 at the least: its 5-byte prefix, a DATA frame's
+9-byte header."""
 
 
 def update_bytes(round_index: int, m: int) -> int:
@@ -113,6 +122,24 @@ def main(argv: list[str]) -> int:
         bool(rounds) and not wrong,
         f"K*nu = {m} floats a client a round: {sorted(per_update)} bytes per update "
         f"(4*{m} = {4 * m} of values + framing); rounds that differ: {wrong[:10]}",
+    )
+
+    counted = [r for r in rounds if "wire_connections" in r]
+    up_wire = up_floor = 0
+    short = []
+    for r in counted:
+        up_wire += r["uplink_wire_bytes"]
+        up_floor += r["uplink_payload_bytes"] + len(r["participants"]) * GRPC_FRAMING
+        if up_wire < up_floor:
+            short.append(r["round"])
+    parties_n = args.honest + args.byzantine + 1
+    usual = statistics.median(r["wire_connections"] for r in counted) if counted else 0
+    check(
+        "wire",
+        bool(rounds) and len(counted) == len(rounds) and not short and usual == parties_n,
+        f"{len(counted)} of {len(rounds)} rounds counted, over {usual} connections "
+        f"(median; {parties_n} parties); {up_wire} B up in all against at least {up_floor}; "
+        f"rounds short of it: {short[:10]}",
     )
 
     final_digests = {r["client"]: r["digest"] for r in reports if r["round"] == last}
