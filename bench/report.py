@@ -306,8 +306,8 @@ def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
     # per-case up/down table
     lines += [
         "| case | uplink B | downlink B | total B | protobuf payload (federator metrics) B "
-        "| overhead B |",
-        "|---|---|---|---|---|---|",
+        "| overhead B | the federator's kernel counters (`--wire-metrics`) B |",
+        "|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(c["nu"], c["k"], c["tls"]) for c in cases})
     for nu, k, tls in keys:
@@ -315,11 +315,29 @@ def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
         up = statistics.median(c["per_round"]["up"] for c in runs)
         down = statistics.median(c["per_round"]["down"] for c in runs)
         pay = statistics.median(c["metrics_payload"]["total"] for c in runs)
+        counted = statistics.median(c["federator_wire"]["total"] for c in runs)
         lines.append(
             f"| ν={nu}, K={k}, {'TLS' if tls else 'plaintext'} | {fmt(up)} | {fmt(down)} | "
-            f"{fmt(up + down)} | {fmt(pay)} | {fmt(up + down - pay)} |"
+            f"{fmt(up + down)} | {fmt(pay)} | {fmt(up + down - pay)} | {fmt(counted)} |"
         )
     lines += [""]
+    own = [f for f in doc["figures"] if f["id"].startswith(("wire.counters", "wire.sample_ms"))]
+    if own:
+        lines += [
+            "### The federator's own count (`--wire-metrics`)",
+            "",
+            "The federator ran with `--wire-metrics`: each round's metrics line carries the "
+            "kernel's TCP payload counters of its connections (`TCP_INFO`), sampled as the "
+            "round closes (`docs/protocol.md`, *Bytes per round*). Averaged per connection "
+            "over the relay's rounds, they are the last column above; the first row below "
+            "is their difference from the relay's count in every run. A sample reads each "
+            "connection's counters through a duplicate of its descriptor, on the federator's "
+            "event loop between the round's last update and its aggregate; its cost, measured "
+            "in one process holding both ends of the connections, is in the rows after it.",
+            "",
+            *figure_table(own),
+            "",
+        ]
     if plain:
         lines += [
             "### Frame by frame (ν=1, K=1, plaintext)",

@@ -22,6 +22,11 @@ that passed between the client's application of round ``a`` and of round ``b``, 
 ``b - a``: rounds on an established stream, with set-up (TLS handshake, Join, catch-up, stream
 opening) and tear-down (final report, trailers) left out; they are reported separately.
 
+The federator also runs with ``--wire-metrics``: each round's metrics line carries the kernel's
+TCP payload counters of its connections (:mod:`cyber0.server.tcpinfo`), sampled as the round
+closes. Their per-connection mean over the same rounds is reported beside the relay's figure:
+the relay forwards every byte it counts, so the two measure one stream from its two ends.
+
 The first-order baseline runs on the same stack: a generic grpc.aio bidirectional stream (same
 channel options, same relay) whose client sends a full gradient (an ``Update`` of d floats) each
 round and receives the aggregate (d floats). d = 7,850 (MNIST logistic regression) and MiniLM's
@@ -38,7 +43,9 @@ import contextlib
 import json
 import os
 import random
+import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -643,7 +650,7 @@ async def run_case(
             "--clients", str(clients), "--byzantine", str(f), "--nu", str(nu),
             "--local-steps", str(k), "--aggregator", "cwtm", "--rounds", str(rounds),
             "--port", "0", "--metrics", str(metrics), "--linger", "10",
-            "--round-timeout", "60", "--log-level", "WARNING",
+            "--round-timeout", "60", "--log-level", "WARNING", "--wire-metrics",
         ]  # fmt: skip
         if tls:
             fed_args += ["--tls-cert", tls["server_cert"], "--tls-key", tls["server_key"]]
@@ -710,6 +717,10 @@ async def run_case(
         r["uplink_payload_bytes"] / len(r["participants"]) for r in window
     )
     down_payload = statistics.fmean(r["downlink_payload_bytes"] / r["recipients"] for r in window)
+    counted = {
+        part: statistics.fmean(r[f"{key}_wire_bytes"] / r["wire_connections"] for r in window)
+        for part, key in (("up", "uplink"), ("down", "downlink"))
+    }
     return {
         "nu": nu,
         "k": k,
@@ -723,6 +734,7 @@ async def run_case(
             "down": down_payload,
             "total": up_payload + down_payload,
         },
+        "federator_wire": {**counted, "total": counted["up"] + counted["down"]},
         "per_client": per_client,
         "per_round": {
             "up": statistics.median(c["up"]["bytes"] for c in per_client),
@@ -851,6 +863,38 @@ def make_tls(folder: Path, clients: int) -> dict[str, str] | None:
     }
 
 
+def sample_cost(connections: int, repeats: int = 7) -> list[float]:
+    """Milliseconds of one :meth:`PortTraffic.sample` (``--wire-metrics``' reading of the
+    kernel's counters) over ``connections`` accepted loopback connections. Their connecting
+    ends live in this process too: twice the descriptors a federator would hold."""
+    from cyber0.server.tcpinfo import PortTraffic
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * connections + 256
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    ends: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(connections)
+        port = listener.getsockname()[1]
+        try:
+            for _ in range(connections):
+                ends.append(socket.create_connection(("127.0.0.1", port)))
+                ends.append(listener.accept()[0])
+            traffic = PortTraffic(port)
+            traffic.sample()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                traffic.sample()
+                times.append((time.perf_counter() - start) * 1e3)
+        finally:
+            for end in ends:
+                end.close()
+    return times
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cases = []
     tls_modes = [False]
@@ -904,6 +948,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             case["options"] = options
             experiments.append(case)
             print(f"experiment {name}: {case['per_round']['total']:.1f} B/round/client", flush=True)
+    sampling = {}
+    if not args.baseline_only:
+        for n in (20,) if args.quick else (100, 1000, 2000):
+            sampling[str(n)] = sample_cost(n)
+            print(f"--wire-metrics sample over {n} connections: {_median(sampling[str(n)]):.2f} ms")
     baselines = []
     sizes = model_sizes(args.quick)
     for repeat in range(args.repeats):
@@ -920,6 +969,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "cases": cases,
         "experiments": experiments,
         "baselines": baselines,
+        "sampling_ms": sampling,
         "sizes": sizes,
         "tls_note": tls_note,
     }
@@ -944,7 +994,9 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     target=target if part == "total" else None,
                     note=(
                         f"protobuf payload counted by the federator: "
-                        f"{statistics.median(c['metrics_payload'][part] for c in runs):.1f} B"
+                        f"{statistics.median(c['metrics_payload'][part] for c in runs):.1f} B; "
+                        f"its kernel TCP counters (--wire-metrics): "
+                        f"{statistics.median(c['federator_wire'][part] for c in runs):.1f} B"
                     ),
                 )
             )
@@ -991,6 +1043,28 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     ),
                 )
             )
+    measured = [*cases, *doc.get("experiments", [])]
+    if measured:
+        out.append(
+            figure(
+                "wire.counters_vs_relay",
+                "the federator's kernel TCP counters (--wire-metrics) minus the relay's count, "
+                "up+down per client per round, each case and repeat",
+                "B",
+                [c["federator_wire"]["total"] - c["per_round"]["total"] for c in measured],
+                note=f"{len(measured)} runs; the relay forwards every byte it counts",
+            )
+        )
+    for n, times in doc.get("sampling_ms", {}).items():
+        out.append(
+            figure(
+                f"wire.sample_ms.n{n}",
+                f"one --wire-metrics sample over {int(n):,} connections (PortTraffic.sample)",
+                "ms",
+                times,
+                note="in-process, with the connecting ends: twice a federator's descriptors",
+            )
+        )
     base = doc["baselines"]
     sizes = doc["sizes"]
     for name, d in sizes.items():

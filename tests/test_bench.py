@@ -99,6 +99,10 @@ def test_wire_counts_more_tcp_bytes_than_protobuf_and_explains_them(results: Pat
             )
             assert explained == pytest.approx(part["bytes"], rel=0.1)
         assert client["setup"]["up"] > 0
+    # The federator's kernel counters (--wire-metrics) see the relay's stream from its other
+    # end: per connection and round, the same bytes to within a stray ping (17 B) per window.
+    for d in ("up", "down"):
+        assert case["federator_wire"][d] == pytest.approx(case["per_round"][d], abs=2.0)
     (fo,) = doc["baselines"]
     assert fo["d"] == 7850
     assert fo["total"] >= 2 * 4 * 7850
