@@ -151,9 +151,8 @@ class RoundEngine:
     ``aggregator`` maps an (k, m) float32 tensor to (m,); ``log`` is already opened for ``plan``
     and is only touched from this engine's log thread; ``metrics`` receives one dict per round
     (``event: "round"``) and per report (``event: "report"``). ``traffic``, when given, is
-    sampled as each round closes, and its counts since the previous sample
-    join the round's metrics (``uplink_wire_bytes``, ``downlink_wire_bytes``,
-    ``wire_connections``).
+    sampled as each round closes, and its counts since the previous sample join the round's
+    metrics (``uplink_wire_bytes``, ``downlink_wire_bytes``, ``wire_connections``).
     """
 
     def __init__(

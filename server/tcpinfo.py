@@ -15,7 +15,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 from dataclasses import dataclass
 
 _RECEIVED_OFFSET = 128
@@ -74,7 +73,7 @@ class PortTraffic:
 
     Each :meth:`sample` returns what crossed them since the previous one (a connection first
     seen counts from its start). What a connection carried after the previous sample is lost
-    when it closes before the next one. Thread-safe; samples must be taken one after another.
+    when it closes before the next one. One sampler at a time: samples are not locked.
     """
 
     def __init__(self, port: int) -> None:
@@ -84,28 +83,26 @@ class PortTraffic:
         self._last: dict[int, tuple[int, int]] = {}
         self._served: set[int] = set()
         self._other: set[int] = set()
-        self._lock = threading.Lock()
 
     def sample(self) -> Traffic:
         """The bytes received and sent on the port's open connections since the last sample."""
-        with self._lock:
-            now: dict[int, tuple[int, int]] = {}
-            held = _sockets()
-            for fd, inode in held:
-                if inode in self._other:
-                    continue
-                seen = self._read(fd, inode)
-                if seen is not None:
-                    now[inode] = seen
-            present = {inode for _, inode in held}
-            self._served &= present
-            self._other &= present
-            received = sent = 0
-            for inode, (r, s) in now.items():
-                r0, s0 = self._last.get(inode, (0, 0))
-                received, sent = received + r - r0, sent + s - s0
-            self._last = now
-            return Traffic(received, sent, len(now))
+        now: dict[int, tuple[int, int]] = {}
+        held = _sockets()
+        for fd, inode in held:
+            if inode in self._other:
+                continue
+            seen = self._read(fd, inode)
+            if seen is not None:
+                now[inode] = seen
+        present = {inode for _, inode in held}
+        self._served &= present
+        self._other &= present
+        received = sent = 0
+        for inode, (r, s) in now.items():
+            r0, s0 = self._last.get(inode, (0, 0))
+            received, sent = received + r - r0, sent + s - s0
+        self._last = now
+        return Traffic(received, sent, len(now))
 
     def _read(self, fd: int, inode: int) -> tuple[int, int] | None:
         """The counters of socket ``inode`` at ``fd`` if it is one of the port's connections
