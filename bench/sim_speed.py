@@ -30,7 +30,7 @@ from cyber0.common.estimator import ZOEstimator
 from cyber0.common.models import LogisticRegression, cross_entropy_loss
 from cyber0.common.perturbation import DirectionGenerator
 from cyber0.common.plan import ZOSettings
-from cyber0.common.simulator import build_config, make_clients, simulate
+from cyber0.common.simulator import build_config, load_examples, make_clients, simulate
 
 #: The study's K = 5 settings timed client by client against grouped: ν → rate.
 GROUPED_RATES = {1: 8e-3, 64: 4e-3}
@@ -57,7 +57,7 @@ def client_rounds(nu: int, rounds: int, threads: int) -> list[dict[str, Any]]:
     round pair. Raises if the two ever differ in a bit."""
     built = build_config(config(rounds, 128))
     zo = ZOSettings(nu=nu, local_steps=5, mu=1e-3, lr=GROUPED_RATES[nu], batch_size=128)
-    clients = make_clients(built, None)
+    clients = make_clients(built, None, load_examples(built))
     model = LogisticRegression(init_seed=0)
     estimator = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(0), zo, "batched")
     times: dict[str, list[float]] = {"grouped": [], "client_by_client": []}

@@ -258,9 +258,18 @@ class Client:
         return self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
-def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:
-    """The n clients: MNIST shards, or each one's own file (checked against the model:
-    :class:`~cyber0.common.localdata.DataFileError` naming the file)."""
+@dataclass(frozen=True)
+class Examples:
+    """What a run reads: each client's training examples (index order) and the evaluation
+    set. Read once by :func:`simulate` for all its methods; treat the tensors as read-only."""
+
+    clients: tuple[tuple[Tensor, Tensor], ...]
+    evaluation: tuple[Tensor, Tensor]
+
+
+def load_examples(config: SimConfig) -> Examples:
+    """The n clients' MNIST shards, or each one's own file (checked against the model:
+    :class:`~cyber0.common.localdata.DataFileError` naming the file), and :func:`eval_set`."""
     clients = []
     model = build_model(config.model_spec)
     for i in range(config.n_clients):
@@ -274,11 +283,20 @@ def make_clients(config: SimConfig, attack: Attack | None) -> list[Client]:
                 seed=config.seed,
                 validation=config.data.validation,
             )
-            x, y = load_shard(spec)
+            clients.append(load_shard(spec))
         else:
             path = config.data.client_file(i)
             x, y = read_arrays(path, config.num_classes)
             check_fits(model, x, path)
+            clients.append((x, y))
+    return Examples(tuple(clients), eval_set(config))
+
+
+def make_clients(config: SimConfig, attack: Attack | None, examples: Examples) -> list[Client]:
+    """The n clients on their examples, clients 0 … f−1 Byzantine (their labels flipped by a
+    data attack)."""
+    clients = []
+    for i, (x, y) in enumerate(examples.clients):
         byzantine = i < config.f
         if byzantine and attack is not None and attack.kind == "data":
             y = attack.flip_labels(y, config.num_classes)  # type: ignore[attr-defined]
@@ -364,9 +382,9 @@ def _run(
     round_update: Callable[[int], None],
     scalars: int,
     progress: bool,
+    evaluation: tuple[Tensor, Tensor],
 ) -> RunResult:
     history: list[dict[str, float]] = []
-    examples = eval_set(config)
     per_round = 4 * scalars * config.n_clients
     start = time.perf_counter()
     bar = tqdm(range(config.rounds), desc=method, disable=not progress, file=sys.stderr)
@@ -375,7 +393,7 @@ def _run(
         done = t + 1
         if done % config.eval_every == 0 or done == config.rounds:
             bytes_cum = per_round * done // config.n_clients
-            _evaluate_into(history, model, done, bytes_cum, examples)
+            _evaluate_into(history, model, done, bytes_cum, evaluation)
             bar.set_postfix(acc=f"{history[-1]['test_accuracy']:.4f}")
     last = history[-1]
     return RunResult(
@@ -407,11 +425,18 @@ def _aggregate(
     return aggregate
 
 
-def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None) -> RunResult:
-    """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions."""
+def run_zo(
+    config: SimConfig,
+    progress: bool = False,
+    probe: Probe | None = None,
+    examples: Examples | None = None,
+) -> RunResult:
+    """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions (on
+    ``examples``, read from the config when not given)."""
     aggregator = make_aggregator(config)
     attack = make_attack(config, aggregator)
-    clients = make_clients(config, attack)
+    examples = load_examples(config) if examples is None else examples
+    clients = make_clients(config, attack, examples)
     zo = config.zo
     generator = DirectionGenerator(config.seed, zo.distribution)
     model = build_model(config.model_spec)
@@ -431,16 +456,23 @@ def run_zo(config: SimConfig, progress: bool = False, probe: Probe | None = None
         aggregate = _aggregate(aggregator, byz, honest, t, probe)
         apply_aggregate_(model, generator, zo, t, aggregate, estimator.cache)
 
-    return _run(config, "zo", model, round_update, zo.scalars_per_round, progress)
+    return _run(
+        config, "zo", model, round_update, zo.scalars_per_round, progress, examples.evaluation
+    )
 
 
 def run_first_order(
-    config: SimConfig, progress: bool = False, probe: Probe | None = None
+    config: SimConfig,
+    progress: bool = False,
+    probe: Probe | None = None,
+    examples: Examples | None = None,
 ) -> RunResult:
-    """The baseline: robust FedSGD on d-dimensional autograd gradients."""
+    """The baseline: robust FedSGD on d-dimensional autograd gradients (on ``examples``, read
+    from the config when not given)."""
     aggregator = make_aggregator(config)
     attack = make_attack(config, aggregator)
-    clients = make_clients(config, attack)
+    examples = load_examples(config) if examples is None else examples
+    clients = make_clients(config, attack, examples)
     lr, batch_size = config.first_order.lr, config.first_order.batch_size
     model = build_model(config.model_spec)
     dims = sum(p.numel() for _, p in canonical_parameters(model))
@@ -456,10 +488,10 @@ def run_first_order(
         )
         apply_update_(model, _aggregate(aggregator, byz, honest, t, probe), lr)
 
-    return _run(config, "first_order", model, round_update, dims, progress)
+    return _run(config, "first_order", model, round_update, dims, progress, examples.evaluation)
 
 
-RUNNERS: dict[Method, Callable[[SimConfig, bool], RunResult]] = {
+RUNNERS: dict[Method, Callable[[SimConfig, bool, Probe | None, Examples | None], RunResult]] = {
     "zo": run_zo,
     "first_order": run_first_order,
 }
@@ -505,7 +537,8 @@ def simulate(
     with ``weights`` (a folder) each method's final model is saved there (:func:`save_models`).
 
     ``eval_split`` says which examples the ``test_*`` figures were measured on."""
-    runs = {method: RUNNERS[method](config, progress) for method in config.methods}
+    examples = load_examples(config)
+    runs = {method: RUNNERS[method](config, progress, None, examples) for method in config.methods}
     if weights is not None:
         save_models(config, runs, weights)
     main = runs[config.methods[0]]

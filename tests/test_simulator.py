@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from cyber0.client import evaluate
+from cyber0.common import simulator
 from cyber0.common.config import ConfigError
 from cyber0.common.data import ShardSpec, load_mnist, load_shard
+from cyber0.common.localdata import read_arrays
 from cyber0.common.models import model_digest
 from cyber0.common.simulator import build_config, main, run_first_order, run_zo, simulate
 from cyber0.common.weights import load_model
@@ -160,9 +162,12 @@ def write_shard_files(folder: Path, n_clients: int, seed: int) -> None:
     np.savez(folder / "test.npz", x=mnist.test_x.numpy(), y=mnist.test_y.numpy())
 
 
-def test_a_local_dataset_of_the_mnist_shards_gives_the_mnist_run(tmp_path: Path) -> None:
+def test_a_local_dataset_of_the_mnist_shards_gives_the_mnist_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each client's own file holding its MNIST shard (and the test set as the test file) is
-    the built-in run, bit for bit, for both methods and under a label-flipping attack."""
+    the built-in run, bit for bit, for both methods and under a label-flipping attack; the
+    files are read once for both methods."""
     write_shard_files(tmp_path, SMALL["n_clients"], SMALL["seed"])
     local = {
         "dataset": "local?classes=10",
@@ -171,7 +176,17 @@ def test_a_local_dataset_of_the_mnist_shards_gives_the_mnist_run(tmp_path: Path)
     }
     changes: dict[str, Any] = {"methods": ["zo", "first_order"], "attack": {"name": "lf"}}
     built_in = simulate(build_config(with_(**changes)))
+    read: list[str] = []
+
+    def counted(path: str, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        read.append(Path(path).name)
+        return read_arrays(path, classes)
+
+    monkeypatch.setattr(simulator, "read_arrays", counted)
     mine = simulate(build_config(with_(data=local, **changes)))
+    assert sorted(read) == sorted(
+        [f"client-{i}.npz" for i in range(SMALL["n_clients"])] + ["test.npz"]
+    )
     for method in ("zo", "first_order"):
         assert mine["runs"][method]["model_digest"] == built_in["runs"][method]["model_digest"]
         assert mine["runs"][method]["history"] == built_in["runs"][method]["history"]
