@@ -23,7 +23,7 @@ that passed between the client's application of round ``a`` and of round ``b``, 
 opening) and tear-down (final report, trailers) left out; they are reported separately.
 
 The federator also runs with ``--wire-metrics``: each round's metrics line carries the kernel's
-TCP payload counters of its connections (:mod:`cyber0.server.tcpinfo`), sampled as the round
+TCP payload counters of its connections (:mod:`cyber0.common.tcpinfo`), sampled as the round
 closes. Their per-connection mean over the same rounds is reported beside the relay's figure:
 the relay forwards every byte it counts, so the two measure one stream from its two ends.
 
@@ -867,7 +867,7 @@ def sample_cost(connections: int, repeats: int = 7) -> list[float]:
     """Milliseconds of one :meth:`PortTraffic.sample` (``--wire-metrics``' reading of the
     kernel's counters) over ``connections`` accepted loopback connections. Their connecting
     ends live in this process too: twice the descriptors a federator would hold."""
-    from cyber0.server.tcpinfo import PortTraffic
+    from cyber0.common.tcpinfo import PortTraffic
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * connections + 256

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cyber0.common.tcpinfo import PortTraffic
 from cyber0.v1 import federation_pb2 as pb
 
 from .auth import Authenticator, ClaimedIdentity, build_authenticator, server_credentials
@@ -23,7 +24,6 @@ from .config import FederatorConfig, FederatorSettings, is_loopback, max_receive
 from .engine import RoundEngine
 from .log import DurableLog
 from .servicer import FederationServicer, add_federation_to_server
-from .tcpinfo import PortTraffic
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 """``cyber0.v1.Federation``, as health checking and reflection name it."""

@@ -18,13 +18,12 @@ from typing import Any
 import torch
 
 from cyber0 import wire
+from cyber0.common import tcpinfo
 from cyber0.common.aggregators import Aggregator, get_aggregator
 from cyber0.common.config import ConfigError, from_mapping, load_yaml
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.models import check_model_name
 from cyber0.common.plan import TrainingPlan
-
-from . import tcpinfo
 
 FLOOR_RECEIVE_BYTES = 1024
 """Receive limit floor: bounds Join, Hello, Report and GetAggregates requests (ids ≤ 128, tokens
@@ -85,7 +84,7 @@ class FederatorSettings:
 
     ``wire_metrics``: add to each round's ``metrics`` line the TCP payload bytes the client
     connections carried since the previous round, from the kernel's counters (Linux;
-    :mod:`cyber0.server.tcpinfo`).
+    :mod:`cyber0.common.tcpinfo`).
     """
 
     host: str = "127.0.0.1"

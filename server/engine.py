@@ -45,11 +45,11 @@ import torch
 from cyber0 import wire
 from cyber0.common.aggregators import Aggregator
 from cyber0.common.plan import TrainingPlan
+from cyber0.common.tcpinfo import Traffic
 from cyber0.v1 import federation_pb2 as pb
 
 from .errors import Refusal
 from .log import DurableLog, LogError, RoundRecord
-from .tcpinfo import Traffic
 
 Role = Literal["train", "observer"]
 MetricsSink = Callable[[dict[str, Any]], None]

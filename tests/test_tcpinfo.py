@@ -1,4 +1,4 @@
-"""The kernel's TCP byte counters (:mod:`cyber0.server.tcpinfo`) on real loopback sockets, and
+"""The kernel's TCP byte counters (:mod:`cyber0.common.tcpinfo`) on real loopback sockets, and
 the federator's ``--wire-metrics`` lines against what its rounds must at least have carried."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import socket
 import statistics
 from pathlib import Path
 
+import pytest
 from test_federator import (
     FakeTrainer,
     federation,
@@ -19,7 +20,8 @@ from test_federator import (
 )
 
 from cyber0 import wire
-from cyber0.server.tcpinfo import PortTraffic, Traffic, counters
+from cyber0.client.traffic import target_port
+from cyber0.common.tcpinfo import PortTraffic, Traffic, counters
 from cyber0.v1 import federation_pb2 as pb
 
 GRPC_FRAMING = 5 + 9
@@ -36,14 +38,16 @@ def exchange(a: socket.socket, b: socket.socket, size: int) -> None:
 
 
 def test_a_sample_counts_the_payload_of_the_ports_connections_exactly() -> None:
-    """Two accepted connections: each sample gives the bytes since the previous one, to the
-    byte; the listener, the connecting ends and a closed connection are not counted."""
+    """Two connections: each sample gives the bytes since the previous one, to the byte, for
+    the accepted ends (``end="local"``) and, mirrored, for the connecting ends
+    (``end="remote"``); the listener and a closed connection are not counted."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
         traffic = PortTraffic(port)
-        assert traffic.sample() == Traffic(0, 0, 0)
+        opened = PortTraffic(port, end="remote")
+        assert traffic.sample() == opened.sample() == Traffic(0, 0, 0)
         ends = []
         for _ in range(2):
             client = socket.create_connection(("127.0.0.1", port))
@@ -55,7 +59,8 @@ def test_a_sample_counts_the_payload_of_the_ports_connections_exactly() -> None:
             exchange(s1, c1, 300)
             exchange(c2, s2, 70)
             assert traffic.sample() == Traffic(received=1070, sent=300, connections=2)
-            assert traffic.sample() == Traffic(0, 0, 2)
+            assert opened.sample() == Traffic(received=300, sent=1070, connections=2)
+            assert traffic.sample() == opened.sample() == Traffic(0, 0, 2)
             exchange(s2, c2, 5)
             exchange(c2, s2, 9)
             assert counters(s2) == (79, 5)
@@ -65,6 +70,7 @@ def test_a_sample_counts_the_payload_of_the_ports_connections_exactly() -> None:
             c1.close()
             exchange(c2, s2, 1)
             assert traffic.sample() == Traffic(received=1, sent=0, connections=1)
+            assert opened.sample() == Traffic(received=5, sent=10, connections=1)
         finally:
             for c, s in ends:
                 c.close()
@@ -108,3 +114,19 @@ def test_wire_metrics_count_at_least_every_message_of_the_rounds(tmp_path: Path)
         (r["uplink_wire_bytes"] + r["downlink_wire_bytes"]) / 5 for r in steady
     )
     assert payload + 2 * GRPC_FRAMING <= wire_bytes <= payload + 400
+
+
+@pytest.mark.parametrize(
+    ("target", "port"),
+    [
+        ("127.0.0.1:50051", 50051),
+        ("fed.example.org:443", 443),
+        ("[::1]:7", 7),
+        ("dns:///fed:9", 9),
+        ("fed.example.org", None),
+        ("::1", None),
+        ("fed:port", None),
+    ],
+)
+def test_a_daemon_counts_the_connections_to_its_targets_port(target: str, port: int | None) -> None:
+    assert target_port(target) == port

@@ -4,8 +4,9 @@ Linux keeps, per TCP socket, the payload bytes it has received and sent (``TCP_I
 ``tcpi_bytes_received`` and ``tcpi_bytes_sent``, or ``tcpi_bytes_acked`` before Linux 4.19):
 everything the connection carried above TCP, so TLS records, HTTP/2 frames (headers, pings,
 window updates) and gRPC prefixes included; retransmitted bytes count again, as they crossed
-again. :class:`PortTraffic` finds the process's own connections on a listening port through
-``/proc/self/fd`` and reads these counters from a duplicate of each socket's descriptor (the
+again. :class:`PortTraffic` finds the process's own connections on a port (the federator's:
+those it accepted on its listening port; a client's: those it opened to the federator's)
+through ``/proc/self/fd`` and reads these counters from a duplicate of each socket's descriptor (the
 duplicate is closed at once, so the connection's life is not touched).
 """
 
@@ -16,6 +17,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 _RECEIVED_OFFSET = 128
 """``tcpi_bytes_received`` (u64) in ``struct tcp_info`` (Linux ≥ 4.1)."""
@@ -69,19 +71,21 @@ def _sockets() -> list[tuple[int, int]]:
 
 
 class PortTraffic:
-    """Samples the traffic of the connections this process accepted on ``port``.
+    """Samples the traffic of this process's connections on ``port``: with ``end="local"``
+    those it accepted on its listening ``port``, with ``end="remote"`` those it opened to a
+    peer's ``port``.
 
     Each :meth:`sample` returns what crossed them since the previous one (a connection first
     seen counts from its start). What a connection carried after the previous sample is lost
     when it closes before the next one. One sampler at a time: samples are not locked.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, end: Literal["local", "remote"] = "local") -> None:
         if not available():
             raise OSError("TCP byte counters need Linux (TCP_INFO and /proc/self/fd)")
-        self.port = port
+        self.port, self.end = port, end
         self._last: dict[int, tuple[int, int]] = {}
-        self._served: set[int] = set()
+        self._matched: set[int] = set()
         self._other: set[int] = set()
 
     def sample(self) -> Traffic:
@@ -95,7 +99,7 @@ class PortTraffic:
             if seen is not None:
                 now[inode] = seen
         present = {inode for _, inode in held}
-        self._served &= present
+        self._matched &= present
         self._other &= present
         received = sent = 0
         for inode, (r, s) in now.items():
@@ -115,19 +119,22 @@ class PortTraffic:
             try:
                 if os.fstat(sock.fileno()).st_ino != inode:
                     return None  # the descriptor was reused for another file
-                if inode not in self._served:
-                    if not self._accepted_here(sock):
+                if inode not in self._matched:
+                    if not self._matches(sock):
                         self._other.add(inode)
                         return None
-                    self._served.add(inode)
+                    self._matched.add(inode)
                 return counters(sock)
-            except OSError:  # a connection closing
+            except OSError:  # a connection still connecting, or closing
                 return None
 
-    def _accepted_here(self, sock: socket.socket) -> bool:
-        """Whether ``sock`` is a TCP connection accepted on the port (OSError while it closes)."""
+    def _matches(self, sock: socket.socket) -> bool:
+        """Whether ``sock`` is one of the connections sampled (OSError while it connects or
+        closes: asked again at the next sample)."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
             return False
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             return False
-        return bool(sock.getsockname()[1] == self.port)
+        if self.end == "local":
+            return bool(sock.getsockname()[1] == self.port)
+        return bool(sock.getpeername()[1] == self.port)
