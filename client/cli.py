@@ -1,7 +1,9 @@
 """``cyber0-client``: a client daemon (honest, Byzantine or observer) for one federator.
 
 Prints one JSON line per identity when it is done (``client``, ``applied_round``, ``digest``,
-``reconnects``, and ``weights`` with ``--save-model``) and exits 0; exits 2 on a usage error and
+``reconnects``, ``weights`` with ``--save-model``, and on Linux ``wire``: the TCP payload bytes
+the daemon sent and received on its connections to the federator, all its identities together,
+from the kernel's counters) and exits 0; exits 2 on a usage error and
 1 when a session fails or the weights cannot be written. SIGTERM or SIGINT stops it: once no
 computation is running it writes ``--save-model`` for its last applied round and exits with
 128 + the signal's number (143, 130).
@@ -40,6 +42,7 @@ from .session import (
     TLSFiles,
     channel_factory,
 )
+from .traffic import WireTally
 from .trainer import ColludingTrainer, ZOTrainer, resolve_device
 
 
@@ -212,9 +215,12 @@ def _check_saving(args: argparse.Namespace) -> None:
         raise ValueError(f"--save-model {path}: is a folder; give a file name")
 
 
-def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -> list[Session]:
-    """One session per identity, sharing one model (``trainer``, default :func:`build_trainer`);
-    ValueError on a bad combination or an unreadable TLS or token file."""
+def build_sessions(
+    args: argparse.Namespace, trainer: ZOTrainer | None = None, tally: WireTally | None = None
+) -> list[Session]:
+    """One session per identity, sharing one model (``trainer``, default :func:`build_trainer`)
+    and reading ``tally``'s counters before each of their connections closes; ValueError on a
+    bad combination or an unreadable TLS or token file."""
     if args.role != "byzantine" and len(args.ids) != 1:
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
@@ -239,6 +245,7 @@ def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -
             model,
             evaluate=trainer.evaluate if role == "observer" else None,
             channel_factory=_channel_factory(args, client_id),
+            before_close=tally.sample if tally is not None else None,
         )
         for client_id in args.ids
     ]
@@ -247,11 +254,16 @@ def build_sessions(args: argparse.Namespace, trainer: ZOTrainer | None = None) -
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def run(sessions: Sequence[Session]) -> list[SessionResult] | signal.Signals:
-    """Run every identity's session concurrently until all are done. On SIGTERM or SIGINT,
-    stop them, wait until no trainer call is running (the weights are the global model of the
-    last applied round again) and return the signal."""
+async def run(
+    sessions: Sequence[Session], tally: WireTally | None = None
+) -> list[SessionResult] | signal.Signals:
+    """Run every identity's session concurrently until all are done, ``tally`` counting
+    their bytes on the wire meanwhile. On SIGTERM or SIGINT, stop them, wait until no trainer
+    call is running (the weights are the global model of the last applied round again) and
+    return the signal."""
     loop = asyncio.get_running_loop()
+    if tally is not None:
+        tally.start()
     everyone = asyncio.ensure_future(asyncio.gather(*(s.run() for s in sessions)))
     received: list[signal.Signals] = []
 
@@ -272,6 +284,8 @@ async def run(sessions: Sequence[Session]) -> list[SessionResult] | signal.Signa
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        if tally is not None:
+            tally.stop()
 
 
 def _save(args: argparse.Namespace, trainer: ZOTrainer) -> bool:
@@ -302,16 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     keep_freed_memory()
+    tally = WireTally.for_target(args.target)
     try:
         trainer = build_trainer(args)
-        sessions = build_sessions(args, trainer)
+        sessions = build_sessions(args, trainer, tally)
     except ValueError as exc:
         print(f"cyber0-client: {exc}", file=sys.stderr)
         return 2
     try:
         import uvloop
 
-        outcome = uvloop.run(run(sessions))
+        outcome = uvloop.run(run(sessions, tally))
     except SessionError as exc:
         print(f"cyber0-client: {exc}", file=sys.stderr)
         return 1
@@ -320,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(outcome, signal.Signals):
         return _stopped(args, trainer, outcome)
     results = outcome
-    saved = {"weights": args.save_model} if args.save_model else {}
+    saved: dict[str, Any] = {"weights": args.save_model} if args.save_model else {}
+    if tally is not None:
+        tally.sample()
+        saved["wire"] = tally.report(trainer.rounds_applied)
     if args.save_model and not _save(args, trainer):
         return 1
     for result in results:

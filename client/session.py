@@ -281,6 +281,8 @@ class Session:
     ``model``: a :class:`Trainer` or a :class:`LocalModel` shared with other sessions.
     ``evaluate``: an observer's evaluation hook (required for ``role="observer"``).
     ``channel_factory``: builds a fresh channel for every connection attempt.
+    ``before_close``: called before each channel is closed (the daemon reads its connections'
+    byte counters there).
     """
 
     def __init__(
@@ -290,6 +292,7 @@ class Session:
         *,
         evaluate: Evaluate | None = None,
         channel_factory: ChannelFactory = insecure_channel,
+        before_close: Callable[[], None] | None = None,
     ) -> None:
         if config.role not in ("train", "observer"):
             raise ValueError(f"role must be 'train' or 'observer'; got {config.role!r}")
@@ -301,6 +304,7 @@ class Session:
         self.model = model if isinstance(model, LocalModel) else LocalModel(model)
         self._evaluate = evaluate
         self._channel_factory = channel_factory
+        self._before_close = before_close
         seed = config.jitter_seed
         self._rng = random.Random(zlib.crc32(config.client_id.encode()) if seed is None else seed)
         self._credentials = pb.Credentials(client_id=config.client_id, token=config.token)
@@ -329,6 +333,8 @@ class Session:
             except _Retryable as exc:
                 _log.warning("%s: %s", self.config.client_id, exc)
             finally:
+                if self._before_close is not None:
+                    self._before_close()
                 await channel.close()
             failures = 0 if self.model.applied_round > before else failures + 1
             if self.config.max_retries is not None and failures > self.config.max_retries:

@@ -202,6 +202,7 @@ class ZOTrainer:
     _model: nn.Module | None = None
     _estimator: ZOEstimator | None = None
     _applied: int = -1
+    _resumed: int = -1
     _checkpointed: int | None = None  # the round the checkpoint file holds, if this run knows
 
     def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
@@ -220,6 +221,7 @@ class ZOTrainer:
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
                 self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
+                self._resumed = self._applied
             self.plan, self._model = plan, model
             self._estimator = ZOEstimator(
                 model, cross_entropy_loss, generator, plan.zo, path, self.cache_bytes
@@ -266,6 +268,11 @@ class ZOTrainer:
     def applied_round(self) -> int:
         """Last round whose aggregate was applied (−1: none)."""
         return self._applied
+
+    @property
+    def rounds_applied(self) -> int:
+        """Aggregates this run applied (a resumed checkpoint's rounds not counted)."""
+        return self._applied - self._resumed
 
     def _ready(self) -> tuple[TrainingPlan, nn.Module, ZOEstimator]:
         if self.plan is None or self._model is None or self._estimator is None:
