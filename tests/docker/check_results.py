@@ -14,6 +14,8 @@ Prints one line per check and exits 1 if any fails:
               connection per party in most rounds, and up to each round they hold at least the
               updates' payload plus each message's gRPC prefix and DATA frame header (TLS adds
               its records on top)
+  own wire    every daemon's final line counts its own bytes on the wire (its kernel's
+              counters), up at least its identities' updates with their framing
   digests     every party (H + B + observer) reported a digest after round R-1 and all are equal;
               each daemon's own final line (results/clients/*.json) says the same
   weights     the observer's saved model (results/observer.safetensors), rebuilt by load_model
@@ -145,11 +147,23 @@ def main(argv: list[str]) -> int:
     final_digests = {r["client"]: r["digest"] for r in reports if r["round"] == last}
     parties = training | {"observer"}
     own: dict[str, tuple[str, int]] = {}
+    daemons_short = []
     for path in sorted((args.results / "clients").glob("*.json")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                result = json.loads(line)
-                own[result["client"]] = (result["digest"], result["applied_round"])
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for result in lines:
+            own[result["client"]] = (result["digest"], result["applied_round"])
+        # A daemon's own counters: at least its identities' updates, each with its framing.
+        trains = sum(1 for result in lines if result["client"] in training)
+        least = trains * sum(update_bytes(r["round"], m) + GRPC_FRAMING for r in rounds)
+        wires = [result.get("wire") for result in lines]
+        if not lines or any(w is None or w["up"] < least or w["down"] <= 0 for w in wires):
+            daemons_short.append(f"{path.stem}: {wires[0] if wires else None} (up >= {least})")
+    check(
+        "own wire",
+        not daemons_short,
+        "every daemon's final line counts its bytes on the wire, up at least its updates; "
+        f"short: {daemons_short}",
+    )
     values = set(final_digests.values()) | {d for d, _ in own.values()}
     check(
         "digests",
