@@ -574,9 +574,7 @@ class RoundEngine:
         return closed
 
     async def _finish(self, r: _Round) -> None:
-        # Sampled here, between the round's last update and its aggregate, when the connections
-        # are quiet: the traffic since the previous sample is the round's.
-        traffic = self._traffic() if self._traffic is not None else None
+        traffic = self._sample_traffic()
         order = sorted(r.received, key=lambda c: self._shards[c])
         rows = np.frombuffer(b"".join(r.received[c] for c in order), dtype="<f4")
         x = torch.from_numpy(rows.astype(np.float32).reshape(len(order), self._m))
@@ -618,6 +616,18 @@ class RoundEngine:
             line["downlink_wire_bytes"] = traffic.sent
             line["wire_connections"] = traffic.connections
         self._emit(line)
+
+    def _sample_traffic(self) -> Traffic | None:
+        """The wire counts since the previous sample, taken between the round's last update
+        and its aggregate, when the connections are quiet; ``None`` without ``traffic`` or when
+        the counters cannot be read (logged: the round goes on without them)."""
+        if self._traffic is None:
+            return None
+        try:
+            return self._traffic()
+        except OSError as exc:
+            _log.warning("round %d: bytes on the wire not counted: %s", self._round.index - 1, exc)
+            return None
 
     def _broadcast(self, index: int, data: bytes) -> tuple[int, int]:
         """Push the Aggregate of round ``index`` to every open stream, opening round

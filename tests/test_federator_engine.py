@@ -14,6 +14,7 @@ from test_federator import make_config, run
 
 from cyber0 import wire
 from cyber0.common.aggregators import get_aggregator
+from cyber0.common.tcpinfo import Traffic
 from cyber0.server import engine as engine_module
 from cyber0.server.auth import ClaimedIdentity
 from cyber0.server.engine import Closing, RoundEngine, Stream
@@ -24,7 +25,10 @@ from cyber0.v1 import federation_pb2 as pb
 
 
 def make_engine(
-    log_db: str | None = None, metrics: list[dict[str, Any]] | None = None, **kwargs: Any
+    log_db: str | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+    traffic: Callable[[], Traffic] | None = None,
+    **kwargs: Any,
 ) -> RoundEngine:
     config = make_config(**kwargs)
     return RoundEngine(
@@ -34,6 +38,7 @@ def make_engine(
         round_timeout=config.settings.round_timeout,
         quorum=config.quorum,
         metrics=None if metrics is None else metrics.append,
+        traffic=traffic,
     )
 
 
@@ -95,6 +100,42 @@ def test_round_closes_once_everyone_answered_and_late_updates_are_dropped() -> N
     assert line["participants"] == ["a", "b", "c"]
     assert [r["client"] for r in line["rejected"]] == ["b"]
     assert line["uplink_payload_bytes"] == 30
+
+
+def test_counters_that_cannot_be_read_leave_the_rounds_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wire sample raising OSError (say /proc gone) costs its round's counts, not the round:
+    every round commits, the lines whose sample failed carry no wire fields, and the others
+    carry what the sampler returned."""
+    metrics: list[dict[str, Any]] = []
+    samples = iter([OSError("no /proc/self/fd"), Traffic(7, 9, 2), OSError("gone again")])
+
+    def traffic() -> Traffic:
+        sample = next(samples)
+        if isinstance(sample, OSError):
+            raise sample
+        return sample
+
+    async def body(engine: RoundEngine) -> None:
+        streams = []
+        for cid in ("a", "b"):
+            await engine.join(cid, "train")
+            streams.append(engine.connect(cid))
+        engine.start()
+        for t in range(3):
+            await until(lambda: all(not s.outbox.empty() for s in streams))
+            for s in streams:
+                drain(s)
+                engine.submit_update(s, t, [1.0] * 4, 10)
+        await until(lambda: engine.completed_rounds == 3)
+
+    with_engine(body, n=2, f=0, aggregator="mean", rounds=3, metrics=metrics, traffic=traffic)
+    lines = [r for r in metrics if r["event"] == "round"]
+    assert [r["round"] for r in lines] == [0, 1, 2]
+    assert [r.get("uplink_wire_bytes") for r in lines] == [None, 7, None]
+    assert (lines[1]["downlink_wire_bytes"], lines[1]["wire_connections"]) == (9, 2)
+    assert "round 0: bytes on the wire not counted: no /proc/self/fd" in caplog.text
 
 
 def test_an_update_after_the_deadline_from_an_invited_client_is_late_not_wrong() -> None:
