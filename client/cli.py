@@ -338,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved: dict[str, Any] = {"weights": args.save_model} if args.save_model else {}
     if tally is not None:
         tally.sample()
-        saved["wire"] = tally.report(trainer.rounds_applied)
+        wire = tally.report(trainer.rounds_applied)
+        if wire is not None:
+            saved["wire"] = wire
     if args.save_model and not _save(args, trainer):
         return 1
     for result in results:

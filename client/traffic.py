@@ -37,6 +37,7 @@ class WireTally:
     def __post_init__(self) -> None:
         self._traffic = tcpinfo.PortTraffic(self.port, end="remote")
         self._timer: asyncio.TimerHandle | None = None
+        self.failed = ""
 
     @classmethod
     def for_target(cls, target: str) -> WireTally | None:
@@ -46,8 +47,16 @@ class WireTally:
         return cls(port) if port is not None and tcpinfo.available() else None
 
     def sample(self) -> None:
-        """Add what crossed since the previous sample."""
-        traffic = self._traffic.sample()
+        """Add what crossed since the previous sample. Counters that cannot be read (OSError)
+        end the tally (:attr:`failed` says why), never the daemon's work."""
+        if self.failed:
+            return
+        try:
+            traffic = self._traffic.sample()
+        except OSError as exc:
+            self.failed = str(exc)
+            _log.warning("bytes on the wire no longer counted: %s", exc)
+            return
         self.up += traffic.sent
         self.down += traffic.received
 
@@ -62,9 +71,11 @@ class WireTally:
             self._timer.cancel()
             self._timer = None
 
-    def report(self, rounds: int) -> dict[str, int]:
-        """The totals for the daemon's final lines, and a log line with their share a round
-        over the ``rounds`` it applied."""
+    def report(self, rounds: int) -> dict[str, int] | None:
+        """The totals for the daemon's final lines (``None`` if the tally failed), and a log
+        line with their share a round over the ``rounds`` it applied."""
+        if self.failed:
+            return None
         if rounds > 0:
             _log.info(
                 "on the wire: up %d B, down %d B to port %d (%d rounds: %.0f B up, %.0f B down "

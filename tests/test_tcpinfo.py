@@ -20,7 +20,7 @@ from test_federator import (
 )
 
 from cyber0 import wire
-from cyber0.client.traffic import target_port
+from cyber0.client.traffic import WireTally, target_port
 from cyber0.common.tcpinfo import PortTraffic, Traffic, counters
 from cyber0.v1 import federation_pb2 as pb
 
@@ -130,3 +130,31 @@ def test_wire_metrics_count_at_least_every_message_of_the_rounds(tmp_path: Path)
 )
 def test_a_daemon_counts_the_connections_to_its_targets_port(target: str, port: int | None) -> None:
     assert target_port(target) == port
+
+
+def test_a_tally_whose_counters_fail_stops_counting_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A daemon's tally that cannot read its counters any more (OSError) stops counting and
+    reports nothing, instead of failing the session that sampled it before closing."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        tally = WireTally(port)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            server, _ = listener.accept()
+            with server:
+                exchange(client, server, 40)
+                tally.sample()
+                assert (tally.up, tally.down, tally.report(1)) == (40, 0, {"up": 40, "down": 0})
+
+                def unreadable() -> Traffic:
+                    raise OSError("/proc/self/fd: gone")
+
+                monkeypatch.setattr(tally._traffic, "sample", unreadable)
+                tally.sample()
+                exchange(server, client, 5)
+                tally.sample()
+    assert tally.failed == "/proc/self/fd: gone"
+    assert tally.report(1) is None
