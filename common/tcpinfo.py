@@ -6,8 +6,8 @@ everything the connection carried above TCP, so TLS records, HTTP/2 frames (head
 window updates) and gRPC prefixes included; retransmitted bytes count again, as they crossed
 again. :class:`PortTraffic` finds the process's own connections on a port (the federator's:
 those it accepted on its listening port; a client's: those it opened to the federator's)
-through ``/proc/self/fd`` and reads these counters from a duplicate of each socket's descriptor (the
-duplicate is closed at once, so the connection's life is not touched).
+through ``/proc/self/fd`` and reads these counters from a duplicate of each socket's
+descriptor (the duplicate is closed at once, so the connection's life is not touched).
 """
 
 from __future__ import annotations
@@ -46,11 +46,15 @@ class Traffic:
     connections: int
 
 
+class CountersUnavailable(OSError):
+    """This kernel's ``TCP_INFO`` has no byte counters (Linux ≥ 4.1 has them)."""
+
+
 def counters(sock: socket.socket) -> tuple[int, int]:
     """(payload bytes received, payload bytes sent) of a connected TCP socket."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _INFO_BYTES)
     if len(info) < _RECEIVED_OFFSET + 8:
-        raise OSError("this kernel's TCP_INFO has no byte counters (Linux >= 4.1 has them)")
+        raise CountersUnavailable("this kernel's TCP_INFO has no byte counters (Linux >= 4.1)")
     (received,) = struct.unpack_from("=Q", info, _RECEIVED_OFFSET)
     sent_at = _SENT_OFFSET if len(info) >= _SENT_OFFSET + 8 else _ACKED_OFFSET
     (sent,) = struct.unpack_from("=Q", info, sent_at)
@@ -89,7 +93,8 @@ class PortTraffic:
         self._other: set[int] = set()
 
     def sample(self) -> Traffic:
-        """The bytes received and sent on the port's open connections since the last sample."""
+        """The bytes received and sent on the port's open connections since the last sample
+        (:class:`CountersUnavailable` on a kernel without them)."""
         now: dict[int, tuple[int, int]] = {}
         held = _sockets()
         for fd, inode in held:
@@ -125,6 +130,8 @@ class PortTraffic:
                         return None
                     self._matched.add(inode)
                 return counters(sock)
+            except CountersUnavailable:
+                raise
             except OSError:  # a connection still connecting, or closing
                 return None
 

@@ -574,7 +574,7 @@ class RoundEngine:
         return closed
 
     async def _finish(self, r: _Round) -> None:
-        traffic = self._sample_traffic()
+        traffic = self._sample_traffic(r.index)
         order = sorted(r.received, key=lambda c: self._shards[c])
         rows = np.frombuffer(b"".join(r.received[c] for c in order), dtype="<f4")
         x = torch.from_numpy(rows.astype(np.float32).reshape(len(order), self._m))
@@ -617,8 +617,8 @@ class RoundEngine:
             line["wire_connections"] = traffic.connections
         self._emit(line)
 
-    def _sample_traffic(self) -> Traffic | None:
-        """The wire counts since the previous sample, taken between the round's last update
+    def _sample_traffic(self, round: int) -> Traffic | None:
+        """The wire counts since the previous sample, taken between ``round``'s last update
         and its aggregate, when the connections are quiet; ``None`` without ``traffic`` or when
         the counters cannot be read (logged: the round goes on without them)."""
         if self._traffic is None:
@@ -626,7 +626,7 @@ class RoundEngine:
         try:
             return self._traffic()
         except OSError as exc:
-            _log.warning("round %d: bytes on the wire not counted: %s", self._round.index - 1, exc)
+            _log.warning("round %d: bytes on the wire not counted: %s", round, exc)
             return None
 
     def _broadcast(self, index: int, data: bytes) -> tuple[int, int]:

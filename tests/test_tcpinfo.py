@@ -21,6 +21,7 @@ from test_federator import (
 
 from cyber0 import wire
 from cyber0.client.traffic import WireTally, target_port
+from cyber0.common import tcpinfo
 from cyber0.common.tcpinfo import PortTraffic, Traffic, counters
 from cyber0.v1 import federation_pb2 as pb
 
@@ -158,3 +159,25 @@ def test_a_tally_whose_counters_fail_stops_counting_and_says_so(
                 tally.sample()
     assert tally.failed == "/proc/self/fd: gone"
     assert tally.report(1) is None
+
+
+def test_a_kernel_without_the_counters_is_an_error_not_silent_zeros(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where TCP_INFO has no byte counters (Linux < 4.1, stood in for here), a sample raises
+    CountersUnavailable (an OSError: the federator and the daemons log it and go on) instead of
+    reporting no connections and no bytes."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            server, _ = listener.accept()
+            with server:
+
+                def short_info(sock: socket.socket) -> tuple[int, int]:
+                    raise tcpinfo.CountersUnavailable("no byte counters")
+
+                monkeypatch.setattr(tcpinfo, "counters", short_info)
+                with pytest.raises(tcpinfo.CountersUnavailable):
+                    PortTraffic(port).sample()
