@@ -186,6 +186,24 @@ def cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor
     return F.cross_entropy(model(x), y)
 
 
+def class_balanced_weights(y: Tensor) -> Tensor:
+    """Per-example weights ``w_i = 1 / (|C_B| · n_{y_i})`` (float64, summing to 1) for labels
+    ``y`` (B,): ``n_c`` examples of class c in the batch, ``C_B`` the classes present. So
+    ``Σ w_i ℓ_i`` is the mean over the batch's classes of each class's mean loss."""
+    counts = torch.bincount(y)
+    present = int((counts > 0).sum())
+    return counts.double().reciprocal()[y].div_(present)
+
+
+def balanced_cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """Class-balanced cross-entropy: the mean over the batch's classes of each class's mean
+    cross-entropy (:func:`class_balanced_weights`), so a client's label skew does not set its
+    objective's class prior."""
+    x, y = batch
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    return losses.double().mul(class_balanced_weights(y)).sum().to(losses.dtype)
+
+
 @contextmanager
 def _evaluating(model: nn.Module, batch_size: int) -> Iterator[None]:
     """``model`` in eval mode under ``torch.inference_mode`` (its train/eval mode restored

@@ -13,7 +13,9 @@ from cyber0.common.estimator import ZOEstimator
 from cyber0.common.models import (
     LogisticRegression,
     ModelSpec,
+    balanced_cross_entropy_loss,
     build_model,
+    class_balanced_weights,
     cross_entropy_loss,
     evaluate,
     model_digest,
@@ -126,3 +128,26 @@ def test_digest_ignores_registration_order_but_not_names_shapes_or_dtypes() -> N
     frozen = AB(a, b)
     frozen.b.requires_grad_(False)
     assert model_digest(frozen) == model_digest(AB(a, b))  # frozen parameters count too
+
+
+def test_class_balanced_loss_weights_each_present_class_equally() -> None:
+    """Balanced cross-entropy equals the mean over the batch's classes of each class's mean
+    loss, computed class by class; absent classes take no weight; a balanced batch gives the
+    plain mean."""
+    gen = torch.Generator().manual_seed(3)
+    model = LogisticRegression(in_features=5, num_classes=4, init_seed=1)
+    x = torch.randn(9, 5, generator=gen)
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 3, 3])  # class 2 absent
+    weights = class_balanced_weights(y)
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-15)
+    assert weights[y == 0].tolist() == [1 / 18] * 6 and weights[6].item() == 1 / 3
+    losses = F.cross_entropy(model(x), y, reduction="none").double()
+    by_class = torch.stack([losses[y == c].mean() for c in (0, 1, 3)]).mean()
+    balanced = balanced_cross_entropy_loss(model, (x, y))
+    assert balanced.dtype == torch.float32
+    assert balanced.double().item() == pytest.approx(by_class.item(), rel=1e-6)
+    assert abs(balanced.item() - cross_entropy_loss(model, (x, y)).item()) > 1e-3
+    even = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    assert balanced_cross_entropy_loss(model, (x[:8], even)).item() == pytest.approx(
+        cross_entropy_loss(model, (x[:8], even)).item(), rel=1e-6
+    )
