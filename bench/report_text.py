@@ -35,6 +35,9 @@ PREVIOUS = "batch32-2000"
 NO_ATTACK_STEPS = "no-attack-steps"
 #: Sentences per class per client of the few-shot grid (``text_experiment.py --shots``).
 FEWSHOT = 16
+#: The grid (with its sweep and few-shot grid) run with the plain mean cross-entropy objective
+#: (``text_experiment.py --loss cross_entropy``), kept beside the class-balanced one.
+PLAIN = "cross-entropy"
 
 
 USAGE = [
@@ -371,10 +374,11 @@ def summary(
     meta: dict[str, Any],
     previous: dict[str, dict[str, Any]],
     sweep: dict[str, dict[str, Any]],
+    plain: dict[str, dict[str, Any]],
 ) -> list[str]:
     """Per attack: how many CYBER-0 cells stay within 3 points of their no-attack run, and the
-    first-order baseline's drops; why label flipping costs what it does; bytes. All from the
-    results."""
+    first-order baseline's drops; why label flipping costs what it does (``plain``: the plain
+    objective's cells beside a class-balanced grid); bytes. All from the results."""
 
     def final(method: str, nu: int, aggregator: str, attack: str) -> float | None:
         cell = cells.get(cell_id(method, nu, aggregator, attack))
@@ -429,19 +433,67 @@ def summary(
             f"{', '.join(f'{d:+.1f}' for d in fo)} points."
         )
     out += alie_decay(cells, sweep)
+    if meta.get("loss", "cross_entropy") == "cross_entropy":
+        out.append(lf_prior_reading(cells, meta, previous))
+    else:
+        out.append(lf_balanced_reading(cells, meta, plain))
+    out.append(bytes_reading(cells, meta))
+    return out
+
+
+def predicted_fresh(cells: dict[str, dict[str, Any]], attack: str) -> list[str]:
+    """The final ZO models' shares of test sentences labelled fresh under ``attack``, in the
+    order ν=1 CWTM, ν=1 NNM+CWTM, ν=4 CWTM, ν=4 NNM+CWTM."""
+    return [
+        f"{pct(c['final_predicted_positive'])}%"
+        for nu in (1, 4)
+        for a in AGGREGATORS
+        if (c := cells.get(cell_id("zo", nu, a, attack))) is not None
+        and "final_predicted_positive" in c
+    ]
+
+
+def zo_gaps(cells: dict[str, dict[str, Any]], attack: str) -> list[float]:
+    """The ZO cells' changes against their no-attack runs under ``attack`` (points), in the
+    order of :func:`predicted_fresh`."""
+    return [
+        100 * (hit["final_accuracy"] - base["final_accuracy"])
+        for nu in (1, 4)
+        for a in AGGREGATORS
+        if (base := cells.get(cell_id("zo", nu, a, "none"))) is not None
+        and (hit := cells.get(cell_id("zo", nu, a, attack))) is not None
+    ]
+
+
+def lf_balanced_reading(
+    cells: dict[str, dict[str, Any]], meta: dict[str, Any], plain: dict[str, dict[str, Any]]
+) -> str:
+    """Label flipping under the class-balanced objective, beside the plain objective's grid
+    (``plain``: its cells; empty when it was not kept)."""
+    gaps = ", ".join(f"{g:+.1f}" for g in zo_gaps(cells, "lf"))
+    before = ", ".join(f"{g:+.1f}" for g in zo_gaps(plain, "lf"))
+    return (
+        "- Label flipping under the class-balanced objective: a flipping client's loss weighs "
+        "its two classes equally, like every honest client's, so the flip no longer moves the "
+        "class prior the rules train on (with the plain mean loss, weighting clients equally, "
+        f"the training target's share of fresh labels moved from {pct(class_prior(meta, 0))}% "
+        f"to {pct(class_prior(meta, meta['f']))}% under LF; *The plain cross-entropy "
+        "objective* below). The final models label "
+        f"{', '.join(predicted_fresh(cells, 'none'))} of the test sentences fresh with no "
+        f"attack and {', '.join(predicted_fresh(cells, 'lf'))} under LF (ν=1 CWTM, ν=1 "
+        "NNM+CWTM, ν=4 CWTM, ν=4 NNM+CWTM); what is left is the flipped clients' pull on the "
+        f"sentiment direction itself. LF changes: {gaps} points"
+        + (f", against {before} with the plain mean loss." if before else ".")
+    )
+
+
+def lf_prior_reading(
+    cells: dict[str, dict[str, Any]], meta: dict[str, Any], previous: dict[str, dict[str, Any]]
+) -> str:
+    """Why label flipping costs most under the plain mean loss: the class prior it moves."""
     shares = [f / n for f, n in zip(meta["shard_fresh"], meta["shard_sizes"], strict=True)]
     honest = shares[meta["f"] :]
-    positive = {
-        attack: [
-            f"{pct(c['final_predicted_positive'])}%"
-            for nu in (1, 4)
-            for a in AGGREGATORS
-            if (c := cells.get(cell_id("zo", nu, a, attack))) is not None
-            and "final_predicted_positive" in c
-        ]
-        for attack in ("none", "lf")
-    }
-    out.append(
+    return (
         "- Why label flipping costs most: it is not an outlier attack. With Dirichlet"
         f"(α={meta['alpha']}) skew the clients' shares of fresh sentences are "
         f"{', '.join(f'{100 * s:.0f}%' for s in shares)}, so the honest vectors are themselves "
@@ -453,10 +505,14 @@ def summary(
         f"labels moves from {pct(class_prior(meta, 0))}% with no attack to "
         f"{pct(class_prior(meta, meta['f']))}% under LF, against a balanced test set; the "
         "flipped labels also pull the sentiment direction itself. The final models label "
-        f"{', '.join(positive['none'])} of the test sentences fresh with no attack and "
-        f"{', '.join(positive['lf'])} under LF (ν=1 CWTM, ν=1 NNM+CWTM, ν=4 CWTM, ν=4 "
-        "NNM+CWTM)." + lf_history(cells, previous)
+        f"{', '.join(predicted_fresh(cells, 'none'))} of the test sentences fresh with no "
+        f"attack and {', '.join(predicted_fresh(cells, 'lf'))} under LF (ν=1 CWTM, ν=1 "
+        "NNM+CWTM, ν=4 CWTM, ν=4 NNM+CWTM)." + lf_history(cells, previous)
     )
+
+
+def bytes_reading(cells: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """What a client sends and receives, CYBER-0 against the first-order baseline."""
     zo_bytes = sorted(
         {
             (c["cell"]["nu"], c["cell"]["rounds"], c["total_bytes_per_client"])
@@ -474,13 +530,12 @@ def summary(
             f"and would need 4 × {meta['model_parameters'] / 1e6:.1f}M ≈ "
             f"{human_bytes(4 * meta['model_parameters'])} a round to train all of MiniLM"
         )
-    out.append(
+    return (
         "- Bytes: a CYBER-0 client sends and receives 4ν bytes of payload a round ("
         + ", ".join(f"ν={nu}: {human_bytes(b)} for {r:,} rounds" for nu, r, b in zo_bytes)
         + f"){fo_text}. gRPC framing adds about 49 bytes each way per message at ν=1 (a "
         "grpc.aio stream measured on loopback on this machine kind)."
     )
-    return out
 
 
 def history_section(folder: Path, title: str, intro: str) -> list[str]:
@@ -700,6 +755,42 @@ def fewshot_section(folder: Path, full: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def plain_section(folder: Path, previous: dict[str, dict[str, Any]]) -> list[str]:
+    """The grid run with the plain mean cross-entropy objective, kept in ``folder``: its results
+    and target checks, why label flipping cost what it did, and its few-shot grid's finals
+    (``previous``: the batch-32 grid's cells, for the LF history)."""
+    if not (folder / "meta.json").exists():
+        return []
+    meta = json.loads((folder / "meta.json").read_text())
+    cells = {k: v for k, v in load(folder).items() if k != "meta"}
+    table, missing, checks = results_table(cells)
+    lines = [
+        "",
+        "## The plain cross-entropy objective",
+        "",
+        "The same grid with each client's loss the plain mean cross-entropy of its batch (the "
+        "plan's default `loss: cross_entropy`), steps chosen by its own sweep on the "
+        f"validation sentences by the same rule ({steps_used(folder)}; `bench/results/text/"
+        f"{folder.name}/`, sweep in `{folder.name}/sweep/`):",
+        "",
+        *table,
+        "",
+        f"Targets with this objective (CYBER-0 cells): {sum(ok for _, ok in checks)} of "
+        f"{len(checks)} checks met." + (f" Not run: {', '.join(missing)}." if missing else ""),
+        "",
+        *checks_by_target(checks),
+        "",
+        lf_prior_reading(cells, meta, previous),
+    ]
+    lines += history_section(
+        folder / f"fewshot-{FEWSHOT}",
+        f"few-shot ({FEWSHOT} per class per client) with the plain objective",
+        "The few-shot grid above with the plain mean cross-entropy "
+        f"(`bench/results/text/{folder.name}/fewshot-{FEWSHOT}/`). Final test accuracy:",
+    )
+    return lines
+
+
 def render(results: Path) -> str:
     meta = json.loads((results / "meta.json").read_text())
     cells = {k: v for k, v in load(results).items() if k not in ("meta", "gpu_text")}
@@ -750,6 +841,17 @@ def render(results: Path) -> str:
             if "reference" in meta
             else []
         ),
+        *(
+            [
+                "- Objective: each client's loss is class-balanced cross-entropy (the plan's "
+                "`loss: balanced_cross_entropy`): the mean over its batch's classes of each "
+                "class's mean loss, so a client's label skew does not set its objective's class "
+                "prior; the test set is balanced. The same grid with the plain mean "
+                "cross-entropy is kept below (*The plain cross-entropy objective*)."
+            ]
+            if meta.get("loss") == "balanced_cross_entropy"
+            else []
+        ),
         "",
     ]
     if sweep:
@@ -758,7 +860,8 @@ def render(results: Path) -> str:
     lines += ["## Results (test accuracy after training)", "", *table]
     lines += ["", "![accuracy](figures/text-accuracy.png)", "", "![bytes](figures/text-bytes.png)"]
     previous = load(results / PREVIOUS) if (results / PREVIOUS).is_dir() else {}
-    lines += ["", "## Reading", "", *summary(cells, meta, previous, sweep)]
+    plain = {k: v for k, v in load(results / PLAIN).items() if k != "meta"}
+    lines += ["", "## Reading", "", *summary(cells, meta, previous, sweep, plain)]
     lines += ["", "## Targets (CYBER-0 cells)", ""]
     met = sum(ok for _, ok in checks)
     lines.append(f"{met} of {len(checks)} checks met.")
@@ -766,6 +869,7 @@ def render(results: Path) -> str:
     for label, ok in checks:
         lines.append(f"- {'met' if ok else '**not met**'}: {label}")
     lines += fewshot_section(results / f"fewshot-{FEWSHOT}", cells)
+    lines += plain_section(results / PLAIN, previous)
     lines += ["", "## What ran", ""]
     wall = sum(c["wall_seconds"] for c in cells.values())
     sweep_wall = sum(c["wall_seconds"] for c in sweep.values())
@@ -787,15 +891,17 @@ def render(results: Path) -> str:
         lines += history_section(
             results / NO_ATTACK_STEPS,
             "the grid with steps chosen without attack",
-            "The same grid with each method's step chosen on the validation sentences without "
-            "attack, CWTM only; kept for the methods whose step that choice changed "
+            "The same grid (plain cross-entropy objective) with each method's step chosen on "
+            "the validation sentences without attack, CWTM only; kept for the methods whose "
+            "step that choice changed "
             f"({steps_used(results / NO_ATTACK_STEPS)}; "
             f"`bench/results/text/{NO_ATTACK_STEPS}/`). Final test accuracy:",
         )
     lines += history_section(
         results / PREVIOUS,
         "the previous grid (batch 32, 2,000 ZO rounds)",
-        "The same pool and split with batch 32 per client, 2,000 ZO rounds (ν=1 and ν=4 at "
+        "The same pool and split (plain cross-entropy objective) with batch 32 per client, "
+        "2,000 ZO rounds (ν=1 and ν=4 at "
         "step 0.005, chosen on the earlier pool) and 500 first-order rounds "
         f"(`bench/results/text/{PREVIOUS}/`). Final test accuracy:",
     )

@@ -78,7 +78,7 @@ from cyber0.common.estimator import (
     perturbed_losses,
 )
 from cyber0.common.hf import TextClassifier, build_text_classifier, tokenizer_folder
-from cyber0.common.models import model_digest
+from cyber0.common.models import class_balanced_weights, model_digest
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
 from cyber0.common.plan import ZOSettings
 
@@ -116,6 +116,11 @@ FO_STEPS = (0.1, 0.3, 1.0)
 ZO_LR = {1: 0.002, 4: 0.002}
 FO_LR = 0.1
 AGGREGATORS = ("cwtm", "nnm+cwtm")
+#: The clients' objective (the plan's ``loss``): class-balanced cross-entropy, so a client's
+#: label skew (and a label-flipping attacker's flip) does not set the objective's class prior.
+#: ``--loss cross_entropy`` runs the plain mean into ``OUT/cross-entropy/``.
+LOSS = "balanced_cross_entropy"
+LOSSES = ("cross_entropy", "balanced_cross_entropy")
 #: Priority order: no attack and ALIE first, then SF and LF.
 ATTACKS = ("none", "alie", "sf", "lf")
 
@@ -275,11 +280,12 @@ class Setup:
     validation: Tensor
     initial: TopHead
     meta: dict[str, Any]
+    loss: str = LOSS
 
 
-def build_setup(cache_dir: Path, max_length: int, shots: int = 0) -> Setup:
+def build_setup(cache_dir: Path, max_length: int, shots: int = 0, loss: str = LOSS) -> Setup:
     """Load MiniLM, compute or load the features, split the data, fit the probe; ``shots``
-    > 0: the clients hold the few-shot shards instead."""
+    > 0: the clients hold the few-shot shards instead; ``loss``: the clients' objective."""
     model = build_text_classifier(MODEL + "&train=all")
     features = feature_cache(model, max_length, cache_dir)
     xbar: Tensor = features["xbar"]
@@ -352,8 +358,9 @@ def build_setup(cache_dir: Path, max_length: int, shots: int = 0) -> Setup:
         "fo_rounds": FO_ROUNDS,
         "mu": MU,
         "seed": SEED,
+        "loss": loss,
     }
-    return Setup(xbar, labels, shards, split.test, validation, top, meta)
+    return Setup(xbar, labels, shards, split.test, validation, top, meta, loss)
 
 
 def accuracy(model: nn.Module, xbar: Tensor, y: Tensor) -> tuple[float, float]:
@@ -408,9 +415,12 @@ def zo_vectors(
     zo: ZOSettings,
     round: int,
     batches: list[tuple[Tensor, Tensor]],
+    loss: str = LOSS,
 ) -> Tensor:
     """All clients' g (n, ν) from one vectorised call: every client uses the round's same
-    directions, so the 2ν perturbed models are evaluated once on the union of the batches."""
+    directions, so the 2ν perturbed models are evaluated once on the union of the batches.
+    Each client's loss is its batch's mean (``cross_entropy``) or class-balanced mean
+    (``balanced_cross_entropy``: :func:`~cyber0.common.models.class_balanced_weights`)."""
     flat = flat_parameters(model)
     sizes = [p.numel() for _, p in canonical_parameters(model)]
     z = generator.matrix(sizes, round, 0, zo.nu).mul_(zo.mu)
@@ -420,7 +430,12 @@ def zo_vectors(
         losses = reduced_losses(torch.cat([flat + z, flat - z]), x, y)
     bounds = np.cumsum([0] + [len(b[1]) for b in batches])
     means = torch.stack(
-        [losses[:, lo:hi].double().mean(1) for lo, hi in itertools.pairwise(bounds)]
+        [
+            losses[:, lo:hi].double().mean(1)
+            if loss == "cross_entropy"
+            else losses[:, lo:hi].double() @ class_balanced_weights(y[lo:hi])
+            for lo, hi in itertools.pairwise(bounds)
+        ]
     )  # (n, 2ν)
     return central_differences(means, zo.mu).float()
 
@@ -452,7 +467,7 @@ def run_cell(setup: Setup, cell: Cell) -> dict[str, Any]:
     def step(t: int) -> None:
         batches = client_batches(setup, attack, t, cell.batch)
         if cell.method == "zo":
-            rows = zo_vectors(model, generator, zo, t, batches)
+            rows = zo_vectors(model, generator, zo, t, batches, setup.loss)
         else:
             rows = torch.stack([flat_gradient(model, x, y) for x, y in batches])
         if not torch.isfinite(rows).all():  # the step diverged before any rule could act
@@ -541,6 +556,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shots", type=int, default=0, help="few-shot: sentences per class per client"
     )
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=LOSS,
+        help=f"the clients' objective; other than {LOSS}: into OUT/<loss>/",
+    )
     args = parser.parse_args(argv)
     if args.shots < 0:
         parser.error(f"--shots must be >= 0; got {args.shots}")
@@ -550,8 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # its feature pass is MiniLM forwards, as in cyber0-client
     began = time.perf_counter()
-    setup = build_setup(args.cache, MAX_LENGTH, args.shots)
-    home = args.out / f"fewshot-{args.shots}" if args.shots else args.out
+    setup = build_setup(args.cache, MAX_LENGTH, args.shots, args.loss)
+    base = args.out if args.loss == LOSS else args.out / args.loss.replace("_", "-")
+    home = base / f"fewshot-{args.shots}" if args.shots else base
     out = home / ("sweep" if args.sweep else "")
     out.mkdir(parents=True, exist_ok=True)
     meta = {**setup.meta, "python": platform.python_version(), "torch": torch.__version__}

@@ -16,6 +16,11 @@ from typing import Any
 import pytest
 import torch
 
+from cyber0.common.estimator import central_differences, flat_parameters, perturbed_losses
+from cyber0.common.models import balanced_cross_entropy_loss, cross_entropy_loss
+from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
+from cyber0.common.plan import ZOSettings
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FIGURE_KEYS = {"id", "label", "unit", "median", "min", "max", "runs", "target", "met", "note"}
 
@@ -410,3 +415,44 @@ def test_text_experiment_refuses_bad_shots(capsys: pytest.CaptureFixture[str]) -
             experiment.main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "balanced_cross_entropy"])
+def test_text_zo_vectors_match_the_engine_loss(loss: str) -> None:
+    """The text experiment's closed-form client scalars equal the engine's central differences
+    of the same loss closure (perturbed_losses on the module), per client, for both objectives;
+    the two objectives differ on skewed batches. Tolerance: float32 losses differenced over
+    2μ = 0.02 (rounding ~1e-7 / 0.02)."""
+    experiment = _module("text_experiment")
+    gen = torch.Generator().manual_seed(5)
+    ln, head = torch.nn.LayerNorm(6), torch.nn.Linear(6, 2)
+    with torch.no_grad():
+        for p in (*ln.parameters(), *head.parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen))
+    top = experiment.TopHead(ln, head)
+    batches = [
+        (torch.randn(n, 6, generator=gen), torch.tensor([0] * fresh + [1] * (n - fresh)))
+        for n, fresh in ((7, 1), (5, 3), (6, 6))
+    ]
+    zo = ZOSettings(nu=3, mu=0.01, lr=0.1, batch_size=7)
+    generator = DirectionGenerator(11)
+    got = experiment.zo_vectors(top, generator, zo, 4, batches, loss)
+    flat = flat_parameters(top)
+    sizes = [p.numel() for _, p in canonical_parameters(top)]
+    z = generator.matrix(sizes, 4, 0, zo.nu).mul_(zo.mu)
+    closure = {
+        "cross_entropy": cross_entropy_loss,
+        "balanced_cross_entropy": balanced_cross_entropy_loss,
+    }[loss]
+    want = torch.stack(
+        [
+            central_differences(
+                perturbed_losses(top, closure, torch.cat([flat + z, flat - z]), batch).double(),
+                zo.mu,
+            )
+            for batch in batches
+        ]
+    ).float()
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    other = "cross_entropy" if loss != "cross_entropy" else "balanced_cross_entropy"
+    assert not torch.allclose(got, experiment.zo_vectors(top, generator, zo, 4, batches, other))
