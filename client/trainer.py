@@ -18,6 +18,7 @@ aggregate with the regenerated directions, so their digests match every other pa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -38,8 +39,8 @@ from cyber0.common.localdata import LocalTask, check_data_path, check_fits, pars
 from cyber0.common.models import (
     ModelSpec,
     build_model,
-    cross_entropy_loss,
     evaluate,
+    loss_function,
     model_digest,
 )
 from cyber0.common.perturbation import (
@@ -47,7 +48,7 @@ from cyber0.common.perturbation import (
     DirectionGenerator,
     canonical_parameters,
 )
-from cyber0.common.plan import TrainingPlan, plan_json
+from cyber0.common.plan import TrainingPlan, plan_fields, plan_json
 from cyber0.common.weights import load_weights, read_metadata, save_weights
 
 _log = logging.getLogger("cyber0.client")
@@ -224,7 +225,7 @@ class ZOTrainer:
                 self._resumed = self._applied
             self.plan, self._model = plan, model
             self._estimator = ZOEstimator(
-                model, cross_entropy_loss, generator, plan.zo, path, self.cache_bytes
+                model, loss_function(plan.loss), generator, plan.zo, path, self.cache_bytes
             )
         elif plan != self.plan:
             raise ValueError("one trainer cannot follow two different plans")
@@ -252,10 +253,12 @@ class ZOTrainer:
 
     @staticmethod
     def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> int:
-        """Load ``checkpoint`` into ``model`` if it was saved for ``plan``; its round. The plan
+        """Load ``checkpoint`` into ``model`` if it was saved for ``plan`` (a field the saved
+        plan lacks at its default: :func:`~cyber0.common.plan.plan_fields`); its round. The plan
         is checked on the header alone, so another plan's weights are never read."""
         saved = read_metadata(checkpoint)
-        if saved.get("plan") != plan_json(plan):
+        logged = saved.get("plan")
+        if logged is None or plan_fields(logged) != json.loads(plan_json(plan)):
             raise ValueError(
                 f"checkpoint {checkpoint} holds a model of another plan than the federator's; "
                 "move it away (or drop --resume) to start from the beginning"

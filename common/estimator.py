@@ -16,14 +16,14 @@ the global model: after its K steps the client returns to the round's starting w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TypeGuard
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .models import LogisticRegression, cross_entropy_loss
+from .models import LogisticRegression, LossFn, balanced_cross_entropy_loss, cross_entropy_loss
 from .perturbation import (
     DEFAULT_CACHE_BYTES,
     DirectionCache,
@@ -36,8 +36,6 @@ from .perturbation import (
 )
 from .plan import ZOSettings
 
-#: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
-LossFn = Callable[[nn.Module, Any], Tensor]
 Path = Literal["batched", "inplace"]
 #: Most logit parts (clients × (1 + ν)·C × B floats) :meth:`ZOEstimator.local_rounds` puts in
 #: one group: 1 Mi (4 MiB). Logistic regression at B = 32 groups 1,638 clients at ν = 1 and 50 at
@@ -93,12 +91,13 @@ def perturbed_losses(model: nn.Module, loss_fn: LossFn, weights: Tensor, batch: 
 
     Each parameter's (P, ...) block is made contiguous first, so that a product with an
     unbatched input folds the P weight sets into one matrix product instead of P small ones.
-    Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss`, bias and weight
-    trainable, runs the same loss written out
-    (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`, the same losses to
-    float32 rounding), without vmap's per-call cost: at ν = 1 that cost was several forwards."""
+    Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` or
+    :func:`~cyber0.common.models.balanced_cross_entropy_loss`, bias and weight trainable, runs
+    the same loss written out (:meth:`~cyber0.common.models.LogisticRegression.cross_entropy_at`,
+    the same losses to float32 rounding), without vmap's per-call cost: at ν = 1 that cost was
+    several forwards."""
     if _written_out(model, loss_fn):
-        return model.cross_entropy_at(weights, batch)
+        return model.cross_entropy_at(weights, batch, loss_fn is balanced_cross_entropy_loss)
     wrapper = _LossModule(model, loss_fn)
     params, offset = {}, 0
     for name, p in canonical_parameters(model):
@@ -174,9 +173,10 @@ class ZOEstimator:
         self._params = [p for _, p in named]
         self._sizes = [p.numel() for p in self._params]
         self._shapes = [tuple(p.shape) for p in self._params]
-        #: Logistic regression under cross_entropy_loss, bias and weight trainable: the loss
-        #: written out (see :meth:`local_rounds`).
+        #: Logistic regression under cross_entropy_loss or balanced_cross_entropy_loss, bias
+        #: and weight trainable: the loss written out (see :meth:`local_rounds`).
         self._written_out = path == "batched" and _written_out(model, loss_fn)
+        self._balanced = loss_fn is balanced_cross_entropy_loss
         self._directions: dict[tuple[int, int], Tensor] = {}
 
     def _round_directions(self, round: int, dstep: int) -> Tensor:
@@ -265,11 +265,12 @@ class ZOEstimator:
         (``batches[i]``: client i's K batches), as an (n, m) float32 tensor whose row i is
         bitwise ``local_round(round, batches[i])``.
 
-        Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` on the
-        batched path (bias and weight trainable) runs its clients together on an (n, d) stack of
-        their weights: the scalars of a local step in one call per group of consecutive clients
-        whose batches share a shape and whose logit parts fit in ``GROUP_ELEMENTS`` (the native
-        kernel's ``logreg_scalars`` or
+        Logistic regression under :func:`~cyber0.common.models.cross_entropy_loss` or
+        :func:`~cyber0.common.models.balanced_cross_entropy_loss` on the batched path (bias and
+        weight trainable) runs its clients together on an (n, d) stack of their weights: the
+        scalars of a local step in one call per group of consecutive clients whose batches share
+        a shape and whose logit parts fit in ``GROUP_ELEMENTS`` (the native kernel's
+        ``logreg_scalars`` for the mean, or
         :meth:`~cyber0.common.models.LogisticRegression.directional_differences`, each group's
         rows computed on their own; one client's :meth:`step_scalars` is a group of one, its
         weights not copied), each local update as
@@ -338,17 +339,21 @@ class ZOEstimator:
         assert isinstance(self.model, LogisticRegression)
         x = _stacked([b[0] for b in batches])
         y = _stacked([b[1] for b in batches])
+        mu = self.zo.mu
+        if self._balanced:  # per-example weights: the torch ops only
+            return self.model.directional_differences(bias, weight, z, x, y, mu, balanced=True)
         kernel = native_for_cpu(bias, weight, z, x)
         if kernel is not None:  # the same formula in one C++ call (native_generator.cpp)
-            return kernel.logreg_scalars(bias, weight, z, x, y, self.zo.mu)
-        return self.model.directional_differences(bias, weight, z, x, y, self.zo.mu)
+            return kernel.logreg_scalars(bias, weight, z, x, y, mu)
+        return self.model.directional_differences(bias, weight, z, x, y, mu)
 
 
 def _written_out(model: nn.Module, loss_fn: LossFn) -> TypeGuard[LogisticRegression]:
-    """Whether ``model`` is logistic regression under :func:`cross_entropy_loss` with its bias
-    and weight trainable: its loss is written out (no ``vmap``)."""
+    """Whether ``model`` is logistic regression under :func:`cross_entropy_loss` or
+    :func:`balanced_cross_entropy_loss` with its bias and weight trainable: its loss is written
+    out (no ``vmap``)."""
     return (
-        loss_fn is cross_entropy_loss
+        loss_fn in (cross_entropy_loss, balanced_cross_entropy_loss)
         and isinstance(model, LogisticRegression)
         and [name for name, _ in canonical_parameters(model)] == ["linear.bias", "linear.weight"]
     )

@@ -12,12 +12,17 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import int_options, name_options
+from .plan import LOSSES, PlanError
+
+#: A forward-only loss closure: ``loss_fn(model, batch)`` returns a scalar tensor.
+LossFn = Callable[[nn.Module, Any], Tensor]
 
 
 class Affine(nn.Module):
@@ -68,15 +73,18 @@ class LogisticRegression(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x.flatten(1))
 
-    def cross_entropy_at(self, weights: Tensor, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def cross_entropy_at(
+        self, weights: Tensor, batch: tuple[Tensor, Tensor], balanced: bool = False
+    ) -> Tensor:
         """Mean cross-entropy (labels in ``[0, C)``) at each row of ``weights`` (P, C + C·D), the
-        parameters in canonical order (``linear.bias``, then ``linear.weight`` row-major).
+        parameters in canonical order (``linear.bias``, then ``linear.weight`` row-major);
+        ``balanced``: the class-balanced mean ``Σ w_i ℓ_i`` (:func:`class_balanced_weights`).
 
-        The loss ``vmap`` of :func:`cross_entropy_loss` over ``functional_call`` computes, to
-        float32 rounding, at a fraction of its cost: one matrix product of the P·C weight rows,
-        the bias added after it, and ``log_softmax`` over the classes of a (P, C, B) tensor
-        (its kernel vectorises along B there, ~30× faster at C = 10 than over a last dimension
-        of 10).
+        The loss ``vmap`` of :func:`cross_entropy_loss` (or :func:`balanced_cross_entropy_loss`)
+        over ``functional_call`` computes, to float32 rounding, at a fraction of its cost: one
+        matrix product of the P·C weight rows, the bias added after it, and ``log_softmax`` over
+        the classes of a (P, C, B) tensor (its kernel vectorises along B there, ~30× faster at
+        C = 10 than over a last dimension of 10).
         """
         x, y = batch
         (rows, _), (classes, features) = weights.shape, self.linear.weight.shape
@@ -84,21 +92,33 @@ class LogisticRegression(nn.Module):
         weight = weights[:, classes:].reshape(rows * classes, features)
         logits = torch.mm(weight, x.reshape(-1, features).T).view(rows, classes, -1).add_(bias)
         labels = y.view(1, 1, -1).expand(rows, 1, -1)
-        return logits.log_softmax(1).gather(1, labels).sum(2).div_(-y.numel()).view(rows)
+        picked = logits.log_softmax(1).gather(1, labels)
+        if balanced:
+            weighted = picked.view(rows, -1).double().mv(class_balanced_weights(y.view(-1)))
+            return weighted.neg_().to(picked.dtype)
+        return picked.sum(2).div_(-y.numel()).view(rows)
 
     def directional_differences(
-        self, bias: Tensor, weight: Tensor, z: Tensor, x: Tensor, y: Tensor, mu: float
+        self,
+        bias: Tensor,
+        weight: Tensor,
+        z: Tensor,
+        x: Tensor,
+        y: Tensor,
+        mu: float,
+        balanced: bool = False,
     ) -> Tensor:
         """g (G, ν) in float64: ``(L(w + μ z_j) − L(w − μ z_j)) / (2μ)`` for G groups (clients)
         at bias (G, C) and weight (G, C·D), group g on its batch ``x[g]`` (B, ...), ``y[g]``
-        (B,), along the rows of z (ν, C + C·D), L the batch's mean cross-entropy.
+        (B,), along the rows of z (ν, C + C·D), L the batch's mean cross-entropy (``balanced``:
+        its class-balanced mean ``Σ w_i ℓ_i``, :func:`class_balanced_weights` of ``y[g]``).
 
         The logits are linear in the weights: at w ± μz_j they are ``a ± μ e_j`` with
         ``a = b + W x`` and ``e_j = z_j``'s bias part ``+ Z_j x``, so the products are taken
         once for W and once for the ν directions (not for 2ν perturbed weight rows), w ± μz is
         never rounded to float32, and the losses are taken in float64. What the native kernel's
-        ``logreg_scalars`` computes (in its own order of float32 sums: the two agree to float32
-        rounding of the products).
+        ``logreg_scalars`` computes for the mean (in its own order of float32 sums: the two agree
+        to float32 rounding of the products).
         """
         (groups, classes), features, nu = bias.shape, self.linear.weight.shape[1], z.shape[0]
         z_bias = z[:, :classes].double().unsqueeze(2)
@@ -111,7 +131,10 @@ class LogisticRegression(nn.Module):
             u = torch.mm(z_weight, x_t).double().view(nu, classes, -1).add_(z_bias).mul_(mu)
             picked = u.gather(1, y[g].view(1, 1, -1).expand(nu, 1, -1)).squeeze(1)
             difference = (a + u).logsumexp(1) - (a - u).logsumexp(1) - 2.0 * picked
-            out[g] = difference.mean(1).div_(2.0 * mu)
+            if balanced:
+                out[g] = difference.mv(class_balanced_weights(y[g])).div_(2.0 * mu)
+            else:
+                out[g] = difference.mean(1).div_(2.0 * mu)
         return out
 
 
@@ -202,6 +225,20 @@ def balanced_cross_entropy_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) 
     x, y = batch
     losses = F.cross_entropy(model(x), y, reduction="none")
     return losses.double().mul(class_balanced_weights(y)).sum().to(losses.dtype)
+
+
+_LOSS_FUNCTIONS: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy_loss,
+    "balanced_cross_entropy": balanced_cross_entropy_loss,
+}
+
+
+def loss_function(name: str) -> LossFn:
+    """The loss closure a plan's ``loss`` names (:data:`~cyber0.common.plan.LOSSES`);
+    PlanError naming ``loss`` for another name."""
+    if name not in LOSSES:
+        raise PlanError(f"loss must be one of {LOSSES}; got loss={name!r}")
+    return _LOSS_FUNCTIONS[name]
 
 
 @contextmanager

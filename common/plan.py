@@ -9,13 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Variant = Literal["unbiased", "biased"]
 Distribution = Literal["gaussian", "rademacher"]
+Loss = Literal["cross_entropy", "balanced_cross_entropy"]
 
 VARIANTS: tuple[Variant, ...] = ("unbiased", "biased")
 DISTRIBUTIONS: tuple[Distribution, ...] = ("gaussian", "rademacher")
+#: The objectives a plan can name (:func:`cyber0.common.models.loss_function`): the batch's mean
+#: cross-entropy, or its class-balanced mean (the mean over the batch's classes of each class's
+#: mean cross-entropy).
+LOSSES: tuple[Loss, ...] = ("cross_entropy", "balanced_cross_entropy")
 
 
 class PlanError(ValueError):
@@ -68,7 +73,8 @@ class ZOSettings:
 @dataclass(frozen=True)
 class TrainingPlan:
     """What the federator broadcasts once: the master seed and the ZO settings, the model and
-    data specs (by name and parameters, never weights), the robust rule and its declared f."""
+    data specs (by name and parameters, never weights), the objective every party trains
+    (``loss``), the robust rule and its declared f."""
 
     seed: int
     zo: ZOSettings = field(default_factory=ZOSettings)
@@ -80,6 +86,7 @@ class TrainingPlan:
     f: int = 2
     aggregator: str = "cwtm"
     rounds: int = 300
+    loss: Loss = "cross_entropy"
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**63:
@@ -94,8 +101,21 @@ class TrainingPlan:
             raise PlanError(f"alpha must be > 0; got alpha={self.alpha}")
         if self.rounds < 1:
             raise PlanError(f"rounds must be >= 1; got rounds={self.rounds}")
+        if self.loss not in LOSSES:
+            raise PlanError(f"loss must be one of {LOSSES}; got loss={self.loss!r}")
 
 
 def plan_json(plan: TrainingPlan) -> str:
     """Canonical JSON of ``plan`` (sorted keys), as the log and weights files store it."""
     return json.dumps(dataclasses.asdict(plan), sort_keys=True)
+
+
+def plan_fields(text: str) -> dict[str, Any]:
+    """The fields of a :func:`plan_json` text, with a field it lacks at its default: a plan
+    written before that field existed (``loss``) trained what the default names."""
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(TrainingPlan)
+        if f.default is not dataclasses.MISSING
+    }
+    return {**defaults, **json.loads(text)}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cyber0.common.plan import TrainingPlan, plan_json
+from cyber0.common.plan import TrainingPlan, plan_fields, plan_json
 
 SCHEMA_VERSION = "1"
 
@@ -115,7 +115,7 @@ class DurableLog:
                 f"log {self.path} has schema {meta.get('schema')!r}; "
                 f"this federator reads schema {SCHEMA_VERSION!r}"
             )
-        logged = _flatten(json.loads(meta["plan"]))
+        logged = _flatten(plan_fields(meta["plan"]))  # a field added since: its default
         configured = _flatten(json.loads(plan_json(plan)))
         diffs = [
             f"{key}: logged {logged.get(key)!r}, configured {configured.get(key)!r}"

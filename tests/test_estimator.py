@@ -20,7 +20,13 @@ from cyber0.common.estimator import (
     perturbed_losses,
     update_terms,
 )
-from cyber0.common.models import LogisticRegression, cross_entropy_loss
+from cyber0.common.models import (
+    LogisticRegression,
+    LossFn,
+    balanced_cross_entropy_loss,
+    class_balanced_weights,
+    cross_entropy_loss,
+)
 from cyber0.common.perturbation import (
     DirectionGenerator,
     canonical_parameters,
@@ -89,22 +95,23 @@ def test_batched_and_inplace_paths_agree_and_leave_weights_unchanged(
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("loss", [cross_entropy_loss, balanced_cross_entropy_loss])
 @pytest.mark.parametrize(("rows", "batch_size"), [(2, 128), (2, 37), (10, 64), (128, 32)])
-def test_logistic_regression_losses_match_vmap(rows: int, batch_size: int) -> None:
+def test_logistic_regression_losses_match_vmap(rows: int, batch_size: int, loss: LossFn) -> None:
     """The written-out batched loss of logistic regression (what ``perturbed_losses`` runs for
-    it) equals vmap over ``functional_call`` (reached here through a loss closure that is not
-    ``cross_entropy_loss`` itself), at ν = 1 and 64 and at odd batch sizes, to float32 rounding:
-    its ``log_softmax`` runs over the classes in the product's layout, a kernel whose ``exp``
-    and ``log`` may round a tail element differently from the one vmap reaches (seen: one ulp
-    of the mean loss, ~1e-7 relative; 1e-6 allows about ten)."""
+    it), mean or class-balanced, equals vmap over ``functional_call`` (reached here through a
+    loss closure that is not the loss itself), at ν = 1 and 64 and at odd batch sizes, to
+    float32 rounding: its ``log_softmax`` runs over the classes in the product's layout, a
+    kernel whose ``exp`` and ``log`` may round a tail element differently from the one vmap
+    reaches (seen: one ulp of the mean loss, ~1e-7 relative; 1e-6 allows about ten)."""
     model = LogisticRegression(784, 10, init_seed=3)
     gen = torch.Generator().manual_seed(rows * batch_size)
     x = torch.rand(batch_size, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (batch_size,), generator=gen)
     weights = flat_parameters(model) + 0.05 * torch.randn(rows, 7850, generator=gen)
     with torch.inference_mode():
-        fast = perturbed_losses(model, cross_entropy_loss, weights, (x, y))
-        via_vmap = perturbed_losses(model, lambda m, b: cross_entropy_loss(m, b), weights, (x, y))
+        fast = perturbed_losses(model, loss, weights, (x, y))
+        via_vmap = perturbed_losses(model, lambda m, b: loss(m, b), weights, (x, y))
     assert fast.shape == (rows,)
     torch.testing.assert_close(fast, via_vmap, rtol=1e-6, atol=0.0)
 
@@ -341,28 +348,31 @@ def test_native_and_torch_logistic_regression_scalars_agree(nu: int, steps: int,
 
 
 @pytest.mark.usefixtures("native_kernel")
+@pytest.mark.parametrize("loss", [cross_entropy_loss, balanced_cross_entropy_loss])
 @pytest.mark.parametrize("mode", [contextlib.nullcontext, eager])
 def test_logistic_regression_scalars_are_float64_central_differences(
-    mode: Callable[[], contextlib.AbstractContextManager[None]],
+    mode: Callable[[], contextlib.AbstractContextManager[None]], loss: LossFn
 ) -> None:
-    """At μ = 1e-3 both routes of the written-out scalars give the central differences of the
-    loss computed wholly in float64 to ~1e-7 of |g| (asserted: 1e-6), where the float32 losses
-    at float32-rounded w ± μz (``perturbed_losses``) miss them by over 1e-5 of |g|: their
-    rounding (~1e-7 of a loss of ~2.3) is divided by 2μ."""
+    """At μ = 1e-3 both routes of the written-out scalars (the class-balanced loss: the torch
+    ops on either) give the central differences of the loss computed wholly in float64 to ~1e-7
+    of |g| (asserted: 1e-6), where the float32 losses at float32-rounded w ± μz
+    (``perturbed_losses``) miss them by over 1e-5 of |g|: their rounding (~1e-7 of a loss of
+    ~2.3) is divided by 2μ."""
     nu, mu = 8, 1e-3
     model, batches = _logistic_regression_clients(nu, 1, 32, clients=1)
     zo = ZOSettings(nu=nu, local_steps=1, mu=mu, lr=0.5)
     generator = DirectionGenerator(4)
     x, y = batches[0][0]
     with mode():
-        est = ZOEstimator(model, cross_entropy_loss, generator, zo, "batched")
+        est = ZOEstimator(model, loss, generator, zo, "batched")
         got = est.step_scalars(3, 0, (x, y))
     z = generator.matrix([10, 7840], 3, 0, nu, torch.device("cpu"), torch.float32)
     w = flat_parameters(model)
+    example = class_balanced_weights(y) if loss is balanced_cross_entropy_loss else 1 / 32
 
     def loss64(v: Tensor) -> Tensor:
         logits = x.reshape(32, -1).double() @ v[10:].view(10, 784).T + v[:10]
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, reduction="none").mul(example).sum()
 
     expected = torch.stack(
         [
@@ -374,9 +384,24 @@ def test_logistic_regression_scalars_are_float64_central_differences(
     assert float((got - expected).abs().max()) < 1e-6 * scale
     with torch.inference_mode():
         rows = torch.cat([w + mu * z, w - mu * z])
-        float32 = perturbed_losses(model, cross_entropy_loss, rows, (x, y)).double()
+        float32 = perturbed_losses(model, loss, rows, (x, y)).double()
     float32_g = (float32[:nu] - float32[nu:]) / (2 * mu)
     assert float((float32_g - expected).abs().max()) > 1e-5 * scale
+
+
+def test_balanced_clients_run_together_give_each_clients_bits() -> None:
+    """Under the class-balanced loss too, ``local_rounds`` gives each client bitwise its
+    ``local_round`` (each client's examples weighted by its own batch's classes: client 1's
+    batches hold fewer classes), and its scalars are not the mean loss's."""
+    model, batches = _logistic_regression_clients(3, 2, 24)
+    for step in batches[1]:
+        step[1].remainder_(3)
+    zo = ZOSettings(nu=3, local_steps=2, mu=1e-2, lr=0.5)
+    est = ZOEstimator(model, balanced_cross_entropy_loss, DirectionGenerator(2), zo, "batched")
+    rows = est.local_rounds(5, batches)
+    assert torch.equal(rows, torch.stack([est.local_round(5, b) for b in batches]))
+    mean = ZOEstimator(model, cross_entropy_loss, DirectionGenerator(2), zo, "batched")
+    assert not torch.allclose(rows, mean.local_rounds(5, batches), rtol=1e-3, atol=0.0)
 
 
 @pytest.mark.parametrize("mu", [5.0, 50.0])

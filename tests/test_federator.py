@@ -4,9 +4,11 @@ log, metrics, health and reflection. Also the helpers the client-session tests r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -504,6 +506,22 @@ def test_a_log_written_for_another_plan_is_refused(tmp_path: Path) -> None:
         assert "zo.nu: logged 4, configured 6" in message
 
     run(main())
+
+
+def test_a_log_written_before_the_loss_field_resumes_as_cross_entropy(tmp_path: Path) -> None:
+    """A log whose plan has no ``loss`` (written before the field existed) trained the mean
+    cross-entropy: it resumes under that plan and is refused under the balanced one."""
+    db = str(tmp_path / "log.db")
+    plan = make_config(seed=7).plan
+    DurableLog.open(db, plan).close()
+    with sqlite3.connect(db) as conn:
+        (text,) = conn.execute("SELECT value FROM meta WHERE key = 'plan'").fetchone()
+        old = {k: v for k, v in json.loads(text).items() if k != "loss"}
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'plan'", (json.dumps(old),))
+    conn.close()
+    DurableLog.open(db, plan).close()
+    with pytest.raises(LogError, match="loss: logged 'cross_entropy', configured 'balanced_"):
+        DurableLog.open(db, dataclasses.replace(plan, loss="balanced_cross_entropy"))
 
 
 def test_get_aggregates_validates_its_range() -> None:

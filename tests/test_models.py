@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -18,10 +19,11 @@ from cyber0.common.models import (
     class_balanced_weights,
     cross_entropy_loss,
     evaluate,
+    loss_function,
     model_digest,
 )
 from cyber0.common.perturbation import DirectionGenerator
-from cyber0.common.plan import ZOSettings
+from cyber0.common.plan import LOSSES, PlanError, TrainingPlan, ZOSettings, plan_fields, plan_json
 
 
 def test_logreg_shapes_and_zero_init() -> None:
@@ -151,3 +153,26 @@ def test_class_balanced_loss_weights_each_present_class_equally() -> None:
     assert balanced_cross_entropy_loss(model, (x[:8], even)).item() == pytest.approx(
         cross_entropy_loss(model, (x[:8], even)).item(), rel=1e-6
     )
+
+
+def test_a_plan_names_its_loss_and_each_name_has_one_closure() -> None:
+    """``loss`` defaults to the mean cross-entropy; each of LOSSES maps to its closure; another
+    name is a PlanError naming the field and the choices, from the plan and from the lookup."""
+    assert TrainingPlan(seed=0).loss == "cross_entropy"
+    assert [loss_function(name) for name in LOSSES] == [
+        cross_entropy_loss,
+        balanced_cross_entropy_loss,
+    ]
+    for refuse in (lambda: TrainingPlan(seed=0, loss="mse"), lambda: loss_function("mse")):  # type: ignore[arg-type]
+        with pytest.raises(PlanError, match=r"loss must be one of \('cross_entropy', 'balanced"):
+            refuse()
+
+
+def test_a_plan_written_before_its_loss_field_reads_as_cross_entropy() -> None:
+    """:func:`plan_fields` of a plan's JSON without ``loss`` (written before the field existed)
+    is the cross-entropy plan's; a written ``loss`` is kept."""
+    plan = TrainingPlan(seed=3, zo=ZOSettings(nu=2))
+    old = {k: v for k, v in json.loads(plan_json(plan)).items() if k != "loss"}
+    assert plan_fields(json.dumps(old)) == json.loads(plan_json(plan))
+    balanced = TrainingPlan(seed=3, loss="balanced_cross_entropy")
+    assert plan_fields(plan_json(balanced))["loss"] == "balanced_cross_entropy"

@@ -175,3 +175,32 @@ def test_the_checkpoint_is_written_once_per_applied_round(tmp_path: Path) -> Non
     resumed.setup(plan, -1, "observer")
     assert resumed.applied_round == 2 and resumed.digest() == trainer.digest()
     assert resumed.save_checkpoint() is False
+
+
+def test_a_checkpoint_saved_before_the_loss_field_resumes_under_cross_entropy(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint whose plan has no ``loss`` (saved before the field existed) holds a model
+    of the mean cross-entropy plan: it resumes under that plan, not under the balanced one."""
+    import dataclasses
+
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.plan import TrainingPlan, ZOSettings, plan_json
+    from cyber0.common.weights import read_metadata
+
+    plan = TrainingPlan(seed=4, zo=ZOSettings(nu=2, batch_size=8), n_clients=4, f=1)
+    path = tmp_path / "ckpt.safetensors"
+    trainer = ZOTrainer(checkpoint=str(path))
+    trainer.setup(plan, -1, "observer")
+    trainer.apply_aggregate(0, [0.5, -0.25])
+    assert trainer.save_checkpoint() is True
+    saved = {k: v for k, v in read_metadata(path).items() if k not in ("format", "digest")}
+    old = {k: v for k, v in json.loads(plan_json(plan)).items() if k != "loss"}
+    model = load_model(path)[0]
+    save_weights(model, path, {**saved, "plan": json.dumps(old)})
+    resumed = ZOTrainer(checkpoint=str(path), resume=True)
+    resumed.setup(plan, -1, "observer")
+    assert resumed.applied_round == 0 and resumed.digest() == trainer.digest()
+    balanced = ZOTrainer(checkpoint=str(path), resume=True)
+    with pytest.raises(ValueError, match="another plan"):
+        balanced.setup(dataclasses.replace(plan, loss="balanced_cross_entropy"), -1, "observer")
