@@ -2,7 +2,7 @@
 
 Round t, honest client i with minibatch B_i (n = h + f clients in all)::
 
-    g_i = ∇_w F(w_t; B_i) ∈ R^d         (autograd, mean cross-entropy, canonical order)
+    g_i = ∇_w F(w_t; B_i) ∈ R^d         (autograd, the plan's loss, canonical order)
     R   = AGG(byzantine rows ; g_1 … g_h) ∈ R^d
     w_{t+1} = w_t − η · R
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .estimator import flat_parameters
+from .models import LossFn, cross_entropy_loss
 from .perturbation import canonical_parameters
 
 __all__ = [
@@ -38,14 +38,18 @@ __all__ = [
 AggregateFn = Callable[[Tensor], Tensor]
 
 
-def flat_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``∇_w mean_i CE(model(x_i), y_i)`` flattened in canonical order, shape ``(d,)``.
+def flat_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn = cross_entropy_loss
+) -> Tensor:
+    """``∇_w loss_fn(model, (x, y))`` flattened in canonical order, shape ``(d,)``: by default
+    ``∇_w mean_i CE(model(x_i), y_i)``; the zero-order clients' closure
+    (:func:`~cyber0.common.models.loss_function`) gives first-order clients their objective.
 
     Uses ``torch.autograd.grad``: the parameters' ``.grad`` fields are left untouched. A
     parameter the loss does not depend on contributes zeros.
     """
     params = [p for _, p in canonical_parameters(model)]
-    loss = F.cross_entropy(model(x), y)
+    loss = loss_fn(model, (x, y))
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat(
         [

@@ -45,13 +45,13 @@ from .models import (
     ModelSpec,
     build_model,
     check_model_name,
-    cross_entropy_loss,
     evaluate,
+    loss_function,
     model_digest,
     registry_key,
 )
 from .perturbation import DirectionGenerator, canonical_parameters
-from .plan import TrainingPlan, ZOSettings, plan_json
+from .plan import Loss, TrainingPlan, ZOSettings, plan_json
 from .weights import save_weights
 
 Method = Literal["zo", "first_order"]
@@ -124,7 +124,8 @@ class FirstOrderConfig:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """A whole simulated experiment (see ``configs/*.yaml``)."""
+    """A whole simulated experiment (see ``configs/*.yaml``). ``loss``: the objective every
+    client trains, zero-order and first-order alike (the plan's ``loss``)."""
 
     seed: int = 0
     rounds: int = 300
@@ -132,6 +133,7 @@ class SimConfig:
     n_clients: int = 10
     f: int = 2
     model: str = "logreg"
+    loss: Loss = "cross_entropy"
     data: DataConfig = field(default_factory=DataConfig)
     zo: ZOSettings = field(default_factory=ZOSettings)
     aggregator: RuleConfig = field(default_factory=lambda: RuleConfig("cwtm"))
@@ -440,7 +442,7 @@ def run_zo(
     zo = config.zo
     generator = DirectionGenerator(config.seed, zo.distribution)
     model = build_model(config.model_spec)
-    estimator = ZOEstimator(model, cross_entropy_loss, generator, zo, "batched")
+    estimator = ZOEstimator(model, loss_function(config.loss), generator, zo, "batched")
 
     def round_update(t: int) -> None:
         def vectors(group: Sequence[Client]) -> Tensor:
@@ -476,10 +478,13 @@ def run_first_order(
     lr, batch_size = config.first_order.lr, config.first_order.batch_size
     model = build_model(config.model_spec)
     dims = sum(p.numel() for _, p in canonical_parameters(model))
+    loss_fn = loss_function(config.loss)
 
     def round_update(t: int) -> None:
         def vectors(group: Sequence[Client]) -> Tensor:
-            rows = [flat_gradient(model, *c.batch(config, batch_size, t, 0)) for c in group]
+            rows = [
+                flat_gradient(model, *c.batch(config, batch_size, t, 0), loss_fn) for c in group
+            ]
             return torch.stack(rows) if rows else torch.empty(0, dims)
 
         honest = vectors([c for c in clients if not c.byzantine])
@@ -510,6 +515,7 @@ def as_plan(config: SimConfig) -> TrainingPlan:
         f=config.f,
         aggregator=config.aggregator.name,
         rounds=config.rounds,
+        loss=config.loss,
     )
 
 

@@ -2,7 +2,7 @@
 
 YAML layout: the :class:`~cyber0.common.plan.TrainingPlan` fields at the top level (``seed``,
 ``zo: {nu, local_steps, ...}``, ``model``, ``dataset``, ``partition``, ``alpha``, ``n_clients``,
-``f``, ``aggregator``, ``rounds``) and a ``federator:`` section with the
+``f``, ``aggregator``, ``rounds``, ``loss``) and a ``federator:`` section with the
 :class:`FederatorSettings` fields. Unknown keys are an error naming the key. Command-line flags
 override file values (see :mod:`cyber0.server.cli`).
 """

@@ -20,7 +20,13 @@ from cyber0.common.baseline import (
     upload_bytes,
 )
 from cyber0.common.data import ShardSpec, batch_indices, load_mnist, load_shard
-from cyber0.common.models import ModelSpec, build_model, evaluate
+from cyber0.common.models import (
+    ModelSpec,
+    balanced_cross_entropy_loss,
+    build_model,
+    class_balanced_weights,
+    evaluate,
+)
 
 
 def mean_rule(rows: Tensor) -> Tensor:
@@ -48,6 +54,22 @@ def test_flat_gradient_matches_the_softmax_formula() -> None:
     assert got.shape == (3 + 15,)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     assert all(p.grad is None for p in model.parameters())  # .grad untouched
+
+
+def test_flat_gradient_of_the_balanced_loss_weights_each_example_by_its_class() -> None:
+    """Under :func:`balanced_cross_entropy_loss` the softmax formula's examples take their
+    class-balanced weights w_i: ∇_b = Σ w_i r_i, ∇_W = Σ w_i r_i x_iᵀ (r_i = softmax − onehot);
+    not the mean's gradient (the classes of ``y`` are 4, 3 and 2 examples)."""
+    model, x, y = tiny_problem()
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    w = model.get_parameter("linear.weight").detach()
+    b = model.get_parameter("linear.bias").detach()
+    residual = torch.softmax(x @ w.T + b, dim=1) - F.one_hot(y, 3).double()
+    weighted = residual * class_balanced_weights(y).unsqueeze(1)
+    expected = torch.cat([weighted.sum(0), (weighted.T @ x).reshape(-1)])
+    got = flat_gradient(model, x, y, balanced_cross_entropy_loss)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(got, flat_gradient(model, x, y), rtol=1e-3, atol=0.0)
 
 
 def test_flat_gradient_matches_finite_differences_on_a_nonlinear_model() -> None:

@@ -47,6 +47,7 @@ def write(tmp_path: Path, text: str) -> str:
         ("dataset: local\n", "dataset: dataset 'local': give classes=<number of labels, >= 2>"),
         ("dataset: rotten_tomatoes\n", "dataset: dataset 'rotten_tomatoes' needs a Hugging Face"),
         ("dataset: mnist?alpha=1\n", "dataset: dataset 'mnist?alpha=1': mnist takes no options"),
+        ("loss: mse\n", "loss: must be one of ['cross_entropy', 'balanced_cross_entropy']; got"),
         ("model: resnet\n", "model: unknown model name='resnet'; known: hf, logreg, minilm"),
         ("model: logreg?width=3\n", "model: model 'logreg?width=3': unknown option(s) ['width']"),
         ("model: logreg?inputs=0\n", "model: model 'logreg?inputs=0': inputs must be >= 1; got 0"),
@@ -75,13 +76,15 @@ def test_a_bad_config_is_an_error_naming_the_key(
 def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "seed: 1\nzo: {nu: 8, mu: 0.01}\nn_clients: 7\nrounds: 9\nfederator: {port: 1234}\n",
+        "seed: 1\nzo: {nu: 8, mu: 0.01}\nn_clients: 7\nrounds: 9\nloss: balanced_cross_entropy\n"
+        "federator: {port: 1234}\n",
     )
     args = build_parser().parse_args(
         ["--config", path, "--nu", "2", "--local-steps", "3", "--seed", "5", "--port", "0"]
     )
     config = config_from_args(args)
     assert (config.plan.seed, config.plan.rounds, config.plan.n_clients) == (5, 9, 7)
+    assert config.plan.loss == "balanced_cross_entropy"
     assert (config.plan.zo.nu, config.plan.zo.local_steps, config.plan.zo.mu) == (2, 3, 0.01)
     assert config.settings.port == 0
     assert config.quorum == 7 - 2

@@ -50,6 +50,23 @@ def test_same_config_gives_the_same_model_digest() -> None:
     assert c["model_digest"] != a["model_digest"]
 
 
+def test_the_balanced_loss_trains_another_model_and_the_default_keeps_its_own() -> None:
+    """``loss: balanced_cross_entropy`` trains both methods on the class-balanced objective (the
+    plan the weights record says so): other models than the default's, which an explicit
+    ``loss: cross_entropy`` leaves unchanged."""
+    both = {"methods": ["zo", "first_order"], "rounds": 4, "eval_every": 4}
+    default = simulate(build_config(with_(**both)))
+    explicit = simulate(build_config(with_(**both, loss="cross_entropy")))
+    balanced = simulate(build_config(with_(**both, loss="balanced_cross_entropy")))
+    for method in ("zo", "first_order"):
+        digest = default["runs"][method]["model_digest"]
+        assert explicit["runs"][method]["model_digest"] == digest
+        assert balanced["runs"][method]["model_digest"] != digest
+    assert balanced["config"]["loss"] == "balanced_cross_entropy"
+    plan = simulator.as_plan(build_config(with_(loss="balanced_cross_entropy")))
+    assert plan.loss == "balanced_cross_entropy"
+
+
 @pytest.mark.parametrize("runner", [run_zo, run_first_order])
 def test_a_probe_sees_every_round_and_changes_nothing(runner: Any) -> None:
     """The probe gets each round's n client vectors (Byzantine rows first) and the aggregate
@@ -124,6 +141,7 @@ def test_cli_writes_results_and_plot(tmp_path: Path) -> None:
         ({"aggregator": {"name": "trimmed"}}, r"aggregator: .*trimmed"),
         ({"attack": {"name": "nope"}}, r"attack: .*nope"),
         ({"attack": {"mode": "psychic"}}, r"attack\.mode: must be one of"),
+        ({"loss": "mse"}, r"loss: must be one of \['cross_entropy', 'balanced_cross_entropy'\]"),
         ({"data": {"alpha": -1.0}}, r"data\.alpha: must be > 0"),
         ({"model": "minilm"}, r"model: the simulator trains logreg\[\?inputs=D\]"),
         ({"model": "logreg?inputs=0"}, r"model: model 'logreg\?inputs=0': inputs must be >= 1"),
