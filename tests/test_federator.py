@@ -414,13 +414,17 @@ def test_stale_update_observer_update_and_protocol_misuse_are_refused() -> None:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "update for round 0 but round 1 is open",
             )
-            # Wrong protocol version and a bad role at Join.
+            # The previous protocol version (its plans have no loss) and a bad role at Join.
+            previous = wire.PROTOCOL_VERSION - 1
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Join(
-                    pb.JoinRequest(credentials=creds("x"), role=pb.ROLE_TRAIN, protocol_version=1),
+                    pb.JoinRequest(
+                        credentials=creds("x"), role=pb.ROLE_TRAIN, protocol_version=previous
+                    ),
                     timeout=5,
                 )
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"this federator speaks {wire.PROTOCOL_VERSION}" in str(refused.value.details())
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Join(
                     pb.JoinRequest(credentials=creds("x"), protocol_version=wire.PROTOCOL_VERSION),

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from cyber0 import wire
-from cyber0.common.plan import TrainingPlan, ZOSettings
+from cyber0.common.plan import PlanError, TrainingPlan, ZOSettings
 from cyber0.v1 import federation_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,8 @@ def test_no_field_can_carry_a_model(message: Descriptor) -> None:
             assert allowed, f"{message.name}.{field.name}"
 
 
-def test_plan_round_trips_exactly() -> None:
+@pytest.mark.parametrize("loss", ["cross_entropy", "balanced_cross_entropy"])
+def test_plan_round_trips_exactly(loss: str) -> None:
     plan = TrainingPlan(
         seed=2**62 + 3,
         zo=ZOSettings(nu=3, local_steps=5, mu=1e-3 / 3, lr=0.1, variant="biased",
@@ -70,8 +71,19 @@ def test_plan_round_trips_exactly() -> None:
         f=3,
         aggregator="nnm+krum",
         rounds=7,
+        loss=loss,  # type: ignore[arg-type]
     )  # fmt: skip
     assert wire.plan_from_proto(wire.plan_to_proto(plan)) == plan
+
+
+def test_a_plan_without_its_loss_is_refused_naming_the_field() -> None:
+    """An unspecified ``loss`` (a version 3 federator's plan has none) is a PlanError naming the
+    field, as are the other enums'; the default plan sends LOSS_CROSS_ENTROPY."""
+    msg = wire.plan_to_proto(TrainingPlan(seed=1))
+    assert msg.loss == pb.LOSS_CROSS_ENTROPY
+    msg.ClearField("loss")
+    with pytest.raises(PlanError, match="loss: unknown or unspecified enum value 0"):
+        wire.plan_from_proto(msg)
 
 
 def test_update_payload_size_is_what_the_schema_implies() -> None:

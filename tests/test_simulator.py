@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_federator import FAST, federation, run
 
 from cyber0.client import evaluate
+from cyber0.client.session import Session, SessionConfig
+from cyber0.client.trainer import ZOTrainer
 from cyber0.common import simulator
 from cyber0.common.config import ConfigError
 from cyber0.common.data import ShardSpec, load_mnist, load_shard
 from cyber0.common.localdata import read_arrays
 from cyber0.common.models import model_digest
+from cyber0.common.plan import plan_json
 from cyber0.common.simulator import build_config, main, run_first_order, run_zo, simulate
 from cyber0.common.weights import load_model
+from cyber0.server.config import build_config as server_config
 
 SMALL: dict[str, Any] = {
     "seed": 3,
@@ -65,6 +71,39 @@ def test_the_balanced_loss_trains_another_model_and_the_default_keeps_its_own() 
     assert balanced["config"]["loss"] == "balanced_cross_entropy"
     plan = simulator.as_plan(build_config(with_(loss="balanced_cross_entropy")))
     assert plan.loss == "balanced_cross_entropy"
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "balanced_cross_entropy"])
+def test_a_federation_of_client_daemons_ends_on_the_simulators_model(loss: str) -> None:
+    """The plan the simulator stands for (:func:`~cyber0.common.simulator.as_plan`), served by
+    a federator on loopback to three client daemons (sessions with their trainers, shards
+    enrolled in index order, no attacker), ends on the simulated run's model, bit for bit,
+    under either loss: the plan carries it over the wire to every client."""
+    config = build_config(
+        with_(
+            n_clients=3, f=0, rounds=3, eval_every=3, loss=loss,
+            data={"alpha": 0.3}, attack={"name": "none"},
+        )
+    )  # fmt: skip
+    expected = run_zo(config).model_digest
+    plan = json.loads(plan_json(simulator.as_plan(config)))
+    ids = ["c0", "c1", "c2"]
+    federator_config = server_config(
+        {**plan, "federator": {"port": 0, "linger": 0.0, "enrolment": ids}}
+    )
+    assert federator_config.plan.loss == loss
+    trainers = [ZOTrainer(device=torch.device("cpu")) for _ in ids]
+
+    async def main() -> list[str]:
+        async with federation(federator_config) as fed:
+            sessions = [
+                Session(SessionConfig(fed.address, i, backoff=FAST), t)
+                for i, t in zip(ids, trainers, strict=True)
+            ]
+            return [r.digest for r in await asyncio.gather(*(s.run() for s in sessions))]
+
+    assert run(main()) == [expected] * 3
+    assert all(t.plan is not None and t.plan.loss == loss for t in trainers)
 
 
 @pytest.mark.parametrize("runner", [run_zo, run_first_order])

@@ -15,8 +15,9 @@ import numpy as np
 from cyber0.common.plan import PlanError, TrainingPlan, ZOSettings
 from cyber0.v1 import federation_pb2 as pb
 
-PROTOCOL_VERSION = 3
-"""The version this code speaks (``JoinRequest.protocol_version``)."""
+PROTOCOL_VERSION = 4
+"""The version this code speaks (``JoinRequest.protocol_version``). 4: the plan names its
+``loss`` (a party of version 3 would train the mean cross-entropy whatever the plan says)."""
 
 MAX_CLIENT_ID_CHARS = 128
 MAX_TOKEN_CHARS = 256
@@ -30,6 +31,10 @@ _DISTRIBUTIONS = {
     "rademacher": pb.DISTRIBUTION_RADEMACHER,
 }
 _PARTITIONS = {"iid": pb.PARTITION_IID, "dirichlet": pb.PARTITION_DIRICHLET}
+_LOSSES = {
+    "cross_entropy": pb.LOSS_CROSS_ENTROPY,
+    "balanced_cross_entropy": pb.LOSS_BALANCED_CROSS_ENTROPY,
+}
 
 
 def _reverse(table: dict[str, int], field: str, value: int) -> str:
@@ -59,6 +64,7 @@ def plan_to_proto(plan: TrainingPlan) -> pb.Plan:
         f=plan.f,
         aggregator=plan.aggregator,
         rounds=plan.rounds,
+        loss=_LOSSES[plan.loss],
     )
 
 
@@ -84,6 +90,7 @@ def plan_from_proto(msg: pb.Plan) -> TrainingPlan:
         f=msg.f,
         aggregator=msg.aggregator,
         rounds=msg.rounds,
+        loss=_reverse(_LOSSES, "loss", msg.loss),  # type: ignore[arg-type]
     )
 
 

@@ -30,6 +30,12 @@ class Partition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARTITION_UNSPECIFIED: _ClassVar[Partition]
     PARTITION_IID: _ClassVar[Partition]
     PARTITION_DIRICHLET: _ClassVar[Partition]
+
+class Loss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_UNSPECIFIED: _ClassVar[Loss]
+    LOSS_CROSS_ENTROPY: _ClassVar[Loss]
+    LOSS_BALANCED_CROSS_ENTROPY: _ClassVar[Loss]
 ROLE_UNSPECIFIED: Role
 ROLE_TRAIN: Role
 ROLE_OBSERVER: Role
@@ -42,6 +48,9 @@ DISTRIBUTION_RADEMACHER: Distribution
 PARTITION_UNSPECIFIED: Partition
 PARTITION_IID: Partition
 PARTITION_DIRICHLET: Partition
+LOSS_UNSPECIFIED: Loss
+LOSS_CROSS_ENTROPY: Loss
+LOSS_BALANCED_CROSS_ENTROPY: Loss
 
 class Credentials(_message.Message):
     __slots__ = ("client_id", "token")
@@ -52,7 +61,7 @@ class Credentials(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("seed", "nu", "local_steps", "mu", "lr", "batch_size", "variant", "distribution", "model", "dataset", "partition", "alpha", "n_clients", "f", "aggregator", "rounds")
+    __slots__ = ("seed", "nu", "local_steps", "mu", "lr", "batch_size", "variant", "distribution", "model", "dataset", "partition", "alpha", "n_clients", "f", "aggregator", "rounds", "loss")
     SEED_FIELD_NUMBER: _ClassVar[int]
     NU_FIELD_NUMBER: _ClassVar[int]
     LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +78,7 @@ class Plan(_message.Message):
     F_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
     seed: int
     nu: int
     local_steps: int
@@ -85,7 +95,8 @@ class Plan(_message.Message):
     f: int
     aggregator: str
     rounds: int
-    def __init__(self, seed: _Optional[int] = ..., nu: _Optional[int] = ..., local_steps: _Optional[int] = ..., mu: _Optional[float] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., variant: _Optional[_Union[Variant, str]] = ..., distribution: _Optional[_Union[Distribution, str]] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., partition: _Optional[_Union[Partition, str]] = ..., alpha: _Optional[float] = ..., n_clients: _Optional[int] = ..., f: _Optional[int] = ..., aggregator: _Optional[str] = ..., rounds: _Optional[int] = ...) -> None: ...
+    loss: Loss
+    def __init__(self, seed: _Optional[int] = ..., nu: _Optional[int] = ..., local_steps: _Optional[int] = ..., mu: _Optional[float] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., variant: _Optional[_Union[Variant, str]] = ..., distribution: _Optional[_Union[Distribution, str]] = ..., model: _Optional[str] = ..., dataset: _Optional[str] = ..., partition: _Optional[_Union[Partition, str]] = ..., alpha: _Optional[float] = ..., n_clients: _Optional[int] = ..., f: _Optional[int] = ..., aggregator: _Optional[str] = ..., rounds: _Optional[int] = ..., loss: _Optional[_Union[Loss, str]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("credentials", "role", "protocol_version")
