@@ -78,9 +78,9 @@ from cyber0.common.estimator import (
     perturbed_losses,
 )
 from cyber0.common.hf import TextClassifier, build_text_classifier, tokenizer_folder
-from cyber0.common.models import class_balanced_weights, model_digest
+from cyber0.common.models import class_balanced_weights, loss_function, model_digest
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
-from cyber0.common.plan import ZOSettings
+from cyber0.common.plan import LOSSES, ZOSettings
 
 OUT = Path(__file__).resolve().parent / "results" / "text"
 CACHE = Path.home() / ".cache" / "cyber0" / "text"
@@ -120,7 +120,6 @@ AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: label skew (and a label-flipping attacker's flip) does not set the objective's class prior.
 #: ``--loss cross_entropy`` runs the plain mean into ``OUT/cross-entropy/``.
 LOSS = "balanced_cross_entropy"
-LOSSES = ("cross_entropy", "balanced_cross_entropy")
 #: Priority order: no attack and ALIE first, then SF and LF.
 ATTACKS = ("none", "alie", "sf", "lf")
 
@@ -462,6 +461,7 @@ def run_cell(setup: Setup, cell: Cell) -> dict[str, Any]:
     d = sum(p.numel() for _, p in canonical_parameters(model))
     zo = ZOSettings(nu=cell.nu, mu=MU, lr=cell.lr, batch_size=cell.batch)
     generator = DirectionGenerator(SEED)
+    loss_fn = loss_function(setup.loss)
     m = zo.scalars_per_round if cell.method == "zo" else d
 
     def step(t: int) -> None:
@@ -469,7 +469,7 @@ def run_cell(setup: Setup, cell: Cell) -> dict[str, Any]:
         if cell.method == "zo":
             rows = zo_vectors(model, generator, zo, t, batches, setup.loss)
         else:
-            rows = torch.stack([flat_gradient(model, x, y) for x, y in batches])
+            rows = torch.stack([flat_gradient(model, x, y, loss_fn) for x, y in batches])
         if not torch.isfinite(rows).all():  # the step diverged before any rule could act
             raise AggregationError("non-finite client vectors")
         honest = rows[F_BYZ:]

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cyber0.common.estimator import central_differences, flat_parameters, perturbed_losses
-from cyber0.common.models import balanced_cross_entropy_loss, cross_entropy_loss
+from cyber0.common.models import loss_function
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
 from cyber0.common.plan import ZOSettings
 
@@ -440,10 +440,7 @@ def test_text_zo_vectors_match_the_engine_loss(loss: str) -> None:
     flat = flat_parameters(top)
     sizes = [p.numel() for _, p in canonical_parameters(top)]
     z = generator.matrix(sizes, 4, 0, zo.nu).mul_(zo.mu)
-    closure = {
-        "cross_entropy": cross_entropy_loss,
-        "balanced_cross_entropy": balanced_cross_entropy_loss,
-    }[loss]
+    closure = loss_function(loss)
     want = torch.stack(
         [
             central_differences(
