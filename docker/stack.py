@@ -46,6 +46,7 @@ def plan_from_env() -> dict[str, Any]:
         "dataset": env("DATASET", "mnist"),
         "partition": env("PARTITION", "dirichlet"),
         "alpha": float(env("ALPHA", "1.0")),
+        "loss": env("LOSS", "cross_entropy"),
         "n_clients": n_clients(),
         "f": int(env("F", str(byzantine))),
         "aggregator": env("AGGREGATOR", "cwtm"),

@@ -4,10 +4,15 @@ silently take the compose file's default), and neither lists a knob the compose 
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from pathlib import Path
 
 import pytest
+
+from cyber0.common.config import ConfigError
+from cyber0.server.config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Read by Compose itself, not by docker-compose.yml.
@@ -25,3 +30,25 @@ def test_env_files_list_every_knob_of_the_compose_file(env_file: str) -> None:
     listed = knobs(ROOT / env_file)
     assert sorted(used - listed) == []
     assert sorted(listed - used - COMPOSE_OWN) == []
+
+
+@pytest.mark.parametrize(
+    ("env_file", "loss"), [(".env", "cross_entropy"), ("docker/text.env", "balanced_cross_entropy")]
+)
+def test_stack_plan_from_each_env_file_is_a_valid_federator_config(
+    env_file: str, loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker/stack.py turns each env file's knobs into the federator's YAML, which the
+    federator accepts as is: the plan it trains (LOSS included) is the one the file names."""
+    monkeypatch.syspath_prepend(str(ROOT / "docker"))
+    for line in (ROOT / env_file).read_text().splitlines():
+        if (match := re.match(r"^([A-Z0-9_]+)=(.*)$", line)) is not None:
+            monkeypatch.setenv(match.group(1), match.group(2))
+    stack = importlib.import_module("stack")
+    config = build_config(stack.plan_from_env())
+    assert config.plan.loss == loss
+    assert config.plan.model == os.environ["MODEL"]
+    assert config.plan.zo.nu == int(os.environ["NU"])
+    monkeypatch.setenv("LOSS", "hinge")
+    with pytest.raises(ConfigError, match="loss"):
+        build_config(stack.plan_from_env())
