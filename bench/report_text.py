@@ -72,6 +72,7 @@ USAGE = [
     "n_clients: 8",
     "f: 2",
     "aggregator: nnm+cwtm",
+    "loss: balanced_cross_entropy",
     "rounds: 1000",
     "zo: {nu: 4, local_steps: 1, mu: 0.001, lr: 1.0e-6, batch_size: 16}",
     "```",

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from cyber0.common.estimator import central_differences, flat_parameters, perturbed_losses
 from cyber0.common.models import loss_function
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
 from cyber0.common.plan import ZOSettings
+from cyber0.server.config import build_config
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FIGURE_KEYS = {"id", "label", "unit", "median", "min", "max", "runs", "target", "met", "note"}
@@ -453,3 +455,13 @@ def test_text_zo_vectors_match_the_engine_loss(loss: str) -> None:
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
     other = "cross_entropy" if loss != "cross_entropy" else "balanced_cross_entropy"
     assert not torch.allclose(got, experiment.zo_vectors(top, generator, zo, 4, batches, other))
+
+
+def test_text_usage_example_plan_is_a_valid_federator_config() -> None:
+    """The example plan docs/results-text.md prints is one the federator accepts, as written."""
+    report = _module("report_text")
+    text = "\n".join(report.USAGE)
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = build_config(yaml.safe_load(block))
+    assert config.plan.loss == "balanced_cross_entropy"
+    assert config.plan.dataset.startswith("rotten_tomatoes")
