@@ -65,6 +65,9 @@ K5_FIRST = ("none", "sf", "foe")
 #: The attacks CWTM's K=5 seed runs start with: its misses at K=5, seed 0, with their baseline.
 K5_CWTM_FIRST = ("none", "lf", "tma")
 
+#: The class-balanced objective of group ``sweep-loss``.
+BAL = "balanced_cross_entropy"
+
 log = logging.getLogger("study_mnist")
 
 
@@ -91,6 +94,7 @@ class Cell:
     validation: int = 0
     seed: int = SEED
     mode: str = "omniscient"
+    loss: str = "cross_entropy"
     tag: str = field(default="", compare=False)
 
     @property
@@ -120,6 +124,7 @@ class Cell:
         lr = self.zo_lr or ZO_LR[self.nu]
         return {
             "seed": self.seed,
+            "loss": self.loss,
             "rounds": self.rounds,
             "eval_every": self.eval_every,
             "n_clients": N_CLIENTS,
@@ -246,10 +251,12 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         length: int = rounds,
         attack: str = "none",
         group: str = "",
+        loss: str = "cross_entropy",
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
         tag += f"-{attack}" if attack != "none" else ""
+        tag += "-balanced" if loss != "cross_entropy" else ""
         if any(c.tag == tag for c in cells):
             return
         plain = attack == "none" and batch == SWEEP_BATCH
@@ -266,6 +273,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
                 zo_mu=mu,
                 zo_batch=batch,
                 validation=VALIDATION,
+                loss=loss,
                 tag=tag,
             )
         )
@@ -292,6 +300,11 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     for lr in WORST_CASE_RATES:
         for attack in ATTACKS:
             zo(64, lr, batch=ZO_BATCH, length=1000, attack=attack, group="sweep-rate")
+    # the class-balanced objective (loss: balanced_cross_entropy) at the chosen rate, under
+    # every attack: does removing the label skew's class prior from each client's objective
+    # narrow CWTM's drops?
+    for attack in ATTACKS:
+        zo(64, 4e-3, batch=ZO_BATCH, length=1000, attack=attack, group="sweep-loss", loss=BAL)
     for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
         cells.append(
             Cell(

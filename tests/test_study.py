@@ -163,6 +163,7 @@ def _results(
         "attack": {"name": over.get("attack", "none"), "mode": over.get("mode", "omniscient")},
         "methods": [method],
         "seed": over.get("seed", 0),
+        "loss": over.get("loss", "cross_entropy"),
     }
     history = [
         {
@@ -460,6 +461,42 @@ def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
         "It picks the study's own rate, η=0.008: its lowest validation accuracy is 86.00% (TMA); "
         "η=0.004 has 84.00% (TMA) and widens the drop under TMA; η=0.016 has 80.00% (TMA) and "
         "narrows the drop under SF but widens the drop under TMA. So the misses"
+    )
+
+
+def test_balanced_objective_runs_stay_out_of_the_rate_sweep(tmp_path: Path) -> None:
+    """Group sweep-loss's runs share the worst-case sweep's settings but not its objective: the
+    rate choice reads the plain runs only, and the loss section sets the two side by side."""
+    study_mnist = _module("study_mnist")
+    results = tmp_path / "results"
+    for loss, suffix, tma in (("cross_entropy", "", 0.85), ("balanced_cross_entropy", "-b", 0.80)):
+        for attack in study_mnist.ATTACKS:
+            acc = 0.90 if attack == "none" else tma if attack == "tma" else 0.885
+            _write(
+                results,
+                f"sweep/zo-nu64-lr0.004-mu0.001-b128-r1000-{attack}{suffix}",
+                _results(
+                    "zo",
+                    [0.5, acc],
+                    256,
+                    500,
+                    attack=attack,
+                    lr=0.004,
+                    batch=128,
+                    eval_split="validation",
+                    loss=loss,
+                ),
+            )
+    study = report.Study(report.load_runs(results))
+    assert [len(runs) for runs in report.worst_case_runs(study.sweep).values()] == [8]
+    assert len(study.other_loss) == 8
+    lines = report.loss_section(study)
+    assert "| tma | 85.00 | +5.00 | 80.00 | +10.00 |" in lines
+    assert lines[-1] == (
+        "Within 3 points of the no-attack run: plain 6 of 7 (SF, FOE, ALIE, LF, MINMAX, "
+        "ADAPTIVE); balanced 6 of 7 (SF, FOE, ALIE, LF, MINMAX, ADAPTIVE). Largest drop: plain "
+        "5.00 (TMA), balanced 10.00 (TMA). So on MNIST the balanced objective does not narrow "
+        "CWTM's drops as a whole, and the study keeps the plain objective."
     )
 
 
