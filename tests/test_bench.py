@@ -465,3 +465,39 @@ def test_text_usage_example_plan_is_a_valid_federator_config() -> None:
     config = build_config(yaml.safe_load(block))
     assert config.plan.loss == "balanced_cross_entropy"
     assert config.plan.dataset.startswith("rotten_tomatoes")
+
+
+def test_text_plain_objective_section_and_the_balanced_lf_reading(tmp_path: Path) -> None:
+    """The plain objective's grid, kept in its own folder, gets its own table and target
+    count, and the class-balanced grid's LF reading quotes both objectives' LF changes."""
+    report = _module("report_text")
+    folder = tmp_path / "cross-entropy"
+    folder.mkdir()
+    meta = {"f": 1, "alpha": 1.0, "shard_sizes": [10, 10, 10], "shard_fresh": [1, 5, 9]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+    def cell(final: float, fresh: float) -> dict[str, Any]:
+        return {
+            "cell": {"method": "zo", "nu": 1, "lr": 0.002, "rounds": 20000},
+            "initial_accuracy": 0.66,
+            "final_accuracy": final,
+            "final_predicted_positive": fresh,
+            "scalars_per_client_round": 1,
+            "total_bytes_per_client": 160_000,
+        }
+
+    plain = {"zo-nu1-cwtm-none": cell(0.76, 0.5), "zo-nu1-cwtm-lf": cell(0.70, 0.65)}
+    for name, data in plain.items():
+        (folder / f"{name}.json").write_text(json.dumps(data))
+    text = "\n".join(report.plain_section(folder, {}))
+    assert "## The plain cross-entropy objective" in text
+    assert "(CYBER-0 ν=1 0.002; `bench/results/text/cross-entropy/`" in text
+    assert "| CYBER-0 ν=1 | cwtm | lf | 20000 | 66.0 | **70.0** | +4.0 | -6.0 | 1 |" in text
+    assert "Targets with this objective (CYBER-0 cells): 2 of 4 checks met." in text
+    # client 0 flips 10% fresh into 90%: the equally weighted prior goes from 50% to 76.7%
+    assert "moves from 50.0% with no attack to 76.7% under LF" in text
+    balanced = {"zo-nu1-cwtm-none": cell(0.75, 0.5), "zo-nu1-cwtm-lf": cell(0.74, 0.52)}
+    reading = report.lf_balanced_reading(balanced, meta, plain)
+    assert "label 50.0% of the test sentences fresh with no attack and 52.0% under LF" in reading
+    assert reading.endswith("LF changes: -1.0 points, against -6.0 with the plain mean loss.")
+    assert report.plain_section(tmp_path / "absent", {}) == []
