@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from cyber0.common.config import ConfigError
-from cyber0.common.plan import PlanError
+from cyber0.common.plan import LOSSES, PlanError
 
 from .app import serve
 from .config import FederatorConfig, load_config
@@ -27,6 +27,7 @@ _PLAN_FLAGS = {
     "aggregator": "aggregator",
     "rounds": "rounds",
     "seed": "seed",
+    "loss": "loss",
 }
 _ZO_FLAGS = {"nu": "nu", "local_steps": "local_steps"}
 _SETTINGS_FLAGS = (
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregator", help="robust rule (cwtm, krum, median, ...)")
     p.add_argument("--rounds", type=int, help="number of rounds")
     p.add_argument("--seed", type=int, help="master seed (default 0)")
+    p.add_argument("--loss", choices=LOSSES, help="the clients' objective (cross_entropy)")
     p.add_argument("--round-timeout", type=float, help="seconds a round waits for stragglers")
     p.add_argument("--quorum", type=int, help="updates needed to close at the deadline (n - f)")
     p.add_argument("--log-db", metavar="FILE", help="SQLite durable log (resumes from it)")

@@ -88,6 +88,15 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert (config.plan.zo.nu, config.plan.zo.local_steps, config.plan.zo.mu) == (2, 3, 0.01)
     assert config.settings.port == 0
     assert config.quorum == 7 - 2
+    flag = build_parser().parse_args(["--config", path, "--loss", "cross_entropy"])
+    assert config_from_args(flag).plan.loss == "cross_entropy"
+
+
+def test_an_unknown_loss_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--loss", "mse"])
+    assert exit_info.value.code == 2
+    assert "--loss: invalid choice: 'mse'" in capsys.readouterr().err
 
 
 def test_a_log_of_another_plan_stops_the_cli(
