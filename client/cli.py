@@ -219,8 +219,9 @@ def build_sessions(
     args: argparse.Namespace, trainer: ZOTrainer | None = None, tally: WireTally | None = None
 ) -> list[Session]:
     """One session per identity, sharing one model (``trainer``, default :func:`build_trainer`)
-    and reading ``tally``'s counters before each of their connections closes; ValueError on a
-    bad combination or an unreadable TLS or token file."""
+    and reading ``tally``'s counters at their last round and before each of their connections
+    closes (``Session(read_counters=...)``); ValueError on a bad combination or an unreadable TLS
+    or token file."""
     if args.role != "byzantine" and len(args.ids) != 1:
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
@@ -245,7 +246,7 @@ def build_sessions(
             model,
             evaluate=trainer.evaluate if role == "observer" else None,
             channel_factory=_channel_factory(args, client_id),
-            before_close=tally.sample if tally is not None else None,
+            read_counters=tally.sample if tally is not None else None,
         )
         for client_id in args.ids
     ]

@@ -281,8 +281,9 @@ class Session:
     ``model``: a :class:`Trainer` or a :class:`LocalModel` shared with other sessions.
     ``evaluate``: an observer's evaluation hook (required for ``role="observer"``).
     ``channel_factory``: builds a fresh channel for every connection attempt.
-    ``before_close``: called before each channel is closed (the daemon reads its connections'
-    byte counters there).
+    ``read_counters``: called once the last round's aggregate is in, before the final report
+    (the federator may close the connection right after it), and before each channel is closed:
+    where the daemon reads its connections' byte counters, while they are still open.
     """
 
     def __init__(
@@ -292,7 +293,7 @@ class Session:
         *,
         evaluate: Evaluate | None = None,
         channel_factory: ChannelFactory = insecure_channel,
-        before_close: Callable[[], None] | None = None,
+        read_counters: Callable[[], None] | None = None,
     ) -> None:
         if config.role not in ("train", "observer"):
             raise ValueError(f"role must be 'train' or 'observer'; got {config.role!r}")
@@ -304,7 +305,7 @@ class Session:
         self.model = model if isinstance(model, LocalModel) else LocalModel(model)
         self._evaluate = evaluate
         self._channel_factory = channel_factory
-        self._before_close = before_close
+        self._read_counters = read_counters
         seed = config.jitter_seed
         self._rng = random.Random(zlib.crc32(config.client_id.encode()) if seed is None else seed)
         self._credentials = pb.Credentials(client_id=config.client_id, token=config.token)
@@ -333,8 +334,8 @@ class Session:
             except _Retryable as exc:
                 _log.warning("%s: %s", self.config.client_id, exc)
             finally:
-                if self._before_close is not None:
-                    self._before_close()
+                if self._read_counters is not None:
+                    self._read_counters()
                 await channel.close()
             failures = 0 if self.model.applied_round > before else failures + 1
             if self.config.max_retries is not None and failures > self.config.max_retries:
@@ -485,5 +486,7 @@ class Session:
         if self._finished is call:
             return
         self._finished = call
+        if self._read_counters is not None:
+            self._read_counters()
         await call.write(await self._report(t))
         await call.done_writing()

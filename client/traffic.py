@@ -12,9 +12,10 @@ from cyber0.common import tcpinfo
 _log = logging.getLogger("cyber0.client")
 
 SAMPLE_SECONDS = 1.0
-"""How often the counters are read, besides before each of the daemon's connections closes: a
-connection that drops (the peer or the network gone) loses at most what it carried in its
-last interval."""
+"""How often the counters are read, besides once each identity has the last round's aggregate
+(the federator may close its connection right after) and before each of the daemon's
+connections closes: a connection that drops (the peer or the network gone) loses at most what
+it carried in its last interval."""
 
 
 def target_port(target: str) -> int | None:

@@ -259,3 +259,28 @@ def test_a_federator_that_lost_its_log_is_detected() -> None:
                 await task
 
     run(main())
+
+
+def test_counters_are_read_at_the_last_round_while_the_connection_is_open() -> None:
+    """The federator may close a connection as soon as its last aggregate is out: a session
+    reads its byte counters once it has applied the last round, before its final report, and
+    again before closing its channel (so a daemon counts all its updates either way)."""
+    config = make_config(n=3, f=0, aggregator="mean", rounds=4)
+    reads: list[tuple[str, int]] = []
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            trainers = [FakeTrainer(seed=20 + i) for i in range(3)]
+            sessions = [
+                Session(
+                    SessionConfig(fed.address, f"c{i}", backoff=FAST),
+                    t,
+                    read_counters=lambda i=i, t=t: reads.append((f"c{i}", t.applied_round)),
+                )
+                for i, t in enumerate(trainers)
+            ]
+            await asyncio.gather(*(s.run() for s in sessions))
+
+    run(main())
+    for client in ("c0", "c1", "c2"):
+        assert [r for c, r in reads if c == client] == [3, 3]
