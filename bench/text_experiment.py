@@ -35,6 +35,12 @@ never on the test set: every candidate step runs under each rule and each attack
 and a method takes the step whose worst validation score over those eight runs is highest (one
 step for all of a method's cells, attacked or not).
 
+**Objective.** Each client minimises the class-balanced cross-entropy of its batch (the plan's
+``loss: balanced_cross_entropy``: the mean over the batch's classes of each class's mean loss),
+so neither its label skew nor a label-flipping attacker's flip sets the objective's class prior.
+``--loss cross_entropy`` runs the plain mean instead (sweep, grid and few-shot grid) into
+``OUT/cross-entropy/``, with its own steps (:data:`ZO_LR`, :data:`FO_LR`).
+
 **Few-shot.** ``--shots 16`` runs the same grid on the few-shot setting of
 :mod:`cyber0.common.text` (``rotten_tomatoes?shots=16``: 16·n sentences per class drawn from the
 training pool, then split by the same Dirichlet skew; the shards a client daemon gets for that
@@ -43,6 +49,7 @@ dataset) into ``OUT/fewshot-16/``, with the full setting's steps (not tuned agai
     python bench/text_experiment.py --sweep              # η, batch, first-order lr (validation)
     python bench/text_experiment.py --budget-minutes 60  # the grid, by priority
     python bench/text_experiment.py --shots 16           # the grid, few-shot
+    python bench/text_experiment.py --loss cross_entropy # the same with the plain mean loss
 """
 
 from __future__ import annotations
@@ -565,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--loss",
         choices=LOSSES,
         default=LOSS,
-        help=f"the clients' objective; other than {LOSS}: into OUT/<loss>/",
+        help=f"the clients' objective ({LOSS}); cross_entropy: into OUT/cross-entropy/",
     )
     args = parser.parse_args(argv)
     if args.shots < 0:
