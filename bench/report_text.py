@@ -413,15 +413,8 @@ def summary(
         + f". Change over the last fifth of the run: {', '.join(tails)}."
     )
     for attack in ATTACKS[1:]:
-        ok, total, drops = 0, 0, []
-        for nu in (1, 4):
-            for a in AGGREGATORS:
-                base, hit = final("zo", nu, a, "none"), final("zo", nu, a, attack)
-                if base is None or hit is None:
-                    continue
-                total += 1
-                ok += base - hit <= TARGET_GAP
-                drops.append(100 * (hit - base))
+        drops = zo_gaps(cells, attack)
+        ok, total = sum(-d <= 100 * TARGET_GAP for d in drops), len(drops)
         fo = [
             100 * (h - b)
             for a in AGGREGATORS
