@@ -679,7 +679,8 @@ def fewshot_reading(
             else ""
         )
     )
-    pairs, beyond = [], {"zo": [], "first_order": []}
+    pairs: list[str] = []
+    beyond: dict[str, list[str]] = {"zo": [], "first_order": []}
     for attack in ATTACKS[1:]:
         means = {m: _mean_drop(cells, m, attack) for m in beyond}
         if any(v is None for v in means.values()):
