@@ -31,6 +31,7 @@ import yaml
 
 from cyber0.common.config import for_identity
 from cyber0.common.localdata import check_data_path
+from cyber0.common.plan import LOSSES
 
 
 def training_ids(args: argparse.Namespace) -> list[str]:
@@ -48,8 +49,9 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
     """The demo's training plan (MNIST logistic regression, Dirichlet(1) label skew) and its
     enrolment, so that every identity gets the same shard in every run, whatever the order the
     daemons connect in. ``--plan`` replaces the fields it names (``zo`` and ``federator`` key
-    by key); ``--seed``, ``--aggregator``, ``--rounds`` and ``--nu``, when given, win over
-    both. ValueError for a ``--plan`` file that is not a mapping or sets ``n_clients``/``f``."""
+    by key); ``--seed``, ``--aggregator``, ``--rounds``, ``--loss`` and ``--nu``, when given,
+    win over both. ValueError for a ``--plan`` file that is not a mapping or sets
+    ``n_clients``/``f``."""
     plan: dict[str, Any] = {
         "seed": 0,
         "model": "logreg",
@@ -73,7 +75,12 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in mine.items():
             nested = isinstance(value, dict) and isinstance(plan.get(key), dict)
             plan[key] = {**plan[key], **value} if nested else value
-    flags = {"seed": args.seed, "aggregator": args.aggregator, "rounds": args.rounds}
+    flags = {
+        "seed": args.seed,
+        "aggregator": args.aggregator,
+        "rounds": args.rounds,
+        "loss": args.loss,
+    }
     plan.update({key: value for key, value in flags.items() if value is not None})
     if args.nu is not None:
         plan["zo"] = {**plan["zo"], "nu": args.nu}
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregator", help="robust rule (cwtm)")
     p.add_argument("--nu", type=int, help="directions per local step (64)")
     p.add_argument("--seed", type=int, help="master seed (0)")
+    p.add_argument("--loss", choices=LOSSES, help="the clients' objective (cross_entropy)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument(
         "--plan", metavar="FILE.yaml", help="plan fields replacing the demo's (not n_clients, f)"

@@ -22,6 +22,7 @@ import yaml
 from cyber0.client import demo
 from cyber0.common.models import ModelSpec, build_model, model_digest
 from cyber0.common.weights import load_model, load_weights, read_metadata
+from cyber0.server.config import build_config
 from cyber0.v1 import federation_pb2 as pb
 
 pytestmark = pytest.mark.slow
@@ -481,3 +482,15 @@ def test_the_demo_runs_a_local_plan_on_the_parties_files(
     assert time.monotonic() - started < 60  # not the 120 s a finished party may take
     err = capsys.readouterr().err
     assert "honest-2 exit 1" in err and "y[3] = 3 is not a label in [0, 3)" in err
+
+
+def test_the_demo_plan_takes_the_loss_flag_over_its_plan_file(tmp_path: Path) -> None:
+    """``--loss`` names the objective of the demo's plan, over a ``--plan`` file's; the plan
+    is one the federator accepts; without either the default objective stays."""
+    mine = tmp_path / "plan.yaml"
+    mine.write_text("loss: cross_entropy\nrounds: 5\n")
+    args = demo.build_parser().parse_args(["--plan", str(mine), "--loss", "balanced_cross_entropy"])
+    plan = demo.default_plan(args)
+    assert (plan["loss"], plan["rounds"]) == ("balanced_cross_entropy", 5)
+    assert build_config(plan).plan.loss == "balanced_cross_entropy"
+    assert "loss" not in demo.default_plan(demo.build_parser().parse_args([]))
