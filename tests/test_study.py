@@ -409,6 +409,33 @@ def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) 
     assert rows[1] == "| ν=1, K=1 | — → — | — → — | — → — | — → — |"  # no attacked run
 
 
+def _write_rate_run(
+    results: Path,
+    lr: float,
+    attack: str,
+    acc: float,
+    loss: str = "cross_entropy",
+    suffix: str = "",
+) -> None:
+    """A worst-case sweep run (ν=64, K=1, CWTM, batch 128, 1,000 rounds, validation) ending at
+    ``acc``."""
+    _write(
+        results,
+        f"sweep/zo-nu64-lr{lr:g}-mu0.001-b128-r1000-{attack}{suffix}",
+        _results(
+            "zo",
+            [0.5, acc],
+            256,
+            500,
+            attack=attack,
+            lr=lr,
+            batch=128,
+            eval_split="validation",
+            loss=loss,
+        ),
+    )
+
+
 def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -426,20 +453,7 @@ def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
         for attack in study_mnist.ATTACKS:
             acc = clean if attack == "none" else worst if attack == "tma" else clean - 0.01
             acc = clean if (lr, attack) == (0.016, "sf") else acc  # SF costs nothing there
-            _write(
-                results,
-                f"sweep/zo-nu64-lr{lr:g}-mu0.001-b128-r1000-{attack}",
-                _results(
-                    "zo",
-                    [0.5, acc],
-                    256,
-                    500,
-                    attack=attack,
-                    lr=lr,
-                    batch=128,
-                    eval_split="validation",
-                ),
-            )
+            _write_rate_run(results, lr, attack, acc)
     study = report.Study(report.load_runs(results))
     assert report.worst_case_rate(study.sweep) == 0.008
     findings = report.worst_case_findings(study.sweep)
@@ -472,21 +486,7 @@ def test_balanced_objective_runs_stay_out_of_the_rate_sweep(tmp_path: Path) -> N
     for loss, suffix, tma in (("cross_entropy", "", 0.85), ("balanced_cross_entropy", "-b", 0.80)):
         for attack in study_mnist.ATTACKS:
             acc = 0.90 if attack == "none" else tma if attack == "tma" else 0.885
-            _write(
-                results,
-                f"sweep/zo-nu64-lr0.004-mu0.001-b128-r1000-{attack}{suffix}",
-                _results(
-                    "zo",
-                    [0.5, acc],
-                    256,
-                    500,
-                    attack=attack,
-                    lr=0.004,
-                    batch=128,
-                    eval_split="validation",
-                    loss=loss,
-                ),
-            )
+            _write_rate_run(results, 0.004, attack, acc, loss, suffix)
     study = report.Study(report.load_runs(results))
     assert [len(runs) for runs in report.worst_case_runs(study.sweep).values()] == [8]
     assert len(study.other_loss) == 8
