@@ -252,10 +252,12 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         attack: str = "none",
         group: str = "",
         loss: str = "cross_entropy",
+        aggregator: str = "cwtm",
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
         tag += f"-{attack}" if attack != "none" else ""
+        tag += f"-{aggregator.replace('+', '_')}" if aggregator != "cwtm" else ""
         tag += "-balanced" if loss != "cross_entropy" else ""
         if any(c.tag == tag for c in cells):
             return
@@ -264,7 +266,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
             Cell(
                 "zo",
                 1.0,
-                "cwtm",
+                aggregator,
                 attack,
                 nu=nu,
                 rounds=length,
@@ -305,6 +307,10 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     # narrow CWTM's drops?
     for attack in ATTACKS:
         zo(64, 4e-3, batch=ZO_BATCH, length=1000, attack=attack, group="sweep-loss", loss=BAL)
+    # and NNM+CWTM under the attacks it misses in the target block, both objectives
+    for attack in ("none", "sf", "foe"):
+        for loss in ("cross_entropy", BAL):
+            zo(64, 4e-3, ZO_MU, ZO_BATCH, 1000, attack, "sweep-loss", loss, "nnm+cwtm")
     for lr in (0.03, 0.1, 0.3, 1.0, 3.0):
         cells.append(
             Cell(

@@ -416,9 +416,10 @@ def _write_rate_run(
     acc: float,
     loss: str = "cross_entropy",
     suffix: str = "",
+    aggregator: str = "cwtm",
 ) -> None:
-    """A worst-case sweep run (ν=64, K=1, CWTM, batch 128, 1,000 rounds, validation) ending at
-    ``acc``."""
+    """A worst-case sweep run (ν=64, K=1, batch 128, 1,000 rounds, validation; CWTM unless
+    said) ending at ``acc``."""
     _write(
         results,
         f"sweep/zo-nu64-lr{lr:g}-mu0.001-b128-r1000-{attack}{suffix}",
@@ -432,6 +433,7 @@ def _write_rate_run(
             batch=128,
             eval_split="validation",
             loss=loss,
+            aggregator=aggregator,
         ),
     )
 
@@ -487,12 +489,17 @@ def test_balanced_objective_runs_stay_out_of_the_rate_sweep(tmp_path: Path) -> N
         for attack in study_mnist.ATTACKS:
             acc = 0.90 if attack == "none" else tma if attack == "tma" else 0.885
             _write_rate_run(results, 0.004, attack, acc, loss, suffix)
+    for attack, plain, balanced in (("none", 0.9, 0.9), ("sf", 0.86, 0.89), ("foe", 0.87, 0.85)):
+        for loss, acc in (("cross_entropy", plain), ("balanced_cross_entropy", balanced)):
+            _write_rate_run(results, 0.004, attack, acc, loss, f"-nnm-{loss}", "nnm+cwtm")
     study = report.Study(report.load_runs(results))
     assert [len(runs) for runs in report.worst_case_runs(study.sweep).values()] == [8]
-    assert len(study.other_loss) == 8
+    assert len(study.objective_runs) == 8 + 6
     lines = report.loss_section(study)
     assert "| tma | 85.00 | +5.00 | 80.00 | +10.00 |" in lines
-    assert lines[-1] == (
+    assert lines[-1] == "Drop, plain → balanced: SF +4.00 → +1.00; FOE +3.00 → +5.00 points."
+    assert "| sf | 86.00 | +4.00 | 89.00 | +1.00 |" in lines
+    assert next(line for line in lines if line.startswith("Within 3 points")) == (
         "Within 3 points of the no-attack run: plain 6 of 7 (SF, FOE, ALIE, LF, MINMAX, "
         "ADAPTIVE); balanced 6 of 7 (SF, FOE, ALIE, LF, MINMAX, ADAPTIVE). Largest drop: plain "
         "5.00 (TMA), balanced 10.00 (TMA). So on MNIST the balanced objective does not narrow "
