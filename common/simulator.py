@@ -416,14 +416,31 @@ def _run(
 Probe = Callable[[int, Tensor, Tensor], None]
 
 
-def _aggregate(
-    aggregator: Aggregator, byz: Tensor, honest: Tensor, t: int, probe: Probe | None
-) -> Tensor:
-    """The robust rule on the round's n vectors (Byzantine rows first), shown to ``probe``."""
-    rows = torch.cat([byz, honest])
-    aggregate = aggregator(rows)
-    if probe is not None:
-        probe(t, rows, aggregate)
+#: A method's client vectors at the current weights: ``vectors(clients)`` → (len(clients), m).
+Vectors = Callable[[Sequence[Client]], Tensor]
+
+
+def _robust_rounds(
+    config: SimConfig, examples: Examples, probe: Probe | None
+) -> Callable[[int, Vectors], Tensor]:
+    """The run's clients on ``examples``, its attack and rule, as ``aggregate(t, vectors)``:
+    round ``t``'s honest vectors, the Byzantine rows (:func:`byzantine_vectors`), and the
+    robust rule on the n rows (Byzantine first), shown to ``probe``. One for both methods."""
+    aggregator = make_aggregator(config)
+    attack = make_attack(config, aggregator)
+    clients = make_clients(config, attack, examples)
+    honest_clients = [c for c in clients if not c.byzantine]
+    byzantine_clients = [c for c in clients if c.byzantine]
+
+    def aggregate(t: int, vectors: Vectors) -> Tensor:
+        honest = vectors(honest_clients)
+        byz = byzantine_vectors(config, attack, honest, lambda: vectors(byzantine_clients))
+        rows = torch.cat([byz, honest])
+        out = aggregator(rows)
+        if probe is not None:
+            probe(t, rows, out)
+        return out
+
     return aggregate
 
 
@@ -435,10 +452,8 @@ def run_zo(
 ) -> RunResult:
     """CYBER-0: scalars in R^m, robust rule in R^m, update by regenerated directions (on
     ``examples``, read from the config when not given)."""
-    aggregator = make_aggregator(config)
-    attack = make_attack(config, aggregator)
     examples = load_examples(config) if examples is None else examples
-    clients = make_clients(config, attack, examples)
+    aggregate = _robust_rounds(config, examples, probe)
     zo = config.zo
     generator = DirectionGenerator(config.seed, zo.distribution)
     model = build_model(config.model_spec)
@@ -451,12 +466,7 @@ def run_zo(
             ]
             return estimator.local_rounds(t, batches)
 
-        honest = vectors([c for c in clients if not c.byzantine])
-        byz = byzantine_vectors(
-            config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
-        )
-        aggregate = _aggregate(aggregator, byz, honest, t, probe)
-        apply_aggregate_(model, generator, zo, t, aggregate, estimator.cache)
+        apply_aggregate_(model, generator, zo, t, aggregate(t, vectors), estimator.cache)
 
     return _run(
         config, "zo", model, round_update, zo.scalars_per_round, progress, examples.evaluation
@@ -471,10 +481,8 @@ def run_first_order(
 ) -> RunResult:
     """The baseline: robust FedSGD on d-dimensional autograd gradients (on ``examples``, read
     from the config when not given)."""
-    aggregator = make_aggregator(config)
-    attack = make_attack(config, aggregator)
     examples = load_examples(config) if examples is None else examples
-    clients = make_clients(config, attack, examples)
+    aggregate = _robust_rounds(config, examples, probe)
     lr, batch_size = config.first_order.lr, config.first_order.batch_size
     model = build_model(config.model_spec)
     dims = sum(p.numel() for _, p in canonical_parameters(model))
@@ -487,11 +495,7 @@ def run_first_order(
             ]
             return torch.stack(rows) if rows else torch.empty(0, dims)
 
-        honest = vectors([c for c in clients if not c.byzantine])
-        byz = byzantine_vectors(
-            config, attack, honest, lambda: vectors([c for c in clients if c.byzantine])
-        )
-        apply_update_(model, _aggregate(aggregator, byz, honest, t, probe), lr)
+        apply_update_(model, aggregate(t, vectors), lr)
 
     return _run(config, "first_order", model, round_update, dims, progress, examples.evaluation)
 
