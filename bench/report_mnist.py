@@ -2318,6 +2318,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "```sh",
         ". .venv/bin/activate",
         "python bench/study_mnist.py --sweep --jobs 2        # hyperparameter sweep (validation)",
+        "python bench/study_mnist.py --sweep --group sweep-loss  # class-balanced objective",
         "python bench/study_mnist.py --group a b c d e seeds # the priority cells, in order",
         "python bench/study_mnist.py --group long --jobs 2   # failing target cells, 3000 rounds",
         "python bench/study_mnist.py --group k5seeds --jobs 2  # NNM+CWTM, K=5, seeds 1 and 2",
