@@ -8,15 +8,19 @@ again. :class:`PortTraffic` finds the process's own connections on a port (the f
 those it accepted on its listening port; a client's: those it opened to the federator's)
 through ``/proc/self/fd`` and reads these counters from a duplicate of each socket's
 descriptor (the duplicate is closed at once, so the connection's life is not touched).
+Each sample also gives every connection's share, keyed by the address of its connecting end,
+which names the same connection at both ends where no address translation stands between them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 _RECEIVED_OFFSET = 128
@@ -27,6 +31,22 @@ _SENT_OFFSET = 200
 """``tcpi_bytes_sent`` (u64): payload sent, retransmissions included (Linux ≥ 4.19)."""
 _INFO_BYTES = 256
 _FD_DIR = "/proc/self/fd"
+
+Address = tuple[str, int]
+"""(host, port) of a TCP end, the host in :func:`address`'s canonical text."""
+
+
+def address(host: str, port: int) -> Address:
+    """A TCP end's (host, port) with the host canonical: an IPv4-mapped IPv6 host (a dual-stack
+    listener's view of an IPv4 peer) as its IPv4 address, an IPv6 zone dropped, text that is no
+    IP address kept as it is."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host, port
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), port
 
 
 def available() -> bool:
@@ -39,11 +59,14 @@ def available() -> bool:
 @dataclass(frozen=True)
 class Traffic:
     """TCP payload bytes a port's connections carried between two samples: ``received`` by
-    this process, ``sent`` by it; ``connections``: those open at the later sample."""
+    this process, ``sent`` by it; ``connections``: those open at the later sample;
+    ``by_connection``: each of those connections' (received, sent), keyed by the address of
+    its connecting end."""
 
     received: int
     sent: int
     connections: int
+    by_connection: Mapping[Address, tuple[int, int]] = field(default_factory=dict)
 
 
 class CountersUnavailable(OSError):
@@ -80,8 +103,9 @@ class PortTraffic:
     peer's ``port``.
 
     Each :meth:`sample` returns what crossed them since the previous one (a connection first
-    seen counts from its start). What a connection carried after the previous sample is lost
-    when it closes before the next one. One sampler at a time: samples are not locked.
+    seen counts from its start), in all and per connection. What a connection carried after
+    the previous sample is lost when it closes before the next one. One sampler at a time:
+    samples are not locked.
     """
 
     def __init__(self, port: int, end: Literal["local", "remote"] = "local") -> None:
@@ -89,7 +113,7 @@ class PortTraffic:
             raise OSError("TCP byte counters need Linux (TCP_INFO and /proc/self/fd)")
         self.port, self.end = port, end
         self._last: dict[int, tuple[int, int]] = {}
-        self._matched: set[int] = set()
+        self._matched: dict[int, Address] = {}
         self._other: set[int] = set()
 
     def sample(self) -> Traffic:
@@ -104,14 +128,20 @@ class PortTraffic:
             if seen is not None:
                 now[inode] = seen
         present = {inode for _, inode in held}
-        self._matched &= present
+        self._matched = {i: end for i, end in self._matched.items() if i in present}
         self._other &= present
-        received = sent = 0
+        by_connection: dict[Address, tuple[int, int]] = {}
         for inode, (r, s) in now.items():
             r0, s0 = self._last.get(inode, (0, 0))
-            received, sent = received + r - r0, sent + s - s0
+            r1, s1 = by_connection.get(self._matched[inode], (0, 0))
+            by_connection[self._matched[inode]] = (r1 + r - r0, s1 + s - s0)
         self._last = now
-        return Traffic(received, sent, len(now))
+        return Traffic(
+            sum(r for r, _ in by_connection.values()),
+            sum(s for _, s in by_connection.values()),
+            len(now),
+            by_connection,
+        )
 
     def _read(self, fd: int, inode: int) -> tuple[int, int] | None:
         """The counters of socket ``inode`` at ``fd`` if it is one of the port's connections
@@ -125,23 +155,31 @@ class PortTraffic:
                 if os.fstat(sock.fileno()).st_ino != inode:
                     return None  # the descriptor was reused for another file
                 if inode not in self._matched:
-                    if not self._matches(sock):
+                    end = self._connecting_end(sock)
+                    if end is None:
                         self._other.add(inode)
                         return None
-                    self._matched.add(inode)
+                    self._matched[inode] = end
                 return counters(sock)
             except CountersUnavailable:
                 raise
             except OSError:  # a connection still connecting, or closing
                 return None
 
-    def _matches(self, sock: socket.socket) -> bool:
-        """Whether ``sock`` is one of the connections sampled (OSError while it connects or
-        closes: asked again at the next sample)."""
+    def _connecting_end(self, sock: socket.socket) -> Address | None:
+        """The address of the connecting end of ``sock`` if it is one of the connections
+        sampled, else ``None`` (OSError while it connects or closes: asked again at the next
+        sample)."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-            return False
+            return None
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            return False
+            return None
         if self.end == "local":
-            return bool(sock.getsockname()[1] == self.port)
-        return bool(sock.getpeername()[1] == self.port)
+            if sock.getsockname()[1] != self.port:
+                return None
+            host, port = sock.getpeername()[:2]
+        else:
+            if sock.getpeername()[1] != self.port:
+                return None
+            host, port = sock.getsockname()[:2]
+        return address(host, port)

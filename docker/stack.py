@@ -158,6 +158,12 @@ def summary(folder: str) -> dict[str, Any]:
         for part, key in (("up", "uplink"), ("down", "downlink"))
         if counted
     }
+    by_client: dict[str, dict[str, int]] = {}
+    for r in rounds:
+        for client, split in r.get("wire_by_client", {}).items():
+            totals = by_client.setdefault(client, {"up": 0, "down": 0})
+            totals["up"] += split["uplink"]
+            totals["down"] += split["downlink"]
     result = {
         "rounds": len(rounds),
         "final_accuracy": observer[-1]["accuracy"] if observer else None,
@@ -166,6 +172,7 @@ def summary(folder: str) -> dict[str, Any]:
         "participants": participants,
         "uplink_payload_bytes_per_update": up / sent if sent else None,
         "wire_bytes_per_connection_round": on_wire or None,
+        "wire_bytes_by_client": dict(sorted(by_client.items())) or None,
         "final_digests": digests,
         "digests_agree": len(set(digests.values())) == 1,
     }

@@ -48,6 +48,7 @@ from cyber0.common.plan import TrainingPlan
 from cyber0.common.tcpinfo import Traffic
 from cyber0.v1 import federation_pb2 as pb
 
+from .attribution import ConnectionOwners
 from .errors import Refusal
 from .log import DurableLog, LogError, RoundRecord
 
@@ -152,7 +153,9 @@ class RoundEngine:
     and is only touched from this engine's log thread; ``metrics`` receives one dict per round
     (``event: "round"``) and per report (``event: "report"``). ``traffic``, when given, is
     sampled as each round closes, and its counts since the previous sample join the round's
-    metrics (``uplink_wire_bytes``, ``downlink_wire_bytes``, ``wire_connections``).
+    metrics (``uplink_wire_bytes``, ``downlink_wire_bytes``, ``wire_connections``), also split by
+    the client that authenticated on each connection (:meth:`authenticated`):
+    ``wire_by_client``, ``wire_unattributed``.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class RoundEngine:
         self._enrolled = bool(enrolment)
         self._metrics = metrics
         self._traffic = traffic
+        self._owners = ConnectionOwners()
         self._outbox_limit = outbox_limit
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cyber0-log")
         self._aggregates = log.aggregates()
@@ -286,6 +290,12 @@ class RoundEngine:
                 f"client {client_id} has not joined; call Join first",
             )
         return role
+
+    def authenticated(self, client_id: str, peer: str) -> None:
+        """``client_id`` authenticated on the connection of gRPC peer ``peer``: its bytes on
+        the wire count as the client's (kept only where ``traffic`` is sampled)."""
+        if self._traffic is not None:
+            self._owners.note(client_id, peer)
 
     def connect(self, client_id: str) -> Stream:
         """Open the stream of a joined client: it is invited to the open round (a training
@@ -615,6 +625,12 @@ class RoundEngine:
             line["uplink_wire_bytes"] = traffic.received
             line["downlink_wire_bytes"] = traffic.sent
             line["wire_connections"] = traffic.connections
+            split = self._owners.split(traffic)
+            line["wire_by_client"] = {
+                c: {"uplink": r, "downlink": s} for c, (r, s) in sorted(split.by_client.items())
+            }
+            up, down = split.unattributed
+            line["wire_unattributed"] = {"uplink": up, "downlink": down}
         self._emit(line)
 
     def _sample_traffic(self, round: int) -> Traffic | None:

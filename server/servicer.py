@@ -104,6 +104,13 @@ class FederationServicer(pb_grpc.FederationServicer):
         self._auth = authenticator
         self._hello_timeout = hello_timeout
 
+    def _identify(self, credentials: pb.Credentials, context: grpc.aio.ServicerContext) -> str:
+        """The caller's verified client id (:class:`Refusal` otherwise), noted as the owner of
+        the connection the call came on."""
+        client_id = self._auth.authenticate(credentials, context)
+        self._engine.authenticated(client_id, context.peer())
+        return client_id
+
     async def Join(
         self, request: pb.JoinRequest | Malformed, context: grpc.aio.ServicerContext
     ) -> pb.JoinResponse:
@@ -123,7 +130,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"role must be ROLE_TRAIN or ROLE_OBSERVER; got {request.role}",
                 )
-            client_id = self._auth.authenticate(request.credentials, context)
+            client_id = self._identify(request.credentials, context)
             info = await self._engine.join(client_id, role)
         except Refusal as refusal:
             await _abort(context, refusal)
@@ -143,7 +150,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         try:
             if isinstance(request, Malformed):
                 raise request.refusal()
-            client_id = self._auth.authenticate(request.credentials, context)
+            client_id = self._identify(request.credentials, context)
             page, completed = self._engine.aggregates(
                 client_id, request.from_round, request.to_round
             )
@@ -187,7 +194,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first message of a stream must be Hello"
             )
-        client_id = self._auth.authenticate(first.hello.credentials, context)
+        client_id = self._identify(first.hello.credentials, context)
         return self._engine.connect(client_id)
 
     async def _read(self, context: grpc.aio.ServicerContext, stream: Stream) -> None:

@@ -84,18 +84,22 @@ def test_demo_federation_learns_and_agrees(
     for got, key in zip(on_wire.groups(), ("uplink", "downlink"), strict=True):
         median = statistics.median(r[f"{key}_wire_bytes"] / 8 for r in rounds_seen[1:])
         assert int(got) == round(median)
-    # Each daemon's own counters (its final line's "wire", all its identities together) see
-    # the same connections from the other end: at least what the federator counted in its
-    # rounds, and on top only what crossed after the last round's sample (the last aggregate,
-    # the reports, the streams' ends: about 170 B up and 390 B down a daemon, measured).
-    daemons = [
-        json.loads((workdir / f"{name}.out").read_text().splitlines()[0])["wire"]
-        for name in ["observer", *(f"honest-{i}" for i in range(1, 6)), "byzantine"]
-    ]
-    for part, key, slack in (("up", "uplink", 1000), ("down", "downlink", 2000)):
-        federator = sum(r[f"{key}_wire_bytes"] for r in rounds_seen)
-        own = sum(d[part] for d in daemons)
-        assert federator <= own <= federator + slack * len(daemons), (part, federator, own)
+    # The federator splits its counts by the client that authenticated on each connection:
+    # every byte of every round is some identity's. Each daemon's own counters (its final
+    # line's "wire", all its identities together) see its connections from the other end: at
+    # least what the federator counted for its identities, and on top only what crossed after
+    # the last round's sample (the last aggregate, the reports, the streams' ends: about 170 B
+    # up and 390 B down a daemon, measured).
+    daemons = {name: [name] for name in ["observer", *(f"honest-{i}" for i in range(1, 6))]}
+    daemons["byzantine"] = ["byzantine-1", "byzantine-2"]
+    for r in rounds_seen:
+        assert r["wire_unattributed"] == {"uplink": 0, "downlink": 0}, r
+        assert sorted(r["wire_by_client"]) == sorted(c for ids in daemons.values() for c in ids)
+    for name, identities in daemons.items():
+        own = json.loads((workdir / f"{name}.out").read_text().splitlines()[0])["wire"]
+        for part, key, slack in (("up", "uplink", 1000), ("down", "downlink", 2000)):
+            federator = sum(r["wire_by_client"][c][key] for r in rounds_seen for c in identities)
+            assert federator <= own[part] <= federator + slack, (name, part, federator, own)
     # shards follow the demo's enrolment, not the order the daemons happened to connect in
     joined = re.findall(
         r"(\S+) joined as train on shard (\d+)", (workdir / "federator.log").read_text()

@@ -357,6 +357,9 @@ class SilentClient:
     async def write(self, message: pb.ServerMessage) -> None:
         self.written.append(message)
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
 
 def test_a_cancelled_train_call_frees_its_identity() -> None:
     """gRPC cancels the ``Train`` handler when its client cancels the call or its connection
