@@ -4,8 +4,10 @@ the federator's ``--wire-metrics`` lines against what its rounds must at least h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,18 @@ GRPC_FRAMING = 5 + 9
 9-byte header."""
 
 
+@contextlib.contextmanager
+def listening(dual_stack: bool = False) -> Iterator[tuple[socket.socket, int]]:
+    """A listening socket on loopback (on ``::`` taking IPv4 too, with ``dual_stack``) and its
+    port."""
+    with socket.socket(socket.AF_INET6 if dual_stack else socket.AF_INET) as listener:
+        if dual_stack:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("::", 0) if dual_stack else ("127.0.0.1", 0))
+        listener.listen()
+        yield listener, listener.getsockname()[1]
+
+
 def exchange(a: socket.socket, b: socket.socket, size: int) -> None:
     """Send ``size`` bytes from ``a`` to ``b`` and wait until ``b`` has read them all."""
     a.sendall(b"x" * size)
@@ -44,10 +58,7 @@ def test_a_sample_counts_the_payload_of_the_ports_connections_exactly() -> None:
     and per connection (keyed by the connecting end's address at both ends), for the accepted
     ends (``end="local"``) and, mirrored, for the connecting ends (``end="remote"``); the
     listener and a closed connection are not counted."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with listening() as (listener, port):
         traffic = PortTraffic(port)
         opened = PortTraffic(port, end="remote")
         assert traffic.sample() == opened.sample() == Traffic(0, 0, 0)
@@ -101,11 +112,7 @@ def test_an_address_names_a_host_one_way(host: str, canonical: str) -> None:
 def test_a_dual_stack_listener_keys_an_ipv4_connection_by_its_ipv4_address() -> None:
     """An IPv4 client of a listener on ``::`` is ``::ffff:127.0.0.1`` to the kernel; the sample
     keys it as ``127.0.0.1``, the address gRPC gives for the same peer."""
-    with socket.socket(socket.AF_INET6) as listener:
-        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        listener.bind(("::", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with listening(dual_stack=True) as (listener, port):
         traffic = PortTraffic(port)
         with socket.create_connection(("127.0.0.1", port)) as client:
             server, _ = listener.accept()
@@ -237,10 +244,7 @@ def test_a_tally_whose_counters_fail_stops_counting_and_says_so(
 ) -> None:
     """A daemon's tally that cannot read its counters any more (OSError) stops counting and
     reports nothing, instead of failing the session that sampled it before closing."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with listening() as (listener, port):
         tally = WireTally(port)
         with socket.create_connection(("127.0.0.1", port)) as client:
             server, _ = listener.accept()
@@ -266,17 +270,13 @@ def test_a_kernel_without_the_counters_is_an_error_not_silent_zeros(
     """Where TCP_INFO has no byte counters (Linux < 4.1, stood in for here), a sample raises
     CountersUnavailable (an OSError: the federator and the daemons log it and go on) instead of
     reporting no connections and no bytes."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)):
-            server, _ = listener.accept()
-            with server:
+    with listening() as (listener, port), socket.create_connection(("127.0.0.1", port)):
+        server, _ = listener.accept()
+        with server:
 
-                def short_info(sock: socket.socket) -> tuple[int, int]:
-                    raise tcpinfo.CountersUnavailable("no byte counters")
+            def short_info(sock: socket.socket) -> tuple[int, int]:
+                raise tcpinfo.CountersUnavailable("no byte counters")
 
-                monkeypatch.setattr(tcpinfo, "counters", short_info)
-                with pytest.raises(tcpinfo.CountersUnavailable):
-                    PortTraffic(port).sample()
+            monkeypatch.setattr(tcpinfo, "counters", short_info)
+            with pytest.raises(tcpinfo.CountersUnavailable):
+                PortTraffic(port).sample()
