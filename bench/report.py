@@ -321,7 +321,11 @@ def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
             f"{fmt(up + down)} | {fmt(pay)} | {fmt(up + down - pay)} | {fmt(counted)} |"
         )
     lines += [""]
-    own = [f for f in doc["figures"] if f["id"].startswith(("wire.counters", "wire.sample_ms"))]
+    own = [
+        f
+        for f in doc["figures"]
+        if f["id"].startswith(("wire.counters", "wire.client_counters", "wire.sample_ms"))
+    ]
     if own:
         lines += [
             "### The federator's own count (`--wire-metrics`)",
@@ -330,7 +334,11 @@ def wire_section(doc: dict[str, Any], figures_dir: Path) -> list[str]:
             "kernel's TCP payload counters of its connections (`TCP_INFO`), sampled as the "
             "round closes (`docs/protocol.md`, *Bytes per round*). Averaged per connection "
             "over the relay's rounds, they are the last column above; the first row below "
-            "is their difference from the relay's count in every run. A sample reads each "
+            "is their difference from the relay's count in every run. The federator also "
+            "splits them by the client that authenticated on each connection "
+            "(`wire_by_client`); the second row compares each client's share with the relay's "
+            "count of that client's connection (the relay has one port per client). A sample "
+            "reads each "
             "connection's counters through a duplicate of its descriptor, on the federator's "
             "event loop between the round's last update and its aggregate; its cost, measured "
             "in one process holding both ends of the connections, is in the rows after it.",

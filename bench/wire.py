@@ -25,7 +25,9 @@ opening) and tear-down (final report, trailers) left out; they are reported sepa
 The federator also runs with ``--wire-metrics``: each round's metrics line carries the kernel's
 TCP payload counters of its connections (:mod:`cyber0.common.tcpinfo`), sampled as the round
 closes. Their per-connection mean over the same rounds is reported beside the relay's figure:
-the relay forwards every byte it counts, so the two measure one stream from its two ends.
+the relay forwards every byte it counts, so the two measure one stream from its two ends. The
+same holds client by client: the federator splits its counts by the client that authenticated on
+each connection (``wire_by_client``), and the relay has one port per client.
 
 The first-order baseline runs on the same stack: a generic grpc.aio bidirectional stream (same
 channel options, same relay) whose client sends a full gradient (an ``Update`` of d floats) each
@@ -713,6 +715,9 @@ async def run_case(
         entry["session_total"] = {"up": conn.up.total, "down": conn.down.total}
         per_client.append(entry)
     window = [r for r in rounds_rec if first < r["round"] <= last]
+    for i, entry in enumerate(per_client):
+        split = [r["wire_by_client"][f"c{i}"] for r in window]
+        entry["federator_wire"] = statistics.fmean(c["uplink"] + c["downlink"] for c in split)
     up_payload = statistics.fmean(
         r["uplink_payload_bytes"] / len(r["participants"]) for r in window
     )
@@ -1053,6 +1058,17 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "B",
                 [c["federator_wire"]["total"] - c["per_round"]["total"] for c in measured],
                 note=f"{len(measured)} runs; the relay forwards every byte it counts",
+            )
+        )
+        out.append(
+            figure(
+                "wire.client_counters_vs_relay",
+                "the federator's count for one client (wire_by_client: its connection's kernel "
+                "counters) minus the relay's count of that client's connection, up+down per "
+                "round, each client, case and repeat",
+                "B",
+                [c["federator_wire"] - c["total"] for run in measured for c in run["per_client"]],
+                note=f"{sum(len(run['per_client']) for run in measured)} client connections",
             )
         )
     for n, times in doc.get("sampling_ms", {}).items():
