@@ -110,6 +110,9 @@ def test_wire_counts_more_tcp_bytes_than_protobuf_and_explains_them(results: Pat
     # end: per connection and round, the same bytes to within a stray ping (17 B) per window.
     for d in ("up", "down"):
         assert case["federator_wire"][d] == pytest.approx(case["per_round"][d], abs=2.0)
+    # And so does each client's share of them (wire_by_client), on that client's connection.
+    for client in case["per_client"]:
+        assert client["federator_wire"] == pytest.approx(client["total"], abs=2.0)
     (fo,) = doc["baselines"]
     assert fo["d"] == 7850
     assert fo["total"] >= 2 * 4 * 7850
