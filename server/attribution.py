@@ -38,17 +38,27 @@ class ClientTraffic:
     unattributed: tuple[int, int]
 
 
+MAX_CONNECTIONS = 1 << 16
+"""Connections remembered between two samples at most; past it the oldest are forgotten (their
+bytes then count as unattributed), so calls from ever new connections while no round closes
+cannot grow the table without bound."""
+
+
 class ConnectionOwners:
     """The clients that authenticated on each open connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_CONNECTIONS) -> None:
         self._owners: dict[Address, set[str]] = {}
+        self._limit = limit
 
     def note(self, client_id: str, peer: str) -> None:
         """``client_id`` authenticated on the connection of gRPC peer ``peer``."""
         end = grpc_peer_address(peer)
-        if end is not None:
-            self._owners.setdefault(end, set()).add(client_id)
+        if end is None:
+            return
+        self._owners.setdefault(end, set()).add(client_id)
+        if len(self._owners) > self._limit:
+            del self._owners[next(iter(self._owners))]
 
     def split(self, traffic: Traffic) -> ClientTraffic:
         """``traffic``'s connections by owner; connections no longer open are forgotten."""

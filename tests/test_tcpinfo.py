@@ -170,6 +170,18 @@ def test_a_sample_splits_by_the_client_that_authenticated_on_each_connection() -
     assert owners.split(reused).by_client == {}
 
 
+def test_the_connections_remembered_between_samples_are_bounded() -> None:
+    """Past its limit the table forgets its oldest connection: calls from ever new connections
+    while no round closes cannot grow it without bound."""
+    owners = ConnectionOwners(limit=2)
+    for port in (1, 2, 3):
+        owners.note(f"c{port}", f"ipv4:10.0.0.2:{port}")
+    ends = {("10.0.0.2", port): (port, 0) for port in (1, 2, 3)}
+    split = owners.split(Traffic(6, 0, 3, ends))
+    assert split.by_client == {"c2": (2, 0), "c3": (3, 0)}
+    assert split.unattributed == (1, 0)
+
+
 def test_wire_metrics_count_at_least_every_message_of_the_rounds(tmp_path: Path) -> None:
     """A federation of 5 with ``wire_metrics``: each round line carries the kernel's counts,
     over one connection per client, split by client, and up to every round each client's hold
