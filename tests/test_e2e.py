@@ -86,10 +86,12 @@ def test_demo_federation_learns_and_agrees(
         assert int(got) == round(median)
     # The federator splits its counts by the client that authenticated on each connection:
     # every byte of every round is some identity's. Each daemon's own counters (its final
-    # line's "wire", all its identities together) see its connections from the other end: at
-    # least what the federator counted for its identities, and on top only what crossed after
-    # the last round's sample (the last aggregate, the reports, the streams' ends: about 170 B
-    # up and 390 B down a daemon, measured).
+    # line's "wire", all its identities together) see its connections from the other end: what
+    # the federator counted for its identities, plus what crossed after the last round's sample
+    # (the last aggregate, the reports, the streams' ends: about 170 B up and 390 B down a
+    # daemon, measured), less what the federator sent twice (a retransmission counts again at
+    # the sender) or what reached the daemon in the last second of a connection that closed
+    # before its next sample (0.2 KB seen once, in Compose under load).
     daemons = {name: [name] for name in ["observer", *(f"honest-{i}" for i in range(1, 6))]}
     daemons["byzantine"] = ["byzantine-1", "byzantine-2"]
     for r in rounds_seen:
@@ -99,7 +101,7 @@ def test_demo_federation_learns_and_agrees(
         own = json.loads((workdir / f"{name}.out").read_text().splitlines()[0])["wire"]
         for part, key, slack in (("up", "uplink", 1000), ("down", "downlink", 2000)):
             federator = sum(r["wire_by_client"][c][key] for r in rounds_seen for c in identities)
-            assert federator <= own[part] <= federator + slack, (name, part, federator, own)
+            assert federator - 1000 <= own[part] <= federator + slack, (name, part, federator, own)
     # shards follow the demo's enrolment, not the order the daemons happened to connect in
     joined = re.findall(
         r"(\S+) joined as train on shard (\d+)", (workdir / "federator.log").read_text()

@@ -17,8 +17,8 @@ Prints one line per check and exits 1 if any fails:
   own wire    every daemon's final line counts its own bytes on the wire (its kernel's
               counters), up at least its identities' updates with their framing
   client wire the federator's counts split by the client that authenticated on each connection
-              name every party, and each daemon's own counts lie between what the federator
-              counted for its identities and that plus CLIENT_WIRE_SLACK bytes an identity
+              name every party, and each daemon's own counts lie within CLIENT_WIRE_SLACK bytes
+              an identity of what the federator counted for its identities
   digests     every party (H + B + observer) reported a digest after round R-1 and all are equal;
               each daemon's own final line (results/clients/*.json) says the same
   weights     the observer's saved model (results/observer.safetensors), rebuilt by load_model
@@ -45,10 +45,14 @@ GRPC_FRAMING = 5 + 9
 9-byte header."""
 
 
-CLIENT_WIRE_SLACK = 4096
-"""Bytes an identity's connection may carry, each way, after the federator's last sample (the
-last aggregate, the reports, the end of the stream and of TLS): about 0.2 KB up and 0.4 KB down
-on loopback without TLS (tests/test_e2e.py)."""
+CLIENT_WIRE_SLACK = 2048
+"""How far, each way, a daemon's own count of an identity's bytes may lie from the federator's.
+Above: what crosses after the federator's last sample (the last aggregate, the reports, the
+end of the stream and of TLS), measured at most 0.3 KB up and 0.5 KB down an identity. Below:
+a segment the sender sent twice (a retransmission counts again at the sender, once at the
+receiver), or what reached a daemon in the last second of a connection that closed before its
+next sample (a daemon samples its counters every second); seen once, 0.2 KB down to the
+observer of the text stack under CI load."""
 
 
 def update_bytes(round_index: int, m: int) -> int:
@@ -181,24 +185,27 @@ def main(argv: list[str]) -> int:
             totals[1] += split["downlink"]
     off = []
     extra = {"up": 0.0, "down": 0.0}  # the most a daemon counted beyond the federator, per identity
+    short = {"up": 0.0, "down": 0.0}  # and the most it counted below it
     for path in sorted((args.results / "clients").glob("*.json")):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         ids = [result["client"] for result in lines]
         mine = [sum(by_client.get(c, [0, 0])[i] for c in ids) for i in (0, 1)]
         wire = lines[0].get("wire") if lines else None
         for i, part in enumerate(("up", "down")):
-            if wire is None or not mine[i] <= wire[part] <= mine[i] + CLIENT_WIRE_SLACK * len(ids):
+            if wire is None or abs(wire[part] - mine[i]) > CLIENT_WIRE_SLACK * len(ids):
                 off.append(f"{path.stem} {part}: own {wire and wire[part]}, federator {mine[i]}")
             elif ids:
                 extra[part] = max(extra[part], (wire[part] - mine[i]) / len(ids))
+                short[part] = max(short[part], (mine[i] - wire[part]) / len(ids))
     check(
         "client wire",
         set(by_client) == parties and not off,
         f"the federator's counts name {len(by_client)} clients (missing: "
         f"{sorted(parties - set(by_client))}, unknown: {sorted(set(by_client) - parties)}); "
         f"a daemon's own counts exceed the federator's for its identities by at most "
-        f"{extra['up']:.0f} B up and {extra['down']:.0f} B down an identity; "
-        f"daemons outside [federator, federator + {CLIENT_WIRE_SLACK} B an identity]: {off}",
+        f"{extra['up']:.0f} B up and {extra['down']:.0f} B down an identity, and fall short "
+        f"of them by at most {short['up']:.0f} B up and {short['down']:.0f} B down; "
+        f"daemons beyond {CLIENT_WIRE_SLACK} B an identity either way: {off}",
     )
 
     values = set(final_digests.values()) | {d for d, _ in own.values()}
