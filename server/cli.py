@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--wire-metrics",
         action="store_const",
         const=True,
-        help="add each round's TCP payload bytes on the client connections to --metrics (Linux)",
+        help="add each round's TCP payload bytes on the client connections to --metrics, in all "
+        "and by client (Linux)",
     )
     p.add_argument("--log-level", default="INFO", help="logging level on stderr (INFO)")
     return p

@@ -84,7 +84,8 @@ class FederatorSettings:
 
     ``wire_metrics``: add to each round's ``metrics`` line the TCP payload bytes the client
     connections carried since the previous round, from the kernel's counters (Linux;
-    :mod:`cyber0.common.tcpinfo`).
+    :mod:`cyber0.common.tcpinfo`), in all and by the client that authenticated on each
+    connection (:mod:`cyber0.server.attribution`).
     """
 
     host: str = "127.0.0.1"
