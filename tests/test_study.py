@@ -198,6 +198,44 @@ def test_bytes_to_target_and_not_reached() -> None:
     assert report.human_bytes(7680) == "7.7 kB"
 
 
+def test_the_overview_names_the_blocks_where_every_attack_stays_within(tmp_path: Path) -> None:
+    """NNM+CWTM with K=5 (biased) within 3 points under all 7 attacks at seeds 0 and 1: named
+    as a block where the target holds; CWTM in the same block, 4 points under TMA at seed 1
+    only, is not, and its row gives that attack's mean and worst drop."""
+    attacks = report.ATTACKS
+    for agg, tag in (("nnm+cwtm", "nnm_cwtm"), ("cwtm", "cwtm")):
+        for seed in (0, 1):
+            for attack in attacks:
+                acc = 0.92 if attack == "none" else 0.90
+                if agg == "cwtm" and attack == "tma" and seed == 1:
+                    acc = 0.88
+                suffix = "" if seed == 0 else f"-s{seed}"
+                _write(
+                    tmp_path,
+                    f"zo-a1.0-nu64-k5b-{tag}-{attack}{suffix}",
+                    _results(
+                        "zo",
+                        [0.7, acc],
+                        256,
+                        aggregator=agg,
+                        attack=attack,
+                        seed=seed,
+                        k=5,
+                        variant="biased",
+                    ),
+                )
+    lines = report.setting_overview(report.Study(report.load_runs(tmp_path)))
+    assert (
+        "| CYBER-0, α=1.0, ν=64, K=5 (biased) | 6 of 7 · seeds 0, 1 · beyond: tma +3.00 "
+        "(worst +4.00) | 7 of 7 · seeds 0, 1 |"
+    ) in lines
+    assert lines[-1] == (
+        "Every attack within 3 points at every seed: nnm+cwtm at CYBER-0, α=1.0, ν=64, K=5 "
+        "(biased) (seeds 0, 1). A biased block with K local steps sends the ν scalars a round "
+        "of K=1."
+    )
+
+
 def test_report_from_synthetic_results(tmp_path: Path) -> None:
     results = tmp_path / "results"
     _write(results, "zo-a1.0-nu64-k1-cwtm-none", _results("zo", [0.7, 0.86, 0.91], 256))
@@ -325,6 +363,15 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within;" in text
     assert "K=1 → K=5 (cwtm, points; the worst seed in brackets): sf +4.50 → +1.75 " in text
     assert "| cwtm | sf | 91.00 / 89.50 / — | +1.00 / +2.50 / — | +1.75 (2 seeds) | yes |" in text
+    # every α=1 block against the target's test: attacks within at every seed, the others
+    assert (
+        "| CYBER-0, α=1.0, ν=64, K=1 | 0 of 2 · seeds 0, 1 · beyond: sf +4.50 (worst +7.00), "
+        "alie +3.50 (worst +5.00) | 0 of 1 · seeds 0, 1 · beyond: sf +4.00 (worst +6.00) |"
+    ) in text
+    assert (
+        "| CYBER-0, α=1.0, ν=64, K=5 (biased) | 1 of 1 · seeds 0, 1 | 1 of 1 · seeds 0, 1 |" in text
+    )
+    assert "Every attack within 3 points at every seed: in no block." in text  # 1 of 7 ran
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
