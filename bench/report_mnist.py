@@ -34,6 +34,8 @@ HEADLINE_AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: (α, ν, K, variant) of the target block, and of the K=5 seed group (NNM+CWTM, biased).
 TARGET_BLOCK = (1.0, 64, 1, "")
 K5_BLOCK = (1.0, 64, 5, "biased")
+#: The K=5 block in the unbiased variant (K·ν scalars a round), rerun at the spread seeds too.
+K5_UNBIASED_BLOCK = (1.0, 64, 5, "unbiased")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -959,6 +961,14 @@ def local_steps_section(study: Study) -> list[str]:
                 f"Mean drop over the seeds both ran, K=1 → K=5 ({rule}, points; the worst seed "
                 f"in brackets): {'; '.join(pairs)}.",
             ]
+    if any(r.block == K5_UNBIASED_BLOCK for r in study.spread):
+        lines += [
+            "",
+            "NNM+CWTM with K=5 in the unbiased variant (fresh directions at every local step: "
+            "each client sends K·ν scalars a round, five times K=1's), at the same seeds:",
+            "",
+            *seed_section(study, K5_UNBIASED_BLOCK, ("nnm+cwtm",)),
+        ]
     return lines
 
 

@@ -210,6 +210,12 @@ def study_cells() -> list[Cell]:
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("cwtm",), attacks, "k5seeds", k=5, variant="biased", seed=s)
         ],
+        # NNM+CWTM with K=5 in the unbiased variant (K·ν scalars a round) at the further seeds
+        *[
+            c
+            for s in SPREAD_SEEDS
+            for c in _zo(1.0, ("nnm+cwtm",), ATTACKS, "k5seeds", k=5, variant="unbiased", seed=s)
+        ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),

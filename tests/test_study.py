@@ -282,6 +282,7 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     for k, variant, tag, accs in (
         (1, "unbiased", "k1", {0: (0.90, 0.88), 1: (0.90, 0.84)}),
         (5, "biased", "k5b", {0: (0.92, 0.91), 1: (0.92, 0.90)}),
+        (5, "unbiased", "k5u", {0: (0.93, 0.915), 1: (0.92, 0.885)}),
     ):
         for seed, (none, sf) in accs.items():
             suffix = "" if seed == 0 else f"-s{seed}"
@@ -372,6 +373,10 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         "| CYBER-0, α=1.0, ν=64, K=5 (biased) | 1 of 1 · seeds 0, 1 | 1 of 1 · seeds 0, 1 |" in text
     )
     assert "Every attack within 3 points at every seed: in no block." in text  # 1 of 7 ran
+    # NNM+CWTM at K=5 unbiased across seeds: its own seed table (1.5 and 3.5 points)
+    assert (
+        "| nnm+cwtm | sf | 91.50 / 88.50 / — | +1.50 / +3.50 / — | +2.50 (2 seeds) | no |" in text
+    )
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
