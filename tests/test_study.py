@@ -349,21 +349,20 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "| not reached | — | 125.6 kB | 4 | — |" in rows["sf"]
     assert "| CYBER-0 cwtm | 91.00 | 84.00 |" in text
     assert "**not met**" in text  # sf drops 7 points, more than 3
-    assert "| cwtm | none | 91.00 / 90.00 / — |  | spread 1.00 pts |  |" in text
-    assert "| cwtm | sf | 84.00 / 88.00 / — | +7.00 / +2.00 / — | +4.50 (2 seeds) | no |" in text
+    assert "| rule | attack | test acc. (%), seeds 0 / 1 | drop vs" in text  # the seeds that ran
+    assert "| cwtm | none | 91.00 / 90.00 |  | spread 1.00 pts |  |" in text
+    assert "| cwtm | sf | 84.00 / 88.00 | +7.00 / +2.00 | +4.50 (2 seeds) | no |" in text
     assert "Beyond it on average: cwtm sf, cwtm alie, nnm+cwtm sf." in text
     assert "beyond 3 points on average over the seeds: cwtm alie, nnm+cwtm sf;" in text
     # K=5 (biased) across seeds: its own table, and the mean drops beside K=1's
     assert "SF drop by seed: +2.00 / +6.00 points" in text
-    assert (
-        "| nnm+cwtm | sf | 91.00 / 90.00 / — | +1.00 / +2.00 / — | +1.50 (2 seeds) | yes |" in text
-    )
+    assert "| nnm+cwtm | sf | 91.00 / 90.00 | +1.00 / +2.00 | +1.50 (2 seeds) | yes |" in text
     assert "K=1 → K=5 (nnm+cwtm, points; the worst seed in brackets): sf +4.00 → +1.50 " in text
     assert "(max +6.00 → +2.00, 2 seeds)." in text
     assert "nnm+cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within." in text
     assert "cwtm (1 of 7 attacks, seeds 0, 1; 2 runs): every run within;" in text
     assert "K=1 → K=5 (cwtm, points; the worst seed in brackets): sf +4.50 → +1.75 " in text
-    assert "| cwtm | sf | 91.00 / 89.50 / — | +1.00 / +2.50 / — | +1.75 (2 seeds) | yes |" in text
+    assert "| cwtm | sf | 91.00 / 89.50 | +1.00 / +2.50 | +1.75 (2 seeds) | yes |" in text
     # every α=1 block against the target's test: attacks within at every seed, the others
     assert (
         "| CYBER-0, α=1.0, ν=64, K=1 | 0 of 2 · seeds 0, 1 · beyond: sf +4.50 (worst +7.00), "
@@ -374,9 +373,7 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     )
     assert "Every attack within 3 points at every seed: in no block." in text  # 1 of 7 ran
     # NNM+CWTM at K=5 unbiased across seeds: its own seed table (1.5 and 3.5 points)
-    assert (
-        "| nnm+cwtm | sf | 91.50 / 88.50 / — | +1.50 / +3.50 / — | +2.50 (2 seeds) | no |" in text
-    )
+    assert "| nnm+cwtm | sf | 91.50 / 88.50 | +1.50 / +3.50 | +2.50 (2 seeds) | no |" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{none,sf,alie}-s1` (20)" in text  # the inventory
     assert "| CYBER-0 ν=64 | none | 0.002 | 0.001 | 32 | 20 |" in text  # the sweep table
     assert (figures / "mnist-a1.0-cwtm.png").stat().st_size > 10_000
