@@ -924,10 +924,8 @@ def _block_seeds(
     study: Study, block: tuple[float, int, int, str], aggregators: Sequence[str]
 ) -> list[int]:
     """The seeds at which any of ``aggregators`` ran in ``block``, in order."""
-    return sorted(
-        {r.seed for r in [*study.cells, *study.spread] if r.block == block}
-        & {r.seed for r in [*study.cells, *study.spread] if r.aggregator in aggregators}
-    )
+    runs = [*study.cells, *study.spread]
+    return sorted({r.seed for r in runs if r.block == block and r.aggregator in aggregators})
 
 
 def local_steps_section(study: Study) -> list[str]:
