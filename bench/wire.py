@@ -699,6 +699,7 @@ async def run_case(
         records = [json.loads(line) for line in metrics.read_text().splitlines()]
     rounds_rec = [r for r in records if r.get("event") == "round"]
     first, last = max(2, rounds // 5), rounds - 2
+    window = [r for r in rounds_rec if first < r["round"] <= last]
     per_client = []
     for i in range(clients):
         label = f"c{i}"
@@ -713,11 +714,9 @@ async def run_case(
         entry = _per_round(conn, cuts, first, last)
         entry["setup"] = _setup_bytes(conn, cuts, first)
         entry["session_total"] = {"up": conn.up.total, "down": conn.down.total}
-        per_client.append(entry)
-    window = [r for r in rounds_rec if first < r["round"] <= last]
-    for i, entry in enumerate(per_client):
-        split = [r["wire_by_client"][f"c{i}"] for r in window]
+        split = [r["wire_by_client"][label] for r in window]
         entry["federator_wire"] = statistics.fmean(c["uplink"] + c["downlink"] for c in split)
+        per_client.append(entry)
     up_payload = statistics.fmean(
         r["uplink_payload_bytes"] / len(r["participants"]) for r in window
     )

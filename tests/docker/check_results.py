@@ -161,8 +161,11 @@ def main(argv: list[str]) -> int:
     parties = training | {"observer"}
     own: dict[str, tuple[str, int]] = {}
     daemons_short = []
-    for path in sorted((args.results / "clients").glob("*.json")):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    daemons = {  # each daemon's final lines, one per identity
+        path.stem: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for path in sorted((args.results / "clients").glob("*.json"))
+    }
+    for name, lines in daemons.items():
         for result in lines:
             own[result["client"]] = (result["digest"], result["applied_round"])
         # A daemon's own counters: at least its identities' updates, each with its framing.
@@ -170,33 +173,30 @@ def main(argv: list[str]) -> int:
         least = trains * sum(update_bytes(r["round"], m) + GRPC_FRAMING for r in rounds)
         wires = [result.get("wire") for result in lines]
         if not lines or any(w is None or w["up"] < least or w["down"] <= 0 for w in wires):
-            daemons_short.append(f"{path.stem}: {wires[0] if wires else None} (up >= {least})")
+            daemons_short.append(f"{name}: {wires[0] if wires else None} (up >= {least})")
     check(
         "own wire",
         not daemons_short,
         "every daemon's final line counts its bytes on the wire, up at least its updates; "
         f"short: {daemons_short}",
     )
-    by_client: dict[str, list[int]] = {}
-    for r in counted:
-        for client, split in r.get("wire_by_client", {}).items():
-            totals = by_client.setdefault(client, [0, 0])
-            totals[0] += split["uplink"]
-            totals[1] += split["downlink"]
+    # the federator's split, added up over the run by its summary (docker/stack.py)
+    summary_path = args.results / "summary.json"  # absent: every party is missing below
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    by_client = summary.get("wire_bytes_by_client") or {}
     off = []
     extra = {"up": 0.0, "down": 0.0}  # the most a daemon counted beyond the federator, per identity
     short = {"up": 0.0, "down": 0.0}  # and the most it counted below it
-    for path in sorted((args.results / "clients").glob("*.json")):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for name, lines in daemons.items():
         ids = [result["client"] for result in lines]
-        mine = [sum(by_client.get(c, [0, 0])[i] for c in ids) for i in (0, 1)]
         wire = lines[0].get("wire") if lines else None
-        for i, part in enumerate(("up", "down")):
-            if wire is None or abs(wire[part] - mine[i]) > CLIENT_WIRE_SLACK * len(ids):
-                off.append(f"{path.stem} {part}: own {wire and wire[part]}, federator {mine[i]}")
+        for part in ("up", "down"):
+            mine = sum(by_client.get(c, {}).get(part, 0) for c in ids)
+            if wire is None or abs(wire[part] - mine) > CLIENT_WIRE_SLACK * len(ids):
+                off.append(f"{name} {part}: own {wire and wire[part]}, federator {mine}")
             elif ids:
-                extra[part] = max(extra[part], (wire[part] - mine[i]) / len(ids))
-                short[part] = max(short[part], (mine[i] - wire[part]) / len(ids))
+                extra[part] = max(extra[part], (wire[part] - mine) / len(ids))
+                short[part] = max(short[part], (mine - wire[part]) / len(ids))
     check(
         "client wire",
         set(by_client) == parties and not off,
