@@ -67,6 +67,7 @@ class Run:
     mode: str
     host: dict[str, Any]
     loss: str = "cross_entropy"
+    partition: str = "dirichlet"
 
     @property
     def block(self) -> tuple[float, int, int, str]:
@@ -124,6 +125,7 @@ def load_run(path: Path, root: Path) -> Run:
         mode=str(config["attack"].get("mode", "omniscient")),
         host=dict(data.get("host", {})),
         loss=str(config.get("loss", "cross_entropy")),
+        partition=str(config["data"].get("partition", "dirichlet")),
     )
 
 
@@ -183,15 +185,25 @@ class Study:
 
         self.runs = list(runs)
         validation = [r for r in runs if r.eval_split == "validation"]
-        self.sweep = [r for r in validation if r.loss == "cross_entropy" and r.aggregator == "cwtm"]
+        #: The batch comparison's validation runs on IID shards (group ``sweep-batch``).
+        self.iid_sweep = [r for r in validation if r.partition == "iid"]
+        skewed = [r for r in validation if r not in self.iid_sweep]
+        self.sweep = [r for r in skewed if r.loss == "cross_entropy" and r.aggregator == "cwtm"]
         #: Group ``sweep-loss``'s validation runs outside the CWTM sweep: the balanced
         #: objective's, and NNM+CWTM's under either objective.
-        self.objective_runs = [r for r in validation if r not in self.sweep]
+        self.objective_runs = [r for r in skewed if r not in self.sweep]
         evaluated = [r for r in runs if r.eval_split != "validation"]
         # a budget other than the grid's is named in the id (``-r<rounds>``, see Cell.id)
         self.long = [r for r in evaluated if re.search(r"-r\d+$", r.id)]
         self.colluding = [r for r in evaluated if r.mode == "colluding" and r not in self.long]
-        tested = [r for r in evaluated if r not in self.long and r not in self.colluding]
+        #: Group ``iid``: the target block's rules on IID shards (α does not apply), kept out
+        #: of every α-keyed table.
+        self.iid = [r for r in evaluated if r.partition == "iid"]
+        tested = [
+            r
+            for r in evaluated
+            if r not in self.long and r not in self.colluding and r not in self.iid
+        ]
         self.cells = [r for r in tested if r.seed == SEED]
         self.spread = [r for r in tested if r.seed != SEED]
         self.index = {(r.block, r.aggregator, r.attack): r for r in self.cells}
@@ -293,11 +305,61 @@ def sweep_findings(sweep: Sequence[Run]) -> list[str]:
                 f"{100 * (widest.final - chosen.final):+.2f} points over {ZO_BATCH} under "
                 f"{attack.upper()} for {widest.zo_batch // ZO_BATCH}× the forward cost, and "
                 f"still trails its own no-attack run by "
-                f"{100 * (clean[widest.zo_batch].final - widest.final):.2f} points. What is "
-                "left is the spread between the clients' data (Dirichlet skew), which a batch "
-                f"does not shrink, so the study stays at batch {ZO_BATCH}."
+                f"{100 * (clean[widest.zo_batch].final - widest.final):.2f} points, so the "
+                f"study stays at batch {ZO_BATCH}."
             )
     return lines
+
+
+BatchDrops = dict[int, tuple[Run, float]]
+
+
+def tma_batch_drops(study: Study) -> tuple[BatchDrops, BatchDrops]:
+    """CWTM's validation runs under TMA by batch (ν=64, the study's rate and budget), each with
+    its drop against the same batch's no-attack run: (α=1, IID shards), the batches both ran."""
+    from study_mnist import ROUNDS, ZO_LR
+
+    def drops(runs: Sequence[Run]) -> BatchDrops:
+        pick = {
+            (r.zo_batch, r.attack): r
+            for r in runs
+            if r.method == "zo" and (r.nu, r.k, r.zo_lr, r.rounds) == (64, 1, ZO_LR[64], ROUNDS[64])
+        }
+        return {
+            b: (run, base.final - run.final)
+            for (b, a), run in sorted(pick.items())
+            if a == "tma" and (base := pick.get((b, "none"))) is not None
+        }
+
+    skew, iid = drops(study.sweep), drops(study.iid_sweep)
+    both = [b for b in iid if b in skew]
+    return {b: skew[b] for b in both}, {b: iid[b] for b in both}
+
+
+def iid_batch_findings(study: Study) -> list[str]:
+    """A line of the sweep: :func:`tma_batch_drops` on IID shards beside α=1, and whether the
+    widest batch brings the drop within the tolerance on either."""
+    skew, iid = tma_batch_drops(study)
+    batches = list(iid)
+    if len(batches) < 2:
+        return []
+
+    def series(by_batch: BatchDrops) -> str:
+        return " → ".join(f"{100 * by_batch[b][1]:.2f}" for b in batches)
+
+    accuracies = "; ".join(f"batch {b}: {pct(iid[b][0].final)}%" for b in batches)
+    line = (
+        f"- the same batches on IID shards (group `sweep-batch`, `-iid`), under TMA: "
+        f"{accuracies}. CWTM's drop against the same batch's no-attack run, batch "
+        f"{' → '.join(map(str, batches))}: α=1 {series(skew)}, IID {series(iid)} points"
+    )
+    widest = batches[-1]
+    if iid[widest][1] <= TOLERANCE < skew[widest][1]:
+        line += (
+            f": batch {widest} brings the drop within {100 * TOLERANCE:.0f} points without the "
+            "label skew but not with it, so what a larger batch leaves at α=1 is the skew's"
+        )
+    return [line + "."]
 
 
 def worst_case_runs(sweep: Sequence[Run]) -> dict[float, list[Run]]:
@@ -991,6 +1053,11 @@ def local_steps_section(study: Study) -> list[str]:
     return lines
 
 
+def _drop_points(base: Run | None, run: Run | None) -> float | None:
+    """``base.final − run.final`` (a fraction; None when either did not run)."""
+    return None if base is None or run is None else base.final - run.final
+
+
 def colluding_section(study: Study) -> list[str]:
     """The target block at seed 0 with colluding attackers beside the omniscient ones: each
     attack's drop against the no-attack run."""
@@ -1013,9 +1080,7 @@ def colluding_section(study: Study) -> list[str]:
             run, omni = colluding.get((agg, attack)), study.get(block, agg, attack)
             if run is None:
                 continue
-            drops = [
-                None if r is None or base is None else base.final - r.final for r in (omni, run)
-            ]
+            drops = [_drop_points(base, r) for r in (omni, run)]
             shown = ["—" if d is None else f"{100 * d:+.2f}" for d in drops]
             name = f"{agg} {attack}"
             if drops[1] is not None:
@@ -1070,6 +1135,144 @@ def colluding_section(study: Study) -> list[str]:
             "shards are drawn like everyone else's, so the target's misses under these attacks "
             "do not come from granting the attackers the honest vectors."
         )
+    return lines
+
+
+def iid_section(study: Study) -> list[str]:
+    """The target block's rules on IID shards beside the same cells at α=1 (seed 0), with
+    first-order CWTM on IID shards: each attack's drop against its own partition's no-attack
+    run, and which of the α=1 misses close without the label skew."""
+    from study_mnist import SEED
+
+    iid = {(r.method, r.aggregator, r.attack): r for r in study.iid if r.seed == SEED}
+    if not iid:
+        return ["Not run."]
+    rows: list[list[str]] = []
+    within: list[str] = []
+    beyond: list[str] = []
+    closed: list[str] = []
+    kept: list[str] = []
+    for agg in HEADLINE_AGGREGATORS:
+        skew_base = study.get(TARGET_BLOCK, agg, "none")
+        iid_base = iid.get(("zo", agg, "none"))
+        fo_base = iid.get(("first_order", agg, "none"))
+        if iid_base is None and fo_base is None:
+            continue
+        for attack in ATTACKS:
+            skew, run = study.get(TARGET_BLOCK, agg, attack), iid.get(("zo", agg, attack))
+            fo = iid.get(("first_order", agg, attack))
+            if run is None and fo is None:
+                continue
+            drops = [_drop_points(b, r) for b, r in ((skew_base, skew), (iid_base, run))]
+            fo_drop = _drop_points(fo_base, fo)
+            shown = [
+                "" if attack == "none" or d is None else f"{100 * d:+.2f}"
+                for d in (*drops, fo_drop)
+            ]
+            name = f"{agg} {attack}"
+            if attack != "none" and drops[1] is not None:
+                (within if drops[1] <= TOLERANCE else beyond).append(name)
+                if drops[0] is not None and drops[0] > TOLERANCE:
+                    change = f"{name} ({100 * drops[0]:+.2f} → {100 * drops[1]:+.2f})"
+                    (closed if drops[1] <= TOLERANCE else kept).append(change)
+            rows.append(
+                [
+                    agg,
+                    attack,
+                    pct(skew.final if skew else None),
+                    shown[0],
+                    pct(run.final if run else None),
+                    shown[1],
+                    pct(fo.final if fo else None),
+                    shown[2],
+                ]
+            )
+    header = [
+        "rule",
+        "attack",
+        "α=1: test acc. (%)",
+        "drop (pts)",
+        "IID: test acc. (%)",
+        "drop (pts)",
+        "first-order, IID (%)",
+        "drop (pts)",
+    ]
+    tol = f"{100 * TOLERANCE:.0f}"
+    return [
+        *table(header, rows),
+        "",
+        f"CYBER-0 on IID shards, within {tol} points of its no-attack run: "
+        f"{', '.join(within) or 'none'}; beyond: {', '.join(beyond) or 'none'}.",
+        "",
+        f"Beyond {tol} points at α=1 and within on IID shards (seed 0 on both sides): "
+        f"{', '.join(closed) or 'none'}; beyond on both: {', '.join(kept) or 'none'}.",
+        *_iid_seeds(study),
+    ]
+
+
+def _iid_seed_drops(study: Study, aggregator: str, attack: str) -> dict[int, float]:
+    """:func:`_seed_drops` of the CYBER-0 runs on IID shards."""
+    runs = {(r.aggregator, r.attack, r.seed): r for r in study.iid if r.method == "zo"}
+    return {
+        s: base.final - run.final
+        for s in sorted({r.seed for r in study.iid})
+        if (base := runs.get((aggregator, "none", s))) is not None
+        and (run := runs.get((aggregator, attack, s))) is not None
+    }
+
+
+def iid_verdict(study: Study) -> str:
+    """One sentence: the target's test on IID shards, per headline rule over the seeds it ran
+    (*Without label skew*); empty before the group ran."""
+    parts = []
+    for agg in HEADLINE_AGGREGATORS:
+        drops = {a: d for a in ATTACKS[1:] if (d := _iid_seed_drops(study, agg, a))}
+        if not drops:
+            continue
+        seeds = sorted({s for d in drops.values() for s in d})
+        beyond = [_drop_text(a, d) for a, d in drops.items() if max(d.values()) > TOLERANCE]
+        parts.append(
+            f"{agg} ({len(drops) - len(beyond)} of {len(drops)} attacks within at every seed, "
+            f"{_seeds_text(seeds)}{'; beyond: ' + ', '.join(beyond) if beyond else ''})"
+        )
+    if not parts:
+        return ""
+    return (
+        "The same test on IID shards, without label skew (*Without label skew*): "
+        f"{'; '.join(parts)}."
+    )
+
+
+def _iid_seeds(study: Study) -> list[str]:
+    """Per headline rule that ran on IID shards at several seeds: the attacks within the
+    tolerance at every seed, the others' mean and worst drops, and each attack's mean drop
+    at α=1 beside its IID one over the seeds both ran."""
+    lines: list[str] = []
+    for agg in HEADLINE_AGGREGATORS:
+        drops = {a: d for a in ATTACKS[1:] if (d := _iid_seed_drops(study, agg, a))}
+        seeds = sorted({s for d in drops.values() for s in d})
+        if len(seeds) < 2:
+            continue
+        held = [a for a, d in drops.items() if max(d.values()) <= TOLERANCE]
+        others = [_drop_text(a, d) for a, d in drops.items() if a not in held]
+        pairs = []
+        for attack, by_seed in drops.items():
+            skew = _seed_drops(study, agg, attack)
+            both = [s for s in by_seed if s in skew]
+            if len(both) >= 2:
+                mean_skew = 100 * fmean(skew[s] for s in both)
+                mean_iid = 100 * fmean(by_seed[s] for s in both)
+                pairs.append(f"{attack} {mean_skew:+.2f} → {mean_iid:+.2f}")
+        lines += [
+            "",
+            f"{agg} on IID shards at {_seeds_text(seeds)}: within {100 * TOLERANCE:.0f} points "
+            f"at every seed: {', '.join(held) or 'none'}; the others: "
+            f"{', '.join(others) or 'none'}.",
+        ]
+        if pairs:
+            lines[-1] += (
+                f" Mean drop over the seeds both ran, α=1 → IID (points): {'; '.join(pairs)}."
+            )
     return lines
 
 
@@ -1716,9 +1919,9 @@ def reading_section(
         "mixing itself shrinks the aggregate."
         + _neighbour_reading(neighbours or {})
         + " A larger batch shrinks the minibatch part of the spread (∝ 1/√batch; the first "
-        "grid at the end ran batch 32), "
-        "not the part that comes from the clients' different label mixes: up to batch 512, "
-        "CWTM's gap under TMA stays above 5 points (the sweep above)."
+        "grid at the end ran batch 32): up to batch 512, CWTM's gap under TMA stays above 5 "
+        "points (the sweep above)."
+        + _iid_reading(study)
         + _long_reading(study)
         + _rate_reading(study),
         "",
@@ -1726,6 +1929,48 @@ def reading_section(
         *other_blocks(study),
         _declines(study),
     ]
+
+
+def _iid_reading(study: Study) -> str:
+    """One sentence: CWTM's drop under TMA on IID shards beside α=1's, over the seeds both ran,
+    and first-order CWTM's at seed 0 (*Without label skew*)."""
+    iid = _iid_seed_drops(study, "cwtm", "tma")
+    skew = _seed_drops(study, "cwtm", "tma")
+    seeds = [s for s in iid if s in skew]
+    if not seeds:
+        return ""
+    mean_iid = fmean(iid[s] for s in seeds)
+    mean_skew = fmean(skew[s] for s in seeds)
+    text = (
+        f" On IID shards, where the honest spread is minibatch noise alone, CWTM under TMA "
+        f"loses {100 * mean_iid:.2f} points on average over {_seeds_text(seeds)} against "
+        f"{100 * mean_skew:.2f} at α=1 (*Without label skew*)"
+    )
+    fo = {(r.attack, r.seed): r for r in study.iid if r.method == "first_order"}
+    fo_skew = _drop_points(study.fo(1.0, "cwtm", "none"), study.fo(1.0, "cwtm", "tma"))
+    fo_iid = _drop_points(fo.get(("none", 0)), fo.get(("tma", 0)))
+    if fo_skew is not None and fo_iid is not None:
+        text += (
+            f"; first-order CWTM loses {100 * fo_iid:.2f} there against {100 * fo_skew:.2f} "
+            "at α=1 (seed 0)"
+        )
+    if mean_iid >= mean_skew / 2:
+        text += (
+            ": at the study's batch most of the gap TMA opens in CYBER-0 is there without the "
+            f"label skew, which adds {100 * (mean_skew - mean_iid):.2f} points to it."
+        )
+    else:
+        text += ": most of the gap TMA opens in CYBER-0 comes with the label skew."
+    batch_skew, batch_iid = tma_batch_drops(study)
+    if len(batch_iid) >= 2:
+        widest = max(batch_iid)
+        text += (
+            f" At batch {widest} (validation split, the sweep) the drop is "
+            f"{100 * batch_iid[widest][1]:.2f} points on IID shards against "
+            f"{100 * batch_skew[widest][1]:.2f} at α=1: a larger batch shrinks the minibatch "
+            "noise's part, not the skew's."
+        )
+    return text
 
 
 def _long_reading(study: Study) -> str:
@@ -2010,7 +2255,9 @@ def inventory_section(study: Study) -> list[str]:
     """Which cells ran with how many rounds, their wall time, and which did not run."""
     from study_mnist import study_cells
 
-    done = {r.id: r for r in [*study.cells, *study.spread, *study.long, *study.colluding]}
+    done = {
+        r.id: r for r in [*study.cells, *study.spread, *study.long, *study.colluding, *study.iid]
+    }
     planned = study_cells()
     by_group: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
@@ -2251,7 +2498,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "Issue 2's study: multinomial logistic regression (784→10) on MNIST, n=20 clients of "
         "which f=5 are Byzantine (clients 0–4, omniscient attackers; *Colluding attackers* has "
         "the target block against attackers who see only their own data), Dirichlet(α) label "
-        "skew, "
+        "skew (*Without label skew* has the target block's rules on IID shards), "
         "seed 0 for every cell, and seeds 1 and 2 for the target block (*Seed spread* says how "
         "much a cell moves with the seed). Accuracy is measured on "
         "the 10,000 MNIST test examples; "
@@ -2281,6 +2528,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         *target_lines,
         "",
         local_steps_verdict(study),
+        "",
+        iid_verdict(study),
         "",
         "### Every block at α=1",
         "",
@@ -2340,6 +2589,17 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "",
         *colluding_section(study),
         "",
+        "### Without label skew",
+        "",
+        "The target block's rules on IID shards (group `iid`: each client an equal, uniformly "
+        "drawn share of the training examples; same rates, batch and budget; seed 0, and "
+        "seeds 1 and 2 for CWTM), with first-order CWTM on the same shards beside them. An "
+        "attack hides in the honest vectors' spread; without label skew that spread is "
+        "minibatch noise alone, so a miss that closes here comes with the clients' "
+        "heterogeneity, and one that stays does not.",
+        "",
+        *iid_section(study),
+        "",
         "## How the hyperparameters were chosen",
         "",
         f"A sweep on a validation split: {_validation_text(study)}, no attack, α=1, n=20, f=5, "
@@ -2363,6 +2623,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "Read off the sweep:",
         "",
         *sweep_findings(study.sweep),
+        *iid_batch_findings(study),
         "",
         "The worst-case sweep (group `sweep-rate`; *A rate chosen for the worst case*): ν=64, "
         "K=1, CWTM at the study's batch and budget, no attack and every attack, validation "

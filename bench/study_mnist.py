@@ -41,7 +41,7 @@ ZO_LR = {64: 4e-3, 1: 8e-3}
 ZO_MU = 1e-3
 ZO_BATCH = 128
 #: The ν=64 rates of the worst-case sweep (group ``sweep-rate``: every attack, the study's batch).
-WORST_CASE_RATES = (4e-3, 8e-3, 16e-3)
+WORST_CASE_RATES = (1e-3, 2e-3, 4e-3, 8e-3, 16e-3)
 #: The batch of the first (no-attack) sweep.
 SWEEP_BATCH = 32
 FO_LR = 1.0
@@ -98,6 +98,7 @@ class Cell:
     seed: int = SEED
     mode: str = "omniscient"
     loss: str = "cross_entropy"
+    partition: str = "dirichlet"
     tag: str = field(default="", compare=False)
 
     @property
@@ -107,7 +108,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; colluding
+        """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; an IID
+        partition is ``iid`` where ``a<α>`` stands (``zo-iid-nu64-k1-cwtm-tma``); colluding
         attackers add ``-col``, a seed other than :data:`SEED` adds ``-s<seed>``, a budget
         other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
@@ -117,10 +119,11 @@ class Cell:
         suffix += "" if self.seed == SEED else f"-s{self.seed}"
         if self.rounds != standard_rounds(self.method, self.nu):
             suffix += f"-r{self.rounds}"
+        split = "iid" if self.partition == "iid" else f"a{self.alpha}"
         if self.method == "first_order":
-            return f"fo-a{self.alpha}-{agg}-{self.attack}{suffix}"
+            return f"fo-{split}-{agg}-{self.attack}{suffix}"
         k = f"k{self.k}" if self.k == 1 else f"k{self.k}{self.variant[0]}"
-        return f"zo-a{self.alpha}-nu{self.nu}-{k}-{agg}-{self.attack}{suffix}"
+        return f"zo-{split}-nu{self.nu}-{k}-{agg}-{self.attack}{suffix}"
 
     def config(self) -> dict[str, Any]:
         """The simulator's YAML-equivalent mapping."""
@@ -132,7 +135,11 @@ class Cell:
             "eval_every": self.eval_every,
             "n_clients": N_CLIENTS,
             "f": F,
-            "data": {"partition": "dirichlet", "alpha": self.alpha, "validation": self.validation},
+            "data": {
+                "partition": self.partition,
+                "alpha": self.alpha,
+                "validation": self.validation,
+            },
             "zo": {
                 "nu": self.nu,
                 "local_steps": self.k,
@@ -162,9 +169,11 @@ def _zo(
     ]
 
 
-def _fo(alpha: float, aggs: Iterable[str], attacks: Iterable[str], group: str) -> list[Cell]:
+def _fo(
+    alpha: float, aggs: Iterable[str], attacks: Iterable[str], group: str, **kw: Any
+) -> list[Cell]:
     return [
-        Cell("first_order", alpha, a, t, rounds=FO_ROUNDS, group=group)
+        Cell("first_order", alpha, a, t, rounds=FO_ROUNDS, group=group, **kw)
         for a in aggs
         for t in attacks
     ]
@@ -225,6 +234,15 @@ def study_cells() -> list[Cell]:
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("nnm+cwtm",), ATTACKS, "k5seeds", k=5, variant="unbiased", seed=s)
         ],
+        # the target block without label skew (IID shards), with first-order CWTM beside it: do
+        # the attacks' drops come from the clients' heterogeneity?
+        *_zo(1.0, ("cwtm", "nnm+cwtm"), ATTACKS, "iid", partition="iid"),
+        *_fo(1.0, ("cwtm",), ATTACKS, "iid", partition="iid"),
+        *[
+            c
+            for s in SPREAD_SEEDS
+            for c in _zo(1.0, ("cwtm",), ATTACKS, "iid", partition="iid", seed=s)
+        ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),
@@ -268,12 +286,14 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         group: str = "",
         loss: str = "cross_entropy",
         aggregator: str = "cwtm",
+        partition: str = "dirichlet",
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
         tag += f"-{attack}" if attack != "none" else ""
         tag += f"-{aggregator.replace('+', '_')}" if aggregator != "cwtm" else ""
         tag += "-balanced" if loss != "cross_entropy" else ""
+        tag += "-iid" if partition == "iid" else ""
         if any(c.tag == tag for c in cells):
             return
         plain = attack == "none" and batch == SWEEP_BATCH
@@ -291,6 +311,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
                 zo_batch=batch,
                 validation=VALIDATION,
                 loss=loss,
+                partition=partition,
                 tag=tag,
             )
         )
@@ -312,6 +333,10 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     for batch in (32, 128, 256, 512):
         zo(64, 4e-3, batch=batch, length=1000, attack="tma")
     zo(64, 4e-3, batch=512, length=1000)
+    # the same two batches on IID shards: how much of what a batch leaves is the label skew's
+    for batch in (ZO_BATCH, 512):
+        for attack in ("none", "tma"):
+            zo(64, 4e-3, batch=batch, length=1000, attack=attack, partition="iid")
     # the rate for the worst case: ν=64 at the study's batch, a whole study run under every
     # attack, each rate judged by its lowest validation accuracy over them
     for lr in WORST_CASE_RATES:
@@ -509,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--group",
         nargs="+",
-        help="priority groups a..e, seeds, long, colluding, k5seeds, rest, sweep",
+        help="priority groups a..e, seeds, long, colluding, k5seeds, iid, rest, sweep",
     )
     p.add_argument("--rounds", type=int, help="override every selected cell's rounds")
     p.add_argument("--jobs", type=int, default=1, help="cells in parallel (processes)")

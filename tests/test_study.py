@@ -139,6 +139,10 @@ def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
         omniscient = replace(cell, mode="omniscient")
         assert cell.id == f"{omniscient.id}-col" and omniscient.id in ids
     assert all(c.config()["attack"]["mode"] == "omniscient" for c in cells if c not in colluding)
+    iid = [c for c in cells if c.config()["data"]["partition"] == "iid"]
+    assert iid and all(c.group == "iid" and c.id.split("-")[1] == "iid" for c in iid)
+    assert {c.method for c in iid} == {"zo", "first_order"}
+    assert not any("iid" in c.id for c in cells if c not in iid)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +153,11 @@ def _results(
     method: str, accuracies: list[float], per_round: int, every: int = 10, **over: Any
 ) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "data": {"alpha": over.get("alpha", 1.0), "validation": 0},
+        "data": {
+            "partition": over.get("partition", "dirichlet"),
+            "alpha": over.get("alpha", 1.0),
+            "validation": 0,
+        },
         "zo": {
             "nu": over.get("nu", 64),
             "local_steps": over.get("k", 1),
@@ -433,6 +441,83 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
 
 
+def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -> None:
+    """Runs on IID shards (config ``alpha`` 1.0, as the simulator ignores it there) stay out of
+    the α=1 tables; their table sets each drop beside the α=1 one and says which α=1 misses
+    close without the label skew."""
+    finals = {  # (partition, attack) -> CWTM's final accuracy at ν=64, K=1
+        ("dirichlet", "none"): 0.91,
+        ("dirichlet", "sf"): 0.87,
+        ("dirichlet", "tma"): 0.85,
+        ("iid", "none"): 0.92,
+        ("iid", "sf"): 0.91,
+        ("iid", "tma"): 0.88,
+    }
+    at_seed_1 = {
+        ("dirichlet", "none"): 0.90,
+        ("dirichlet", "sf"): 0.87,
+        ("dirichlet", "tma"): 0.84,
+        ("iid", "none"): 0.92,
+        ("iid", "sf"): 0.90,
+        ("iid", "tma"): 0.86,
+    }
+    for seed, accuracies in ((0, finals), (1, at_seed_1)):
+        for (partition, attack), acc in accuracies.items():
+            split = "iid" if partition == "iid" else "a1.0"
+            suffix = "" if seed == 0 else f"-s{seed}"
+            _write(
+                tmp_path,
+                f"zo-{split}-nu64-k1-cwtm-{attack}{suffix}",
+                _results("zo", [0.7, acc], 256, attack=attack, partition=partition, seed=seed),
+            )
+    for attack, acc in (("none", 0.93), ("tma", 0.80)):
+        _write(
+            tmp_path,
+            f"fo-iid-cwtm-{attack}",
+            _results("first_order", [0.9, acc], 31400, attack=attack, partition="iid"),
+        )
+    for attack, acc in (("none", 0.92), ("tma", 0.40)):
+        _write(
+            tmp_path,
+            f"fo-a1.0-cwtm-{attack}",
+            _results("first_order", [0.9, acc], 31400, attack=attack),
+        )
+    study = report.Study(report.load_runs(tmp_path))
+    none = study.get(report.TARGET_BLOCK, "cwtm", "none")
+    assert none is not None and none.final == 0.91  # not the IID run of the same config α
+    assert report._iid_reading(study) == (
+        " On IID shards, where the honest spread is minibatch noise alone, CWTM under TMA "
+        "loses 5.00 points on average over seeds 0, 1 against 6.00 at α=1 (*Without label "
+        "skew*); first-order CWTM loses 13.00 there against 52.00 at α=1 (seed 0): at the study's "
+        "batch most of the gap TMA opens in CYBER-0 is there without the label skew, which adds "
+        "1.00 points to it."
+    )
+    assert len(study.iid) == 8 and len(study.cells) == 5  # 3 ZO and 2 first-order at α=1
+    lines = report.iid_section(study)
+    assert "| cwtm | none | 91.00 |  | 92.00 |  | 93.00 |  |" in lines
+    assert "| cwtm | sf | 87.00 | +4.00 | 91.00 | +1.00 | — |  |" in lines
+    assert "| cwtm | tma | 85.00 | +6.00 | 88.00 | +4.00 | 80.00 | +13.00 |" in lines
+    assert (
+        "CYBER-0 on IID shards, within 3 points of its no-attack run: cwtm sf; beyond: cwtm tma."
+        in lines
+    )
+    assert (
+        "Beyond 3 points at α=1 and within on IID shards (seed 0 on both sides): cwtm sf "
+        "(+4.00 → +1.00); beyond on both: cwtm tma (+6.00 → +4.00)." in lines
+    )
+    assert lines[-1] == (
+        "cwtm on IID shards at seeds 0, 1: within 3 points at every seed: sf; the others: "
+        "tma +5.00 (worst +6.00). Mean drop over the seeds both ran, α=1 → IID (points): "
+        "sf +3.50 → +1.50; tma +6.00 → +5.00."
+    )
+    assert report.iid_verdict(study) == (
+        "The same test on IID shards, without label skew (*Without label skew*): cwtm (1 of 2 "
+        "attacks within at every seed, seeds 0, 1; beyond: tma +5.00 (worst +6.00))."
+    )
+    assert report.iid_section(report.Study([])) == ["Not run."]
+    assert report.iid_verdict(report.Study([])) == ""
+
+
 def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) -> None:
     """Mean drop over the attacks that ran, and how many stay within 3 points, per α; a block
     or rule missing at one α shows a dash."""
@@ -466,12 +551,14 @@ def _write_rate_run(
     loss: str = "cross_entropy",
     suffix: str = "",
     aggregator: str = "cwtm",
+    batch: int = 128,
+    partition: str = "dirichlet",
 ) -> None:
-    """A worst-case sweep run (ν=64, K=1, batch 128, 1,000 rounds, validation; CWTM unless
-    said) ending at ``acc``."""
+    """A worst-case sweep run (ν=64, K=1, 1,000 rounds, validation; batch 128, CWTM and
+    Dirichlet shards unless said) ending at ``acc``."""
     _write(
         results,
-        f"sweep/zo-nu64-lr{lr:g}-mu0.001-b128-r1000-{attack}{suffix}",
+        f"sweep/zo-nu64-lr{lr:g}-mu0.001-b{batch}-r1000-{attack}{suffix}",
         _results(
             "zo",
             [0.5, acc],
@@ -479,12 +566,40 @@ def _write_rate_run(
             500,
             attack=attack,
             lr=lr,
-            batch=128,
+            batch=batch,
             eval_split="validation",
             loss=loss,
             aggregator=aggregator,
+            partition=partition,
         ),
     )
+
+
+def test_iid_batch_runs_stay_out_of_the_sweep_and_set_their_drops_beside_alpha_1(
+    tmp_path: Path,
+) -> None:
+    """The batch comparison on IID shards is read beside the same batches at α=1, and none of
+    its runs enters the α=1 sweep (rate choice, sweep table)."""
+    for partition, suffix, accuracies in (
+        ("dirichlet", "", {128: (0.90, 0.84), 512: (0.91, 0.86)}),
+        ("iid", "-iid", {128: (0.92, 0.87), 512: (0.92, 0.90)}),
+    ):
+        for batch, (none, tma) in accuracies.items():
+            for attack, acc in (("none", none), ("tma", tma)):
+                _write_rate_run(
+                    tmp_path, 0.004, attack, acc, suffix=suffix, batch=batch, partition=partition
+                )
+    study = report.Study(report.load_runs(tmp_path))
+    assert len(study.sweep) == 4 and len(study.iid_sweep) == 4
+    assert all(r.partition == "dirichlet" for r in study.sweep)
+    assert [r.final for r in report.worst_case_runs(study.sweep)[0.004]] == [0.90, 0.84]
+    assert report.iid_batch_findings(study) == [
+        "- the same batches on IID shards (group `sweep-batch`, `-iid`), under TMA: batch 128: "
+        "87.00%; batch 512: 90.00%. CWTM's drop against the same batch's no-attack run, batch "
+        "128 → 512: α=1 6.00 → 5.00, IID 5.00 → 2.00 points: batch 512 brings the drop within "
+        "3 points without the label skew but not with it, so what a larger batch leaves at α=1 "
+        "is the skew's."
+    ]
 
 
 def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
@@ -493,6 +608,7 @@ def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
     """The rate with the highest lowest validation accuracy is picked (not the best no-attack
     one), and the report says whether it is the study's."""
     study_mnist = _module("study_mnist")
+    monkeypatch.setattr(study_mnist, "WORST_CASE_RATES", (0.004, 0.008, 0.016))
     results = tmp_path / "results"
     # (no attack, worst attack's) validation accuracy per rate: 0.004 is best without an attack
     # and 0.008 has the best worst case
