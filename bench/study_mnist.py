@@ -374,7 +374,7 @@ def select(cells: Sequence[Cell], args: argparse.Namespace) -> list[Cell]:
 
     def keep(cell: Cell) -> bool:
         checks = [
-            (args.alpha, cell.alpha),
+            (args.alpha, cell.alpha if cell.partition == "dirichlet" else None),
             (args.nu, cell.nu if cell.method == "zo" else None),
             (args.k, cell.k if cell.method == "zo" else None),
             (args.variant, cell.variant if cell.method == "zo" and cell.k > 1 else None),
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=OUT, help="results folder")
     p.add_argument("--sweep", action="store_true", help="run the hyperparameter sweep")
-    p.add_argument("--alpha", type=float, nargs="+", help="keep these α")
+    p.add_argument("--alpha", type=float, nargs="+", help="keep these α (Dirichlet cells)")
     p.add_argument("--nu", type=int, nargs="+", help="keep these ν (ZO cells)")
     p.add_argument("--k", type=int, nargs="+", help="keep these K (ZO cells)")
     p.add_argument("--variant", nargs="+", choices=("unbiased", "biased"), help="K>1 variants")
