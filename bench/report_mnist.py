@@ -2592,8 +2592,9 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "### Without label skew",
         "",
         "The target block's rules on IID shards (group `iid`: each client an equal, uniformly "
-        "drawn share of the training examples; same rates, batch and budget; seed 0, and "
-        "seeds 1 and 2 for CWTM), with first-order CWTM on the same shards beside them. An "
+        "drawn share of the training examples; same rates, batch and budget; seeds 0, 1 and "
+        "2, the table at seed 0), with first-order CWTM on the same shards (seed 0) beside "
+        "them. An "
         "attack hides in the honest vectors' spread; without label skew that spread is "
         "minibatch noise alone, so a miss that closes here comes with the clients' "
         "heterogeneity, and one that stays does not.",

@@ -241,7 +241,7 @@ def study_cells() -> list[Cell]:
         *[
             c
             for s in SPREAD_SEEDS
-            for c in _zo(1.0, ("cwtm",), ATTACKS, "iid", partition="iid", seed=s)
+            for c in _zo(1.0, ("cwtm", "nnm+cwtm"), ATTACKS, "iid", partition="iid", seed=s)
         ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
