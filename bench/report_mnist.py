@@ -2679,6 +2679,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "python bench/study_mnist.py --group a b c d e seeds # the priority cells, in order",
         "python bench/study_mnist.py --group long --jobs 2   # failing target cells, 3000 rounds",
         "python bench/study_mnist.py --group k5seeds --jobs 2  # NNM+CWTM, K=5, seeds 1 and 2",
+        "python bench/study_mnist.py --group iid --jobs 2    # the target block on IID shards",
         "python bench/probe_mnist.py --attack sf --seed 1    # where the aggregate points",
         "python bench/probe_mnist.py --alpha 0.1 --attack sf --out bench/results/probe/neighbours",
         "python bench/study_mnist.py                         # the whole grid (about 500 cells)",
@@ -2702,7 +2703,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         f"at {LONG_ROUNDS} rounds, plus NNM+CWTM's worst seed; colluding = the target block "
         "against colluding attackers; k5seeds = NNM+CWTM, then CWTM, at K=5 (biased) at "
         "seeds 1 and 2, NNM+CWTM at K=5 (unbiased) at seeds 1 and 2 and at K=5 (biased) at "
-        "seeds 3 and 4; rest = the remainder of the full grid.",
+        "seeds 3 and 4; iid = the target block's CYBER-0 cells on IID shards at seeds 0–2, "
+        "with first-order CWTM at seed 0; rest = the remainder of the full grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),
     ]
