@@ -2764,7 +2764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(render(study, figures, args.doc, args.results))
     print(
-        f"{args.doc}: {len(study.cells)} study cells, {len(study.sweep)} sweep runs, "
+        f"{args.doc}: {len(study.runs)} results files "
+        f"({sum(r.eval_split == 'validation' for r in study.runs)} on the validation split), "
         f"{len(figures)} figures"
     )
     return 0
