@@ -207,6 +207,21 @@ def study_cells() -> list[Cell]:
         *_zo(1.0, ("nnm+cwtm",), ("none", "sf"), "long", rounds=LONG_ROUNDS, seed=1),
         # the target block against colluding attackers (the vector attacks; LF is the same)
         *_zo(1.0, ("cwtm", "nnm+cwtm"), COLLUDING_ATTACKS, "colluding", mode="colluding"),
+        # NNM+CWTM with K=5 (biased), the block within 3 points at every seed, against them
+        *[
+            c
+            for s in (SEED, *SPREAD_SEEDS)
+            for c in _zo(
+                1.0,
+                ("nnm+cwtm",),
+                COLLUDING_ATTACKS,
+                "colluding",
+                k=5,
+                variant="biased",
+                mode="colluding",
+                seed=s,
+            )
+        ],
         # NNM+CWTM with K=5 local steps (biased: the uplink of K=1), at the further seeds: its
         # K=1 misses (SF, FOE) were seed-dependent; first those, then every attack
         *[

@@ -137,7 +137,8 @@ def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
     assert colluding and all(c.config()["attack"]["mode"] == "colluding" for c in colluding)
     for cell in colluding:
         omniscient = replace(cell, mode="omniscient")
-        assert cell.id == f"{omniscient.id}-col" and omniscient.id in ids
+        assert "-col" in cell.id and cell.id.replace("-col", "") == omniscient.id
+        assert omniscient.id in ids
     assert all(c.config()["attack"]["mode"] == "omniscient" for c in cells if c not in colluding)
     iid = [c for c in cells if c.config()["data"]["partition"] == "iid"]
     assert iid and all(c.group == "iid" and c.id.split("-")[1] == "iid" for c in iid)
@@ -439,6 +440,45 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Beyond 3 points in both modes: none." in text
     assert "mean drop is +7.00 points omniscient and +1.00 colluding" in text
     assert "- `zo-a1.0-nu64-k1-cwtm-{sf}-col` (30)" in text
+
+
+def test_colluding_attackers_against_the_k5_block_by_seed(tmp_path: Path) -> None:
+    """Each colluding run's drop against the same seed's (omniscient) no-attack run, beside the
+    omniscient attack's; an attack beyond 3 points at one seed is beyond."""
+    finals = {  # (attack, mode) -> final accuracy at seeds 0 and 1
+        ("none", "omniscient"): (0.92, 0.92),
+        ("sf", "omniscient"): (0.91, 0.90),
+        ("sf", "colluding"): (0.90, 0.88),
+        ("tma", "omniscient"): (0.91, 0.91),
+        ("tma", "colluding"): (0.915, 0.91),
+    }
+    for (attack, mode), by_seed in finals.items():
+        for seed, acc in enumerate(by_seed):
+            cell = f"zo-a1.0-nu64-k5b-nnm_cwtm-{attack}{'-col' if mode == 'colluding' else ''}"
+            _write(
+                tmp_path,
+                cell + ("" if seed == 0 else f"-s{seed}"),
+                _results(
+                    "zo",
+                    [0.7, acc],
+                    256,
+                    aggregator="nnm+cwtm",
+                    attack=attack,
+                    mode=mode,
+                    seed=seed,
+                    k=5,
+                    variant="biased",
+                ),
+            )
+    lines = report.colluding_k5_section(report.Study(report.load_runs(tmp_path)))
+    assert "| nnm+cwtm | sf | +1.00 / +2.00 | +2.00 / +4.00 | +3.00 | no |" in lines
+    assert "| nnm+cwtm | tma | +1.00 / +1.00 | +0.50 / +1.00 | +0.75 | yes |" in lines
+    assert lines[-1] == (
+        "Colluding attackers against nnm+cwtm at CYBER-0, α=1.0, ν=64, K=5 (biased), within 3 "
+        "points at every seed: tma +0.75 (worst +1.00); beyond at some seed: sf +3.00 (worst "
+        "+4.00)."
+    )
+    assert report.colluding_k5_section(report.Study([])) == ["Not run."]
 
 
 def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -> None:
