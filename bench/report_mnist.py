@@ -15,7 +15,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean, median_high
@@ -33,6 +33,8 @@ AGGREGATORS = ("cwtm", "nnm+cwtm", "krum", "median")
 HEADLINE_AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: (α, ν, K, variant) of the target block, and of the K=5 seed group (NNM+CWTM, biased).
 TARGET_BLOCK = (1.0, 64, 1, "")
+#: The block of first-order runs at α=1 (ν = K = 0, see :attr:`Run.block`).
+FO_BLOCK = (1.0, 0, 0, "")
 K5_BLOCK = (1.0, 64, 5, "biased")
 #: The K=5 block in the unbiased variant (K·ν scalars a round), rerun at the spread seeds too.
 K5_UNBIASED_BLOCK = (1.0, 64, 5, "unbiased")
@@ -208,6 +210,9 @@ class Study:
         self.spread = [r for r in tested if r.seed != SEED]
         self.index = {(r.block, r.aggregator, r.attack): r for r in self.cells}
         self.by_seed = {(r.block, r.aggregator, r.attack, r.seed): r for r in tested}
+        #: The IID runs keyed like :attr:`by_seed`: their config α, which IID shards ignore, is
+        #: 1.0, so their blocks are :data:`TARGET_BLOCK` and :data:`FO_BLOCK`.
+        self.iid_by_seed = {(r.block, r.aggregator, r.attack, r.seed): r for r in self.iid}
 
     def get(self, block: tuple[float, int, int, str], aggregator: str, attack: str) -> Run | None:
         """The run of a cell, if it ran."""
@@ -1146,9 +1151,12 @@ def iid_section(study: Study) -> list[str]:
     run, and which of the α=1 misses close without the label skew."""
     from study_mnist import SEED
 
-    iid = {(r.method, r.aggregator, r.attack): r for r in study.iid if r.seed == SEED}
-    if not iid:
+    if not study.iid:
         return ["Not run."]
+
+    def iid(block: tuple[float, int, int, str], agg: str, attack: str) -> Run | None:
+        return study.iid_by_seed.get((block, agg, attack, SEED))
+
     rows: list[list[str]] = []
     within: list[str] = []
     beyond: list[str] = []
@@ -1156,13 +1164,12 @@ def iid_section(study: Study) -> list[str]:
     kept: list[str] = []
     for agg in HEADLINE_AGGREGATORS:
         skew_base = study.get(TARGET_BLOCK, agg, "none")
-        iid_base = iid.get(("zo", agg, "none"))
-        fo_base = iid.get(("first_order", agg, "none"))
+        iid_base, fo_base = iid(TARGET_BLOCK, agg, "none"), iid(FO_BLOCK, agg, "none")
         if iid_base is None and fo_base is None:
             continue
         for attack in ATTACKS:
-            skew, run = study.get(TARGET_BLOCK, agg, attack), iid.get(("zo", agg, attack))
-            fo = iid.get(("first_order", agg, attack))
+            skew, run = study.get(TARGET_BLOCK, agg, attack), iid(TARGET_BLOCK, agg, attack)
+            fo = iid(FO_BLOCK, agg, attack)
             if run is None and fo is None:
                 continue
             drops = [_drop_points(b, r) for b, r in ((skew_base, skew), (iid_base, run))]
@@ -1214,13 +1221,7 @@ def iid_section(study: Study) -> list[str]:
 
 def _iid_seed_drops(study: Study, aggregator: str, attack: str) -> dict[int, float]:
     """:func:`_seed_drops` of the CYBER-0 runs on IID shards."""
-    runs = {(r.aggregator, r.attack, r.seed): r for r in study.iid if r.method == "zo"}
-    return {
-        s: base.final - run.final
-        for s in sorted({r.seed for r in study.iid})
-        if (base := runs.get((aggregator, "none", s))) is not None
-        and (run := runs.get((aggregator, attack, s))) is not None
-    }
+    return _drops_by_seed(study.iid_by_seed, TARGET_BLOCK, aggregator, attack)
 
 
 def _iid_drops(study: Study, aggregator: str) -> dict[str, dict[int, float]]:
@@ -2016,9 +2017,10 @@ def _iid_reading(study: Study) -> str:
         f"loses {100 * mean_iid:.2f} points on average over {_seeds_text(seeds)} against "
         f"{100 * mean_skew:.2f} at α=1 (*Without label skew*)"
     )
-    fo = {(r.attack, r.seed): r for r in study.iid if r.method == "first_order"}
     fo_skew = _drop_points(study.fo(1.0, "cwtm", "none"), study.fo(1.0, "cwtm", "tma"))
-    fo_iid = _drop_points(fo.get(("none", SEED)), fo.get(("tma", SEED)))
+    fo_iid = _drop_points(
+        *(study.iid_by_seed.get((FO_BLOCK, "cwtm", a, SEED)) for a in ("none", "tma"))
+    )
     if fo_skew is not None and fo_iid is not None:
         text += (
             f"; first-order CWTM loses {100 * fo_iid:.2f} there against {100 * fo_skew:.2f} "
@@ -2088,12 +2090,21 @@ def _seed_drops(
 ) -> dict[int, float]:
     """An attack's drops against the same seed's no-attack run in ``block`` (by default the
     target block), by seed, for the seeds that ran both (in seed order)."""
-    seeds = sorted({r.seed for r in [*study.cells, *study.spread]})
+    return _drops_by_seed(study.by_seed, block, aggregator, attack)
+
+
+def _drops_by_seed(
+    index: Mapping[tuple[tuple[float, int, int, str], str, str, int], Run],
+    block: tuple[float, int, int, str],
+    aggregator: str,
+    attack: str,
+) -> dict[int, float]:
+    """:func:`_seed_drops` over ``index`` (keyed like :attr:`Study.by_seed`)."""
     return {
         s: base.final - run.final
-        for s in seeds
-        if (base := study.by_seed.get((block, aggregator, "none", s))) is not None
-        and (run := study.by_seed.get((block, aggregator, attack, s))) is not None
+        for s in sorted({key[3] for key in index})
+        if (base := index.get((block, aggregator, "none", s))) is not None
+        and (run := index.get((block, aggregator, attack, s))) is not None
     }
 
 
