@@ -1221,7 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "_baseline_client":
         return baseline_client_main(args)
     if args.quick:
-        args.nu, args.k, args.rounds, args.repeats, args.clients = [1], [1], 12, 1, 2
+        args.nu, args.k, args.rounds, args.repeats, args.clients = [1], [1], 24, 1, 2
         args.delay = 0.0
     args.client_option = args.server_option
     doc: dict[str, Any] = {"command": command_line(), "machine": machine(), "started": started()}

@@ -24,6 +24,8 @@ from cyber0.common.plan import ZOSettings
 from cyber0.server.config import build_config
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+# HTTP/2 frames (9 B header each): a PING (8 B payload) and two WINDOW_UPDATEs (4 B payload).
+EDGE_BURST = (9 + 8) + 2 * (9 + 4)
 FIGURE_KEYS = {"id", "label", "unit", "median", "min", "max", "runs", "target", "met", "note"}
 
 
@@ -107,12 +109,17 @@ def test_wire_counts_more_tcp_bytes_than_protobuf_and_explains_them(results: Pat
             assert explained == pytest.approx(part["bytes"], rel=0.1)
         assert client["setup"]["up"] > 0
     # The federator's kernel counters (--wire-metrics) see the relay's stream from its other
-    # end: per connection and round, the same bytes to within a stray ping (17 B) per window.
+    # end, but cut where the federator samples them (before each broadcast), not where the
+    # client applies a round. Control frames gRPC sends on its own clock (a PING and a
+    # connection + stream WINDOW_UPDATE, once a loaded machine slows the reads) can fall between
+    # the two cuts at either edge of the window: up to two such bursts per direction.
+    a, b = case["window"]
+    tolerance = 2 * EDGE_BURST / (b - a)
     for d in ("up", "down"):
-        assert case["federator_wire"][d] == pytest.approx(case["per_round"][d], abs=2.0)
+        assert case["federator_wire"][d] == pytest.approx(case["per_round"][d], abs=tolerance)
     # And so does each client's share of them (wire_by_client), on that client's connection.
     for client in case["per_client"]:
-        assert client["federator_wire"] == pytest.approx(client["total"], abs=2.0)
+        assert client["federator_wire"] == pytest.approx(client["total"], abs=2 * tolerance)
     (fo,) = doc["baselines"]
     assert fo["d"] == 7850
     assert fo["total"] >= 2 * 4 * 7850
