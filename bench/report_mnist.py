@@ -33,9 +33,11 @@ AGGREGATORS = ("cwtm", "nnm+cwtm", "krum", "median")
 HEADLINE_AGGREGATORS = ("cwtm", "nnm+cwtm")
 #: (α, ν, K, variant) of the target block, and of the K=5 seed group (NNM+CWTM, biased).
 TARGET_BLOCK = (1.0, 64, 1, "")
+K5_BLOCK = (1.0, 64, 5, "biased")
 #: The block of first-order runs at α=1 (ν = K = 0, see :attr:`Run.block`).
 FO_BLOCK = (1.0, 0, 0, "")
-K5_BLOCK = (1.0, 64, 5, "biased")
+#: The blocks that ran on IID shards (group ``iid``), in the order the report shows them.
+IID_BLOCKS = (TARGET_BLOCK, K5_BLOCK)
 #: The K=5 block in the unbiased variant (K·ν scalars a round), rerun at the spread seeds too.
 K5_UNBIASED_BLOCK = (1.0, 64, 5, "unbiased")
 
@@ -1219,30 +1221,42 @@ def iid_section(study: Study) -> list[str]:
     ]
 
 
-def _iid_seed_drops(study: Study, aggregator: str, attack: str) -> dict[int, float]:
+def _iid_seed_drops(
+    study: Study, aggregator: str, attack: str, block: tuple[float, int, int, str] = TARGET_BLOCK
+) -> dict[int, float]:
     """:func:`_seed_drops` of the CYBER-0 runs on IID shards."""
-    return _drops_by_seed(study.iid_by_seed, TARGET_BLOCK, aggregator, attack)
+    return _drops_by_seed(study.iid_by_seed, block, aggregator, attack)
 
 
-def _iid_drops(study: Study, aggregator: str) -> dict[str, dict[int, float]]:
-    """:func:`_iid_seed_drops` of every attack that ran with ``aggregator``."""
-    return {a: d for a in ATTACKS[1:] if (d := _iid_seed_drops(study, aggregator, a))}
+def _iid_drops(
+    study: Study, aggregator: str, block: tuple[float, int, int, str] = TARGET_BLOCK
+) -> dict[str, dict[int, float]]:
+    """:func:`_iid_seed_drops` of every attack that ran with ``aggregator`` in ``block``."""
+    return {a: d for a in ATTACKS[1:] if (d := _iid_seed_drops(study, aggregator, a, block))}
+
+
+def _iid_rule(aggregator: str, block: tuple[float, int, int, str]) -> str:
+    """``cwtm``, or ``cwtm at K=5 biased`` outside the target block's K."""
+    _, _, k, variant = block
+    return aggregator if block == TARGET_BLOCK else f"{aggregator} at K={k} {variant}"
 
 
 def iid_verdict(study: Study) -> str:
-    """One sentence: the target's test on IID shards, per headline rule over the seeds it ran
-    (*Without label skew*); empty before the group ran."""
+    """One sentence: the target's test on IID shards, per block and headline rule over the
+    seeds it ran (*Without label skew*); empty before the group ran."""
     parts = []
-    for agg in HEADLINE_AGGREGATORS:
-        drops = _iid_drops(study, agg)
-        if not drops:
-            continue
-        seeds = sorted({s for d in drops.values() for s in d})
-        beyond = [_drop_text(a, d) for a, d in drops.items() if max(d.values()) > TOLERANCE]
-        parts.append(
-            f"{agg} ({len(drops) - len(beyond)} of {len(drops)} attacks within at every seed, "
-            f"{_seeds_text(seeds)}{'; beyond: ' + ', '.join(beyond) if beyond else ''})"
-        )
+    for block in IID_BLOCKS:
+        for agg in HEADLINE_AGGREGATORS:
+            drops = _iid_drops(study, agg, block)
+            if not drops:
+                continue
+            seeds = sorted({s for d in drops.values() for s in d})
+            beyond = [_drop_text(a, d) for a, d in drops.items() if max(d.values()) > TOLERANCE]
+            parts.append(
+                f"{_iid_rule(agg, block)} ({len(drops) - len(beyond)} of {len(drops)} attacks "
+                f"within at every seed, {_seeds_text(seeds)}"
+                f"{'; beyond: ' + ', '.join(beyond) if beyond else ''})"
+            )
     if not parts:
         return ""
     return (
@@ -1252,35 +1266,36 @@ def iid_verdict(study: Study) -> str:
 
 
 def _iid_seeds(study: Study) -> list[str]:
-    """Per headline rule that ran on IID shards at several seeds: the attacks within the
-    tolerance at every seed, the others' mean and worst drops, and each attack's mean drop
-    at α=1 beside its IID one over the seeds both ran."""
+    """Per block and headline rule that ran on IID shards at several seeds: the attacks within
+    the tolerance at every seed, the others' mean and worst drops, and each attack's mean drop
+    at α=1 (same block) beside its IID one over the seeds both ran."""
     lines: list[str] = []
-    for agg in HEADLINE_AGGREGATORS:
-        drops = _iid_drops(study, agg)
-        seeds = sorted({s for d in drops.values() for s in d})
-        if len(seeds) < 2:
-            continue
-        held = [a for a, d in drops.items() if max(d.values()) <= TOLERANCE]
-        others = [_drop_text(a, d) for a, d in drops.items() if a not in held]
-        pairs = []
-        for attack, by_seed in drops.items():
-            skew = _seed_drops(study, agg, attack)
-            both = [s for s in by_seed if s in skew]
-            if len(both) >= 2:
-                mean_skew = 100 * fmean(skew[s] for s in both)
-                mean_iid = 100 * fmean(by_seed[s] for s in both)
-                pairs.append(f"{attack} {mean_skew:+.2f} → {mean_iid:+.2f}")
-        lines += [
-            "",
-            f"{agg} on IID shards at {_seeds_text(seeds)}: within {100 * TOLERANCE:.0f} points "
-            f"at every seed: {', '.join(held) or 'none'}; the others: "
-            f"{', '.join(others) or 'none'}.",
-        ]
-        if pairs:
-            lines[-1] += (
-                f" Mean drop over the seeds both ran, α=1 → IID (points): {'; '.join(pairs)}."
-            )
+    for block in IID_BLOCKS:
+        for agg in HEADLINE_AGGREGATORS:
+            drops = _iid_drops(study, agg, block)
+            seeds = sorted({s for d in drops.values() for s in d})
+            if len(seeds) < 2:
+                continue
+            held = [a for a, d in drops.items() if max(d.values()) <= TOLERANCE]
+            others = [_drop_text(a, d) for a, d in drops.items() if a not in held]
+            pairs = []
+            for attack, by_seed in drops.items():
+                skew = _seed_drops(study, agg, attack, block)
+                both = [s for s in by_seed if s in skew]
+                if len(both) >= 2:
+                    mean_skew = 100 * fmean(skew[s] for s in both)
+                    mean_iid = 100 * fmean(by_seed[s] for s in both)
+                    pairs.append(f"{attack} {mean_skew:+.2f} → {mean_iid:+.2f}")
+            lines += [
+                "",
+                f"{_iid_rule(agg, block)} on IID shards at {_seeds_text(seeds)}: within "
+                f"{100 * TOLERANCE:.0f} points at every seed: {', '.join(held) or 'none'}; the "
+                f"others: {', '.join(others) or 'none'}.",
+            ]
+            if pairs:
+                lines[-1] += (
+                    f" Mean drop over the seeds both ran, α=1 → IID (points): {'; '.join(pairs)}."
+                )
     return lines
 
 
@@ -2682,7 +2697,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "The target block's rules on IID shards (group `iid`: each client an equal, uniformly "
         "drawn share of the training examples; same rates, batch and budget; seeds 0, 1 and "
         "2, the table at seed 0), with first-order CWTM on the same shards (seed 0) beside "
-        "them. An "
+        "them, and CWTM at K=5 (biased) at seeds 0, 1 and 2 against its own block at α=1. An "
         "attack hides in the honest vectors' spread; without label skew that spread is "
         "minibatch noise alone, so a miss that closes here comes with the clients' "
         "heterogeneity, and one that stays does not.",
@@ -2792,7 +2807,8 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "against colluding attackers; k5seeds = NNM+CWTM, then CWTM, at K=5 (biased) at "
         "seeds 1 and 2, NNM+CWTM at K=5 (unbiased) at seeds 1 and 2 and at K=5 (biased) at "
         "seeds 3 and 4; iid = the target block's CYBER-0 cells on IID shards at seeds 0–2, "
-        "with first-order CWTM at seed 0; rest = the remainder of the full grid.",
+        "with first-order CWTM at seed 0, then CWTM at K=5 (biased) at seeds 0–2; rest = the "
+        "remainder of the full grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),
     ]

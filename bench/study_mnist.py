@@ -258,6 +258,14 @@ def study_cells() -> list[Cell]:
             for s in SPREAD_SEEDS
             for c in _zo(1.0, ("cwtm", "nnm+cwtm"), ATTACKS, "iid", partition="iid", seed=s)
         ],
+        # CWTM with K=5 (biased) on IID shards: do its K=5 misses at α=1 come with the skew too?
+        *[
+            c
+            for s in (SEED, *SPREAD_SEEDS)
+            for c in _zo(
+                1.0, ("cwtm",), ATTACKS, "iid", k=5, variant="biased", partition="iid", seed=s
+            )
+        ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),
         *_zo(0.1, tail, ATTACKS, "rest"),

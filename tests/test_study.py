@@ -558,6 +558,42 @@ def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -
     assert report.iid_verdict(report.Study([])) == ""
 
 
+def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
+    """CWTM with K=5 (biased) on IID shards is tested and set beside the α=1 K=5 block, not
+    the target block (K=1), in the verdict and the per-seed lines."""
+    finals = {  # (partition, K, attack) -> final accuracy at seeds 0 and 1
+        ("dirichlet", 1, "none"): (0.91, 0.91),
+        ("dirichlet", 1, "tma"): (0.80, 0.80),
+        ("dirichlet", 5, "none"): (0.92, 0.92),
+        ("dirichlet", 5, "tma"): (0.86, 0.87),
+        ("iid", 5, "none"): (0.93, 0.93),
+        ("iid", 5, "tma"): (0.91, 0.89),
+    }
+    for (partition, k, attack), by_seed in finals.items():
+        for seed, acc in enumerate(by_seed):
+            split = "iid" if partition == "iid" else "a1.0"
+            kind = "k1" if k == 1 else "k5b"
+            over = dict(attack=attack, partition=partition, seed=seed, k=k, variant="biased")
+            _write(
+                tmp_path,
+                f"zo-{split}-nu64-{kind}-cwtm-{attack}{'' if seed == 0 else f'-s{seed}'}",
+                _results("zo", [0.7, acc], 256, **over),
+            )
+    study = report.Study(report.load_runs(tmp_path))
+    assert len(study.iid) == 4
+    # IID drops 2 and 4 points (mean 3, worst 4) against α=1 K=5's 6 and 5 (mean 5.5)
+    assert report.iid_verdict(study) == (
+        "The same test on IID shards, without label skew (*Without label skew*): cwtm at K=5 "
+        "biased (0 of 1 attacks within at every seed, seeds 0, 1; beyond: tma +3.00 (worst "
+        "+4.00))."
+    )
+    assert report.iid_section(study)[-1] == (
+        "cwtm at K=5 biased on IID shards at seeds 0, 1: within 3 points at every seed: "
+        "none; the others: tma +3.00 (worst +4.00). Mean drop over the seeds both ran, α=1 → "
+        "IID (points): tma +5.50 → +3.00."
+    )
+
+
 def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) -> None:
     """Mean drop over the attacks that ran, and how many stay within 3 points, per α; a block
     or rule missing at one α shows a dash."""
