@@ -1033,15 +1033,13 @@ def local_steps_section(study: Study) -> list[str]:
     for rule in rules:
         pairs = []
         for attack in ATTACKS[1:]:
-            k5 = _seed_drops(study, rule, attack, K5_BLOCK)
-            k1 = _seed_drops(study, rule, attack)
-            common = [s for s in k5 if s in k1]
+            common, fives, ones = _paired(
+                _seed_drops(study, rule, attack, K5_BLOCK), _seed_drops(study, rule, attack)
+            )
             if len(common) >= 2:
-                ones, fives = [k1[s] for s in common], [k5[s] for s in common]
                 pairs.append(
-                    f"{attack} {100 * sum(ones) / len(common):+.2f} → "
-                    f"{100 * sum(fives) / len(common):+.2f} (max {100 * max(ones):+.2f} → "
-                    f"{100 * max(fives):+.2f}, {len(common)} seeds)"
+                    f"{attack} {100 * fmean(ones):+.2f} → {100 * fmean(fives):+.2f} (max "
+                    f"{100 * max(ones):+.2f} → {100 * max(fives):+.2f}, {len(common)} seeds)"
                 )
         if pairs:
             lines += [
@@ -1280,12 +1278,9 @@ def _iid_seeds(study: Study) -> list[str]:
             others = [_drop_text(a, d) for a, d in drops.items() if a not in held]
             pairs = []
             for attack, by_seed in drops.items():
-                skew = _seed_drops(study, agg, attack, block)
-                both = [s for s in by_seed if s in skew]
+                both, iid, skew = _paired(by_seed, _seed_drops(study, agg, attack, block))
                 if len(both) >= 2:
-                    mean_skew = 100 * fmean(skew[s] for s in both)
-                    mean_iid = 100 * fmean(by_seed[s] for s in both)
-                    pairs.append(f"{attack} {mean_skew:+.2f} → {mean_iid:+.2f}")
+                    pairs.append(f"{attack} {100 * fmean(skew):+.2f} → {100 * fmean(iid):+.2f}")
             lines += [
                 "",
                 f"{_iid_rule(agg, block)} on IID shards at {_seeds_text(seeds)}: within "
@@ -2021,13 +2016,12 @@ def _iid_reading(study: Study) -> str:
     the batch sweep's on both partitions."""
     from study_mnist import SEED
 
-    iid = _iid_seed_drops(study, "cwtm", "tma")
-    skew = _seed_drops(study, "cwtm", "tma")
-    seeds = [s for s in iid if s in skew]
+    seeds, iid, skew = _paired(
+        _iid_seed_drops(study, "cwtm", "tma"), _seed_drops(study, "cwtm", "tma")
+    )
     if not seeds:
         return ""
-    mean_iid = fmean(iid[s] for s in seeds)
-    mean_skew = fmean(skew[s] for s in seeds)
+    mean_iid, mean_skew = fmean(iid), fmean(skew)
     text = (
         f" On IID shards, where the honest spread is minibatch noise alone, CWTM under TMA "
         f"loses {100 * mean_iid:.2f} points on average over {_seeds_text(seeds)} against "
@@ -2049,11 +2043,12 @@ def _iid_reading(study: Study) -> str:
         )
     else:
         text += ": most of the gap TMA opens in CYBER-0 comes with the label skew."
-    iid_k5 = _iid_seed_drops(study, "cwtm", "tma", K5_BLOCK)
-    skew_k5 = _seed_drops(study, "cwtm", "tma", K5_BLOCK)
-    if k5_seeds := [s for s in iid_k5 if s in skew_k5]:
-        mean_iid_k5 = fmean(iid_k5[s] for s in k5_seeds)
-        mean_skew_k5 = fmean(skew_k5[s] for s in k5_seeds)
+    k5_seeds, iid_k5, skew_k5 = _paired(
+        _iid_seed_drops(study, "cwtm", "tma", K5_BLOCK),
+        _seed_drops(study, "cwtm", "tma", K5_BLOCK),
+    )
+    if k5_seeds:
+        mean_iid_k5, mean_skew_k5 = fmean(iid_k5), fmean(skew_k5)
         text += (
             f" With K=5 (biased) it loses {100 * mean_iid_k5:.2f} points on IID shards against "
             f"{100 * mean_skew_k5:.2f} at α=1 ({_seeds_text(k5_seeds)}): the local steps cut "
@@ -2134,6 +2129,14 @@ def _drops_by_seed(
         if (base := index.get((block, aggregator, "none", s))) is not None
         and (run := index.get((block, aggregator, attack, s))) is not None
     }
+
+
+def _paired(
+    first: Mapping[int, float], second: Mapping[int, float]
+) -> tuple[list[int], list[float], list[float]]:
+    """The seeds in both (in ``first``'s order) and each side's values at them."""
+    seeds = [s for s in first if s in second]
+    return seeds, [first[s] for s in seeds], [second[s] for s in seeds]
 
 
 def _seed_range(study: Study, aggregator: str, attack: str) -> str:
