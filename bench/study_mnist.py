@@ -60,6 +60,10 @@ SPREAD_SEEDS = (1, 2)
 #: every spread seed (K=5, biased).
 EXTRA_SEEDS = (3, 4)
 VALIDATION = 10_000
+#: A batch above every client's shard in the sweep (at most 4,640 examples at α=1, seed 0;
+#: 2,500 on IID shards): each client's whole shard every step
+#: (:func:`cyber0.common.data.batch_indices`).
+WHOLE_SHARD = 5000
 #: The attacks of the colluding group: those that read the honest vectors (LF and no attack do
 #: not, so their runs are the same in both modes).
 COLLUDING_ATTACKS = ("sf", "foe", "alie", "tma", "minmax", "adaptive")
@@ -356,8 +360,13 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     for batch in (32, 128, 256, 512):
         zo(64, 4e-3, batch=batch, length=1000, attack="tma")
     zo(64, 4e-3, batch=512, length=1000)
-    # the same two batches on IID shards: how much of what a batch leaves is the label skew's
-    for batch in (ZO_BATCH, 512):
+    # larger still: batch 2048 (a client's whole shard where it holds fewer, 8 of 20 at α=1),
+    # and every client's whole shard, where the honest spread is the clients' data alone
+    for batch in (2048, WHOLE_SHARD):
+        for attack in ("none", "tma"):
+            zo(64, 4e-3, batch=batch, length=1000, attack=attack)
+    # the same batches on IID shards: how much of what a batch leaves is the label skew's
+    for batch in (ZO_BATCH, 512, 2048, WHOLE_SHARD):
         for attack in ("none", "tma"):
             zo(64, 4e-3, batch=batch, length=1000, attack=attack, partition="iid")
     # the rate for the worst case: ν=64 at the study's batch, a whole study run under every

@@ -86,6 +86,28 @@ def test_held_out_examples_are_in_no_shard(partition: Partition) -> None:
     assert not set(held.tolist()) & set(joined.tolist())
 
 
+@pytest.mark.parametrize("partition", ["dirichlet", "iid"])
+def test_whole_shard_batch_holds_every_sweep_shard(partition: Partition) -> None:
+    """The sweep's WHOLE_SHARD batch draws each client's whole shard (the sweep's seed and
+    validation split, n=20, α=1), so its honest spread is the clients' data alone."""
+    study = _module("study_mnist")
+    sizes = [
+        shard_indices(
+            ShardSpec(
+                n_clients=20,
+                client_index=i,
+                seed=study.SEED,
+                partition=partition,
+                alpha=1.0,
+                validation=study.VALIDATION,
+            )
+        ).numel()
+        for i in range(20)
+    ]
+    assert max(sizes) <= study.WHOLE_SHARD
+    assert max(sizes) > 2048  # the next batch below it leaves some clients sampling
+
+
 def test_validation_zero_keeps_the_old_shards() -> None:
     spec = ShardSpec(n_clients=20, client_index=3, seed=0, partition="dirichlet", alpha=0.1)
     expected = dirichlet_partition(load_mnist().train_y, 20, 0.1, 0)[3]
@@ -688,6 +710,28 @@ def test_iid_batch_runs_stay_out_of_the_sweep_and_set_their_drops_beside_alpha_1
         "3 points without the label skew but not with it, so what a larger batch leaves at α=1 "
         "is the skew's."
     ]
+
+
+def test_whole_shard_batch_reads_as_the_drop_without_minibatch_noise(tmp_path: Path) -> None:
+    """When the widest batch of the comparison is every client's whole shard, the finding says
+    what is left at α=1 without any minibatch noise, and whether that is within 3 points."""
+    whole = _module("study_mnist").WHOLE_SHARD
+    for partition, suffix, accuracies in (
+        ("dirichlet", "", {128: (0.90, 0.84), whole: (0.91, 0.875)}),
+        ("iid", "-iid", {128: (0.92, 0.87), whole: (0.92, 0.915)}),
+    ):
+        for batch, (none, tma) in accuracies.items():
+            for attack, acc in (("none", none), ("tma", tma)):
+                _write_rate_run(
+                    tmp_path, 0.004, attack, acc, suffix=suffix, batch=batch, partition=partition
+                )
+    (line,) = report.iid_batch_findings(report.Study(report.load_runs(tmp_path)))
+    assert line.endswith(
+        f"IID 5.00 → 0.50 points: batch {whole} brings the drop within 3 points without the "
+        "label skew but not with it, so what a larger batch leaves at α=1 is the skew's. At "
+        f"batch {whole} (every client's whole shard) no minibatch noise is left, and at α=1 "
+        "CWTM still loses 3.50 points to TMA, so no batch brings it within 3 points there."
+    )
 
 
 def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
