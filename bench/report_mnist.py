@@ -189,9 +189,12 @@ class Study:
 
         self.runs = list(runs)
         validation = [r for r in runs if r.eval_split == "validation"]
+        #: The batch comparison's runs at seeds other than the sweep's (group ``sweep-batch``).
+        self.sweep_seeds = [r for r in validation if r.seed != SEED]
+        at_seed = [r for r in validation if r.seed == SEED]
         #: The batch comparison's validation runs on IID shards (group ``sweep-batch``).
-        self.iid_sweep = [r for r in validation if r.partition == "iid"]
-        skewed = [r for r in validation if r not in self.iid_sweep]
+        self.iid_sweep = [r for r in at_seed if r.partition == "iid"]
+        skewed = [r for r in at_seed if r not in self.iid_sweep]
         self.sweep = [r for r in skewed if r.loss == "cross_entropy" and r.aggregator == "cwtm"]
         #: Group ``sweep-loss``'s validation runs outside the CWTM sweep: the balanced
         #: objective's, and NNM+CWTM's under either objective.
@@ -322,24 +325,27 @@ def sweep_findings(sweep: Sequence[Run]) -> list[str]:
 BatchDrops = dict[int, tuple[Run, float]]
 
 
-def tma_batch_drops(study: Study) -> tuple[BatchDrops, BatchDrops]:
-    """CWTM's validation runs under TMA by batch (ν=64, the study's rate and budget), each with
-    its drop against the same batch's no-attack run: (α=1, IID shards), the batches both ran."""
+def _batch_drops(runs: Sequence[Run]) -> BatchDrops:
+    """CWTM's runs under TMA among ``runs`` (one seed) by batch (ν=64, the study's rate and
+    budget), each with its drop against the same batch's no-attack run."""
     from study_mnist import ROUNDS, ZO_LR
 
-    def drops(runs: Sequence[Run]) -> BatchDrops:
-        pick = {
-            (r.zo_batch, r.attack): r
-            for r in runs
-            if r.method == "zo" and (r.nu, r.k, r.zo_lr, r.rounds) == (64, 1, ZO_LR[64], ROUNDS[64])
-        }
-        return {
-            b: (run, base.final - run.final)
-            for (b, a), run in sorted(pick.items())
-            if a == "tma" and (base := pick.get((b, "none"))) is not None
-        }
+    pick = {
+        (r.zo_batch, r.attack): r
+        for r in runs
+        if r.method == "zo" and (r.nu, r.k, r.zo_lr, r.rounds) == (64, 1, ZO_LR[64], ROUNDS[64])
+    }
+    return {
+        b: (run, base.final - run.final)
+        for (b, a), run in sorted(pick.items())
+        if a == "tma" and (base := pick.get((b, "none"))) is not None
+    }
 
-    skew, iid = drops(study.sweep), drops(study.iid_sweep)
+
+def tma_batch_drops(study: Study) -> tuple[BatchDrops, BatchDrops]:
+    """:func:`_batch_drops` of the sweep's validation runs: (α=1, IID shards), the batches
+    both ran."""
+    skew, iid = _batch_drops(study.sweep), _batch_drops(study.iid_sweep)
     both = [b for b in iid if b in skew]
     return {b: skew[b] for b in both}, {b: iid[b] for b in both}
 
@@ -389,7 +395,29 @@ def iid_batch_findings(study: Study) -> list[str]:
                 else f"within {100 * TOLERANCE:.0f} points."
             )
         )
-    return [line]
+    return [line, *_whole_shard_seeds(study, skew)]
+
+
+def _whole_shard_seeds(study: Study, skew: BatchDrops) -> list[str]:
+    """A line on the whole-shard batch at α=1 at every seed it ran (``skew``: the sweep seed's
+    :func:`tma_batch_drops`), or nothing before the further seeds ran."""
+    from study_mnist import SEED, WHOLE_SHARD
+
+    drops = {SEED: skew[WHOLE_SHARD][1]} if WHOLE_SHARD in skew else {}
+    for seed in sorted({r.seed for r in study.sweep_seeds}):
+        by_batch = _batch_drops([r for r in study.sweep_seeds if r.seed == seed])
+        if WHOLE_SHARD in by_batch:
+            drops[seed] = by_batch[WHOLE_SHARD][1]
+    if len(drops) < 2:
+        return []
+    within = [s for s, d in drops.items() if d <= TOLERANCE]
+    return [
+        f"- {_batch_text(WHOLE_SHARD)} at α=1 under TMA, by seed (group `sweep-batch`, "
+        "`-s<seed>`): CWTM's drop "
+        + ", ".join(f"{100 * d:.2f} (seed {s})" for s, d in drops.items())
+        + f" points, mean {100 * fmean(drops.values()):.2f}; within {100 * TOLERANCE:.0f} "
+        + f"points at {_seeds_text(within) if within else 'no seed'}."
+    ]
 
 
 def worst_case_runs(sweep: Sequence[Run]) -> dict[float, list[Run]]:

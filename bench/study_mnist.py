@@ -60,7 +60,7 @@ SPREAD_SEEDS = (1, 2)
 #: every spread seed (K=5, biased).
 EXTRA_SEEDS = (3, 4)
 VALIDATION = 10_000
-#: A batch above every client's shard in the sweep (at most 4,640 examples at α=1, seed 0;
+#: A batch above every client's shard in the sweep (at most 4,640 examples at α=1, seeds 0-2;
 #: 2,500 on IID shards): each client's whole shard every step
 #: (:func:`cyber0.common.data.batch_indices`).
 WHOLE_SHARD = 5000
@@ -314,6 +314,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         loss: str = "cross_entropy",
         aggregator: str = "cwtm",
         partition: str = "dirichlet",
+        seed: int = SEED,
     ) -> None:
         tag = f"sweep/zo-nu{nu}-lr{lr:g}-mu{mu:g}-b{batch}"
         tag += f"-r{length}" if length != rounds else ""
@@ -321,6 +322,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
         tag += f"-{aggregator.replace('+', '_')}" if aggregator != "cwtm" else ""
         tag += "-balanced" if loss != "cross_entropy" else ""
         tag += "-iid" if partition == "iid" else ""
+        tag += f"-s{seed}" if seed != SEED else ""
         if any(c.tag == tag for c in cells):
             return
         plain = attack == "none" and batch == SWEEP_BATCH
@@ -339,6 +341,7 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
                 validation=VALIDATION,
                 loss=loss,
                 partition=partition,
+                seed=seed,
                 tag=tag,
             )
         )
@@ -369,6 +372,11 @@ def sweep_cells(rounds: int = 300) -> list[Cell]:
     for batch in (ZO_BATCH, 512, 2048, WHOLE_SHARD):
         for attack in ("none", "tma"):
             zo(64, 4e-3, batch=batch, length=1000, attack=attack, partition="iid")
+    # whole shards at α=1 at the further seeds: is the drop left without minibatch noise the
+    # same at every seed?
+    for seed in SPREAD_SEEDS:
+        for attack in ("none", "tma"):
+            zo(64, 4e-3, batch=WHOLE_SHARD, length=1000, attack=attack, seed=seed)
     # the rate for the worst case: ν=64 at the study's batch, a whole study run under every
     # attack, each rate judged by its lowest validation accuracy over them
     for lr in WORST_CASE_RATES:

@@ -663,9 +663,10 @@ def _write_rate_run(
     aggregator: str = "cwtm",
     batch: int = 128,
     partition: str = "dirichlet",
+    seed: int = 0,
 ) -> None:
-    """A worst-case sweep run (ν=64, K=1, 1,000 rounds, validation; batch 128, CWTM and
-    Dirichlet shards unless said) ending at ``acc``."""
+    """A worst-case sweep run (ν=64, K=1, 1,000 rounds, validation; batch 128, CWTM,
+    Dirichlet shards and seed 0 unless said) ending at ``acc``."""
     _write(
         results,
         f"sweep/zo-nu64-lr{lr:g}-mu0.001-b{batch}-r1000-{attack}{suffix}",
@@ -681,6 +682,7 @@ def _write_rate_run(
             loss=loss,
             aggregator=aggregator,
             partition=partition,
+            seed=seed,
         ),
     )
 
@@ -725,13 +727,27 @@ def test_whole_shard_batch_reads_as_the_drop_without_minibatch_noise(tmp_path: P
                 _write_rate_run(
                     tmp_path, 0.004, attack, acc, suffix=suffix, batch=batch, partition=partition
                 )
-    (line,) = report.iid_batch_findings(report.Study(report.load_runs(tmp_path)))
+    study = report.Study(report.load_runs(tmp_path))
+    (line,) = report.iid_batch_findings(study)
     assert line.endswith(
         f"IID 5.00 → 0.50 points: batch {whole} brings the drop within 3 points without the "
         "label skew but not with it, so what a larger batch leaves at α=1 is the skew's. At "
         f"batch {whole} (every client's whole shard) no minibatch noise is left, and at α=1 "
         "CWTM still loses 3.50 points to TMA, so no batch brings it within 3 points there."
     )
+    # the whole-shard runs at further seeds stay out of the seed-0 sweep and get their own line
+    for seed, tma in ((1, 0.885), (2, 0.878)):
+        for attack, acc in (("none", 0.91), ("tma", tma)):
+            _write_rate_run(
+                tmp_path, 0.004, attack, acc, suffix=f"-s{seed}", batch=whole, seed=seed
+            )
+    study = report.Study(report.load_runs(tmp_path))
+    assert len(study.sweep) == 4 and len(study.sweep_seeds) == 4
+    assert report.iid_batch_findings(study)[1:] == [
+        f"- batch {whole} (every client's whole shard) at α=1 under TMA, by seed (group "
+        "`sweep-batch`, `-s<seed>`): CWTM's drop 3.50 (seed 0), 2.50 (seed 1), 3.20 (seed 2) "
+        "points, mean 3.07; within 3 points at seed 1."
+    ]
 
 
 def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
