@@ -221,6 +221,13 @@ def _write(root: Path, cell: str, data: dict[str, Any]) -> None:
     (root / cell / "results.json").write_text(json.dumps(data))
 
 
+def _write_zo(root: Path, cell: str, acc: float, **over: Any) -> None:
+    """A CYBER-0 cell ending at ``acc`` (256 B a round), named like the study's: ``cell``, plus
+    ``-s<seed>`` for a seed other than 0."""
+    seed = over.get("seed", 0)
+    _write(root, cell + ("" if seed == 0 else f"-s{seed}"), _results("zo", [0.7, acc], 256, **over))
+
+
 def test_bytes_to_target_and_not_reached() -> None:
     history = _results("zo", [0.5, 0.84, 0.85, 0.9], 256)["history"]
     assert report.bytes_to(history) == 30 * 256  # the first evaluation at >= 0.85
@@ -240,20 +247,15 @@ def test_the_overview_names_the_blocks_where_every_attack_stays_within(tmp_path:
                 acc = 0.92 if attack == "none" else 0.90
                 if agg == "cwtm" and attack == "tma" and seed == 1:
                     acc = 0.88
-                suffix = "" if seed == 0 else f"-s{seed}"
-                _write(
+                _write_zo(
                     tmp_path,
-                    f"zo-a1.0-nu64-k5b-{tag}-{attack}{suffix}",
-                    _results(
-                        "zo",
-                        [0.7, acc],
-                        256,
-                        aggregator=agg,
-                        attack=attack,
-                        seed=seed,
-                        k=5,
-                        variant="biased",
-                    ),
+                    f"zo-a1.0-nu64-k5b-{tag}-{attack}",
+                    acc,
+                    aggregator=agg,
+                    attack=attack,
+                    seed=seed,
+                    k=5,
+                    variant="biased",
                 )
     lines = report.setting_overview(report.Study(report.load_runs(tmp_path)))
     assert (
@@ -316,30 +318,28 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
         (5, "unbiased", "k5u", {0: (0.93, 0.915), 1: (0.92, 0.885)}),
     ):
         for seed, (none, sf) in accs.items():
-            suffix = "" if seed == 0 else f"-s{seed}"
             for attack, acc in (("none", none), ("sf", sf)):
-                _write(
+                _write_zo(
                     results,
-                    f"zo-a1.0-nu64-{tag}-nnm_cwtm-{attack}{suffix}",
-                    _results(
-                        "zo",
-                        [0.7, acc],
-                        256,
-                        aggregator="nnm+cwtm",
-                        attack=attack,
-                        seed=seed,
-                        k=k,
-                        variant=variant,
-                    ),
+                    f"zo-a1.0-nu64-{tag}-nnm_cwtm-{attack}",
+                    acc,
+                    aggregator="nnm+cwtm",
+                    attack=attack,
+                    seed=seed,
+                    k=k,
+                    variant=variant,
                 )
     # CWTM at K=5 (biased) under SF: 1 and 2.5 points at seeds 0 and 1 (K=1: 7 and 2)
     for seed, (none, sf) in {0: (0.92, 0.91), 1: (0.92, 0.895)}.items():
-        suffix = "" if seed == 0 else f"-s{seed}"
         for attack, acc in (("none", none), ("sf", sf)):
-            _write(
+            _write_zo(
                 results,
-                f"zo-a1.0-nu64-k5b-cwtm-{attack}{suffix}",
-                _results("zo", [0.7, acc], 256, attack=attack, seed=seed, k=5, variant="biased"),
+                f"zo-a1.0-nu64-k5b-cwtm-{attack}",
+                acc,
+                attack=attack,
+                seed=seed,
+                k=5,
+                variant="biased",
             )
     (tmp_path / "probe").mkdir()
     for attack, k, projection, norm in (
@@ -476,21 +476,16 @@ def test_colluding_attackers_against_the_k5_block_by_seed(tmp_path: Path) -> Non
     }
     for (attack, mode), by_seed in finals.items():
         for seed, acc in enumerate(by_seed):
-            cell = f"zo-a1.0-nu64-k5b-nnm_cwtm-{attack}{'-col' if mode == 'colluding' else ''}"
-            _write(
+            _write_zo(
                 tmp_path,
-                cell + ("" if seed == 0 else f"-s{seed}"),
-                _results(
-                    "zo",
-                    [0.7, acc],
-                    256,
-                    aggregator="nnm+cwtm",
-                    attack=attack,
-                    mode=mode,
-                    seed=seed,
-                    k=5,
-                    variant="biased",
-                ),
+                f"zo-a1.0-nu64-k5b-nnm_cwtm-{attack}{'-col' if mode == 'colluding' else ''}",
+                acc,
+                aggregator="nnm+cwtm",
+                attack=attack,
+                mode=mode,
+                seed=seed,
+                k=5,
+                variant="biased",
             )
     lines = report.colluding_k5_section(report.Study(report.load_runs(tmp_path)))
     assert "| nnm+cwtm | sf | +1.00 / +2.00 | +2.00 / +4.00 | +3.00 | no |" in lines
@@ -526,11 +521,13 @@ def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -
     for seed, accuracies in ((0, finals), (1, at_seed_1)):
         for (partition, attack), acc in accuracies.items():
             split = "iid" if partition == "iid" else "a1.0"
-            suffix = "" if seed == 0 else f"-s{seed}"
-            _write(
+            _write_zo(
                 tmp_path,
-                f"zo-{split}-nu64-k1-cwtm-{attack}{suffix}",
-                _results("zo", [0.7, acc], 256, attack=attack, partition=partition, seed=seed),
+                f"zo-{split}-nu64-k1-cwtm-{attack}",
+                acc,
+                attack=attack,
+                partition=partition,
+                seed=seed,
             )
     for attack, acc in (("none", 0.93), ("tma", 0.80)):
         _write(
@@ -597,11 +594,15 @@ def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
         for seed, acc in enumerate(by_seed):
             split = "iid" if partition == "iid" else "a1.0"
             kind = "k1" if k == 1 else "k5b"
-            over = dict(attack=attack, partition=partition, seed=seed, k=k, variant="biased")
-            _write(
+            _write_zo(
                 tmp_path,
-                f"zo-{split}-nu64-{kind}-cwtm-{attack}{'' if seed == 0 else f'-s{seed}'}",
-                _results("zo", [0.7, acc], 256, **over),
+                f"zo-{split}-nu64-{kind}-cwtm-{attack}",
+                acc,
+                attack=attack,
+                partition=partition,
+                seed=seed,
+                k=k,
+                variant="biased",
             )
     study = report.Study(report.load_runs(tmp_path))
     assert len(study.iid) == 8
