@@ -60,9 +60,9 @@ SPREAD_SEEDS = (1, 2)
 #: every spread seed (K=5, biased).
 EXTRA_SEEDS = (3, 4)
 VALIDATION = 10_000
-#: A batch above every client's shard in the sweep (at most 4,640 examples at α=1, seeds 0-2;
-#: 2,500 on IID shards): each client's whole shard every step
-#: (:func:`cyber0.common.data.batch_indices`).
+#: A batch above every client's shard, in the sweep (at most 4,640 examples at α=1, seeds 0-2;
+#: 2,500 on IID shards) and in the study (at most 4,985 at α=1, seeds 0-2): each client's whole
+#: shard every step (:func:`cyber0.common.data.batch_indices`).
 WHOLE_SHARD = 5000
 #: The attacks of the colluding group: those that read the honest vectors (LF and no attack do
 #: not, so their runs are the same in both modes).
@@ -71,6 +71,9 @@ COLLUDING_ATTACKS = ("sf", "foe", "alie", "tma", "minmax", "adaptive")
 K5_FIRST = ("none", "sf", "foe")
 #: The attacks CWTM's K=5 seed runs start with: its misses at K=5, seed 0, with their baseline.
 K5_CWTM_FIRST = ("none", "lf", "tma")
+#: The order of the whole-shard group's attacks: CWTM's worst miss at the study's batch (TMA)
+#: with its baseline, then its other misses, then the rest.
+WHOLE_ORDER = ("none", "tma", "foe", "lf", "sf", "alie", "minmax", "adaptive")
 
 #: The class-balanced objective of group ``sweep-loss``.
 BAL = "balanced_cross_entropy"
@@ -114,12 +117,14 @@ class Cell:
     def id(self) -> str:
         """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; an IID
         partition is ``iid`` where ``a<α>`` stands (``zo-iid-nu64-k1-cwtm-tma``); colluding
-        attackers add ``-col``, a seed other than :data:`SEED` adds ``-s<seed>``, a budget
+        attackers add ``-col``, a batch other than :data:`ZO_BATCH` adds ``-b<batch>``, a seed
+        other than :data:`SEED` adds ``-s<seed>``, a budget
         other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
         suffix = "-col" if self.mode == "colluding" else ""
+        suffix += "" if self.zo_batch == ZO_BATCH else f"-b{self.zo_batch}"
         suffix += "" if self.seed == SEED else f"-s{self.seed}"
         if self.rounds != standard_rounds(self.method, self.nu):
             suffix += f"-r{self.rounds}"
@@ -269,6 +274,15 @@ def study_cells() -> list[Cell]:
             for c in _zo(
                 1.0, ("cwtm",), ATTACKS, "iid", k=5, variant="biased", partition="iid", seed=s
             )
+        ],
+        # the target block's CWTM with every client's whole shard a step, the batch the sweep
+        # found closest to the target (*Batch*): no minibatch noise left in the honest spread.
+        # TMA and its baseline at every seed first, then the other attacks seed by seed
+        *[
+            c
+            for attacks in (WHOLE_ORDER[:2], WHOLE_ORDER[2:])
+            for s in (SEED, *SPREAD_SEEDS)
+            for c in _zo(1.0, ("cwtm",), attacks, "whole", zo_batch=WHOLE_SHARD, seed=s)
         ],
         # the rest of the grid
         *_fo(1.0, ("nnm+cwtm",), ATTACKS, "rest"),

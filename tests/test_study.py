@@ -91,21 +91,36 @@ def test_whole_shard_batch_holds_every_sweep_shard(partition: Partition) -> None
     """The sweep's WHOLE_SHARD batch draws each client's whole shard (the sweep's seed and
     validation split, n=20, α=1), so its honest spread is the clients' data alone."""
     study = _module("study_mnist")
-    sizes = [
+    sizes = _shard_sizes(study.SEED, partition, study.VALIDATION)
+    assert max(sizes) <= study.WHOLE_SHARD
+    assert max(sizes) > 2048  # the next batch below it leaves some clients sampling
+
+
+def test_whole_shard_batch_holds_every_shard_of_the_whole_group() -> None:
+    """Group ``whole`` runs the study's partitions (no validation split, α=1) at every seed it
+    plans: WHOLE_SHARD is above each of their shards too."""
+    study = _module("study_mnist")
+    whole = [c for c in study.study_cells() if c.group == "whole"]
+    assert {(c.alpha, c.partition, c.validation) for c in whole} == {(1.0, "dirichlet", 0)}
+    largest = max(max(_shard_sizes(s, "dirichlet", 0)) for s in {c.seed for c in whole})
+    assert 2048 < largest <= study.WHOLE_SHARD
+
+
+def _shard_sizes(seed: int, partition: Partition, validation: int) -> list[int]:
+    """The 20 clients' shard sizes at α=1."""
+    return [
         shard_indices(
             ShardSpec(
                 n_clients=20,
                 client_index=i,
-                seed=study.SEED,
+                seed=seed,
                 partition=partition,
                 alpha=1.0,
-                validation=study.VALIDATION,
+                validation=validation,
             )
         ).numel()
         for i in range(20)
     ]
-    assert max(sizes) <= study.WHOLE_SHARD
-    assert max(sizes) > 2048  # the next batch below it leaves some clients sampling
 
 
 def test_validation_zero_keeps_the_old_shards() -> None:
@@ -166,6 +181,11 @@ def test_cell_ids_are_unique_and_name_a_non_standard_budget() -> None:
     assert iid and all(c.group == "iid" and c.id.split("-")[1] == "iid" for c in iid)
     assert {c.method for c in iid} == {"zo", "first_order"}
     assert not any("iid" in c.id for c in cells if c not in iid)
+    whole = [c for c in cells if c.zo_batch != study.ZO_BATCH]
+    assert whole and all(c.group == "whole" and c.zo_batch == study.WHOLE_SHARD for c in whole)
+    for cell in whole:  # the grid's cell of the same seed, named without the batch
+        grid = replace(cell, zo_batch=study.ZO_BATCH)
+        assert cell.id.replace(f"-b{study.WHOLE_SHARD}", "") == grid.id and grid.id in ids
 
 
 # ----------------------------------------------------------------------------------------------
@@ -627,6 +647,49 @@ def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
         "none; the others: tma +3.00 (worst +4.00). Mean drop over the seeds both ran, α=1 → "
         "IID (points): tma +5.50 → +3.00."
     )
+
+
+def test_whole_shard_runs_are_tested_by_seed_beside_the_grids_batch(tmp_path: Path) -> None:
+    """CWTM's whole-shard runs (group ``whole``) stay out of the target block's tables, are
+    tested by seed against their own no-attack runs, and set each attack's mean drop beside
+    the grid batch's over the same seeds."""
+    whole = _module("study_mnist").WHOLE_SHARD
+    finals = {  # (batch, attack) -> final accuracy at seeds 0 and 1
+        (128, "none"): (0.91, 0.92),
+        (128, "tma"): (0.85, 0.86),
+        (128, "alie"): (0.90, 0.91),
+        (whole, "none"): (0.915, 0.905),
+        (whole, "tma"): (0.89, 0.87),
+        (whole, "alie"): (0.91, 0.90),
+    }
+    for (batch, attack), by_seed in finals.items():
+        for seed, acc in enumerate(by_seed):
+            suffix = "" if batch == 128 else f"-b{whole}"
+            _write_zo(
+                tmp_path,
+                f"zo-a1.0-nu64-k1-cwtm-{attack}{suffix}",
+                acc,
+                attack=attack,
+                batch=batch,
+                seed=seed,
+            )
+    study = report.Study(report.load_runs(tmp_path))
+    assert len(study.whole) == 6 and len(study.cells) == 3 and len(study.spread) == 3
+    assert study.get(report.TARGET_BLOCK, "cwtm", "tma").final == 0.85
+    # TMA: 2.5 and 3.5 points (mean 3.0, worst 3.5); ALIE 0.5 at both seeds
+    assert report.whole_verdict(study) == (
+        f"The same test with every client's whole shard a step (batch {whole}, the validation "
+        "sweep's closest batch to the target; *Every client's whole shard*): cwtm (1 of 2 "
+        "attacks within at every seed, seeds 0, 1; beyond: tma +3.00 (worst +3.50))."
+    )
+    lines = report.whole_section(study)
+    assert "| tma | 89.00 / 87.00 | +2.50 / +3.50 | +3.00 (2 seeds) | +6.00 → +3.00 | no |" in (
+        lines
+    )
+    assert "| alie | 91.00 / 90.00 | +0.50 / +0.50 | +0.50 (2 seeds) | +1.00 → +0.50 | yes |" in (
+        lines
+    )
+    assert lines[-1].startswith("Without an attack: 91.50 / 90.50% (at least 90.00%).")
 
 
 def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) -> None:
