@@ -41,6 +41,11 @@ def _module(name: str) -> ModuleType:
 
 
 report = _module("report_mnist")
+mnist_grid = _module("mnist_grid")
+mnist_probes = _module("mnist_probes")
+mnist_runs = _module("mnist_runs")
+mnist_seeds = _module("mnist_seeds")
+mnist_sweep = _module("mnist_sweep")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,17 +255,17 @@ def _write_zo(root: Path, cell: str, acc: float, **over: Any) -> None:
 
 def test_bytes_to_target_and_not_reached() -> None:
     history = _results("zo", [0.5, 0.84, 0.85, 0.9], 256)["history"]
-    assert report.bytes_to(history) == 30 * 256  # the first evaluation at >= 0.85
-    assert report.bytes_to(history, 0.95) is None
-    assert report.human_bytes(None) == "not reached"
-    assert report.human_bytes(7680) == "7.7 kB"
+    assert mnist_runs.bytes_to(history) == 30 * 256  # the first evaluation at >= 0.85
+    assert mnist_runs.bytes_to(history, 0.95) is None
+    assert mnist_runs.human_bytes(None) == "not reached"
+    assert mnist_runs.human_bytes(7680) == "7.7 kB"
 
 
 def test_the_overview_names_the_blocks_where_every_attack_stays_within(tmp_path: Path) -> None:
     """NNM+CWTM with K=5 (biased) within 3 points under all 7 attacks at seeds 0 and 1: named
     as a block where the target holds; CWTM in the same block, 4 points under TMA at seed 1
     only, is not, and its row gives that attack's mean and worst drop."""
-    attacks = report.ATTACKS
+    attacks = mnist_runs.ATTACKS
     for agg, tag in (("nnm+cwtm", "nnm_cwtm"), ("cwtm", "cwtm")):
         for seed in (0, 1):
             for attack in attacks:
@@ -277,7 +282,7 @@ def test_the_overview_names_the_blocks_where_every_attack_stays_within(tmp_path:
                     k=5,
                     variant="biased",
                 )
-    lines = report.setting_overview(report.Study(report.load_runs(tmp_path)))
+    lines = mnist_grid.setting_overview(mnist_runs.Study(mnist_runs.load_runs(tmp_path)))
     assert (
         "| CYBER-0, α=1.0, ν=64, K=5 (biased) | 6 of 7 · seeds 0, 1 · beyond: tma +3.00 "
         "(worst +4.00) | 7 of 7 · seeds 0, 1 |"
@@ -507,7 +512,7 @@ def test_colluding_attackers_against_the_k5_block_by_seed(tmp_path: Path) -> Non
                 k=5,
                 variant="biased",
             )
-    lines = report.colluding_k5_section(report.Study(report.load_runs(tmp_path)))
+    lines = mnist_seeds.colluding_k5_section(mnist_runs.Study(mnist_runs.load_runs(tmp_path)))
     assert "| nnm+cwtm | sf | +1.00 / +2.00 | +2.00 / +4.00 | +3.00 | no |" in lines
     assert "| nnm+cwtm | tma | +1.00 / +1.00 | +0.50 / +1.00 | +0.75 | yes |" in lines
     assert lines[-1] == (
@@ -515,7 +520,7 @@ def test_colluding_attackers_against_the_k5_block_by_seed(tmp_path: Path) -> Non
         "points at every seed: tma +0.75 (worst +1.00); beyond at some seed: sf +3.00 (worst "
         "+4.00)."
     )
-    assert report.colluding_k5_section(report.Study([])) == ["Not run."]
+    assert mnist_seeds.colluding_k5_section(mnist_runs.Study([])) == ["Not run."]
 
 
 def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -> None:
@@ -561,10 +566,10 @@ def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -
             f"fo-a1.0-cwtm-{attack}",
             _results("first_order", [0.9, acc], 31400, attack=attack),
         )
-    study = report.Study(report.load_runs(tmp_path))
-    none = study.get(report.TARGET_BLOCK, "cwtm", "none")
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
+    none = study.get(mnist_runs.TARGET_BLOCK, "cwtm", "none")
     assert none is not None and none.final == 0.91  # not the IID run of the same config α
-    assert report._iid_reading(study) == (
+    assert mnist_seeds.iid_reading(study) == (
         " On IID shards, where the honest spread is minibatch noise alone, CWTM under TMA "
         "loses 5.00 points on average over seeds 0, 1 against 6.00 at α=1 (*Without label "
         "skew*); first-order CWTM loses 13.00 there against 52.00 at α=1 (seed 0): at the study's "
@@ -572,7 +577,7 @@ def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -
         "1.00 points to it."
     )
     assert len(study.iid) == 8 and len(study.cells) == 5  # 3 ZO and 2 first-order at α=1
-    lines = report.iid_section(study)
+    lines = mnist_seeds.iid_section(study)
     assert "| cwtm | none | 91.00 |  | 92.00 |  | 93.00 |  |" in lines
     assert "| cwtm | sf | 87.00 | +4.00 | 91.00 | +1.00 | — |  |" in lines
     assert "| cwtm | tma | 85.00 | +6.00 | 88.00 | +4.00 | 80.00 | +13.00 |" in lines
@@ -589,12 +594,12 @@ def test_iid_runs_have_their_own_table_beside_the_target_block(tmp_path: Path) -
         "tma +5.00 (worst +6.00). Mean drop over the seeds both ran, α=1 → IID (points): "
         "sf +3.50 → +1.50; tma +6.00 → +5.00."
     )
-    assert report.iid_verdict(study) == (
+    assert mnist_seeds.iid_verdict(study) == (
         "The same test on IID shards, without label skew (*Without label skew*): cwtm (1 of 2 "
         "attacks within at every seed, seeds 0, 1; beyond: tma +5.00 (worst +6.00))."
     )
-    assert report.iid_section(report.Study([])) == ["Not run."]
-    assert report.iid_verdict(report.Study([])) == ""
+    assert mnist_seeds.iid_section(mnist_runs.Study([])) == ["Not run."]
+    assert mnist_seeds.iid_verdict(mnist_runs.Study([])) == ""
 
 
 def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
@@ -624,17 +629,17 @@ def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
                 k=k,
                 variant="biased",
             )
-    study = report.Study(report.load_runs(tmp_path))
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
     assert len(study.iid) == 8
     # K=5: IID drops 2 and 4 points (mean 3, worst 4) against α=1 K=5's 6 and 5 (mean 5.5);
     # K=1: IID 4 and 5 (mean 4.5) against 11 at α=1
-    assert report.iid_verdict(study) == (
+    assert mnist_seeds.iid_verdict(study) == (
         "The same test on IID shards, without label skew (*Without label skew*): cwtm (0 of 1 "
         "attacks within at every seed, seeds 0, 1; beyond: tma +4.50 (worst +5.00)); cwtm at "
         "K=5 biased (0 of 1 attacks within at every seed, seeds 0, 1; beyond: tma +3.00 (worst "
         "+4.00))."
     )
-    assert report._iid_reading(study) == (
+    assert mnist_seeds.iid_reading(study) == (
         " On IID shards, where the honest spread is minibatch noise alone, CWTM under TMA "
         "loses 4.50 points on average over seeds 0, 1 against 11.00 at α=1 (*Without label "
         "skew*): most of the gap TMA opens in CYBER-0 comes with the label skew. With K=5 "
@@ -642,7 +647,7 @@ def test_iid_runs_at_k5_are_read_against_the_k5_block(tmp_path: Path) -> None:
         "local steps cut the part without skew from 4.50 to 3.00 points, and the label skew "
         "adds 2.50 where it added 6.50 at K=1."
     )
-    assert report.iid_section(study)[-1] == (
+    assert mnist_seeds.iid_section(study)[-1] == (
         "cwtm at K=5 biased on IID shards at seeds 0, 1: within 3 points at every seed: "
         "none; the others: tma +3.00 (worst +4.00). Mean drop over the seeds both ran, α=1 → "
         "IID (points): tma +5.50 → +3.00."
@@ -673,16 +678,16 @@ def test_whole_shard_runs_are_tested_by_seed_beside_the_grids_batch(tmp_path: Pa
                 batch=batch,
                 seed=seed,
             )
-    study = report.Study(report.load_runs(tmp_path))
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
     assert len(study.whole) == 6 and len(study.cells) == 3 and len(study.spread) == 3
-    assert study.get(report.TARGET_BLOCK, "cwtm", "tma").final == 0.85
+    assert study.get(mnist_runs.TARGET_BLOCK, "cwtm", "tma").final == 0.85
     # TMA: 2.5 and 3.5 points (mean 3.0, worst 3.5); ALIE 0.5 at both seeds
-    assert report.whole_verdict(study) == (
+    assert mnist_seeds.whole_verdict(study) == (
         f"The same test with every client's whole shard a step (batch {whole}, the validation "
         "sweep's closest batch to the target; *Every client's whole shard*): cwtm (1 of 2 "
         "attacks within at every seed, seeds 0, 1; beyond: tma +3.00 (worst +3.50))."
     )
-    lines = report.whole_section(study)
+    lines = mnist_seeds.whole_section(study)
     assert "| tma | 89.00 / 87.00 | +2.50 / +3.50 | +3.00 (seeds 0, 1) | +6.00 → +3.00 | no |" in (
         lines
     )
@@ -691,7 +696,7 @@ def test_whole_shard_runs_are_tested_by_seed_beside_the_grids_batch(tmp_path: Pa
         in (lines)
     )
     assert lines[-1].startswith("Without an attack: 91.50 / 90.50% (at least 90.00%).")
-    assert report._whole_reading(study) == (
+    assert mnist_seeds.whole_reading(study) == (
         " On the test split with every client's whole shard a step (*Every client's whole "
         "shard*), CWTM under TMA loses 3.00 points on average over seeds 0, 1 (worst 3.50) "
         "against 6.00 at batch 128; within 3 points at 1 of 2 seeds: with no minibatch noise "
@@ -718,8 +723,8 @@ def test_skew_table_sets_each_block_at_alpha_1_beside_alpha_0_1(tmp_path: Path) 
             _results("zo", [acc], 256, alpha=alpha, attack=attack),
         )
     _write(results, "zo-a1.0-nu1-k1-cwtm-none", _results("zo", [0.88], 16, nu=1))
-    study = report.Study(report.load_runs(results))
-    rows = [line for line in report.skew_by_block(study) if line.startswith("| ν=")]
+    study = mnist_runs.Study(mnist_runs.load_runs(results))
+    rows = [line for line in mnist_grid.skew_by_block(study) if line.startswith("| ν=")]
     # α=1: drops 2 and 5 -> mean +3.5, one within; α=0.1: drop 20 -> +20.0, none within
     assert rows[0] == "| ν=64, K=1 | +3.5 (1/2) → +20.0 (0/1) | — → — | — → — | — → — |"
     assert rows[1] == "| ν=1, K=1 | — → — | — → — | — → — | — → — |"  # no attacked run
@@ -773,11 +778,11 @@ def test_iid_batch_runs_stay_out_of_the_sweep_and_set_their_drops_beside_alpha_1
                 _write_rate_run(
                     tmp_path, 0.004, attack, acc, suffix=suffix, batch=batch, partition=partition
                 )
-    study = report.Study(report.load_runs(tmp_path))
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
     assert len(study.sweep) == 4 and len(study.iid_sweep) == 4
     assert all(r.partition == "dirichlet" for r in study.sweep)
-    assert [r.final for r in report.worst_case_runs(study.sweep)[0.004]] == [0.90, 0.84]
-    assert report.iid_batch_findings(study) == [
+    assert [r.final for r in mnist_sweep.worst_case_runs(study.sweep)[0.004]] == [0.90, 0.84]
+    assert mnist_sweep.iid_batch_findings(study) == [
         "- the same batches on IID shards (group `sweep-batch`, `-iid`), under TMA: batch 128: "
         "87.00%; batch 512: 90.00%. CWTM's drop against the same batch's no-attack run, batch "
         "128 → 512: α=1 6.00 → 5.00, IID 5.00 → 2.00 points: batch 512 brings the drop within "
@@ -799,8 +804,8 @@ def test_whole_shard_batch_reads_as_the_drop_without_minibatch_noise(tmp_path: P
                 _write_rate_run(
                     tmp_path, 0.004, attack, acc, suffix=suffix, batch=batch, partition=partition
                 )
-    study = report.Study(report.load_runs(tmp_path))
-    (line,) = report.iid_batch_findings(study)
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
+    (line,) = mnist_sweep.iid_batch_findings(study)
     assert line.endswith(
         f"IID 5.00 → 0.50 points: batch {whole} brings the drop within 3 points without the "
         "label skew but not with it, so what a larger batch leaves at α=1 is the skew's. At "
@@ -814,9 +819,9 @@ def test_whole_shard_batch_reads_as_the_drop_without_minibatch_noise(tmp_path: P
             _write_rate_run(
                 tmp_path, 0.004, attack, acc, suffix=f"-s{seed}", batch=whole, seed=seed
             )
-    study = report.Study(report.load_runs(tmp_path))
+    study = mnist_runs.Study(mnist_runs.load_runs(tmp_path))
     assert len(study.sweep) == 4 and len(study.sweep_seeds) == 4
-    assert report.iid_batch_findings(study)[1:] == [
+    assert mnist_sweep.iid_batch_findings(study)[1:] == [
         f"- batch {whole} (every client's whole shard) at α=1 under TMA, by seed (group "
         "`sweep-batch`, `-s<seed>`): CWTM's drop 3.50 (seed 0), 2.50 (seed 1), 3.20 (seed 2) "
         "points, mean 3.07; within 3 points at 1 of 3 seeds (1)."
@@ -842,9 +847,9 @@ def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
             acc = clean if attack == "none" else worst if attack == "tma" else clean - 0.01
             acc = clean if (lr, attack) == (0.016, "sf") else acc  # SF costs nothing there
             _write_rate_run(results, lr, attack, acc)
-    study = report.Study(report.load_runs(results))
-    assert report.worst_case_rate(study.sweep) == 0.008
-    findings = report.worst_case_findings(study.sweep)
+    study = mnist_runs.Study(mnist_runs.load_runs(results))
+    assert mnist_sweep.worst_case_rate(study.sweep) == 0.008
+    findings = mnist_sweep.worst_case_findings(study.sweep)
     assert (
         "- η=0.008 (8 of 8 runs): lowest 86.00% (TMA), no attack 90.00%, largest drop 4.00 "
         "points." in findings
@@ -852,13 +857,15 @@ def test_worst_case_sweep_picks_the_rate_with_the_best_lowest_accuracy(
     assert (
         findings[-1] == "- the best worst case over every attack: η=0.008 (the study ran η=0.004)."
     )
-    assert report.rate_section(study)[-1].startswith("It picks η=0.008, not the study's η=0.004:")
-    assert report._rate_reading(study).endswith(
+    assert mnist_sweep.rate_section(study)[-1].startswith(
+        "It picks η=0.008, not the study's η=0.004:"
+    )
+    assert mnist_sweep.rate_reading(study).endswith(
         "η=0.008 narrows it under tma and widens it under none; η=0.016 narrows it under sf, tma "
         "and widens it under none."
     )
     monkeypatch.setattr(study_mnist, "ZO_LR", {**study_mnist.ZO_LR, 64: 0.008})
-    own = report.rate_section(study)[-1]
+    own = mnist_sweep.rate_section(study)[-1]
     assert own.startswith(
         "It picks the study's own rate, η=0.008: its lowest validation accuracy is 86.00% (TMA); "
         "η=0.004 has 84.00% (TMA) and widens the drop under TMA; η=0.016 has 80.00% (TMA) and "
@@ -878,10 +885,10 @@ def test_balanced_objective_runs_stay_out_of_the_rate_sweep(tmp_path: Path) -> N
     for attack, plain, balanced in (("none", 0.9, 0.9), ("sf", 0.86, 0.89), ("foe", 0.87, 0.85)):
         for loss, acc in (("cross_entropy", plain), ("balanced_cross_entropy", balanced)):
             _write_rate_run(results, 0.004, attack, acc, loss, f"-nnm-{loss}", "nnm+cwtm")
-    study = report.Study(report.load_runs(results))
-    assert [len(runs) for runs in report.worst_case_runs(study.sweep).values()] == [8]
+    study = mnist_runs.Study(mnist_runs.load_runs(results))
+    assert [len(runs) for runs in mnist_sweep.worst_case_runs(study.sweep).values()] == [8]
     assert len(study.objective_runs) == 8 + 6
-    lines = report.loss_section(study)
+    lines = mnist_sweep.loss_section(study)
     assert "| tma | 85.00 | +5.00 | 80.00 | +10.00 |" in lines
     assert lines[-1] == "Drop, plain → balanced: SF +4.00 → +1.00; FOE +3.00 → +5.00 points."
     assert "| sf | 86.00 | +4.00 | 89.00 | +1.00 |" in lines
@@ -897,13 +904,15 @@ def test_clear_share_reading_follows_the_probes() -> None:
     def late(clear: float, coordinates: float) -> dict[str, float]:
         return {"clear": clear, "coordinates": coordinates}
 
-    falls = report._clear_reading([("a", late(0.05, 22.6), late(0.013, 22.5))])
+    falls = mnist_probes._clear_reading([("a", late(0.05, 22.6), late(0.013, 22.5))])
     assert "falls with K (bullets above), and μ_h spreads over about as many" in falls
-    fewer = report._clear_reading([("a", late(0.05, 22.6), late(0.013, 12.0))])
+    fewer = mnist_probes._clear_reading([("a", late(0.05, 22.6), late(0.013, 12.0))])
     assert fewer.endswith("falls with K (bullets above).")
     mixed = [("a", late(0.05, 20.0), late(0.01, 20.0)), ("b", late(0.05, 20.0), late(0.09, 20.0))]
-    assert "grows with K for b but falls for a (bullets above)" in report._clear_reading(mixed)
-    assert report._clear_reading([]) == ""
+    assert "grows with K for b but falls for a (bullets above)" in mnist_probes._clear_reading(
+        mixed
+    )
+    assert mnist_probes._clear_reading([]) == ""
 
 
 def test_probe_figures_of_one_round() -> None:
@@ -987,11 +996,11 @@ def test_neighbour_section_and_the_skew_reading(tmp_path: Path) -> None:
         }
         (tmp_path / f"zo-a{alpha}-{attack}.json").write_text(json.dumps(data))
 
-    assert report.neighbour_section(tmp_path)[0].startswith("No probe has logged")
+    assert mnist_probes.neighbour_section(tmp_path)[0].startswith("No probe has logged")
     probe(1.0, "none", 0.0, 0.0, 6.0)
     probe(1.0, "sf", 0.9, 0.6, 5.0)
     probe(0.1, "sf", 0.65, 0.7, 2.5)
-    partial = report.neighbour_section(tmp_path)
+    partial = mnist_probes.neighbour_section(tmp_path)
     assert (
         "(picked at random, its 14 other neighbours out of 19 would hold 73.7% of them)"
         in (partial[0])
@@ -1000,7 +1009,7 @@ def test_neighbour_section_and_the_skew_reading(tmp_path: Path) -> None:
     assert "| `zo-a0.1-sf` | 0.1 | 65.0 | 70 | 80 | 2.5 | -0.40 | 2.00 → 9.00 | 60.00 |" in partial
     assert not any(line.startswith("Why NNM+CWTM fails") for line in partial)  # no α=0.1 none
     probe(0.1, "none", 0.0, 0.0, 3.0)
-    why = report.neighbour_section(tmp_path)[-1]
+    why = mnist_probes.neighbour_section(tmp_path)[-1]
     assert why.startswith(
         "What the probes show for NNM+CWTM under SF at α=0.1: the attack turns the aggregate "
         "against the honest mean (cos -0.40, against +0.30 at α=1)"
@@ -1009,7 +1018,7 @@ def test_neighbour_section_and_the_skew_reading(tmp_path: Path) -> None:
     assert "the neighbours of 70% of the honest vectors, against 60%)" in why
     assert "rests on fewer clients (without attack half of it is carried by 3.0 of" in why
     assert "against 6.0 at α=1), and more of the mixed vectors point against it (80%, " in why
-    assert report.neighbour_shares(tmp_path) == {
+    assert mnist_probes.neighbour_shares(tmp_path) == {
         (1.0, "none"): 0.0,
         (1.0, "sf"): 0.9,
         (0.1, "sf"): 0.65,
