@@ -118,8 +118,8 @@ class Cell:
         """Folder name, e.g. ``zo-a1.0-nu64-k1-cwtm-alie``, ``fo-a1.0-cwtm-none``; an IID
         partition is ``iid`` where ``a<α>`` stands (``zo-iid-nu64-k1-cwtm-tma``); colluding
         attackers add ``-col``, a batch other than :data:`ZO_BATCH` adds ``-b<batch>``, a seed
-        other than :data:`SEED` adds ``-s<seed>``, a budget
-        other than the standard one (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
+        other than :data:`SEED` adds ``-s<seed>``, a budget other than the standard one
+        (:data:`ROUNDS`, :data:`FO_ROUNDS`) adds ``-r<rounds>``."""
         if self.tag:
             return self.tag
         agg = self.aggregator.replace("+", "_")
