@@ -339,6 +339,7 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "python bench/study_mnist.py --group long --jobs 2   # failing target cells, 3000 rounds",
         "python bench/study_mnist.py --group k5seeds --jobs 2  # NNM+CWTM, K=5, seeds 1 and 2",
         "python bench/study_mnist.py --group iid --jobs 2    # the target block on IID shards",
+        "python bench/study_mnist.py --group whole --jobs 2  # CWTM on whole shards, seeds 0-2",
         "python bench/probe_mnist.py --attack sf --seed 1    # where the aggregate points",
         "python bench/probe_mnist.py --alpha 0.1 --attack sf --out bench/results/probe/neighbours",
         "python bench/study_mnist.py                         # the whole grid (about 500 cells)",
@@ -363,8 +364,9 @@ def render(study: Study, figures: Sequence[Path], doc: Path, results: Path) -> s
         "against colluding attackers; k5seeds = NNM+CWTM, then CWTM, at K=5 (biased) at "
         "seeds 1 and 2, NNM+CWTM at K=5 (unbiased) at seeds 1 and 2 and at K=5 (biased) at "
         "seeds 3 and 4; iid = the target block's CYBER-0 cells on IID shards at seeds 0–2, "
-        "with first-order CWTM at seed 0, then CWTM at K=5 (biased) at seeds 0–2; rest = the "
-        "remainder of the full grid.",
+        "with first-order CWTM at seed 0, then CWTM at K=5 (biased) at seeds 0–2; whole = the "
+        f"target block's CWTM with every client's whole shard (batch {WHOLE_SHARD}) under every "
+        "attack at seeds 0–2; rest = the remainder of the full grid.",
         "",
         *previous_grid_section(results.parent / PREVIOUS),
     ]
