@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (``bench/wire.py``, ``scale.py``, ``step.py``,
-``memory.py``): machine description, medians with their spread, result files.
+``memory.py``) and the reports: machine description, medians with their spread, result files,
+matplotlib set up to write files.
 
 Every benchmark writes one JSON document ``{"benchmark", "command", "machine", "started",
 "finished", ..., "figures": [...]}`` to ``bench/results/<name>.json``; ``bench/report.py`` turns
@@ -159,3 +160,13 @@ def write_result(name: str, doc: dict[str, Any], out: str | Path | None = None) 
 def started() -> str:
     """Now, as the ``started`` field."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend: plots are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

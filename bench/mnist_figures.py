@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from _common import pyplot
 from mnist_runs import AGGREGATORS, ATTACKS, TARGET, Run, Study, block_name
 
 
@@ -22,10 +23,7 @@ def plot_block(study: Study, alpha: float, aggregator: str, path: Path) -> bool:
     """Three panels, one colour per attack: CYBER-0 (ν=64, K=1) against rounds, first-order
     against rounds, and both against cumulative uplink bytes (CYBER-0 solid, first-order
     dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     block = (alpha, 64, 1, "")
     pairs = [(a, study.get(block, aggregator, a), study.fo(alpha, aggregator, a)) for a in ATTACKS]
@@ -64,10 +62,7 @@ def plot_block(study: Study, alpha: float, aggregator: str, path: Path) -> bool:
 
 def plot_variants(study: Study, path: Path) -> bool:
     """No-attack CWTM at α=1: ν=64, ν=1, K=5 variants and first-order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     blocks = [(1.0, 64, 1, ""), (1.0, 1, 1, ""), (1.0, 64, 5, "unbiased"), (1.0, 64, 5, "biased")]
     runs = [(block_name(b), study.get(b, "cwtm", "none")) for b in blocks]

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, pyplot
+
 RESULTS = ROOT / "bench" / "results" / "text"
 DOC = ROOT / "docs" / "results-text.md"
 FIGURES = ROOT / "docs" / "figures"
@@ -246,10 +247,7 @@ def human_bytes(n: float) -> str:
 
 
 def plot(cells: dict[str, dict[str, Any]], figures: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figures.mkdir(parents=True, exist_ok=True)
     names = []

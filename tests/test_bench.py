@@ -270,11 +270,12 @@ def test_report_renders_every_section_with_targets(results: Path, tmp_path: Path
     assert "≤ 64 B" in text and ("**not met**" in text or "**met**" in text)
     assert "Command: `python bench/wire.py --quick" in text
     assert (tmp_path / "figures" / "bench-wire.png").stat().st_size > 0
+    assert "![wire bytes](figures/bench-wire.png)" in text  # linked from the document's folder
     assert (tmp_path / "figures" / "bench-scale.png").stat().st_size > 0
 
 
 def test_step_floor_reading_says_whose_gap_it_is() -> None:
-    report = _module("report")
+    report = _module("step_report")
 
     def run(floor_us: float, randn_us: float) -> dict[str, list[float]]:
         times = {"forward_s": [100e-6], "floor_s": [floor_us * 1e-6], "randn_s": [randn_us * 1e-6]}
