@@ -99,8 +99,6 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
         else "No case was run.",
         "",
     ]
-    if doc.get("tls_note"):
-        lines += [f"*{doc['tls_note']}*", ""]
     wire_figs = [f for f in doc["figures"] if f["id"].startswith("wire.nu")]
     table_figs = [f for f in wire_figs if f["id"].endswith(".total") or "nu1.k1.plain" in f["id"]]
     lines += figure_table(table_figs)

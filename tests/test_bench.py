@@ -128,9 +128,10 @@ def test_wire_counts_more_tcp_bytes_than_protobuf_and_explains_them(results: Pat
     assert "wire.ratio.mnist_logreg" in ids
 
 
-def test_wire_frame_parser_attributes_every_byte() -> None:
+def test_relay_frame_parser_attributes_every_byte() -> None:
+    relay = _module("relay")
     wire = _module("wire")
-    d = wire.Direction(tls=False, preface=True)
+    d = relay.Direction(tls=False, preface=True)
 
     def frame(kind: int, stream: int, payload: bytes) -> bytes:
         return (
@@ -140,7 +141,7 @@ def test_wire_frame_parser_attributes_every_byte() -> None:
     msg = wire.dense_message(3, b"\x00" * 8)
     grpc_stream = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in (msg, msg[:5]))
     data = (
-        wire.PREFACE
+        relay.PREFACE
         + frame(4, 0, b"")  # SETTINGS
         + frame(0, 1, grpc_stream)  # DATA with two gRPC messages
         + frame(8, 0, (100).to_bytes(4, "big"))  # connection WINDOW_UPDATE
