@@ -76,13 +76,9 @@ def clients_main(args: argparse.Namespace) -> int:
     import grpc
     import uvloop
 
-    from cyber0.client import session as session_module
-    from cyber0.client.session import Backoff, Session, SessionConfig
+    from cyber0.client.session import Backoff, Session, SessionConfig, channel_options
 
-    # The shipped client's options (keepalive, one TCP connection per channel).
-    options: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)]
-    if hasattr(session_module, "channel_options"):
-        options = list(session_module.channel_options())
+    options = channel_options()  # the shipped client's: keepalive, a TCP connection per channel
 
     def channel(target: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(target, options=options)
