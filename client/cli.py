@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cyber0 import add_version_option
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
 from cyber0.common.config import for_identity
 from cyber0.common.localdata import check_data_path
 from cyber0.common.perturbation import DEFAULT_CACHE_BYTES
+from cyber0.wire import PROTOCOL_VERSION
 
 from .session import (
     DEFAULT_KEEPALIVE,
@@ -49,6 +51,7 @@ from .trainer import ColludingTrainer, ZOTrainer, resolve_device
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="cyber0-client", description=__doc__.splitlines()[0])
+    add_version_option(p, PROTOCOL_VERSION)
     p.add_argument("--target", default="127.0.0.1:50051", help="federator HOST:PORT")
     p.add_argument(
         "--id",

@@ -29,9 +29,11 @@ from typing import IO, Any
 
 import yaml
 
+from cyber0 import add_version_option
 from cyber0.common.config import for_identity
 from cyber0.common.localdata import check_data_path
 from cyber0.common.plan import LOSSES
+from cyber0.wire import PROTOCOL_VERSION
 
 
 def training_ids(args: argparse.Namespace) -> list[str]:
@@ -91,6 +93,7 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cyber0-demo", description=__doc__.splitlines()[0])
+    add_version_option(p, PROTOCOL_VERSION)
     p.add_argument("--rounds", type=int, help="rounds (300)")
     p.add_argument("--honest", type=int, default=8)
     p.add_argument("--byzantine", type=int, default=2)

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cyber0 import add_version_option
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.hf import is_hf_name, tokenizer_folder
 from cyber0.common.localdata import (
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples file (.csv/.tsv/.jsonl with text and label for text models, .npz with x and y "
         "otherwise), and its predicted labels",
     )
+    add_version_option(p)
     p.add_argument("--weights", required=True, metavar="FILE", help="the --save-model file")
     p.add_argument(
         "--data", required=True, metavar="FILE", help="examples (without labels: --predictions)"

@@ -33,6 +33,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from cyber0 import add_version_option
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.hf import (
     PROMPT_AFTER,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a text model saved by cyber0-client --save-model as a Hugging Face "
         "folder (model, tokenizer, cyber0.json)",
     )
+    add_version_option(p)
     p.add_argument("--weights", required=True, metavar="FILE", help="the --save-model file")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to create (or empty)")
     return p

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cyber0 import add_version_option
+
 from .aggregators import Aggregator, get_aggregator
 from .allocator import keep_freed_memory
 from .attacks import Attack, get_attack_against
@@ -591,6 +593,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``cyber0-sim``."""
     parser = argparse.ArgumentParser(prog="cyber0-sim", description=__doc__.splitlines()[0])
+    add_version_option(parser)
     parser.add_argument("--config", required=True, help="YAML experiment file")
     parser.add_argument("--out", required=True, help="output folder (results.json, accuracy.png)")
     parser.add_argument("--no-plot", action="store_true", help="skip accuracy.png")

@@ -38,7 +38,7 @@ out=dist/wheelhouse
 echo "== wheelhouse: cyber0 wheel =="
 rm -rf "$out"
 mkdir -p "$out/project" "$out/deps"
-"$PYTHON" -m pip wheel -q --no-deps -w "$out/project" .
+PYTHON=$PYTHON bash scripts/build-wheel.sh "$out/project"
 wheel=$(ls "$out"/project/cyber0-*.whl)
 
 echo "== wheelhouse: dependencies ($TORCH_SPEC, extras: ${EXTRAS:-none}) for cp${PYTHON_VERSION/./}, glibc <= $WHEEL_GLIBC, $WHEEL_ARCH =="

@@ -27,6 +27,16 @@ stale = [
     if not (target / path.relative_to(tree)).exists()
     or not filecmp.cmp(path, target / path.relative_to(tree), shallow=False)
 ]
+expected = {
+    target.relative_to(installed) / path.relative_to(tree)
+    for tree, target in trees.items()
+    for path in tree.rglob("*.py")
+}
+stale += [
+    f"{path.relative_to(installed)} (not in the source)"
+    for path in sorted(installed.rglob("*.py"))
+    if path.relative_to(installed) not in expected
+]
 if stale:
     more = " ..." if len(stale) > 8 else ""
     sys.exit(

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cyber0 import wire
+from cyber0 import add_version_option, wire
 
 CLIENT_URI_PREFIX = "cyber0:client/"
 """A client certificate's identity: the subjectAltName URI ``cyber0:client/<ID>``."""
@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cyber0-certs", description="Certificates and tokens for a CYBER-0 federation."
     )
+    add_version_option(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

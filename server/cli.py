@@ -14,8 +14,10 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from cyber0 import add_version_option
 from cyber0.common.config import ConfigError
 from cyber0.common.plan import LOSSES, PlanError
+from cyber0.wire import PROTOCOL_VERSION
 
 from .app import serve
 from .config import FederatorConfig, load_config
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cyber0-federator", description="CYBER-0 federator (gRPC, scalar-only rounds)."
     )
+    add_version_option(p, PROTOCOL_VERSION)
     p.add_argument("--config", metavar="FILE.yaml", help="plan and federator settings")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 50051)")

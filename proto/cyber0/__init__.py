@@ -4,4 +4,18 @@ Subpackages: ``cyber0.common`` (the engine), ``cyber0.v1`` (generated protocol c
 ``cyber0.server`` (the federator) and ``cyber0.client`` (the client daemon).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
 __version__ = "0.1.0"
+
+
+def add_version_option(parser: argparse.ArgumentParser, protocol: int | None = None) -> None:
+    """``--version`` on a command: ``PROG 0.1.0``, and ``(protocol N)`` for a command that speaks
+    the wire protocol, whose version every party must share (``docs/protocol.md``)."""
+    spoken = "" if protocol is None else f" (protocol {protocol})"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}{spoken}")
