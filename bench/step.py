@@ -513,6 +513,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's figures: the step / forward ratios, the generator against ``torch.randn`` and
+    the device's directions against the CPU's; a run under ``OMP_WAIT_POLICY`` names it in
+    every id and label."""
     dev = res["device"]
     if res.get("omp_wait_policy"):  # ids "cpu-omp-passive…", labels "cpu, OMP_WAIT_POLICY=…"
         policy = res["omp_wait_policy"]
@@ -524,8 +527,19 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
             }
             for f in figures({**res, "omp_wait_policy": None})
         ]
+    figs = _logreg_figures(dev, res["logreg"])
+    if "minilm" in res:
+        figs += _minilm_figures(dev, res["minilm"])
+    figs += _generator_figures(dev, res["generator"])
+    if res.get("agreement"):
+        figs += _agreement_figures(dev, res["agreement"])
+    return figs + _compiled_figures(dev, res["generator"])
+
+
+def _logreg_figures(dev: str, logreg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Logistic regression's step / forward on each path, its eager floor and native calls."""
     figs = []
-    for path, r in res["logreg"].items():
+    for path, r in logreg.items():
         figs.append(
             figure(
                 f"step.{dev}.logreg.{path}.ratio",
@@ -578,46 +592,55 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                     note=f"{statistics.median(r['native_calls_s']) * 1e6:.0f} µs (median)",
                 )
             )
-    if "minilm" in res:
-        r = res["minilm"]
-        figs.append(
-            figure(
-                f"step.{dev}.minilm.ratio",
-                f"MiniLM (d={r['parameters']:,}), batch {r['batch'][0]}×{r['batch'][1]}, "
-                f"in-place path, direction cache {r['cache_bytes'] >> 20} MiB (the client's "
-                f"default), {dev}: ZO step / forward",
-                "×",
-                r["ratio"],
-                target="<= 2.3",
-                note=(
-                    f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
-                    f"{statistics.median(r['zo_step_s']):.3f} s (medians)"
-                ),
-            )
+    return figs
+
+
+def _minilm_figures(dev: str, r: dict[str, Any]) -> list[dict[str, Any]]:
+    """MiniLM's step / forward with and without the direction cache, and its forward."""
+    figs = []
+    figs.append(
+        figure(
+            f"step.{dev}.minilm.ratio",
+            f"MiniLM (d={r['parameters']:,}), batch {r['batch'][0]}×{r['batch'][1]}, "
+            f"in-place path, direction cache {r['cache_bytes'] >> 20} MiB (the client's "
+            f"default), {dev}: ZO step / forward",
+            "×",
+            r["ratio"],
+            target="<= 2.3",
+            note=(
+                f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
+                f"{statistics.median(r['zo_step_s']):.3f} s (medians)"
+            ),
         )
-        figs.append(
-            figure(
-                f"step.{dev}.minilm.ratio_nocache",
-                f"MiniLM, the same step without the direction cache (`--direction-cache 0`), "
-                f"{dev}: ZO step / forward",
-                "×",
-                r["ratio_nocache"],
-                note=(
-                    f"ZO step {statistics.median(r['zo_step_nocache_s']):.3f} s, of which the "
-                    f"update {statistics.median(r['update_s']):.3f} s; one perturbed forward "
-                    f"{statistics.median(r['perturbed_forward_s']):.3f} s (medians)"
-                ),
-            )
+    )
+    figs.append(
+        figure(
+            f"step.{dev}.minilm.ratio_nocache",
+            f"MiniLM, the same step without the direction cache (`--direction-cache 0`), "
+            f"{dev}: ZO step / forward",
+            "×",
+            r["ratio_nocache"],
+            note=(
+                f"ZO step {statistics.median(r['zo_step_nocache_s']):.3f} s, of which the "
+                f"update {statistics.median(r['update_s']):.3f} s; one perturbed forward "
+                f"{statistics.median(r['perturbed_forward_s']):.3f} s (medians)"
+            ),
         )
-        figs.append(
-            figure(
-                f"step.{dev}.minilm.forward_s",
-                f"MiniLM forward, batch {r['batch'][0]}×{r['batch'][1]}, {dev}",
-                "s",
-                r["forward_s"],
-            )
+    )
+    figs.append(
+        figure(
+            f"step.{dev}.minilm.forward_s",
+            f"MiniLM forward, batch {r['batch'][0]}×{r['batch'][1]}, {dev}",
+            "s",
+            r["forward_s"],
         )
-    g = res["generator"]
+    )
+    return figs
+
+
+def _generator_figures(dev: str, g: dict[str, Any]) -> list[dict[str, Any]]:
+    """The generator against ``torch.randn``: the shipped one, and through the eager ops."""
+    figs = []
     figs.append(
         figure(
             f"step.{dev}.generator.fill_over_randn",
@@ -644,34 +667,38 @@ def figures(res: dict[str, Any]) -> list[dict[str, Any]]:
                 note=f"eager fill_ {statistics.median(g['eager_fill_s']) * 1e3:.0f} ms (median)",
             )
         )
-    a = res.get("agreement")
-    if a:
-        total = 3 * a["floats"]
-        figs.append(
-            figure(
-                f"step.{dev}.agreement.gaussian_max_abs_diff",
-                f"Gaussian directions, CPU vs {dev}: max |Δ| over {total:,} elements",
-                "",
-                [a["gaussian_max_abs_diff"]],
-                note=f"{a['gaussian_differing_elements']:,} of {total:,} elements differ",
-            )
+    return figs
+
+
+def _agreement_figures(dev: str, a: dict[str, Any]) -> list[dict[str, Any]]:
+    """The directions generated on ``dev`` against the CPU's."""
+    figs = []
+    total = 3 * a["floats"]
+    figs.append(
+        figure(
+            f"step.{dev}.agreement.gaussian_max_abs_diff",
+            f"Gaussian directions, CPU vs {dev}: max |Δ| over {total:,} elements",
+            "",
+            [a["gaussian_max_abs_diff"]],
+            note=f"{a['gaussian_differing_elements']:,} of {total:,} elements differ",
         )
-        figs.append(
-            figure(
-                f"step.{dev}.agreement.rademacher_differing",
-                f"Rademacher directions, CPU vs {dev}: differing elements",
-                "",
-                [
-                    sum(
-                        c["differing_elements"]
-                        for c in a["cases"]
-                        if c["distribution"] == "rademacher"
-                    )
-                ],
-                target="<= 0",
-                note="integer-only derivation: must be bitwise equal",
-            )
+    )
+    figs.append(
+        figure(
+            f"step.{dev}.agreement.rademacher_differing",
+            f"Rademacher directions, CPU vs {dev}: differing elements",
+            "",
+            [sum(c["differing_elements"] for c in a["cases"] if c["distribution"] == "rademacher")],
+            target="<= 0",
+            note="integer-only derivation: must be bitwise equal",
         )
+    )
+    return figs
+
+
+def _compiled_figures(dev: str, g: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``torch.compile`` prototype of the generator against ``torch.randn``, where measured."""
+    figs = []
     c = g.get("compiled")
     if c and c.get("available"):
         figs.append(
