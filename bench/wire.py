@@ -723,9 +723,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reported figures: per-case medians over repeats, the baseline ratios."""
-    out = []
+    """The reported figures: per-case medians over repeats, the ν=1 floor's parts, the
+    flow-control experiments, the federator's counters against the relay, the baseline ratios."""
     cases = doc["cases"]
+    plain_1 = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (1, 1, False)]
+    return [
+        *_case_figures(cases),
+        *(_floor_figures(plain_1) if plain_1 else []),
+        *_experiment_figures(doc.get("experiments", [])),
+        *_counter_figures(doc),
+        *_baseline_figures(doc, plain_1),
+    ]
+
+
+def _case_figures(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bytes per client per round of each (ν, K, TLS) case: total, up and down."""
+    out = []
     keys = sorted({(c["nu"], c["k"], c["tls"]) for c in cases})
     for nu, k, tls in keys:
         runs = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (nu, k, tls)]
@@ -747,35 +760,45 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     ),
                 )
             )
-    plain_1 = [c for c in cases if (c["nu"], c["k"], c["tls"]) == (1, 1, False)]
-    if plain_1:
-        out.append(
-            figure(
-                "wire.nu1.k1.plain.data_only",
-                "ν=1, K=1: the DATA frames alone (protobuf + gRPC prefix + frame header), "
-                "up+down: the protocol's floor on HTTP/2 with no flow-control frames",
-                "B",
-                [_data_only(c) for c in plain_1],
-            )
+    return out
+
+
+def _floor_figures(plain_1: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ν=1, K=1 in plaintext spends: the DATA frames, WINDOW_UPDATEs and PINGs."""
+    out = []
+    out.append(
+        figure(
+            "wire.nu1.k1.plain.data_only",
+            "ν=1, K=1: the DATA frames alone (protobuf + gRPC prefix + frame header), "
+            "up+down: the protocol's floor on HTTP/2 with no flow-control frames",
+            "B",
+            [_data_only(c) for c in plain_1],
         )
-        out.append(
-            figure(
-                "wire.nu1.k1.plain.window_updates",
-                "ν=1, K=1: WINDOW_UPDATE bytes per client per round, up+down",
-                "B",
-                [_kind_bytes(c, "WINDOW_UPDATE") for c in plain_1],
-            )
+    )
+    out.append(
+        figure(
+            "wire.nu1.k1.plain.window_updates",
+            "ν=1, K=1: WINDOW_UPDATE bytes per client per round, up+down",
+            "B",
+            [_kind_bytes(c, "WINDOW_UPDATE") for c in plain_1],
         )
-        out.append(
-            figure(
-                "wire.nu1.k1.plain.pings",
-                "ν=1, K=1: PING bytes per client per round, up+down",
-                "B",
-                [_kind_bytes(c, "PING") for c in plain_1],
-            )
+    )
+    out.append(
+        figure(
+            "wire.nu1.k1.plain.pings",
+            "ν=1, K=1: PING bytes per client per round, up+down",
+            "B",
+            [_kind_bytes(c, "PING") for c in plain_1],
         )
+    )
+    return out
+
+
+def _experiment_figures(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The flow-control settings tried (``EXPERIMENTS``)."""
+    out = []
     for name, _ in EXPERIMENTS:
-        runs = [c for c in doc.get("experiments", []) if c["experiment"] == name]
+        runs = [c for c in experiments if c["experiment"] == name]
         if runs:
             out.append(
                 figure(
@@ -790,7 +813,13 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     ),
                 )
             )
-    measured = [*cases, *doc.get("experiments", [])]
+    return out
+
+
+def _counter_figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The federator's kernel counters against the relay's count, and one sample's cost."""
+    out = []
+    measured = [*doc["cases"], *doc.get("experiments", [])]
     if measured:
         out.append(
             figure(
@@ -823,6 +852,13 @@ def figures(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 note="in-process, with the connecting ends: twice a federator's descriptors",
             )
         )
+    return out
+
+
+def _baseline_figures(doc: dict[str, Any], plain_1: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """First-order FedSGD's bytes a round per model (measured, or extrapolated for the largest)
+    and its ratio to CYBER-0's ν=1, K=1 plaintext figure."""
+    out = []
     base = doc["baselines"]
     sizes = doc["sizes"]
     for name, d in sizes.items():
