@@ -81,6 +81,7 @@ def _breakdown(direction: dict[str, Any]) -> dict[str, float]:
 
 
 def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
+    """Section 1 from ``wire.json`` (and ``wire-large.json`` as ``doc["large"]``)."""
     lines = ["## 1. Bytes on the wire per client per round (`bench/wire.py`)", ""]
     lines += header(doc)
     cases = doc["cases"]
@@ -103,7 +104,20 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
     table_figs = [f for f in wire_figs if f["id"].endswith(".total") or "nu1.k1.plain" in f["id"]]
     lines += figure_table(table_figs)
     lines += [""]
-    # per-case up/down table
+    lines += _case_table(cases)
+    lines += _counters_part(doc)
+    lines += _frames_part(doc, plain)
+    lines += _experiments_part(doc)
+    lines += _baseline_part(doc)
+    if cases:
+        lines += images.embed("bench-wire.png", "wire bytes", lambda png: plot_wire(doc, png))
+    return lines
+
+
+def _case_table(cases: list[dict[str, Any]]) -> list[str]:
+    """Each case's bytes a round, up and down, beside the protobuf payload the federator counts
+    and its kernel counters."""
+    lines: list[str] = []
     lines += [
         "| case | uplink B | downlink B | total B | protobuf payload (federator metrics) B "
         "| overhead B | the federator's kernel counters (`--wire-metrics`) B |",
@@ -121,6 +135,12 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
             f"{fmt(up + down)} | {fmt(pay)} | {fmt(up + down - pay)} | {fmt(counted)} |"
         )
     lines += [""]
+    return lines
+
+
+def _counters_part(doc: dict[str, Any]) -> list[str]:
+    """The federator's own count (``--wire-metrics``) against the relay's, and a sample's cost."""
+    lines: list[str] = []
     own = [
         f
         for f in doc["figures"]
@@ -146,6 +166,12 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
             *figure_table(own),
             "",
         ]
+    return lines
+
+
+def _frames_part(doc: dict[str, Any], plain: list[dict[str, Any]]) -> list[str]:
+    """ν=1, K=1 in plaintext frame by frame, and why it costs what it costs."""
+    lines: list[str] = []
     if plain:
         lines += [
             "### Frame by frame (ν=1, K=1, plaintext)",
@@ -183,6 +209,12 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
             lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
         lines += [""]
         lines += wire_analysis(doc, plain)
+    return lines
+
+
+def _experiments_part(doc: dict[str, Any]) -> list[str]:
+    """The flow-control settings tried."""
+    lines: list[str] = []
     exp = [f for f in doc["figures"] if f["id"].startswith("wire.experiment")]
     if exp:
         lines += [
@@ -191,6 +223,12 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
             *figure_table(exp),
             "",
         ]
+    return lines
+
+
+def _baseline_part(doc: dict[str, Any]) -> list[str]:
+    """The first-order baseline on the same stack, and the 355M-float one sent for real."""
+    lines: list[str] = []
     fo = [f for f in doc["figures"] if f["id"].startswith(("wire.fo.", "wire.ratio."))]
     if fo:
         lines += [
@@ -222,8 +260,6 @@ def wire_section(doc: dict[str, Any], images: Images) -> list[str]:
                 ),
                 "",
             ]
-    if cases:
-        lines += images.embed("bench-wire.png", "wire bytes", lambda png: plot_wire(doc, png))
     return lines
 
 
