@@ -597,8 +597,7 @@ def _logreg_figures(dev: str, logreg: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _minilm_figures(dev: str, r: dict[str, Any]) -> list[dict[str, Any]]:
     """MiniLM's step / forward with and without the direction cache, and its forward."""
-    figs = []
-    figs.append(
+    return [
         figure(
             f"step.{dev}.minilm.ratio",
             f"MiniLM (d={r['parameters']:,}), batch {r['batch'][0]}×{r['batch'][1]}, "
@@ -611,9 +610,7 @@ def _minilm_figures(dev: str, r: dict[str, Any]) -> list[dict[str, Any]]:
                 f"forward {statistics.median(r['forward_s']):.3f} s, ZO step "
                 f"{statistics.median(r['zo_step_s']):.3f} s (medians)"
             ),
-        )
-    )
-    figs.append(
+        ),
         figure(
             f"step.{dev}.minilm.ratio_nocache",
             f"MiniLM, the same step without the direction cache (`--direction-cache 0`), "
@@ -625,17 +622,14 @@ def _minilm_figures(dev: str, r: dict[str, Any]) -> list[dict[str, Any]]:
                 f"update {statistics.median(r['update_s']):.3f} s; one perturbed forward "
                 f"{statistics.median(r['perturbed_forward_s']):.3f} s (medians)"
             ),
-        )
-    )
-    figs.append(
+        ),
         figure(
             f"step.{dev}.minilm.forward_s",
             f"MiniLM forward, batch {r['batch'][0]}×{r['batch'][1]}, {dev}",
             "s",
             r["forward_s"],
-        )
-    )
-    return figs
+        ),
+    ]
 
 
 def _generator_figures(dev: str, g: dict[str, Any]) -> list[dict[str, Any]]:
@@ -672,18 +666,15 @@ def _generator_figures(dev: str, g: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _agreement_figures(dev: str, a: dict[str, Any]) -> list[dict[str, Any]]:
     """The directions generated on ``dev`` against the CPU's."""
-    figs = []
     total = 3 * a["floats"]
-    figs.append(
+    return [
         figure(
             f"step.{dev}.agreement.gaussian_max_abs_diff",
             f"Gaussian directions, CPU vs {dev}: max |Δ| over {total:,} elements",
             "",
             [a["gaussian_max_abs_diff"]],
             note=f"{a['gaussian_differing_elements']:,} of {total:,} elements differ",
-        )
-    )
-    figs.append(
+        ),
         figure(
             f"step.{dev}.agreement.rademacher_differing",
             f"Rademacher directions, CPU vs {dev}: differing elements",
@@ -691,9 +682,8 @@ def _agreement_figures(dev: str, a: dict[str, Any]) -> list[dict[str, Any]]:
             [sum(c["differing_elements"] for c in a["cases"] if c["distribution"] == "rademacher")],
             target="<= 0",
             note="integer-only derivation: must be bitwise equal",
-        )
-    )
-    return figs
+        ),
+    ]
 
 
 def _compiled_figures(dev: str, g: dict[str, Any]) -> list[dict[str, Any]]:

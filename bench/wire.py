@@ -765,33 +765,27 @@ def _case_figures(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _floor_figures(plain_1: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What ν=1, K=1 in plaintext spends: the DATA frames, WINDOW_UPDATEs and PINGs."""
-    out = []
-    out.append(
+    return [
         figure(
             "wire.nu1.k1.plain.data_only",
             "ν=1, K=1: the DATA frames alone (protobuf + gRPC prefix + frame header), "
             "up+down: the protocol's floor on HTTP/2 with no flow-control frames",
             "B",
             [_data_only(c) for c in plain_1],
-        )
-    )
-    out.append(
+        ),
         figure(
             "wire.nu1.k1.plain.window_updates",
             "ν=1, K=1: WINDOW_UPDATE bytes per client per round, up+down",
             "B",
             [_kind_bytes(c, "WINDOW_UPDATE") for c in plain_1],
-        )
-    )
-    out.append(
+        ),
         figure(
             "wire.nu1.k1.plain.pings",
             "ν=1, K=1: PING bytes per client per round, up+down",
             "B",
             [_kind_bytes(c, "PING") for c in plain_1],
-        )
-    )
-    return out
+        ),
+    ]
 
 
 def _experiment_figures(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
