@@ -1072,3 +1072,26 @@ def test_two_runners_side_by_side_run_each_cell_once(tmp_path: Path) -> None:
         assert sum(log.count(f"start {cid} ") for log in logs) == 1, logs
         assert (tmp_path / cid / "results.json").exists()
     assert not list((tmp_path / ".claims").iterdir())  # every claim released
+
+
+def test_the_shipped_federation_plan_is_the_recommended_block() -> None:
+    """``configs/federation-mnist.yaml`` serves the plan of the study's block that met the
+    target at every seed (NNM+CWTM, ν=64, K=5 biased, α=1): its rates, μ, batch, budget and
+    federation size, read from the study's own cell."""
+    from cyber0.server.config import load_config
+
+    study = _module("study_mnist")
+    cell = study.Cell("zo", 1.0, "nnm+cwtm", "none", nu=64, k=5, variant="biased").config()
+    plan = load_config(str(BENCH.parent / "configs" / "federation-mnist.yaml")).plan
+    zo = plan.zo
+    assert {k: getattr(zo, k) for k in cell["zo"]} == cell["zo"]
+    assert (plan.seed, plan.rounds, plan.loss) == (cell["seed"], cell["rounds"], cell["loss"])
+    assert (plan.n_clients, plan.f) == (cell["n_clients"], cell["f"])
+    assert (plan.partition, plan.alpha) == (cell["data"]["partition"], cell["data"]["alpha"])
+    assert (plan.aggregator, plan.model, plan.dataset) == ("nnm+cwtm", "logreg", "mnist")
+    # The README's federation across machines: 7 training ids, f = 2 (its quorum of 5 updates
+    # is one NNM+CWTM can aggregate).
+    sized = load_config(
+        str(BENCH.parent / "configs" / "federation-mnist.yaml"), {"n_clients": 7, "f": 2}
+    )
+    assert (sized.plan.n_clients, sized.plan.f, sized.quorum) == (7, 2, 5)
