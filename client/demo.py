@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="each daemon's own examples for a local plan ({id}: honest-1, ..., byzantine-1, "
         "..., observer)",
     )
-    p.add_argument("--workdir", default="runs/demo", help="config, metrics, log and outputs")
+    p.add_argument(
+        "--workdir",
+        default="runs/demo",
+        help="config, metrics, log and outputs (a run replaces an earlier run's, nothing else)",
+    )
     p.add_argument("--quiet", action="store_true", help="only the final summary")
     return p
 
@@ -152,6 +156,31 @@ def wait_ready(proc: subprocess.Popen[str], out: Path, timeout: float = 120.0) -
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the federator did not start; see {out.with_suffix('.log')}")
+
+
+#: What a demo run writes in its workdir (``--workdir``): the plan, the federator's metrics and
+#: durable log, the observer's model, and each process's output and log.
+RUN_FILES = (
+    "federation.yaml",
+    "metrics.jsonl",
+    "model.safetensors",
+    "federator.db",
+    "federator.db-*",
+    *(
+        f"{stem}.{kind}"
+        for stem in ("federator", "observer", "byzantine", "honest-*")
+        for kind in ("out", "log")
+    ),
+)
+
+
+def clear_run_files(workdir: Path) -> None:
+    """Remove what an earlier run wrote in ``workdir`` (a fresh run must not resume its durable
+    log or read its metrics); a file of another name, or a folder, stays."""
+    for pattern in RUN_FILES:
+        for path in workdir.glob(pattern):
+            if path.is_file():
+                path.unlink()
 
 
 def start_federator(workdir: Path, config: Path) -> tuple[subprocess.Popen[str], int]:
@@ -291,9 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in workdir.glob("*"):
-        if stale.is_file():
-            stale.unlink()
+    clear_run_files(workdir)
     config = workdir / "federation.yaml"
     config.write_text(yaml.safe_dump(plan, sort_keys=False))
     started = time.perf_counter()

@@ -44,6 +44,13 @@ def test_demo_federation_learns_and_agrees(
     """The README's main job, shortened: federator, 5 honest, 2 colluding ALIE identities in one
     Byzantine daemon, an observer. Exit 0 means every party ended with the same digest."""
     workdir = tmp_path / "demo"
+    # An earlier run's files go (its durable log would be resumed, its metrics read); a file of
+    # the user's stays.
+    workdir.mkdir()
+    (workdir / "federator.db").write_bytes(b"not a log of this run")
+    (workdir / "metrics.jsonl").write_text('{"event": "round", "round": 999}\n')
+    (workdir / "honest-9.out").write_text("from a run with more honest daemons\n")
+    (workdir / "notes.txt").write_text("mine")
     rounds = 60
     code = demo.main(
         [
@@ -52,6 +59,8 @@ def test_demo_federation_learns_and_agrees(
         ]
     )  # fmt: skip
     assert code == 0, (workdir / "federator.log").read_text()[-3000:]
+    assert (workdir / "notes.txt").read_text() == "mine"
+    assert not (workdir / "honest-9.out").exists()
     records = read_metrics(workdir / "metrics.jsonl")
     rounds_seen = [r for r in records if r["event"] == "round"]
     # The summary's training time is the rounds' own (the federator's round_ms), apart from
