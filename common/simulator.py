@@ -31,7 +31,15 @@ from .allocator import keep_freed_memory
 from .attacks import Attack, get_attack_against
 from .baseline import apply_update_, flat_gradient
 from .config import ConfigError, for_identity, from_mapping, load_yaml
-from .data import ShardSpec, batch_indices, load_mnist, load_shard, validation_split
+from .data import (
+    MNIST_TRAIN_SIZE,
+    ShardSpec,
+    batch_indices,
+    check_partition_size,
+    load_mnist,
+    load_shard,
+    validation_split,
+)
 from .datasets import check_dataset_name
 from .estimator import ZOEstimator, apply_aggregate_
 from .localdata import DATASET as LOCAL
@@ -145,6 +153,7 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            ("seed", 0 <= self.seed < 2**63, f"must be in [0, 2**63); got {self.seed}"),
             ("rounds", self.rounds >= 1, f"must be >= 1; got {self.rounds}"),
             ("eval_every", self.eval_every >= 1, f"must be >= 1; got {self.eval_every}"),
             ("n_clients", self.n_clients >= 1, f"must be >= 1; got {self.n_clients}"),
@@ -157,11 +166,21 @@ class SimConfig:
             ("data.alpha", self.data.alpha > 0, f"must be > 0; got {self.data.alpha}"),
             (
                 "data.validation",
-                0 <= self.data.validation < 60000,
-                f"must be in [0, 60000); got {self.data.validation}",
+                0 <= self.data.validation < MNIST_TRAIN_SIZE,
+                f"must be in [0, {MNIST_TRAIN_SIZE}); got {self.data.validation}",
             ),
             ("methods", len(self.methods) >= 1, "needs at least one of 'zo', 'first_order'"),
             ("first_order.lr", self.first_order.lr > 0, f"must be > 0; got {self.first_order.lr}"),
+            (
+                "first_order.batch_size",
+                self.first_order.batch_size >= 1,
+                f"must be >= 1; got {self.first_order.batch_size}",
+            ),
+            *(
+                (f"aggregator.params.{key}", False, f"is the config's {field}; do not repeat it")
+                for key, field in (("f", "f"), ("n", "n_clients"))
+                if key in self.aggregator.params
+            ),
         ]
         for name, ok, message in checks:
             if not ok:
@@ -189,6 +208,11 @@ class SimConfig:
             for name, value in (("data.files", data.files), ("data.test", data.test)):
                 if value:
                     raise ConfigError(f"{name}: only a local dataset reads files; got {value!r}")
+            pool = MNIST_TRAIN_SIZE - data.validation
+            try:
+                check_partition_size(data.partition, pool, self.n_clients)
+            except ValueError as exc:
+                raise ConfigError(f"n_clients: {exc}") from exc
             return
         if "{id}" not in data.files:
             raise ConfigError(
@@ -213,11 +237,18 @@ class SimConfig:
 
 
 def build_config(data: Any) -> SimConfig:
-    """Validate a parsed YAML mapping; also instantiates the named rules to check them and
-    checks that a local dataset's files exist (their contents are read by the run)."""
+    """Validate a parsed YAML mapping; also builds the named rules, runs the attack once on
+    zeros shaped as what it will see (its (n, f, h)-dependent checks), and checks that a local
+    dataset's files exist (their contents are read by the run)."""
     config = from_mapping(SimConfig, data)
-    make_aggregator(config)
-    make_attack(config, make_aggregator(config))
+    aggregator = make_aggregator(config)
+    attack = make_attack(config, aggregator)
+    if attack is not None and attack.kind == "model":
+        seen = config.f if config.attack.mode == "colluding" else config.n_clients - config.f
+        try:
+            attack(torch.zeros(seen, config.zo.scalars_per_round), config.n_clients, config.f)
+        except ValueError as exc:
+            raise ConfigError(f"attack: {exc}") from exc
     if config.data.local is not None:
         paths = [("data.files", config.data.client_file(i)) for i in range(config.n_clients)]
         for name, path in [*paths, ("data.test", config.data.test)]:
@@ -229,9 +260,11 @@ def build_config(data: Any) -> SimConfig:
 
 
 def make_aggregator(config: SimConfig) -> Aggregator:
-    """The robust rule named by the config, with the declared f."""
+    """The robust rule named by the config, with the declared f and n = ``n_clients``."""
     try:
-        return get_aggregator(config.aggregator.name, f=config.f, **config.aggregator.params)
+        return get_aggregator(
+            config.aggregator.name, f=config.f, n=config.n_clients, **config.aggregator.params
+        )
     except ValueError as exc:
         raise ConfigError(f"aggregator: {exc}") from exc
 

@@ -292,6 +292,20 @@ def test_huge_finite_values_never_overflow() -> None:
         assert np.all(out >= honest.min(axis=0)) and np.all(out <= honest.max(axis=0))
 
 
+@pytest.mark.parametrize("name", ["geomed", "cc", "nnm+geomed", "nnm+cc"])
+def test_thresholds_survive_any_rescaling(name: str) -> None:
+    """geomed's eps and cc's tau are moved into the units of x · 2**-e: subnormal rows (e near
+    −1074) would push them past float64's range, huge rows (e = 1024) a tiny one under it,
+    where a zero distance would give 0/0. Both stay finite and keep the honest answer."""
+    tiny = torch.tensor([[5e-324], [1e-323], [0.0]], dtype=torch.float64)
+    out = get_aggregator(name, f=1)(tiny)
+    assert 0.0 <= float(out) <= 1e-323
+    huge = torch.tensor([[1.0, 2.0]] * 4 + [[1.7e308, 0.0]], dtype=torch.float64)
+    params = {"eps": 1e-20} if name.endswith("geomed") else {"tau": 1e-300}
+    out = get_aggregator(name, f=1, **params)(huge)
+    assert torch.allclose(out, torch.tensor([1.0, 2.0], dtype=torch.float64))
+
+
 # --------------------------------------------------------------------------------------------
 # Non-finite rows
 

@@ -3,6 +3,7 @@ but scalars: no bytes field anywhere, every repeated scalar is a float, strings 
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,17 @@ def test_a_plan_without_its_loss_is_refused_naming_the_field() -> None:
     assert msg.loss == pb.LOSS_CROSS_ENTROPY
     msg.ClearField("loss")
     with pytest.raises(PlanError, match="loss: unknown or unspecified enum value 0"):
+        wire.plan_from_proto(msg)
+
+
+@pytest.mark.parametrize("field", ["mu", "lr", "alpha"])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_plan_with_a_non_finite_rate_is_refused(field: str, value: float) -> None:
+    """The proto carries any double: a federator's inf or NaN step, smoothing or α is a
+    PlanError naming the field at the client, which would otherwise train on NaN."""
+    msg = wire.plan_to_proto(TrainingPlan(seed=1))
+    setattr(msg, field, value)
+    with pytest.raises(PlanError, match=f"{field} must be finite and > 0"):
         wire.plan_from_proto(msg)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,27 @@ def test_cli_writes_results_and_plot(tmp_path: Path) -> None:
         ({"zo": {"nuu": 3}}, r"zo\.nuu: unknown key"),
         ({"n_clients": 4, "f": 2}, r"f: needs n_clients > 2f; got n_clients=4, f=2"),
         ({"zo": {"nu": 0}}, r"zo: nu must be >= 1"),
-        ({"zo": {"mu": 0.0}}, r"zo: mu must be > 0"),
+        ({"zo": {"mu": 0.0}}, r"zo: mu must be finite and > 0"),
+        ({"zo": {"mu": math.inf}}, r"zo\.mu: expected a finite number; got inf"),
+        ({"data": {"alpha": math.inf}}, r"data\.alpha: expected a finite number"),
+        ({"first_order": {"lr": math.nan}}, r"first_order\.lr: expected a finite number"),
+        ({"first_order": {"batch_size": 0}}, r"first_order\.batch_size: must be >= 1; got 0"),
+        ({"seed": 2**63}, r"seed: must be in \[0, 2\*\*63\); got 9223372036854775808"),
+        ({"seed": -1}, r"seed: must be in \[0, 2\*\*63\); got -1"),
+        ({"n_clients": 7000, "f": 0}, r"n_clients: 60000 training examples make at most 6000"),
+        (
+            {"n_clients": 7000, "f": 0, "data": {"partition": "iid", "validation": 59000}},
+            r"n_clients: 1000 training examples make at most 1000 iid shards",
+        ),
+        ({"aggregator": {"name": "cwtm", "params": {"n": 7}}}, r"aggregator\.params\.n: is the"),
+        ({"aggregator": {"name": "cwtm", "params": {"f": 1}}}, r"aggregator\.params\.f: is the"),
+        ({"aggregator": {"name": "cc", "params": {1: 2}}}, r"aggregator\.params: keys must be"),
+        ({"n_clients": 10, "f": 4, "aggregator": {"name": "krum"}}, r"aggregator: krum needs n"),
+        ({"attack": {"name": "mimic", "params": {"target": 8}}}, r"attack: mimic: target=8 but"),
+        (
+            {"attack": {"name": "mimic", "mode": "colluding", "params": {"target": 1}}},
+            r"attack: mimic: target=1 but only h=1",
+        ),
         ({"zo": {"nu": "many"}}, r"zo\.nu: expected an integer"),
         ({"aggregator": {"name": "trimmed"}}, r"aggregator: .*trimmed"),
         ({"attack": {"name": "nope"}}, r"attack: .*nope"),
