@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cyber0.common.config import ConfigError
 from cyber0.common.tcpinfo import PortTraffic
 from cyber0.v1 import federation_pb2 as pb
 
@@ -36,20 +37,44 @@ IDLE_QUIET_SECONDS = 12.0
 
 
 class MetricsFile:
-    """Appends one JSON object per line to a file, flushed after each line."""
+    """Appends one JSON object per line to the file of setting ``federator.metrics``, flushed
+    after each line. A file that cannot be opened is a :class:`ConfigError` naming the setting;
+    one that cannot be written later (disk full, I/O error) costs its lines, never the training:
+    the first failure is logged as a warning, later ones are not, and each line is tried again."""
 
     def __init__(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._path = path
+        self._failed = False
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 (see close())
+        except OSError as exc:
+            raise ConfigError(f"federator.metrics: cannot open {path}: {exc}") from exc
 
     def __call__(self, record: dict[str, Any]) -> None:
         """Write ``record`` as one line."""
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, sort_keys=True) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self._warn(exc)
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._failed:
+            self._failed = True
+            _log.warning(
+                "federator.metrics: cannot write %s: %s; metrics lines are dropped while it "
+                "fails, the rounds go on",
+                self._path,
+                exc,
+            )
 
 
 def _address(host: str, port: int) -> str:
@@ -113,8 +138,8 @@ class Federator:
         return _address(self.config.settings.host, self.port)
 
     async def start(self) -> None:
-        """Read the TLS and authentication files (:class:`ConfigError` if they are unusable),
-        open the log, start the rounds and serve."""
+        """Read the TLS and authentication files and open the metrics file
+        (:class:`ConfigError` if they are unusable), open the log, start the rounds and serve."""
         config, settings = self.config, self.config.settings
         credentials = server_credentials(settings)
         authenticator = self._auth or build_authenticator(settings)

@@ -32,6 +32,8 @@ _PLAN_FLAGS = {
     "loss": "loss",
 }
 _ZO_FLAGS = {"nu": "nu", "local_steps": "local_steps"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""What ``--log-level`` accepts, in any case."""
 _SETTINGS_FLAGS = (
     "host",
     "port",
@@ -98,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="add each round's TCP payload bytes on the client connections to --metrics, in all "
         "and by client (Linux)",
     )
-    p.add_argument("--log-level", default="INFO", help="logging level on stderr (INFO)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="logging level on stderr (INFO)",
+    )
     return p
 
 
@@ -126,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cyber0-federator``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
         config = config_from_args(args)

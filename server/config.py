@@ -32,6 +32,15 @@ FLOOR_RECEIVE_BYTES = 1024
 UPDATE_FRAMING_BYTES = 64
 """Allowance above 4·m bytes for an Update: oneof tag and lengths, round number (≤ 18 bytes)."""
 
+MAX_GRPC_SECONDS = 2_147_483
+"""Longest duration a setting given to gRPC in int32 milliseconds may have (2^31 − 1 ms)."""
+
+MAX_UINT32 = 2**32 - 1
+"""Largest value of the Plan's uint32 fields on the wire."""
+
+MAX_SCALARS_PER_ROUND = (2**31 - 1 - UPDATE_FRAMING_BYTES) // 4
+"""Largest m whose receive limit, 4·m + 64 bytes, fits gRPC's int32 option."""
+
 
 def max_receive_bytes(plan: TrainingPlan) -> int:
     """The server's ``grpc.max_receive_message_length``: max(1024, 4·m + 64), m = scalars a round.
@@ -115,6 +124,14 @@ class FederatorSettings:
             ("linger", self.linger >= 0, f"must be >= 0; got {self.linger}"),
             ("hello_timeout", self.hello_timeout > 0, f"must be > 0; got {self.hello_timeout}"),
             (
+                "hello_timeout",
+                self.hello_timeout <= MAX_GRPC_SECONDS,
+                f"must be <= {MAX_GRPC_SECONDS} seconds (gRPC's int32 milliseconds); "
+                f"got {self.hello_timeout}",
+            ),
+            ("log_db", self.log_db != "", "must name a file (omit it for a log in memory)"),
+            ("metrics", self.metrics != "", "must name a file (omit it for no metrics)"),
+            (
                 "enrolment",
                 len(set(self.enrolment)) == len(self.enrolment),
                 "client ids must be distinct",
@@ -127,6 +144,12 @@ class FederatorSettings:
                 "needs tls_client_ca",
             ),
             ("keepalive", self.keepalive >= 1.0, f"must be >= 1 second; got {self.keepalive}"),
+            (
+                "keepalive",
+                self.keepalive <= MAX_GRPC_SECONDS,
+                f"must be <= {MAX_GRPC_SECONDS} seconds (gRPC's int32 milliseconds); "
+                f"got {self.keepalive}",
+            ),
             (
                 "wire_metrics",
                 not self.wire_metrics or self.metrics is not None,
@@ -156,14 +179,16 @@ class FederatorSettings:
 
 @dataclass(frozen=True)
 class FederatorConfig:
-    """A validated plan and its settings: the model and dataset names are checked (no data or
-    weights are read), ``quorum`` is resolved and checked against the rule."""
+    """A validated plan and its settings: the plan's integers fit the wire, the model and
+    dataset names are checked (no data or weights are read), ``quorum`` is resolved and checked
+    against the rule."""
 
     plan: TrainingPlan
     settings: FederatorSettings
 
     def __post_init__(self) -> None:
         plan = self.plan
+        self._check_wire_sizes()
         try:
             check_model_name(plan.model)
         except ValueError as exc:
@@ -181,6 +206,31 @@ class FederatorConfig:
                 f"got {len(self.settings.enrolment)}"
             )
         self.aggregator()
+
+    def _check_wire_sizes(self) -> None:
+        """The plan's integers fit the wire's uint32 fields, and an update fits gRPC's int32
+        receive limit (checked first: the rule's probe allocates quorum × m floats)."""
+        plan, zo = self.plan, self.plan.zo
+        sizes = {
+            "rounds": plan.rounds,
+            "n_clients": plan.n_clients,
+            "f": plan.f,
+            "zo.nu": zo.nu,
+            "zo.local_steps": zo.local_steps,
+            "zo.batch_size": zo.batch_size,
+        }
+        for name, value in sizes.items():
+            if value > MAX_UINT32:
+                raise ConfigError(
+                    f"{name}: must be <= {MAX_UINT32} (uint32 on the wire); got {value}"
+                )
+        m = zo.scalars_per_round
+        if m > MAX_SCALARS_PER_ROUND:
+            raise ConfigError(
+                f"zo.nu: an update of m={m} scalars (variant={zo.variant}, nu={zo.nu}, "
+                f"local_steps={zo.local_steps}) exceeds gRPC's 2 GiB message limit; "
+                f"m must be <= {MAX_SCALARS_PER_ROUND}"
+            )
 
     @property
     def quorum(self) -> int:

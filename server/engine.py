@@ -185,7 +185,8 @@ class RoundEngine:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cyber0-log")
         self._aggregates = log.aggregates()
         self._resumed = bool(self._aggregates)
-        self._shards = {c: i for i, c in enumerate(enrolment)} if enrolment else log.shards()
+        self._shards = log.enrol(enrolment) if enrolment else log.shards()
+        self._pending: dict[str, asyncio.Future[int | None]] = {}
         self._joined: dict[str, Role] = {}
         self._streams: dict[str, Stream] = {}
         self._round = _Round(len(self._aggregates))
@@ -196,6 +197,7 @@ class RoundEngine:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
+        self._closing = False
 
     # ----------------------------------------------------------------- queries
     @property
@@ -231,9 +233,11 @@ class RoundEngine:
 
     # ------------------------------------------------------------ membership
     async def join(self, client_id: str, role: Role) -> JoinInfo:
-        """Admit ``client_id`` in ``role``; a training client gets (and keeps) a shard index."""
+        """Admit ``client_id`` in ``role``; a training client gets (and keeps) a shard index.
+        Refused with UNAVAILABLE once :meth:`close` has begun."""
+        self._check_open()
         previous = self._joined.get(client_id)
-        if previous is None and client_id in self._shards and role == "observer":
+        if previous is None and role == "observer" and self._holds_shard(client_id):
             previous = "train"
         if previous is not None and previous != role:
             raise Refusal(
@@ -250,36 +254,57 @@ class RoundEngine:
         digest_round, digest = self._digest
         return JoinInfo(self.plan, shard, self.completed_rounds, digest, digest_round)
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Refusal(grpc.StatusCode.UNAVAILABLE, "the federator is shutting down")
+
+    def _holds_shard(self, client_id: str) -> bool:
+        """``client_id`` holds a shard, or its shard is being written."""
+        return client_id in self._shards or client_id in self._pending
+
     async def _shard_of(self, client_id: str) -> int:
+        """The shard of training client ``client_id``; a new id gets the next one, handed out
+        only once it is committed to the log. A reservation (:attr:`_pending`) holds its place
+        while the row is written, so a second Join of the id waits for the same write, and the
+        write, shielded, outlives a Join that is cancelled meanwhile: memory follows the log."""
         shard = self._shards.get(client_id)
         if shard is not None:
             return shard
-        n = self.plan.n_clients
-        if self._enrolled:
-            raise Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"client {client_id} is not on the enrolment list ({n} training clients)",
-            )
-        if len(self._shards) >= n:
-            raise Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the federation is full: n_clients={n} training clients have joined",
-            )
-        shard = len(self._shards)
-        self._shards[client_id] = shard
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._db, self._log.assign_shard, client_id, shard
-            )
-        except LogError as exc:
-            del self._shards[client_id]
-            _log.error("%s", exc)
+        write = self._pending.get(client_id)
+        if write is None:
+            n = self.plan.n_clients
+            if self._enrolled:
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"client {client_id} is not on the enrolment list ({n} training clients)",
+                )
+            if len(self._shards) + len(self._pending) >= n:
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"the federation is full: n_clients={n} training clients have joined",
+                )
+            write = asyncio.ensure_future(self._assign_shard(client_id))
+            self._pending[client_id] = write
+        assigned = await asyncio.shield(write)
+        if assigned is None:
             raise Refusal(
                 grpc.StatusCode.UNAVAILABLE, "the federator cannot write its log; try again later"
-            ) from exc
-        except BaseException:
-            del self._shards[client_id]
-            raise
+            )
+        return assigned
+
+    async def _assign_shard(self, client_id: str) -> int | None:
+        """Commit the next shard for ``client_id`` and publish it in :attr:`_shards`; None
+        (logged) when the log cannot be written, and then nothing was. The reservation ends
+        either way."""
+        loop = asyncio.get_running_loop()
+        try:
+            shard = await loop.run_in_executor(self._db, self._log.assign_shard, client_id)
+        except LogError as exc:
+            _log.error("%s", exc)
+            return None
+        finally:
+            del self._pending[client_id]
+        self._shards[client_id] = shard
         return shard
 
     def _require_joined(self, client_id: str) -> Role:
@@ -303,7 +328,9 @@ class RoundEngine:
         While the client has another open stream the new one is refused (PERMISSION_DENIED):
         one identity, one stream. A stream the engine closed (refusal, lagging) no longer
         counts; one whose connection died counts until gRPC drops the connection (keepalive)
-        and the servicer calls :meth:`disconnect`."""
+        and the servicer calls :meth:`disconnect`. Refused with UNAVAILABLE once :meth:`close`
+        has begun."""
+        self._check_open()
         role = self._require_joined(client_id)
         old = self._streams.get(client_id)
         if old is not None and not old.closed:
@@ -674,8 +701,13 @@ class RoundEngine:
             self._metrics({**record, "time": round(time.time(), 3)})
 
     async def close(self) -> None:
-        """Stop running rounds; a round being committed is finished first. Every stream is
-        then ended with UNAVAILABLE and the log thread is stopped (the log stays open)."""
+        """Stop running rounds; a round being committed and the shards being written are
+        finished first. Every stream is then ended with UNAVAILABLE and the log thread is
+        stopped (the log stays open). From the start, Join and new streams are refused with
+        UNAVAILABLE."""
+        self._closing = True
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()))
         if self._task is not None:
             await cancel_and_wait(self._task)
         if self._finishing is not None and not self._finishing.done():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,12 @@ class DurableLog:
                 f"log {self.path} has schema {meta.get('schema')!r}; "
                 f"this federator reads schema {SCHEMA_VERSION!r}"
             )
-        logged = _flatten(plan_fields(meta["plan"]))  # a field added since: its default
+        try:
+            logged = _flatten(plan_fields(meta["plan"]))  # a field added since: its default
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LogError(
+                f"log {self.path} is damaged: its plan cannot be read ({exc!r})"
+            ) from exc
         configured = _flatten(json.loads(plan_json(plan)))
         diffs = [
             f"{key}: logged {logged.get(key)!r}, configured {configured.get(key)!r}"
@@ -129,9 +134,13 @@ class DurableLog:
             )
 
     def _check_rounds(self) -> None:
-        count, top = self._conn.execute("SELECT COUNT(*), MAX(round) FROM rounds").fetchone()
-        if count and top != count - 1:
-            raise LogError(f"log {self.path} is damaged: {count} rounds but the last is {top}")
+        count, first, last = self._conn.execute(
+            "SELECT COUNT(*), MIN(round), MAX(round) FROM rounds"
+        ).fetchone()
+        if count and (first, last) != (0, count - 1):
+            raise LogError(
+                f"log {self.path} is damaged: {count} rounds, numbered {first} to {last}"
+            )
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
@@ -174,16 +183,47 @@ class DurableLog:
                 ),
             )
 
-    def assign_shard(self, client_id: str, shard: int) -> None:
-        """Persist that ``client_id`` holds ``shard`` (one transaction; :class:`LogError` if it
-        cannot be written)."""
+    def assign_shard(self, client_id: str) -> int:
+        """Give ``client_id`` the next shard (the logged shards are 0 … k−1: k) and persist it,
+        in one transaction; returns the shard. :class:`LogError` if it cannot be written (then
+        nothing was: the shard stays free)."""
         try:
             with self._transaction():
+                (shard,) = self._conn.execute("SELECT COUNT(*) FROM shards").fetchone()
                 self._conn.execute(
                     "INSERT INTO shards(client_id, shard) VALUES (?, ?)", (client_id, shard)
                 )
         except sqlite3.Error as exc:
             raise LogError(f"cannot record the shard of {client_id} in {self.path}: {exc}") from exc
+        return int(shard)
+
+    def enrol(self, enrolment: Sequence[str]) -> dict[str, int]:
+        """Persist the enrolment's assignment (the i-th id holds shard i) and return it. The
+        shards the log already assigned must agree (a restart with the same list, or a list
+        that keeps the order of an earlier run's joins): else :class:`LogError` naming them,
+        and nothing is written."""
+        assignment = {client_id: i for i, client_id in enumerate(enrolment)}
+        try:
+            with self._transaction():
+                logged = self.shards()
+                conflicts = [
+                    f"{client_id}: logged {shard}, enrolled {assignment.get(client_id)}"
+                    for client_id, shard in sorted(logged.items(), key=lambda item: item[1])
+                    if assignment.get(client_id) != shard
+                ]
+                if conflicts:
+                    raise LogError(
+                        f"log {self.path} assigned shards the enrolment contradicts "
+                        f"({'; '.join(conflicts)}); enrol the logged ids at their shards, or "
+                        "use a new log file"
+                    )
+                self._conn.executemany(
+                    "INSERT INTO shards(client_id, shard) VALUES (?, ?)",
+                    [(c, i) for c, i in assignment.items() if c not in logged],
+                )
+        except sqlite3.Error as exc:
+            raise LogError(f"cannot record the enrolment in {self.path}: {exc}") from exc
+        return assignment
 
     def close(self) -> None:
         """Close the file (idempotent)."""

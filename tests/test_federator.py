@@ -9,8 +9,8 @@ import hashlib
 import json
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -545,3 +545,138 @@ def test_get_aggregates_validates_its_range() -> None:
                 assert refused.value.code().name == code
 
     run(main())
+
+
+# ---------------------------------------------------------------- joins racing the log
+@asynccontextmanager
+async def write_lock_held(db: str) -> AsyncIterator[None]:
+    """Another connection holds the log's write lock (as a backup or an operator's sqlite3 shell
+    would) until the block ends: the federator's shard writes wait for it (SQLite's 5 s busy
+    timeout), so a Join is deterministically in flight while its row is being written."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(conn.execute, "COMMIT")
+        conn.close()
+
+
+def join_request(client_id: str) -> pb.JoinRequest:
+    return pb.JoinRequest(
+        credentials=creds(client_id), role=pb.ROLE_TRAIN, protocol_version=wire.PROTOCOL_VERSION
+    )
+
+
+def logged_shards(db: str) -> dict[str, int]:
+    with closing(sqlite3.connect(db)) as conn:
+        return dict(conn.execute("SELECT client_id, shard FROM shards").fetchall())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_a_join_cancelled_while_its_shard_is_written_keeps_the_shard(tmp_path: Path) -> None:
+    """The client's deadline passes while the shard row waits for the write lock: the row
+    still commits, and the federator's shards follow the log (before the fix memory forgot the
+    shard, and every later Join of a new id failed UNAVAILABLE on the log's UNIQUE key)."""
+    db = str(tmp_path / "log.db")
+    config = make_config(n=3, f=0, aggregator="mean", log_db=db)
+
+    async def main() -> None:
+        async with federation(config) as fed, stub_for(fed.address) as stub:
+            assert fed.engine is not None
+            async with write_lock_held(db):
+                with pytest.raises(grpc.aio.AioRpcError) as cancelled:
+                    await stub.Join(join_request("alice"), timeout=0.3)
+                assert cancelled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.wait_for(until(lambda: "alice" in fed.engine._shards), 10)
+            assert (await join(stub, "alice")).shard_index == 0
+            assert (await join(stub, "bob")).shard_index == 1
+            assert (await join(stub, "carol")).shard_index == 2
+            assert fed.engine._shards == logged_shards(db) == {"alice": 0, "bob": 1, "carol": 2}
+
+    run(main())
+
+
+def test_a_second_join_of_an_id_waits_for_the_shard_its_first_join_is_writing(
+    tmp_path: Path,
+) -> None:
+    """Two Joins of a new id overlap and the first is cancelled while its shard row waits: the
+    second gets the shard only once it is committed, and the client then trains. Before the fix
+    the second got the shard at once, the cancelled first took it back from memory, and the
+    client's update crashed the rounds (KeyError in the shard order): the federator stopped."""
+    db = str(tmp_path / "log.db")
+    config = make_config(n=1, f=0, aggregator="mean", rounds=1, log_db=db)
+
+    async def main() -> None:
+        async with federation(config) as fed, stub_for(fed.address) as stub:
+            assert fed.engine is not None
+            async with write_lock_held(db):
+                first = asyncio.ensure_future(stub.Join(join_request("alice"), timeout=2.0))
+                second = asyncio.ensure_future(stub.Join(join_request("alice"), timeout=15))
+                with pytest.raises(grpc.aio.AioRpcError) as cancelled:
+                    await first
+                assert cancelled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert not second.done()  # no shard is handed out before it is logged
+            assert (await second).shard_index == 0
+            call = await open_stream(stub, "alice")
+            assert (await read(call)).round_start.round == 0
+            await call.write(wire.update_message(0, [0.5] * 4))
+            assert (await read(call)).aggregate.round == 0
+            await asyncio.wait_for(fed.engine.wait(), 10)
+            assert logged_shards(db) == {"alice": 0}
+
+    run(main())
+
+
+def test_joins_and_streams_during_shutdown_are_unavailable(tmp_path: Path) -> None:
+    """Once the engine is closing (the log thread stopped) a Join needing a shard and a new
+    stream get UNAVAILABLE "the federator is shutting down" (a Join got UNKNOWN before, from a
+    RuntimeError of the stopped thread, and a stream was accepted only to hang)."""
+
+    async def main() -> None:
+        async with federation(make_config(log_db=str(tmp_path / "log.db"))) as fed:
+            assert fed.engine is not None
+            async with stub_for(fed.address) as stub:
+                await join(stub, "early")
+                await fed.engine.close()
+                for client_id in ("late", "early"):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await join(stub, client_id)
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert refused.value.details() == "the federator is shutting down"
+                call = await open_stream(stub, "early")
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await asyncio.wait_for(call.read(), 10)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert refused.value.details() == "the federator is shutting down"
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_a_metrics_file_that_cannot_be_written_costs_its_lines_not_the_rounds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``metrics: /dev/full`` (every write ENOSPC): all rounds run, the warning naming the
+    setting and the error is logged once, and the federator stops cleanly (before the fix the
+    first line's OSError ended the rounds, and closing the file raised again)."""
+    config = make_config(n=2, f=0, aggregator="mean", rounds=4, metrics="/dev/full")
+    trainers = [FakeTrainer(seed=i) for i in range(2)]
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            assert fed.engine is not None
+            results = await asyncio.gather(*(s.run() for s in sessions_for(fed.address, trainers)))
+            await fed.engine.wait()
+            assert {r.applied_round for r in results} == {3}
+
+    run(main())
+    warnings = [r.getMessage() for r in caplog.records if "federator.metrics" in r.getMessage()]
+    assert warnings == [
+        "federator.metrics: cannot write /dev/full: [Errno 28] No space left on device; "
+        "metrics lines are dropped while it fails, the rounds go on"
+    ]

@@ -4,22 +4,24 @@ exclusion after a refusal, shard assignment that survives a restart, page sizes.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from test_federator import make_config, run
+from test_federator import logged_shards, make_config, run, write_lock_held
 
 from cyber0 import wire
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.tcpinfo import Traffic
 from cyber0.server import engine as engine_module
 from cyber0.server.auth import ClaimedIdentity
-from cyber0.server.engine import Closing, RoundEngine, Stream
+from cyber0.server.engine import Closing, JoinInfo, RoundEngine, Stream
 from cyber0.server.errors import Refusal
-from cyber0.server.log import DurableLog, RoundRecord
+from cyber0.server.log import DurableLog, LogError, RoundRecord
 from cyber0.server.servicer import FederationServicer
 from cyber0.v1 import federation_pb2 as pb
 
@@ -381,3 +383,93 @@ def test_a_cancelled_train_call_frees_its_identity() -> None:
         assert engine.connect("a").client_id == "a"
 
     with_engine(body, n=2, f=0, aggregator="mean")
+
+
+def test_a_shard_write_that_fails_leaves_no_gap_in_the_shards(tmp_path: Path) -> None:
+    """Two new ids join at once and the first one's row cannot be written (a trigger makes
+    SQLite refuse it, as a full disk would): that Join gets UNAVAILABLE and nothing is kept for
+    it, the second id gets shard 0, and later ids follow on (before, the second got shard 1 and
+    every later new id collided with it: UNAVAILABLE until the federator restarted)."""
+    db = str(tmp_path / "log.db")
+    DurableLog.open(db, make_config(n=3, f=0, aggregator="mean").plan).close()
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON shards WHEN NEW.client_id = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+        conn.commit()
+
+    async def body(engine: RoundEngine) -> None:
+        bad, good = await asyncio.gather(
+            engine.join("bad", "train"), engine.join("good", "train"), return_exceptions=True
+        )
+        assert isinstance(bad, Refusal) and bad.code == grpc.StatusCode.UNAVAILABLE
+        assert isinstance(good, JoinInfo) and good.shard_index == 0
+        assert (await engine.join("other", "train")).shard_index == 1
+        assert logged_shards(db) == {"good": 0, "other": 1}
+
+    with_engine(body, n=3, f=0, aggregator="mean", log_db=db)
+
+
+def test_close_lets_a_shard_write_in_flight_commit_then_refuses_joins(tmp_path: Path) -> None:
+    """A Join whose shard row is being written when the engine closes gets its shard (the log
+    thread stops only after the write); a Join after that is UNAVAILABLE."""
+    db = str(tmp_path / "log.db")
+
+    async def body(engine: RoundEngine) -> None:
+        async with write_lock_held(db):
+            joining = asyncio.ensure_future(engine.join("x", "train"))
+            await until(lambda: "x" in engine._pending)
+            stopping = asyncio.ensure_future(engine.close())
+            await asyncio.sleep(0.05)
+            assert not stopping.done()
+        assert (await joining).shard_index == 0
+        await stopping
+        assert logged_shards(db) == {"x": 0}
+        with pytest.raises(Refusal) as refused:
+            await engine.join("y", "train")
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.message == "the federator is shutting down"
+
+    with_engine(body, n=2, f=0, aggregator="mean", log_db=db)
+
+
+def test_the_enrolment_is_logged_and_a_restart_may_not_contradict_it(tmp_path: Path) -> None:
+    """An enrolled run records its assignment; a restart with another order, or with a list
+    that moves a shard an earlier run's Join took, is a LogError naming the ids, and writes
+    nothing."""
+    db = str(tmp_path / "log.db")
+    plan = make_config(n=3, f=0, aggregator="mean").plan
+    log = DurableLog.open(db, plan)
+    assert log.assign_shard("b") == 0
+    with pytest.raises(LogError, match=r"contradicts \(b: logged 0, enrolled 1\)"):
+        log.enrol(["a", "b", "c"])
+    assert log.shards() == {"b": 0}
+    assert log.enrol(["b", "a", "c"]) == {"b": 0, "a": 1, "c": 2}
+    log.close()
+    log = DurableLog.open(db, plan)
+    assert log.shards() == {"b": 0, "a": 1, "c": 2}
+    assert log.enrol(["b", "a", "c"]) == log.shards()
+    with pytest.raises(LogError, match=r"b: logged 0, enrolled 2; a: logged 1, enrolled 0"):
+        log.enrol(["a", "c", "b"])
+    log.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("DELETE FROM meta WHERE key = 'plan'", r"is damaged: its plan cannot be read \(KeyError"),
+        ("UPDATE meta SET value = '{nope' WHERE key = 'plan'", r"its plan cannot be read"),
+        ("UPDATE rounds SET round = 5 WHERE round = 0", r"is damaged: 1 rounds, numbered 5 to 5"),
+    ],
+)
+def test_a_damaged_log_is_a_log_error(tmp_path: Path, damage: str, message: str) -> None:
+    db = str(tmp_path / "log.db")
+    plan = make_config(n=3, f=0, aggregator="mean").plan
+    log = DurableLog.open(db, plan)
+    log.append_round(RoundRecord(0, b"\0" * 4 * plan.zo.scalars_per_round, ("a",), ()))
+    log.close()
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(damage)
+    with pytest.raises(LogError, match=message):
+        DurableLog.open(db, plan)
