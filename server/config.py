@@ -122,7 +122,12 @@ class FederatorSettings:
             ("round_timeout", self.round_timeout > 0, f"must be > 0; got {self.round_timeout}"),
             ("quorum", self.quorum is None or self.quorum >= 1, f"must be >= 1; got {self.quorum}"),
             ("linger", self.linger >= 0, f"must be >= 0; got {self.linger}"),
-            ("hello_timeout", self.hello_timeout > 0, f"must be > 0; got {self.hello_timeout}"),
+            (
+                "hello_timeout",
+                self.hello_timeout >= 0.001,
+                f"must be >= 0.001 seconds (gRPC's handshake takes whole milliseconds); "
+                f"got {self.hello_timeout}",
+            ),
             (
                 "hello_timeout",
                 self.hello_timeout <= MAX_GRPC_SECONDS,

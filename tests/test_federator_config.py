@@ -24,6 +24,7 @@ MAX_UINT32 = 2**32 - 1
     [
         ({"keepalive": 3e6}, "federator.keepalive: must be <= 2147483 seconds"),
         ({"hello_timeout": 1e7}, "federator.hello_timeout: must be <= 2147483 seconds"),
+        ({"hello_timeout": 1e-4}, "federator.hello_timeout: must be >= 0.001 seconds"),
         ({"log_db": ""}, "federator.log_db: must name a file"),
         ({"metrics": ""}, "federator.metrics: must name a file"),
     ],
