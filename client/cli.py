@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -174,7 +175,7 @@ def _token(args: argparse.Namespace, client_id: str) -> str:
 def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     """The daemon's one model: a :class:`ColludingTrainer` for ``--role byzantine``."""
     device = resolve_device(args.device)
-    if not args.direction_cache >= 0:
+    if not 0 <= args.direction_cache < math.inf:
         raise ValueError(f"--direction-cache must be >= 0 MiB; got {args.direction_cache}")
     for client_id in args.ids:
         data = for_identity(args.data, client_id)
@@ -218,6 +219,22 @@ def _check_saving(args: argparse.Namespace) -> None:
         raise ValueError(f"--save-model {path}: is a folder; give a file name")
 
 
+def _check_connection(args: argparse.Namespace) -> None:
+    """Refuse connection settings that would make every call fail or the reconnects spin:
+    ``--timeout`` and ``--max-backoff`` not above 0, ``--keepalive`` under 1 second (any of
+    them not finite), ``--max-retries`` under 0."""
+    if not 0 < args.timeout < math.inf:
+        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    if not 0 < args.max_backoff < math.inf:
+        raise ValueError(f"--max-backoff must be > 0 seconds; got {args.max_backoff}")
+    if not 1 <= args.keepalive < math.inf:
+        raise ValueError(f"--keepalive must be >= 1 second; got {args.keepalive}")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise ValueError(f"--max-retries must be >= 0; got {args.max_retries}")
+    if args.eval_every < 1:
+        raise ValueError(f"--eval-every must be >= 1; got {args.eval_every}")
+
+
 def build_sessions(
     args: argparse.Namespace, trainer: ZOTrainer | None = None, tally: WireTally | None = None
 ) -> list[Session]:
@@ -229,6 +246,7 @@ def build_sessions(
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
         raise ValueError("give --token or --token-file, not both")
+    _check_connection(args)
     _check_saving(args)
     if trainer is None:
         trainer = build_trainer(args)

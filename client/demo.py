@@ -52,8 +52,8 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
     enrolment, so that every identity gets the same shard in every run, whatever the order the
     daemons connect in. ``--plan`` replaces the fields it names (``zo`` and ``federator`` key
     by key); ``--seed``, ``--aggregator``, ``--rounds``, ``--loss`` and ``--nu``, when given,
-    win over both. ValueError for a ``--plan`` file that is not a mapping or sets
-    ``n_clients``/``f``."""
+    win over both. ValueError for a ``--plan`` file that is not a mapping, sets
+    ``n_clients``/``f``, or gives ``zo`` or ``federator`` as something else than a mapping."""
     plan: dict[str, Any] = {
         "seed": 0,
         "model": "logreg",
@@ -75,8 +75,13 @@ def default_plan(args: argparse.Namespace) -> dict[str, Any]:
                 f"--plan {args.plan}: {', '.join(counted)} come from --honest and --byzantine"
             )
         for key, value in mine.items():
-            nested = isinstance(value, dict) and isinstance(plan.get(key), dict)
-            plan[key] = {**plan[key], **value} if nested else value
+            if isinstance(plan.get(key), dict):
+                if not isinstance(value, dict):
+                    raise ValueError(
+                        f"--plan {args.plan}: {key} must be a mapping of fields; got {value!r}"
+                    )
+                value = {**plan[key], **value}
+            plan[key] = value
     flags = {
         "seed": args.seed,
         "aggregator": args.aggregator,

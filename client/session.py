@@ -7,7 +7,12 @@ Train stream (Hello; on Aggregate(t): ``apply_aggregate`` in order, catching up 
 on RoundStart(t), or an Aggregate(t−1) with ``next_open``: ``compute_update(t)`` in a worker
 thread and send the Update) → after the
 last round's aggregate, a final Report with the model digest, half-close, done. On a lost
-connection it reconnects with capped exponential backoff, jittered by a seeded RNG.
+connection it reconnects with capped exponential backoff, jittered by a seeded RNG. A trainer
+resumed from a checkpoint (:class:`Resumable`) is checked against the federator's aggregates of
+the checkpoint's rounds before anything else (a file of another run stops the session), and the
+model is compared with the digest an observer reported (JoinResponse) when catch-up reaches its
+round (a warning). An update of this party's that the federator refuses as invalid stops the
+session.
 
 Several sessions may run concurrently in one process, e.g. the identities of a colluding
 Byzantine daemon sharing one trainer: give them one :class:`LocalModel`, which serializes the
@@ -20,9 +25,9 @@ import asyncio
 import logging
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import grpc
 
@@ -30,6 +35,7 @@ from cyber0 import wire
 from cyber0.common.data import DataUnavailableError
 from cyber0.common.hf import ModelUnavailableError
 from cyber0.common.plan import PlanError, TrainingPlan
+from cyber0.common.weights import CHAIN_START, chain_aggregate
 from cyber0.v1 import federation_pb2 as pb
 from cyber0.v1 import federation_pb2_grpc as pb_grpc
 
@@ -37,6 +43,9 @@ Role = Literal["train", "observer"]
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 Evaluate = Callable[[], tuple[float, float]]
 """An observer's evaluation of the current model: (accuracy in [0, 1], loss). Blocking."""
+FetchPage = Callable[[int, int], Awaitable[Sequence[pb.Aggregate]]]
+"""``fetch(start, until)``: the federator's next page of aggregates, rounds ``start …`` before
+``until`` in order (at least one)."""
 
 T = TypeVar("T")
 
@@ -58,6 +67,11 @@ _FATAL_AT_JOIN = frozenset(
 SETUP_ERRORS = (ValueError, DataUnavailableError, ModelUnavailableError)
 
 
+class UpdateError(Exception):
+    """What ``Trainer.compute_update`` raises when this party cannot compute a valid update (a
+    loss that is not finite): the session stops with the message (the daemon exits 1)."""
+
+
 class Trainer(Protocol):
     """What a session needs from the model side (implemented in ``cyber0.client.trainer``).
 
@@ -77,7 +91,8 @@ class Trainer(Protocol):
         ...
 
     def compute_update(self, round: int) -> Sequence[float]:
-        """The m scalars of this party for ``round`` (model at ``round − 1`` applied)."""
+        """The m scalars of this party for ``round`` (model at ``round − 1`` applied); may raise
+        :class:`UpdateError`."""
         ...
 
     def apply_aggregate(self, round: int, values: Sequence[float]) -> None:
@@ -87,6 +102,30 @@ class Trainer(Protocol):
     def digest(self) -> str:
         """Lowercase hex digest (≤ 128 characters) of the current model."""
         ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A trainer that may start from a checkpoint, trusted once its aggregates are checked."""
+
+    @property
+    def unverified_round(self) -> int:
+        """The round of the checkpoint loaded at setup, until :meth:`check_history` accepts it
+        (−1: nothing to check)."""
+        ...
+
+    def check_history(self, chain: bytes) -> None:
+        """Accept the checkpoint if ``chain`` is the federator's aggregate chain
+        (:func:`~cyber0.common.weights.chain_aggregate`) of rounds ``0 … unverified_round``;
+        ValueError naming the file otherwise."""
+        ...
+
+
+def _chain_page(chain: bytes, page: Sequence[pb.Aggregate]) -> bytes:
+    """``chain`` extended by the aggregates of ``page``, in order."""
+    for agg in page:
+        chain = chain_aggregate(chain, agg.round, agg.values)
+    return chain
 
 
 class SessionError(RuntimeError):
@@ -198,6 +237,25 @@ class LocalModel:
     async def digest(self) -> str:
         """``trainer.digest()`` in a worker thread."""
         return await self._call(self.trainer.digest)
+
+    async def check_resumed(self, fetch: FetchPage) -> None:
+        """If the trainer loaded a checkpoint not checked yet (:class:`Resumable`), chain the
+        federator's aggregates of its rounds, fetched with ``fetch``, and let the trainer check
+        them (ValueError when they are another run's). Holds the lock throughout, so no session
+        of this model applies a round or computes on the checkpoint meanwhile."""
+        trainer = self.trainer
+        if not isinstance(trainer, Resumable):
+            return
+        async with self._lock:
+            last = trainer.unverified_round
+            if last < 0:
+                return
+            chain, start = CHAIN_START, 0
+            while start <= last:
+                page = await fetch(start, last + 1)
+                chain = await self._thread(_chain_page, chain, page)
+                start += len(page)
+            await self._thread(trainer.check_history, chain)
 
     async def evaluate(self, evaluate: Evaluate) -> tuple[float, float]:
         """``evaluate()`` in a worker thread, with no trainer call running."""
@@ -330,6 +388,7 @@ class Session:
                     self.reconnects,
                 )
             except grpc.aio.AioRpcError as exc:
+                self._fatal_if_invalid(exc.code(), exc.details())
                 _log.warning("%s: %s: %s", self.config.client_id, exc.code().name, exc.details())
             except _Retryable as exc:
                 _log.warning("%s: %s", self.config.client_id, exc)
@@ -345,20 +404,25 @@ class Session:
             self.reconnects += 1
             await asyncio.sleep(self.config.backoff.delay(max(failures - 1, 0), self._rng))
 
+    def _fatal_if_invalid(self, code: grpc.StatusCode, details: str | None) -> None:
+        """SessionError for an INVALID_ARGUMENT refusal: the federator found this party's
+        message (its update, its report) invalid, and sending it again cannot help."""
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise SessionError(
+                f"{self.config.client_id}: the federator refused this party's message: "
+                f"{code.name}: {details}"
+            )
+
     async def _attempt(self, stub: pb_grpc.FederationStub) -> None:
         joined = await self._join(stub)
         plan = self._require_plan()
-        await self._catch_up(stub, joined.current_round)
-        if joined.model_digest and self.model.applied_round == joined.model_digest_round:
-            mine = await self.model.digest()
-            if mine != joined.model_digest:
-                _log.warning(
-                    "%s: model digest after round %d is %s; the observer reported %s",
-                    self.config.client_id,
-                    joined.model_digest_round,
-                    mine,
-                    joined.model_digest,
-                )
+        try:
+            await self.model.check_resumed(lambda start, until: self._fetch(stub, start, until))
+        except ValueError as exc:
+            raise SessionError(f"{self.config.client_id}: {exc}") from exc
+        observed = (joined.model_digest_round, joined.model_digest) if joined.model_digest else None
+        await self._check_digest(observed)
+        await self._catch_up(stub, joined.current_round, observed)
         call = stub.Train()
         try:
             await call.write(pb.ClientMessage(hello=pb.Hello(credentials=self._credentials)))
@@ -370,8 +434,9 @@ class Session:
                     break
                 await self._handle(stub, call, msg)
         except asyncio.InvalidStateError:  # wrote to a stream the federator had ended
-            status = f"{(await call.code()).name}: {await call.details()}"
-            raise _Retryable(f"stream ended: {status}") from None
+            code, details = await call.code(), await call.details()
+            self._fatal_if_invalid(code, details)
+            raise _Retryable(f"stream ended: {code.name}: {details}") from None
         finally:
             call.cancel()
         if self.model.applied_round < plan.rounds - 1:
@@ -419,24 +484,56 @@ class Session:
             raise SessionError("no plan: Join first")
         return self.plan
 
-    async def _catch_up(self, stub: pb_grpc.FederationStub, until: int) -> None:
-        """Apply the aggregates of every completed round before ``until``."""
+    async def _fetch(
+        self, stub: pb_grpc.FederationStub, start: int, until: int
+    ) -> Sequence[pb.Aggregate]:
+        """One page of the federator's aggregates: rounds ``start …`` before ``until``, checked
+        to be in order and not empty."""
+        request = pb.GetAggregatesRequest(
+            credentials=self._credentials, from_round=start, to_round=until
+        )
+        page: pb.GetAggregatesResponse = await stub.GetAggregates(
+            request, timeout=self.config.call_timeout
+        )
+        if not page.aggregates:
+            raise _Retryable(f"no aggregate for round {start} ({page.completed_rounds} completed)")
+        for expected, agg in enumerate(page.aggregates, start):
+            if agg.round != expected:
+                raise SessionError(f"aggregates page has round {agg.round}; wanted {expected}")
+        return page.aggregates
+
+    async def _catch_up(
+        self,
+        stub: pb_grpc.FederationStub,
+        until: int,
+        observed: tuple[int, str] | None = None,
+    ) -> None:
+        """Apply the aggregates of every completed round before ``until``, checking the model
+        against ``observed`` (an observer's (round, digest)) once that round is applied."""
         while self.model.applied_round < until - 1:
             start = self.model.applied_round + 1
-            request = pb.GetAggregatesRequest(
-                credentials=self._credentials, from_round=start, to_round=until
-            )
-            page: pb.GetAggregatesResponse = await stub.GetAggregates(
-                request, timeout=self.config.call_timeout
-            )
-            if not page.aggregates:
-                raise _Retryable(
-                    f"no aggregate for round {start} ({page.completed_rounds} completed)"
-                )
-            for expected, agg in enumerate(page.aggregates, start):
-                if agg.round != expected:
-                    raise SessionError(f"catch-up page has round {agg.round}; wanted {expected}")
+            for agg in await self._fetch(stub, start, until):
                 await self.model.apply(agg.round, list(agg.values))
+                if observed is not None and agg.round == observed[0]:
+                    await self._check_digest(observed)
+
+    async def _check_digest(self, observed: tuple[int, str] | None) -> None:
+        """Warn when the model, at the round of ``observed`` (an observer's (round, digest)
+        from Join), is not the one the observer reported. A warning, not an error: an observer
+        on another kind of device may differ in the last bits (Gaussian directions on a GPU),
+        and one observer must not be able to stop every party that catches up."""
+        if observed is None or self.model.applied_round != observed[0]:
+            return
+        round, theirs = observed
+        mine = await self.model.digest()
+        if mine != theirs:
+            _log.warning(
+                "%s: model digest after round %d is %s; the observer reported %s",
+                self.config.client_id,
+                round,
+                mine,
+                theirs,
+            )
 
     async def _handle(
         self,
@@ -464,7 +561,10 @@ class Session:
         await self._catch_up(stub, t)
         # A model shared with faster sessions may already be past t: nothing to compute.
         if self.model.applied_round == t - 1:
-            values = await self.model.compute(t)
+            try:
+                values = await self.model.compute(t)
+            except UpdateError as exc:
+                raise SessionError(f"{self.config.client_id}: {exc}") from exc
             await call.write(wire.update_message(t, values))
 
     async def _after_round(self, call: grpc.aio.StreamStreamCall, t: int) -> None:

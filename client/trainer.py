@@ -49,7 +49,16 @@ from cyber0.common.perturbation import (
     canonical_parameters,
 )
 from cyber0.common.plan import TrainingPlan, plan_fields, plan_json
-from cyber0.common.weights import load_weights, read_metadata, save_weights
+from cyber0.common.weights import (
+    CHAIN_KEY,
+    CHAIN_START,
+    chain_aggregate,
+    load_weights,
+    read_metadata,
+    save_weights,
+)
+
+from .session import UpdateError
 
 _log = logging.getLogger("cyber0.client")
 
@@ -149,10 +158,14 @@ def build_task(plan: TrainingPlan, data: str | None = None) -> Task:
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
-    """``auto``: the first CUDA device when one is available, else the CPU."""
+    """``auto``: the first CUDA device when one is available, else the CPU; ValueError naming
+    ``--device`` for a name torch does not know or CUDA on a machine without it."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {requested}: not a device ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {requested}: CUDA is not available on this machine")
     return device
@@ -172,6 +185,7 @@ class Shard:
     index: int
     x: Tensor
     y: Tensor
+    source: str | None = None  # the examples file it was read from (a local plan)
 
 
 @dataclass
@@ -181,8 +195,11 @@ class ZOTrainer:
     ``checkpoint``: the weights file (:mod:`cyber0.common.weights`) written after every
     ``save_every``-th applied round (0: never) and by :meth:`save_checkpoint` (the daemon calls
     it at the end); with ``resume``, a checkpoint that exists is loaded at setup, so only the
-    rounds after it are replayed. A checkpoint of another plan is refused (ValueError), never
-    trained on. ``data``: this party's examples file, for a plan whose dataset is ``local``
+    rounds after it are replayed. A checkpoint of another plan, or one that records no aggregate
+    chain (:data:`~cyber0.common.weights.CHAIN_KEY`, written by an older version), is refused
+    (ValueError), never trained on; one of the plan is trusted only once :meth:`check_history`
+    has matched its chain with the federator's aggregates (the session does it before
+    training). ``data``: this party's examples file, for a plan whose dataset is ``local``
     (an identity's shard, or an observer's evaluation set); ``{id}`` in it stands for the
     identity, so the identities of one daemon can each read their own. ``cache_bytes``: how
     much of a round's directions the estimator keeps for the local and global updates (and the
@@ -205,6 +222,9 @@ class ZOTrainer:
     _applied: int = -1
     _resumed: int = -1
     _checkpointed: int | None = None  # the round the checkpoint file holds, if this run knows
+    _chain: bytes = CHAIN_START  # the aggregate chain of the applied rounds
+    _resumed_chain: bytes = CHAIN_START  # the resumed checkpoint's
+    _unverified: int = -1  # the resumed checkpoint's round until check_history accepts it
 
     def setup(self, plan: TrainingPlan, shard_index: int, client_id: str) -> None:
         """Build the model (first call) and load the shard of ``shard_index`` (−1: observer)
@@ -221,8 +241,9 @@ class ZOTrainer:
             path: Path = "batched" if small else "inplace"
             generator = DirectionGenerator(plan.seed, plan.zo.distribution)
             if self.resume and self.checkpoint and os.path.exists(self.checkpoint):
-                self._applied = self._checkpointed = self._restore(model, plan, self.checkpoint)
-                self._resumed = self._applied
+                self._applied, self._chain = self._restore(model, plan, self.checkpoint)
+                self._checkpointed = self._resumed = self._unverified = self._applied
+                self._resumed_chain = self._chain
             self.plan, self._model = plan, model
             self._estimator = ZOEstimator(
                 model, loss_function(plan.loss), generator, plan.zo, path, self.cache_bytes
@@ -235,7 +256,7 @@ class ZOTrainer:
             x, y = task.shard(plan, shard_index)
             if self.flip_labels:
                 y = task.num_classes - 1 - y
-            self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device)))
+            self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device), data))
 
     def _add_task(self, model: nn.Module, data: str | None, task: Task) -> Task:
         """Keep ``task``, the one reading ``data``, once its examples fit ``model``."""
@@ -252,10 +273,11 @@ class ZOTrainer:
         return next(iter(self._tasks.values()))
 
     @staticmethod
-    def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> int:
+    def _restore(model: nn.Module, plan: TrainingPlan, checkpoint: str) -> tuple[int, bytes]:
         """Load ``checkpoint`` into ``model`` if it was saved for ``plan`` (a field the saved
-        plan lacks at its default: :func:`~cyber0.common.plan.plan_fields`); its round. The plan
-        is checked on the header alone, so another plan's weights are never read."""
+        plan lacks at its default: :func:`~cyber0.common.plan.plan_fields`) and records its
+        aggregate chain; its round and chain. The header is checked first, so the weights of
+        another plan, or of a file that cannot be verified, are never read."""
         saved = read_metadata(checkpoint)
         logged = saved.get("plan")
         if logged is None or plan_fields(logged) != json.loads(plan_json(plan)):
@@ -263,14 +285,45 @@ class ZOTrainer:
                 f"checkpoint {checkpoint} holds a model of another plan than the federator's; "
                 "move it away (or drop --resume) to start from the beginning"
             )
+        try:
+            chain = bytes.fromhex(saved[CHAIN_KEY])
+        except (KeyError, ValueError):
+            chain = b""
+        if len(chain) != len(CHAIN_START):
+            raise ValueError(
+                f"checkpoint {checkpoint} does not record the aggregates it was trained on "
+                "(written by an older version), so it cannot be checked against the federator's "
+                "run; remove it or start without --resume"
+            )
         load_weights(model, checkpoint)
         _log.info("resumed from %s after round %s", checkpoint, saved["round"])
-        return int(saved["round"])
+        return int(saved["round"]), chain
 
     @property
     def applied_round(self) -> int:
         """Last round whose aggregate was applied (−1: none)."""
         return self._applied
+
+    @property
+    def unverified_round(self) -> int:
+        """The round of the checkpoint loaded at setup until :meth:`check_history` accepts it
+        (−1: nothing to check)."""
+        return self._unverified
+
+    def check_history(self, chain: bytes) -> None:
+        """Accept the checkpoint loaded at setup when ``chain`` is the chain
+        (:func:`~cyber0.common.weights.chain_aggregate`) of the federator's aggregates of its
+        rounds; ValueError naming the file when it is not."""
+        if self._unverified < 0:
+            return
+        if chain != self._resumed_chain:
+            raise ValueError(
+                f"{self.checkpoint} holds round {self._unverified} of another run of this plan "
+                "(its aggregates differ from the federator's); remove it or start without "
+                "--resume"
+            )
+        _log.info("checkpoint %s: its aggregates are the federator's", self.checkpoint)
+        self._unverified = -1
 
     @property
     def rounds_applied(self) -> int:
@@ -294,10 +347,21 @@ class ZOTrainer:
         return estimator.local_round(round, batches).cpu()
 
     def compute_update(self, round: int) -> Sequence[float]:
-        """This identity's m scalars (the first shard: a plain client holds exactly one)."""
+        """This identity's m scalars (the first shard: a plain client holds exactly one).
+        :class:`~cyber0.client.session.UpdateError` when one is not finite: an honest party
+        never sends an update the federator must refuse."""
         if not self.shards:
             raise RuntimeError("an observer has no shard to compute on")
-        return self.honest_update(self.shards[0], round).tolist()
+        shard = self.shards[0]
+        update = self.honest_update(shard, round)
+        if not bool(torch.isfinite(update).all()):
+            examples = f" (--data {shard.source})" if shard.source else ""
+            raise UpdateError(
+                f"round {round}: the loss is not finite (the update holds NaN or infinite "
+                f"values): this party's examples{examples} are out of range, or the model "
+                "diverged"
+            )
+        return update.tolist()
 
     def apply_aggregate(self, round: int, values: Sequence[float]) -> None:
         """``w ← w − η Σ R z`` for the aggregate of ``round`` (must be ``applied_round + 1``)."""
@@ -305,7 +369,7 @@ class ZOTrainer:
         if round != self._applied + 1:
             raise ValueError(f"aggregate {round} cannot follow applied round {self._applied}")
         apply_aggregate_(model, estimator.generator, plan.zo, round, values, estimator.cache)
-        self._applied = round
+        self._applied, self._chain = round, chain_aggregate(self._chain, round, values)
         if self.save_every and (round + 1) % self.save_every == 0:
             try:
                 self.save_checkpoint()
@@ -328,13 +392,15 @@ class ZOTrainer:
     def save_weights(self, path: str | os.PathLike[str]) -> str:
         """Write the current global model to ``path`` (:func:`cyber0.common.weights.save_weights`;
         metadata: the model name and class count that :func:`~cyber0.common.weights.load_model`
-        rebuilds it from, the last applied round and the plan); return its digest."""
+        rebuilds it from, the last applied round, the plan and the aggregate chain of the
+        applied rounds); return its digest."""
         plan, model, _ = self._ready()
         metadata = {
             "model": plan.model,
             "num_classes": str(self._task.num_classes),
             "round": str(self._applied),
             "plan": plan_json(plan),
+            CHAIN_KEY: self._chain.hex(),
         }
         return save_weights(model, path, metadata)
 

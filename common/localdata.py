@@ -91,7 +91,7 @@ def check_data_path(path: str, text: bool | None = None) -> Path:
 def _label(raw: object, classes: int, where: str) -> int:
     """``raw`` (an int, or its decimal string) as a label in ``[0, classes)``."""
     value = raw.strip() if isinstance(raw, str) else raw
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
         raise DataFileError(f"{where}: label {raw!r} is not an integer in [0, {classes})")

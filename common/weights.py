@@ -8,14 +8,20 @@ and carries its digest. :func:`load_weights` (into a model you built) and :func:
 (builds the model the metadata names) check the digest before touching a model and refuse a
 file whose names, shapes or dtypes differ from the model's, so a truncated, edited or foreign
 file is an error, never a silently different model.
+
+A client's checkpoint also records, under :data:`CHAIN_KEY`, the :func:`chain_aggregate` value of
+the aggregates it applied: what lets a resumed client check that the file belongs to the run the
+federator serves, and not to another run of the same plan.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -24,6 +30,22 @@ from torch import nn
 from .models import ModelSpec, build_model, tensors_digest
 
 FORMAT = "cyber0-weights/1"
+
+#: Metadata key of a checkpoint's aggregate chain (hex), for rounds ``0 … round``; files written
+#: before it existed lack it.
+CHAIN_KEY = "aggregate_chain"
+
+#: The aggregate chain before round 0.
+CHAIN_START = bytes(32)
+
+
+def chain_aggregate(previous: bytes, round: int, values: Sequence[float] | np.ndarray) -> bytes:
+    """The aggregate chain after ``round``: ``SHA-256(previous ‖ round as 8-byte little-endian ‖
+    the values as float32 little-endian)``, ``previous`` being the chain after ``round − 1``
+    (:data:`CHAIN_START` before round 0). Equal chains mean equal aggregates, so, for one plan,
+    the same model."""
+    values32 = np.asarray(values, dtype="<f4")
+    return hashlib.sha256(previous + round.to_bytes(8, "little") + values32.tobytes()).digest()
 
 
 class WeightsError(ValueError):

@@ -1,10 +1,15 @@
 """The client session against a real in-process federator: paged catch-up, observers and their
-reports, identities sharing one model, refusals, reconnect limits and backoff."""
+reports, identities sharing one model, refusals, reconnect limits and backoff, a resumed
+checkpoint checked against the run, a model that is not the observed one, an update that is not
+finite."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
+import re
 import socket
 import threading
 import time
@@ -12,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from test_federator import FAST, FakeTrainer, federation, make_config, read_metrics, run
 
 from cyber0.client.session import (
@@ -21,10 +28,16 @@ from cyber0.client.session import (
     Session,
     SessionConfig,
     SessionError,
+    Trainer,
 )
+from cyber0.client.trainer import ColludingTrainer, ZOTrainer
 from cyber0.common.hf import ModelUnavailableError
+from cyber0.common.weights import read_metadata
 from cyber0.server import engine as engine_module
 from cyber0.server.app import Federator
+from cyber0.server.config import build_config
+
+CPU = torch.device("cpu")
 
 
 def observer(address: str, trainer: FakeTrainer, every: int = 2) -> Session:
@@ -284,3 +297,145 @@ def test_counters_are_read_at_the_last_round_while_the_connection_is_open() -> N
     run(main())
     for client in ("c0", "c1", "c2"):
         assert [r for c, r in reads if c == client] == [3, 3]
+
+
+def watcher(address: str, trainer: Trainer, client_id: str = "observer") -> Session:
+    """An observer session that reports only at the end (its evaluation: a constant)."""
+    config = SessionConfig(address, client_id, role="observer", eval_every=100, backoff=FAST)
+    return Session(config, trainer, evaluate=lambda: (0.5, 1.0))
+
+
+def test_a_checkpoint_resumes_only_against_the_run_it_was_saved_in(tmp_path: Path) -> None:
+    """A checkpoint of round 5 resumes against its own run's federator, restarted from its log,
+    and ends on the model of a party that never stopped; against a fresh federator of the same
+    plan (other aggregates) it is refused, naming the file, before a round is applied."""
+    db, ckpt = tmp_path / "fed.db", tmp_path / "observer.safetensors"
+    plan = {"n": 2, "f": 0, "aggregator": "mean", "rounds": 8}
+
+    async def main() -> None:
+        first = Federator(make_config(**plan, log_db=str(db)))
+        await first.start()
+        writer = ZOTrainer(device=CPU, checkpoint=str(ckpt), save_every=3)
+        _, sessions = trainers_sessions(first.address, 2)
+        await asyncio.gather(watcher(first.address, writer).run(), *(s.run() for s in sessions))
+        port = first.port
+        await first.stop(grace=0.1)
+        assert read_metadata(ckpt)["round"] == "5"
+
+        async with federation(make_config(**plan, log_db=str(db), port=port)) as same:
+            resumed = ZOTrainer(device=CPU, checkpoint=str(ckpt), resume=True)
+            result = await watcher(same.address, resumed).run()
+            assert result.applied_round == 7 and result.digest == writer.digest()
+            assert resumed.rounds_applied == 2
+
+        async with federation(make_config(**plan)) as other:
+            strangers = [FakeTrainer(seed=90 + i) for i in range(2)]
+            await asyncio.gather(
+                *(
+                    Session(SessionConfig(other.address, f"c{i}"), t).run()
+                    for i, t in enumerate(strangers)
+                )
+            )
+            stranger = ZOTrainer(device=CPU, checkpoint=str(ckpt), resume=True)
+            message = f"{ckpt} holds round 5 of another run of this plan (its aggregates differ"
+            with pytest.raises(SessionError, match=re.escape(message)):
+                await watcher(other.address, stranger).run()
+            assert stranger.applied_round == 5 and read_metadata(ckpt)["round"] == "5"
+
+    run(main())
+
+
+class ForeignTrainer(FakeTrainer):
+    """A model that is not the federation's: it applies the aggregates, but its digest is no
+    one else's."""
+
+    def digest(self) -> str:
+        return "f" * 32
+
+
+def test_a_model_unlike_the_observed_one_is_reported_at_the_observed_round(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A party joining late whose model differs from the one an observer reported
+    (JoinResponse) warns when its catch-up reaches that round (before, the digest was compared
+    only if catch-up ended on it, which a late joiner's rarely does), and goes on."""
+    config = make_config(n=1, f=0, aggregator="mean", rounds=16)
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            assert fed.engine is not None
+            seen = FakeTrainer(seed=0)
+            everyone = asyncio.gather(
+                observer(fed.address, seen, every=2).run(),
+                Session(SessionConfig(fed.address, "c0", backoff=FAST), SlowTrainer(0)).run(),
+            )
+            while fed.engine.completed_rounds < 8:
+                await asyncio.sleep(0.01)
+            foreign = ForeignTrainer(seed=0)
+            await watcher(fed.address, foreign, "late").run()
+            assert foreign.applied_round == config.plan.rounds - 1
+            await everyone
+
+    with caplog.at_level(logging.WARNING, logger="cyber0.client"):
+        run(main())
+    warned = [m for m in caplog.messages if re.search(r"late: model digest after round", m)]
+    assert len(warned) == 1 and re.search(
+        r"is f{32}; the observer reported [0-9a-f]{32}", warned[0]
+    )
+
+
+class NaNTrainer(FakeTrainer):
+    """A client without the finiteness check, whose loss is not finite."""
+
+    def compute_update(self, round: int) -> Sequence[float]:
+        return [math.nan] * self.m
+
+
+def test_an_update_that_is_not_finite_stops_the_party(tmp_path: Path) -> None:
+    """An honest client whose examples make every scalar NaN (finite but huge features) stops
+    at its first round with the reason, naming its file, instead of sending what the federator
+    must refuse; a client that sends one anyway stops at the refusal (INVALID_ARGUMENT), not
+    retrying. A colluding daemon's vectors are left as they are."""
+    data = tmp_path / "huge.npz"
+    np.savez(data, x=np.full((20, 40), 1e38, np.float32), y=np.arange(20) % 3)
+    config = build_config(
+        {
+            "seed": 8,
+            "model": "logreg?inputs=40",
+            "dataset": "local?classes=3",
+            "n_clients": 2,
+            "f": 0,
+            "aggregator": "mean",
+            "rounds": 3,
+            "zo": {"nu": 4, "batch_size": 8},
+            "federator": {"port": 0, "round_timeout": 5.0, "linger": 0.0},
+        }
+    )
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            honest = asyncio.ensure_future(
+                Session(SessionConfig(fed.address, "c0", backoff=FAST), FakeTrainer(0)).run()
+            )
+            huge = Session(
+                SessionConfig(fed.address, "c1", backoff=FAST), ZOTrainer(CPU, data=str(data))
+            )
+            message = "c1: round 0: the loss is not finite (the update holds NaN or infinite "
+            message += f"values): this party's examples (--data {data}) are out of range"
+            with pytest.raises(SessionError, match=re.escape(message)):
+                await huge.run()
+            assert huge.reconnects == 0
+            sloppy = Session(SessionConfig(fed.address, "c1", backoff=FAST), NaNTrainer(1))
+            with pytest.raises(
+                SessionError,
+                match="c1: the federator refused this party's message: INVALID_ARGUMENT: "
+                "update for round 0 has a non-finite value",
+            ):
+                await sloppy.run()
+            assert sloppy.reconnects == 0
+            honest.cancel()
+
+    run(main())
+    colluding = ColludingTrainer(CPU, data=str(data), flip_labels=True, attack="lf")
+    colluding.setup(config.plan, 0, "b1")
+    assert not all(math.isfinite(v) for v in colluding.compute_update(0))

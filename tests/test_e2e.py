@@ -390,6 +390,73 @@ def write_cluster_examples(path: Path, n: int, seed: int) -> None:
     np.savez(path, x=x.astype(np.float32), y=y)
 
 
+def test_a_checkpoint_of_another_run_of_the_plan_is_refused(tmp_path: Path) -> None:
+    """``--resume`` checks the checkpoint's aggregates against the federator's: the file of an
+    earlier run of the same plan (a fresh federator, a new log: other aggregates) is refused
+    with exit 1, naming the file and leaving it untouched; the run it was saved in, its
+    federator restarted from its log, takes it back and the client ends on everyone's digest."""
+    for i in range(3):
+        write_cluster_examples(tmp_path / f"client-{i}.npz", 200, seed=i)
+    plan = {
+        "seed": 8,
+        "model": f"logreg?inputs={FEATURES}",
+        "dataset": "local?classes=3",
+        "n_clients": 3,
+        "f": 0,
+        "aggregator": "mean",
+        "rounds": 300,
+        "zo": {"nu": 8, "mu": 0.001, "lr": 0.005, "batch_size": 32},
+    }
+    data = ("--data", str(tmp_path / "{id}.npz"))
+    ckpt = tmp_path / "client-2.safetensors"
+    saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run2").mkdir()
+    # Every round of the first run waits for all three clients; the second runs without client-2.
+    everyone = {"round_timeout": 5.0, "quorum": 3, "linger": 30.0}
+    first = Federation(tmp_path / "run1", {**plan, "federator": everyone})
+    two = {"round_timeout": 0.05, "quorum": 2, "linger": 30.0}
+    second = Federation(tmp_path / "run2", {**plan, "federator": two})
+    try:
+        first.start_federator("federator-1")
+        for i in (0, 1):
+            first.start_client(f"client-{i}", *data)
+        first.start_client("client-2", *data, *saving)
+        deadline = time.monotonic() + 120
+        while not ckpt.exists() or int(read_metadata(ckpt)["round"]) < 9:
+            assert time.monotonic() < deadline, "no checkpoint after round 9"
+            time.sleep(0.02)
+        for name in ("client-2", "federator-1"):
+            first.procs[name].send_signal(signal.SIGKILL)
+            first.procs[name].wait()
+        saved = int(read_metadata(ckpt)["round"])
+        assert saved < 299
+
+        second.start_federator("federator")
+        for i in (0, 1):
+            second.start_client(f"client-{i}", *data)
+        second.wait_for("federator", saved + 2)
+        refused = second.start_client("client-2", *data, *saving)
+        assert refused.wait(timeout=60) == 1
+        log = (second.workdir / "client-2.log").read_text()
+        assert f"{ckpt} holds round {saved} of another run of this plan" in log, log
+        assert read_metadata(ckpt)["round"] == str(saved)
+        second.kill_all()
+
+        first.start_federator("federator-2")  # same port, same log: the first run goes on
+        first.start_client("client-2", *data, *saving)
+        for name in ("client-0", "client-1", "client-2"):
+            code = first.procs[name].wait(timeout=180)
+            assert code == 0, (first.workdir / f"{name}.log").read_text()[-3000:]
+        log = (first.workdir / "client-2.log").read_text()
+        assert f"resumed from {ckpt} after round {saved}" in log
+        digests = {name: first.digest(name) for name in ("client-0", "client-1", "client-2")}
+        assert len(set(digests.values())) == 1, digests
+    finally:
+        first.kill_all()
+        second.kill_all()
+
+
 def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
     """A ``local`` plan: each client daemon trains on its own ``--data`` file and the observer
     evaluates on its own held-out one; the federator never names the data. The observer's

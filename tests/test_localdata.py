@@ -69,6 +69,8 @@ def test_sentences_are_read_from_each_format(tmp_path: Path, suffix: str) -> Non
     [
         ("a.csv", "text,label\nfine,1\nbad,2\n", r"a.csv: line 3: label '2' is not an integer in"),
         ("a.csv", "text,label\nfine,x\n", r"line 2: label 'x' is not an integer"),
+        ("a.csv", "text,label\nfine,\u00b2\n", r"line 2: label '\u00b2' is not an integer"),
+        ("a.tsv", "text\tlabel\nfine\t\u0661\n", r"line 2: label '\u0661' is not an integer"),
         ("a.csv", "text,label\nfine\n", "line 2: fewer fields than the header"),
         ("a.csv", "sentence,label\nfine,1\n", "the header row has no text column"),
         ("a.csv", "text,label\n", "a.csv: no examples"),
@@ -83,7 +85,7 @@ def test_sentences_are_read_from_each_format(tmp_path: Path, suffix: str) -> Non
 def test_bad_sentence_files_name_the_file_and_line(
     tmp_path: Path, name: str, content: str, named: str
 ) -> None:
-    (tmp_path / name).write_text(content)
+    (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(DataFileError, match=named):
         read_sentences(str(tmp_path / name), classes=2)
 
@@ -279,9 +281,9 @@ def test_a_file_holding_the_built_in_shard_gives_the_built_in_scalars(tmp_path: 
 def test_cyber0_evaluate_refuses_what_it_cannot_score(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Exit 2 with the reason: weights without a plan (not a --save-model file), a file in a
-    format the model does not read, labels the model does not have, a folder as the
-    predictions file."""
+    """Exit 2 with the reason: weights without a plan (not a --save-model file), a device torch
+    does not know, a file in a format the model does not read, labels the model does not have,
+    a folder as the predictions file."""
     from cyber0.client import evaluate
     from cyber0.common.models import ModelSpec, build_model
     from cyber0.common.weights import save_weights
@@ -304,6 +306,10 @@ def test_cyber0_evaluate_refuses_what_it_cannot_score(
     (tmp_path / "folder").mkdir()
     for argv, message in [
         (["--weights", str(bare), "--data", str(data)], "no plan in its metadata"),
+        (
+            ["--weights", str(weights), "--data", str(data), "--device", "foo"],
+            "--device foo: not a device",
+        ),
         (["--weights", str(weights), "--data", str(tmp_path / "a.csv")], "must be in a .npz file"),
         (["--weights", str(weights), "--data", str(wide)], "y[1] = 3 is not a label in [0, 3)"),
         (

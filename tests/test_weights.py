@@ -138,12 +138,23 @@ def test_load_model_builds_what_the_metadata_names(tmp_path: Path) -> None:
         (["--save-model", "{tmp}"], "is a folder"),
         (["--direction-cache", "-1"], "--direction-cache must be >= 0 MiB; got -1.0"),
         (["--direction-cache", "nan"], "--direction-cache must be >= 0 MiB; got nan"),
+        (["--direction-cache", "inf"], "--direction-cache must be >= 0 MiB; got inf"),
+        (["--device", "foo"], "--device foo: not a device"),
+        (["--timeout", "0"], "--timeout must be > 0 seconds; got 0.0"),
+        (["--timeout", "-1"], "--timeout must be > 0 seconds; got -1.0"),
+        (["--timeout", "nan"], "--timeout must be > 0 seconds; got nan"),
+        (["--max-backoff", "0"], "--max-backoff must be > 0 seconds; got 0.0"),
+        (["--keepalive", "0.5"], "--keepalive must be >= 1 second; got 0.5"),
+        (["--keepalive", "inf"], "--keepalive must be >= 1 second; got inf"),
+        (["--max-retries", "-1"], "--max-retries must be >= 0; got -1"),
+        (["--role", "observer", "--eval-every", "0"], "--eval-every must be >= 1; got 0"),
     ],
 )
-def test_client_refuses_unusable_saving_and_cache_options(
+def test_client_refuses_unusable_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    """Exit 2 with the reason before connecting anywhere (the target is never dialled)."""
+    """Exit 2 with the reason, naming the option, before connecting anywhere (the target is
+    never dialled)."""
     from cyber0.client import cli
 
     argv = ["--target", "127.0.0.1:9", "--id", "c0", *(a.format(tmp=tmp_path) for a in args)]
@@ -204,3 +215,57 @@ def test_a_checkpoint_saved_before_the_loss_field_resumes_under_cross_entropy(
     balanced = ZOTrainer(checkpoint=str(path), resume=True)
     with pytest.raises(ValueError, match="another plan"):
         balanced.setup(dataclasses.replace(plan, loss="balanced_cross_entropy"), -1, "observer")
+
+
+def test_a_checkpoint_records_the_chain_of_its_aggregates(tmp_path: Path) -> None:
+    """The checkpoint's chain is the one anyone computes from the aggregates it applied; the
+    trainer accepts that chain at resume and refuses any other, naming the file."""
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.plan import TrainingPlan, ZOSettings
+    from cyber0.common.weights import CHAIN_KEY, CHAIN_START, chain_aggregate, read_metadata
+
+    plan = TrainingPlan(seed=4, zo=ZOSettings(nu=2, batch_size=8), n_clients=4, f=1)
+    path = tmp_path / "ckpt.safetensors"
+    aggregates = [[0.5, -0.25], [0.125, 1.0]]
+    trainer = ZOTrainer(checkpoint=str(path))
+    trainer.setup(plan, -1, "observer")
+    chain = CHAIN_START
+    for t, values in enumerate(aggregates):
+        trainer.apply_aggregate(t, values)
+        chain = chain_aggregate(chain, t, values)
+    trainer.save_checkpoint()
+    assert read_metadata(path)[CHAIN_KEY] == chain.hex()
+    assert chain != chain_aggregate(chain_aggregate(CHAIN_START, 0, [0.5, -0.25]), 1, [0.125, 0])
+
+    resumed = ZOTrainer(checkpoint=str(path), resume=True)
+    resumed.setup(plan, -1, "observer")
+    assert resumed.unverified_round == 1
+    with pytest.raises(ValueError, match=f"{path} holds round 1 of another run of this plan"):
+        resumed.check_history(chain_aggregate(CHAIN_START, 0, [0.5, -0.25]))
+    assert resumed.unverified_round == 1
+    resumed.check_history(chain)
+    assert resumed.unverified_round == -1
+
+
+def test_a_checkpoint_without_an_aggregate_chain_is_refused(tmp_path: Path) -> None:
+    """A file written before checkpoints recorded their aggregates cannot be checked against
+    the federator's run: --resume refuses it, saying what to do."""
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.plan import TrainingPlan, ZOSettings
+    from cyber0.common.weights import CHAIN_KEY, read_metadata
+
+    plan = TrainingPlan(seed=4, zo=ZOSettings(nu=2, batch_size=8), n_clients=4, f=1)
+    path = tmp_path / "ckpt.safetensors"
+    trainer = ZOTrainer(checkpoint=str(path))
+    trainer.setup(plan, -1, "observer")
+    trainer.apply_aggregate(0, [0.5, -0.25])
+    trainer.save_checkpoint()
+    kept = ("format", "digest", CHAIN_KEY)
+    old = {k: v for k, v in read_metadata(path).items() if k not in kept}
+    save_weights(load_model(path)[0], path, old)
+    resumed = ZOTrainer(checkpoint=str(path), resume=True)
+    with pytest.raises(
+        ValueError, match=r"does not record the aggregates .* start without --resume"
+    ):
+        resumed.setup(plan, -1, "observer")
+    assert resumed.applied_round == -1
