@@ -10,8 +10,12 @@
 #               "certs revoke ID..." revokes, "bundle ID" writes ID's files as a tar on stdout
 #   health      exit 0 when the federator answers SERVING (the compose healthcheck)
 #   any other command: run it as given (e.g. cyber0-client ... for a client outside the stack)
+# TLS takes true or false (also 1/0, yes/no, on/off, any case); anything else exits 2.
+# Paths (overridable for tests): CYBER0_LIB (this script's helpers), RESULTS_DIR, CERTS_DIR,
+# STATE_DIR, CA_DIR.
 set -euo pipefail
-lib=/usr/local/lib/cyber0
+shopt -s inherit_errexit  # a failing command inside $(...) fails the assignment too
+lib=${CYBER0_LIB:-/usr/local/lib/cyber0}
 results=${RESULTS_DIR:-/results}
 certs=${CERTS_DIR:-/certs}
 state=${STATE_DIR:-/state}
@@ -24,8 +28,23 @@ case "$role" in
 esac
 
 log() { echo "[$role] $*" >&2; }
-is_true() { case "${1,,}" in 1|true|yes|on) return 0 ;; *) return 1 ;; esac; }
-tls_on() { is_true "${TLS:-false}"; }
+# bool_knob NAME DEFAULT: status 0 when the knob NAME (DEFAULT when unset or empty) is true, 1
+# when false; anything else exits 2 naming it (a typo must not turn TLS off).
+bool_knob() {
+  local value
+  read -r value <<<"${!1:-$2}" || true
+  case "${value,,}" in
+    1 | true | yes | on) return 0 ;;
+    0 | false | no | off) return 1 ;;
+    *) log "$1 must be true or false; got '$value'"; exit 2 ;;
+  esac
+}
+tls=false
+case "$role" in
+  federator | client | observer | byzantine | health | certs)
+    if bool_knob TLS false; then tls=true; fi ;;
+esac
+tls_on() { [ "$tls" = true ]; }
 
 # Run as the owner of the results folder (files on the host then belong to its owner).
 if [ "$(id -u)" = 0 ] && [ -d "$results" ] && [ "$role" != certs ]; then
@@ -63,10 +82,27 @@ client_tls_args() {  # the client's TLS flags ({id}: each identity's own certifi
 data_args=()  # the party's own examples file ({id}: each identity's), for a local plan
 [ -n "${CLIENT_DATA:-}" ] && data_args=(--data "$CLIENT_DATA")
 
-training_ids() {  # the enrolment: honest-1..H, byzantine-1..B, then REMOTE_CLIENTS
-  python "$lib/stack.py" ids honest "${HONEST_CLIENTS:-6}"
-  python "$lib/stack.py" ids byzantine "${BYZANTINE_CLIENTS:-2}"
-  echo "${REMOTE_CLIENTS:-}"
+training_ids() {  # the enrolment, one id a line: honest-1..H, byzantine-1..B, REMOTE_CLIENTS
+  python "$lib/stack.py" enrolment
+}
+
+# A fresh federation: move whatever an earlier run left in results/ (finished or not) to
+# results/previous/<UTC time of its newest file>/.
+archive_earlier_run() {
+  local name newest=
+  for name in metrics.jsonl federator.log summary.json federation.yaml enrolment.txt clients; do
+    if [ -e "$results/$name" ] && { [ -z "$newest" ] || [ "$results/$name" -nt "$newest" ]; }; then
+      newest=$results/$name
+    fi
+  done
+  [ -n "$newest" ] || return 0
+  local stamp old n=1
+  stamp=$(date -u -r "$newest" +%Y%m%dT%H%M%SZ)
+  old=$results/previous/$stamp
+  while [ -e "$old" ]; do n=$((n + 1)); old=$results/previous/$stamp-$n; done
+  mkdir -p "$old"
+  find "$results" -mindepth 1 -maxdepth 1 ! -name previous -exec mv -t "$old" {} +
+  log "the previous run's results moved to $old"
 }
 
 start_client() {  # NAME CLIENT-ARGS...: a client daemon whose JSON lines go to results/clients/
@@ -84,26 +120,31 @@ start_client() {  # NAME CLIENT-ARGS...: a client daemon whose JSON lines go to 
 case "$role" in
   federator)
     mkdir -p "$results" "$state"
+    fresh=
     if [ ! -e "$state/federator.db" ]; then
       # A fresh federation (empty state volume): move the last run's results aside and forget
       # its replica numbers (the clients start after this, once the federator is healthy).
-      if [ -e "$results/metrics.jsonl" ]; then
-        old="$results/previous/$(date -u -r "$results/metrics.jsonl" +%Y%m%dT%H%M%SZ)"
-        mkdir -p "$old"
-        find "$results" -mindepth 1 -maxdepth 1 ! -name previous -exec mv -t "$old" {} +
-        log "the previous run's results moved to $old"
-      fi
+      fresh=1
+      archive_earlier_run
       rm -rf "$results/.replicas"
     fi
-    python "$lib/stack.py" config "$results/federation.yaml"
+    # The plan and enrolment are written to the state volume: a resume the federator refuses
+    # (a plan other than its log's) must not overwrite the results of the run it refused. They
+    # are copied into results/ for a fresh federation, or once a resumed one has ended with 0.
+    plan=$state/federation.yaml
+    python "$lib/stack.py" config "$plan"
     # Shards go by enrolment order (honest-1 gets shard 0, ...) so a run is reproducible; an
     # explicit N_CLIENTS that differs from the ids known here leaves enrolment to join order.
-    read -r -a enrolled <<<"$(training_ids | tr '\n' ' ')"
+    ids=$(training_ids | tr '\n' ' ')
+    read -r -a enrolled <<<"$ids"
     extra=()
+    published=("$plan")
     if [ -z "${N_CLIENTS:-}" ] || [ "${N_CLIENTS}" -eq "${#enrolled[@]}" ]; then
-      printf '%s\n' "${enrolled[@]}" >"$results/enrolment.txt"
-      extra+=(--enrolment "$results/enrolment.txt")
+      printf '%s\n' "${enrolled[@]}" >"$state/enrolment.txt"
+      extra+=(--enrolment "$state/enrolment.txt")
+      published+=("$state/enrolment.txt")
     fi
+    if [ -n "$fresh" ]; then cp "${published[@]}" "$results/"; fi
     if tls_on; then
       extra+=(--tls-cert "$certs/federator.pem" --tls-key "$certs/federator.key"
               --tls-client-ca "$certs/ca.pem" --tls-crl "$certs/crl.pem")
@@ -112,11 +153,12 @@ case "$role" in
       extra+=(--insecure)
     fi
     code=0
-    run_teed /dev/null cyber0-federator --config "$results/federation.yaml" \
+    run_teed /dev/null cyber0-federator --config "$plan" \
       --host 0.0.0.0 --port 50051 --metrics "$results/metrics.jsonl" --wire-metrics \
       --log-db "$state/federator.db" --log-level "${FEDERATOR_LOG_LEVEL:-INFO}" \
       "${extra[@]}" "$@" 2> >(tee -a "$results/federator.log" >&2) || code=$?
     log "federator exit $code"
+    if [ -z "$fresh" ] && [ "$code" = 0 ]; then cp "${published[@]}" "$results/"; fi
     python "$lib/stack.py" summary "$results" || true
     exit "$code"
     ;;
@@ -134,10 +176,11 @@ case "$role" in
       --save-model "$results/$id.safetensors" "${data_args[@]}" $(client_tls_args) "$@"
     ;;
   byzantine)
+    python "$lib/stack.py" check  # BYZANTINE_DAEMONS=0 with identities to hold, ...
     daemons=${BYZANTINE_DAEMONS:-1}
     daemon=$(python "$lib/stack.py" index byzantine "$daemons")
-    read -r -a ids <<<"$(python "$lib/stack.py" ids byzantine "${BYZANTINE_CLIENTS:-2}" \
-      "$daemon" "$daemons")"
+    held=$(python "$lib/stack.py" ids byzantine "${BYZANTINE_CLIENTS:-2}" "$daemon" "$daemons")
+    read -r -a ids <<<"$held"
     if [ ${#ids[@]} -eq 0 ]; then
       log "daemon $daemon of $daemons holds no identity (BYZANTINE_CLIENTS=${BYZANTINE_CLIENTS:-2})"
       exit 0
@@ -165,13 +208,23 @@ case "$role" in
     # writes a tar of ca.pem, ID.pem and ID.key to stdout, for a remote client.
     ca=${CA_DIR:-/ca}
     if [ "${1:-}" = bundle ]; then
-      [ -e "$ca/clients/$2.pem" ] || { log "no certificate for $2"; exit 2; }
+      usage="usage: certs bundle ID (ID: a client id the certs service issued a certificate for)"
+      id_pattern='^[A-Za-z0-9._-]{1,128}$'  # the federator's client id pattern: no "/"
+      if [ $# -ne 2 ] || ! [[ $2 =~ $id_pattern ]]; then
+        log "$usage"
+        exit 2
+      fi
+      if [ ! -f "$ca/clients/$2.pem" ] || [ ! -f "$ca/clients/$2.key" ]; then
+        log "no client certificate for '$2' in $ca/clients; $usage"
+        exit 2
+      fi
       exec tar -c -C "$ca" ca.pem -C "$ca/clients" "$2.pem" "$2.key"
     fi
     if ! tls_on; then
       log "TLS is off: no certificates made"
       exit 0
     fi
+    ids=$(training_ids | tr '\n' ' ')  # first: bad counts issue nothing
     mkdir -p "$ca" "$certs"
     [ -e "$ca/ca.pem" ] || cyber0-certs init --out "$ca" >/dev/null
     if [ $# -gt 0 ]; then
@@ -179,15 +232,18 @@ case "$role" in
       shift
       cyber0-certs "$sub" --out "$ca" "$@" >&2
     fi
-    read -r -a names <<<"federator localhost ${FEDERATOR_HOSTS:-}"
-    read -r -a ips <<<"127.0.0.1 ${FEDERATOR_IPS:-}"
+    # Extra names and addresses: separated by commas and/or whitespace.
+    hosts=${FEDERATOR_HOSTS:-}
+    addresses=${FEDERATOR_IPS:-}
+    read -r -a names <<<"federator localhost ${hosts//[,[:space:]]/ }"
+    read -r -a ips <<<"127.0.0.1 ${addresses//[,[:space:]]/ }"
     wanted="${names[*]} / ${ips[*]}"
     if [ ! -e "$ca/federator.pem" ] || [ "$(cat "$ca/federator.names" 2>/dev/null)" != "$wanted" ]; then
       cyber0-certs server --out "$ca" --force "${names[@]/#/--host=}" "${ips[@]/#/--ip=}" >/dev/null
       echo "$wanted" >"$ca/federator.names"
       log "federator certificate for $wanted"
     fi
-    read -r -a everyone <<<"$(training_ids | tr '\n' ' ') observer healthcheck"
+    read -r -a everyone <<<"$ids observer healthcheck"
     missing=()
     for id in "${everyone[@]}"; do [ -e "$ca/clients/$id.pem" ] || missing+=("$id"); done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -1,6 +1,9 @@
 """Helpers the container entrypoint calls (stdlib + cyber0's own dependencies only).
 
 python stack.py config FILE       write the federator's YAML plan from the environment
+python stack.py check             exit 2 naming the first knob of the plan that cannot be used
+python stack.py enrolment         the training ids, one a line: honest-1..H, byzantine-1..B, then
+                                  REMOTE_CLIENTS (split on commas and whitespace)
 python stack.py index SERVICE LIMIT
                                   this container's replica number (1..LIMIT) among SERVICE's
 python stack.py ids PREFIX COUNT [DAEMON DAEMONS]
@@ -8,11 +11,15 @@ python stack.py ids PREFIX COUNT [DAEMON DAEMONS]
                                   DAEMONS, dealt round-robin)
 python stack.py health [TARGET]   exit 0 when the federator answers SERVING to gRPC health checking
 python stack.py summary DIR       print and write DIR/summary.json from DIR/metrics.jsonl
+
+A knob that cannot be used (ROUNDS=1e3, BYZANTINE_DAEMONS=0 with Byzantine identities) ends the
+command with exit status 2 and a message naming it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import statistics
@@ -23,44 +30,98 @@ from typing import Any
 SERVICE = "cyber0.v1.Federation"
 
 
+class KnobError(ValueError):
+    """A knob of the environment that cannot be used (the commands exit 2 naming it)."""
+
+
 def env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value if value else default
 
 
+def int_knob(name: str, default: int, minimum: int | None = None) -> int:
+    """The integer knob ``name`` (``default`` when unset or empty), at least ``minimum``."""
+    raw = env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise KnobError(f"{name} must be an integer; got '{raw}'") from None
+    if minimum is not None and value < minimum:
+        raise KnobError(f"{name} must be >= {minimum}; got '{raw}'")
+    return value
+
+
+def float_knob(name: str, default: float) -> float:
+    """The finite number knob ``name`` (``default`` when unset or empty)."""
+    raw = env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise KnobError(f"{name} must be a number; got '{raw}'")
+    return value
+
+
+def byzantine_knobs() -> tuple[int, int]:
+    """BYZANTINE_CLIENTS and BYZANTINE_DAEMONS. The identities are dealt round-robin to the
+    daemons: identities without a daemon are refused (they would be enrolled, and every round
+    would wait ROUND_TIMEOUT for them); daemons beyond the identities hold none and exit 0."""
+    clients = int_knob("BYZANTINE_CLIENTS", 2, minimum=0)
+    daemons = int_knob("BYZANTINE_DAEMONS", 1, minimum=0)
+    if clients > 0 and daemons == 0:
+        raise KnobError(
+            f"BYZANTINE_DAEMONS=0 runs no daemon for the BYZANTINE_CLIENTS={clients} Byzantine "
+            "identities (every round would wait ROUND_TIMEOUT for them): set BYZANTINE_DAEMONS "
+            f"to 1..{clients}, or BYZANTINE_CLIENTS=0"
+        )
+    return clients, daemons
+
+
+def remote_clients() -> list[str]:
+    """REMOTE_CLIENTS, split on commas and whitespace."""
+    return env("REMOTE_CLIENTS", "").replace(",", " ").split()
+
+
+def enrolment() -> list[str]:
+    """The training ids in shard order: honest-1..H, byzantine-1..B, then REMOTE_CLIENTS."""
+    honest = int_knob("HONEST_CLIENTS", 6, minimum=0)
+    byzantine, _ = byzantine_knobs()
+    return identities("honest", honest) + identities("byzantine", byzantine) + remote_clients()
+
+
 def n_clients() -> int:
     """N_CLIENTS, or the stack's own training clients plus the remote ones."""
-    explicit = env("N_CLIENTS", "")
-    if explicit:
-        return int(explicit)
-    remote = env("REMOTE_CLIENTS", "").replace(",", " ").split()
-    return int(env("HONEST_CLIENTS", "6")) + int(env("BYZANTINE_CLIENTS", "2")) + len(remote)
+    if env("N_CLIENTS", ""):
+        return int_knob("N_CLIENTS", 0, minimum=1)
+    return len(enrolment())
 
 
 def plan_from_env() -> dict[str, Any]:
-    """The training plan and federator settings named by the .env knobs."""
-    byzantine = int(env("BYZANTINE_CLIENTS", "2"))
+    """The training plan and federator settings named by the .env knobs (:class:`KnobError`
+    naming the first that cannot be used)."""
+    byzantine, _ = byzantine_knobs()
     return {
-        "seed": int(env("SEED", "0")),
+        "seed": int_knob("SEED", 0, minimum=0),
         "model": env("MODEL", "logreg"),
         "dataset": env("DATASET", "mnist"),
         "partition": env("PARTITION", "dirichlet"),
-        "alpha": float(env("ALPHA", "1.0")),
+        "alpha": float_knob("ALPHA", 1.0),
         "loss": env("LOSS", "cross_entropy"),
         "n_clients": n_clients(),
-        "f": int(env("F", str(byzantine))),
+        "f": int_knob("F", byzantine, minimum=0),
         "aggregator": env("AGGREGATOR", "cwtm"),
-        "rounds": int(env("ROUNDS", "300")),
+        "rounds": int_knob("ROUNDS", 300, minimum=1),
         "zo": {
-            "nu": int(env("NU", "64")),
-            "local_steps": int(env("LOCAL_STEPS", "1")),
-            "mu": float(env("MU", "0.001")),
-            "lr": float(env("LR", "0.002")),
-            "batch_size": int(env("BATCH_SIZE", "64")),
+            "nu": int_knob("NU", 64, minimum=1),
+            "local_steps": int_knob("LOCAL_STEPS", 1, minimum=1),
+            "mu": float_knob("MU", 0.001),
+            "lr": float_knob("LR", 0.002),
+            "batch_size": int_knob("BATCH_SIZE", 64, minimum=1),
         },
         "federator": {
-            "round_timeout": float(env("ROUND_TIMEOUT", "30")),
-            "linger": float(env("LINGER", "60")),
+            "round_timeout": float_knob("ROUND_TIMEOUT", 30),
+            "linger": float_knob("LINGER", 60),
         },
     }
 
@@ -81,9 +142,8 @@ def replica_index(service: str, limit: int) -> int:
     finds its own claim again. The federator clears the claims when a fresh federation starts.
     REPLICA_INDEX overrides it all.
     """
-    given = env("REPLICA_INDEX", "")
-    if given:
-        return int(given)
+    if env("REPLICA_INDEX", ""):
+        return int_knob("REPLICA_INDEX", 1, minimum=1)
     claims = Path(env("RESULTS_DIR", "/results")) / ".replicas"
     claims.mkdir(parents=True, exist_ok=True)
     me = socket.gethostname()
@@ -106,6 +166,9 @@ def replica_index(service: str, limit: int) -> int:
 
 
 def identities(prefix: str, count: int, daemon: int = 1, daemons: int = 1) -> list[str]:
+    """PREFIX-1..PREFIX-COUNT, those dealt (round-robin) to daemon ``daemon`` of ``daemons``."""
+    if daemons < 1 or not 1 <= daemon <= daemons:
+        raise KnobError(f"daemon {daemon} of {daemons}: DAEMONS must be >= 1, DAEMON in 1..DAEMONS")
     return [f"{prefix}-{j}" for j in range(1, count + 1) if (j - 1) % daemons == daemon - 1]
 
 
@@ -190,14 +253,27 @@ def summary(folder: str) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str]) -> int:
-    command, args = (argv[0], argv[1:]) if argv else ("", [])
+def integer(text: str, what: str) -> int:
+    """A command's integer argument ``what``."""
+    try:
+        return int(text)
+    except ValueError:
+        raise KnobError(f"{what} must be an integer; got '{text}'") from None
+
+
+def run(command: str, args: list[str]) -> int:
     if command == "config":
         write_config(args[0])
+    elif command == "check":
+        plan_from_env()
+    elif command == "enrolment":
+        for client_id in enrolment():
+            print(client_id)
     elif command == "index":
-        print(replica_index(args[0], int(args[1])))
+        print(replica_index(args[0], integer(args[1], "LIMIT")))
     elif command == "ids":
-        numbers = [int(a) for a in args[1:]]
+        names = ("COUNT", "DAEMON", "DAEMONS")
+        numbers = [integer(a, name) for a, name in zip(args[1:], names, strict=False)]
         print(" ".join(identities(args[0], *numbers)))
     elif command == "health":
         return health(args[0] if args else env("HEALTH_TARGET", "127.0.0.1:50051"))
@@ -207,6 +283,15 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str]) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    try:
+        return run(command, args)
+    except KnobError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

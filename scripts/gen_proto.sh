@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-proto}
-python -m grpc_tools.protoc -I proto \
+if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python; fi
+"$python" -m grpc_tools.protoc -I proto \
   --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" \
   proto/cyber0/v1/*.proto

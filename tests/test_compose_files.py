@@ -52,3 +52,19 @@ def test_stack_plan_from_each_env_file_is_a_valid_federator_config(
     monkeypatch.setenv("LOSS", "hinge")
     with pytest.raises(ConfigError, match="loss"):
         build_config(stack.plan_from_env())
+
+
+def test_compose_e2e_pins_every_knob_of_its_mnist_stages() -> None:
+    """tests/docker/compose-e2e.sh runs the MNIST stages without an env file: every knob the
+    compose file reads is given on its command line, so a developer's .env never changes CI's
+    plan (the text stages read docker/text.env, which lists every knob)."""
+    script = (ROOT / "tests" / "docker" / "compose-e2e.sh").read_text()
+    mnist = script[script.index("  mnist | local)") :]
+    mnist = mnist[: mnist.index("    ;;")]
+    compose_env = script[script.index("compose_env=(") :]
+    compose_env = compose_env[: compose_env.index("\n)\n")]
+    given = "\n".join(re.findall(r"plan_env\+?=\((.*?)\)", mnist, re.DOTALL)) + compose_env
+    pinned = set(re.findall(r"""(?:^|[\s("])([A-Z][A-Z0-9_]*)=""", given, re.MULTILINE))
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    assert {"LOSS", "MODEL", "DATASET", "FEDERATOR_LOG_LEVEL"} <= used
+    assert sorted(used - pinned) == []

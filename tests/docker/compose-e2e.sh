@@ -53,9 +53,9 @@ case "$STACK" in
     EXTRAS=mnist
     NODEPS=
     env_file=()
-    # The whole plan is given here; nothing is read from .env.
+    # The whole plan is given here (with compose_env below): nothing is read from .env.
     plan_env=(MU=0.001 LR=0.002 BATCH_SIZE=64 MODEL=logreg PARTITION=dirichlet ALPHA=1.0 SEED=0
-      EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60)
+      LOSS=cross_entropy EVAL_EVERY=25 ROUND_TIMEOUT=30 LINGER=60)
     if [ "$STACK" = mnist ]; then
       PROJECT=cyber0e2e
       plan_env+=(DATASET=mnist)
@@ -71,7 +71,8 @@ case "$STACK" in
     IMAGE=cyber0:e2e-text
     EXTRAS=mnist,text
     NODEPS=$(sed -n 's/^CYBER0_NODEPS=//p' docker/text.env)
-    # The model, data set and step come from docker/text.env, as for a user of the switch.
+    # The model, data set, loss and step come from docker/text.env, as for a user of the switch
+    # (which replaces .env: nothing is read from .env).
     env_file=(--env-file docker/text.env)
     # One evaluation, after the last round (each is 2,000 sentences through MiniLM).
     plan_env=("EVAL_EVERY=$ROUNDS")
@@ -109,6 +110,9 @@ compose_env=(
   N_CLIENTS= "F=$BYZANTINE" "ATTACK=$ATTACK" ATTACK_PARAMS= AGGREGATOR=cwtm "ROUNDS=$ROUNDS"
   "NU=$NU" "LOCAL_STEPS=$K" "${plan_env[@]}"
   FEDERATOR_PUBLISH=127.0.0.1: FEDERATOR_HOSTS= FEDERATOR_IPS= TLS_SERVER_NAME=
+  FEDERATOR_LOG_LEVEL=INFO CLIENT_LOG_LEVEL=WARNING
+  # the image built below (compose's build section is not used: up --no-build)
+  "BASE_IMAGE=$BASE_IMAGE_TAG" "CYBER0_EXTRAS=$EXTRAS" "CYBER0_NODEPS=$NODEPS"
 )
 compose() { env "${compose_env[@]}" docker-compose "${env_file[@]}" --ansi never "$@"; }
 remove_stack() {  # the project's containers, networks and volumes, whoever started them
