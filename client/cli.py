@@ -176,7 +176,9 @@ def build_trainer(args: argparse.Namespace) -> ZOTrainer:
     """The daemon's one model: a :class:`ColludingTrainer` for ``--role byzantine``."""
     device = resolve_device(args.device)
     if not 0 <= args.direction_cache < math.inf:
-        raise ValueError(f"--direction-cache must be >= 0 MiB; got {args.direction_cache}")
+        raise ValueError(
+            f"--direction-cache must be finite and >= 0 (MiB); got {args.direction_cache}"
+        )
     for client_id in args.ids:
         data = for_identity(args.data, client_id)
         if data is not None:

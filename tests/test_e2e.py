@@ -380,6 +380,20 @@ def test_a_stopped_client_saves_its_model_and_resumes_from_it(federation: Federa
 FEATURES = 40  # tabular rows: the plan's model is logreg?inputs=40
 
 
+def local_plan(rounds: int) -> dict[str, Any]:
+    """Three clients training logistic regression on their own files of tabular rows."""
+    return {
+        "seed": 8,
+        "model": f"logreg?inputs={FEATURES}",
+        "dataset": "local?classes=3",
+        "n_clients": 3,
+        "f": 0,
+        "aggregator": "mean",
+        "rounds": rounds,
+        "zo": {"nu": 8, "mu": 0.001, "lr": 0.005, "batch_size": 32},
+    }
+
+
 def write_cluster_examples(path: Path, n: int, seed: int) -> None:
     """``n`` examples of 3 classes around fixed means in R^40 (the same means in every file,
     other draws per ``seed``), as the ``.npz`` a ``local`` plan's client brings."""
@@ -397,16 +411,7 @@ def test_a_checkpoint_of_another_run_of_the_plan_is_refused(tmp_path: Path) -> N
     federator restarted from its log, takes it back and the client ends on everyone's digest."""
     for i in range(3):
         write_cluster_examples(tmp_path / f"client-{i}.npz", 200, seed=i)
-    plan = {
-        "seed": 8,
-        "model": f"logreg?inputs={FEATURES}",
-        "dataset": "local?classes=3",
-        "n_clients": 3,
-        "f": 0,
-        "aggregator": "mean",
-        "rounds": 300,
-        "zo": {"nu": 8, "mu": 0.001, "lr": 0.005, "batch_size": 32},
-    }
+    plan = local_plan(rounds=300)
     data = ("--data", str(tmp_path / "{id}.npz"))
     ckpt = tmp_path / "client-2.safetensors"
     saving = ("--save-model", str(ckpt), "--save-every", "5", "--resume", "--log-level", "INFO")
@@ -463,17 +468,7 @@ def test_clients_train_on_their_own_files(tmp_path: Path) -> None:
     accuracy rises from chance and every party ends on one digest. A client started without a
     file, or with a file whose labels the plan does not have, stops with a message naming it,
     and takes its seat when restarted with a good one (named by the ``{id}`` template)."""
-    plan = {
-        "seed": 8,
-        "model": f"logreg?inputs={FEATURES}",
-        "dataset": "local?classes=3",
-        "n_clients": 3,
-        "f": 0,
-        "aggregator": "mean",
-        "rounds": 30,
-        "zo": {"nu": 8, "mu": 0.001, "lr": 0.005, "batch_size": 32},
-        "federator": {"round_timeout": 30.0, "linger": 30.0},
-    }
+    plan = {**local_plan(rounds=30), "federator": {"round_timeout": 30.0, "linger": 30.0}}
     fed = Federation(tmp_path, plan)
     try:
         for i in range(3):
