@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cyber0 import add_version_option
+from cyber0 import add_log_level_option, add_version_option
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="if FILE exists, start from the model it holds (same plan only) instead of "
         "replaying every round",
     )
-    p.add_argument("--log-level", default="WARNING")
+    add_log_level_option(p, "WARNING")
     return p
 
 
@@ -338,7 +338,7 @@ def _stopped(args: argparse.Namespace, trainer: ZOTrainer, sig: signal.Signals) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     keep_freed_memory()
     tally = WireTally.for_target(args.target)
     try:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from cyber0 import add_version_option
+from cyber0 import add_log_level_option, add_version_option
 from cyber0.common.config import ConfigError
 from cyber0.common.plan import LOSSES, PlanError
 from cyber0.wire import PROTOCOL_VERSION
@@ -32,8 +32,6 @@ _PLAN_FLAGS = {
     "loss": "loss",
 }
 _ZO_FLAGS = {"nu": "nu", "local_steps": "local_steps"}
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-"""What ``--log-level`` accepts, in any case."""
 _SETTINGS_FLAGS = (
     "host",
     "port",
@@ -100,13 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="add each round's TCP payload bytes on the client connections to --metrics, in all "
         "and by client (Linux)",
     )
-    p.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="logging level on stderr (INFO)",
-    )
+    add_log_level_option(p, "INFO")
     return p
 
 

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from test_federator import federation, make_config, run
 
+from cyber0.client import cli as client_cli
 from cyber0.common.config import ConfigError
+from cyber0.server import cli as server_cli
 from cyber0.server.cli import build_parser, config_from_args, main
 from cyber0.server.config import build_config
 
@@ -67,12 +69,18 @@ def test_the_largest_uint32_round_count_is_accepted() -> None:
     assert make_config(rounds=MAX_UINT32).plan.rounds == MAX_UINT32
 
 
-def test_an_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["federator", "client"])
+def test_an_unknown_log_level_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both daemons: a usage error listing the levels (the client's was a traceback), any case."""
+    cli = server_cli if command == "federator" else client_cli
+    argv = [] if command == "federator" else ["--id", "c0"]
     with pytest.raises(SystemExit) as exited:
-        main(["--log-level", "verbose"])
+        cli.main([*argv, "--log-level", "verbose"])
     assert exited.value.code == 2
     assert "'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'" in capsys.readouterr().err
-    assert build_parser().parse_args(["--log-level", "debug"]).log_level == "DEBUG"
+    assert cli.build_parser().parse_args([*argv, "--log-level", "debug"]).log_level == "DEBUG"
 
 
 @pytest.mark.parametrize("flag", ["--log-db", "--metrics"])

@@ -19,3 +19,19 @@ def add_version_option(parser: argparse.ArgumentParser, protocol: int | None = N
     the wire protocol, whose version every party must share (``docs/protocol.md``)."""
     spoken = "" if protocol is None else f" (protocol {protocol})"
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}{spoken}")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""What ``--log-level`` accepts, in any case."""
+
+
+def add_log_level_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level``: one of :data:`LOG_LEVELS` in any case (stored upper-case); anything else
+    is a usage error (exit 2) that lists them."""
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"logging level on stderr ({default})",
+    )
