@@ -440,7 +440,10 @@ class ColludingTrainer(ZOTrainer):
 
     def compute_update(self, round: int) -> Sequence[float]:
         """Row i of the round's colluding vectors for the i-th request of the round (cycling, so
-        an identity that asks again after a reconnect still gets a row)."""
+        an identity that asks again after a reconnect still gets a row).
+        :class:`~cyber0.client.session.UpdateError` when the attack cannot craft them from
+        these identities' vectors (e.g. ``mimic``'s ``target`` beyond them, or a non-finite
+        vector)."""
         plan, _, _ = self._ready()
         if round != self._round:
             own = torch.stack([self.honest_update(s, round) for s in self.shards])
@@ -448,7 +451,13 @@ class ColludingTrainer(ZOTrainer):
             if attack is None or attack.kind == "data":
                 rows = own
             else:
-                rows = attack(own, plan.n_clients, len(self.shards))
+                try:
+                    rows = attack(own, plan.n_clients, len(self.shards))
+                except ValueError as exc:
+                    raise UpdateError(
+                        f"round {round}: attack {attack.name} cannot craft the rows of "
+                        f"{len(self.shards)} identities: {exc}"
+                    ) from exc
             self._round, self._rows, self._served = round, rows.tolist(), 0
         row = self._rows[self._served % len(self._rows)]
         self._served += 1

@@ -439,3 +439,49 @@ def test_an_update_that_is_not_finite_stops_the_party(tmp_path: Path) -> None:
     colluding = ColludingTrainer(CPU, data=str(data), flip_labels=True, attack="lf")
     colluding.setup(config.plan, 0, "b1")
     assert not all(math.isfinite(v) for v in colluding.compute_update(0))
+
+
+@pytest.mark.parametrize(
+    ("attack", "params", "huge", "message"),
+    [
+        ("mimic", {"target": 2}, False, "mimic: target=2 but only h=2 honest rows"),
+        ("alie", {}, True, "alie: the honest vectors must be finite"),
+    ],
+)
+def test_a_colluding_daemon_whose_attack_cannot_craft_its_rows_stops_saying_why(
+    tmp_path: Path, attack: str, params: dict[str, Any], huge: bool, message: str
+) -> None:
+    """Rows the attack refuses to craft from the daemon's own vectors (``mimic`` copying an
+    identity it does not hold; vectors that are not finite) stop the session with the attack's
+    reason (they were a ValueError traceback)."""
+    data = tmp_path / "{id}.npz"
+    for i in (1, 2):
+        x = np.random.default_rng(i).normal(size=(20, 40)) * (1e37 if huge else 1.0)
+        np.savez(tmp_path / f"b{i}.npz", x=x.astype(np.float32), y=np.arange(20) % 3)
+    config = build_config(
+        {
+            "seed": 8,
+            "model": "logreg?inputs=40",
+            "dataset": "local?classes=3",
+            "n_clients": 5,
+            "f": 2,
+            "aggregator": "mean",
+            "rounds": 2,
+            "zo": {"nu": 4, "batch_size": 8},
+            "federator": {"port": 0, "round_timeout": 5.0, "linger": 0.0, "quorum": 2},
+        }
+    )
+    trainer = ColludingTrainer(CPU, data=str(data), attack=attack, attack_params=params)
+    model = LocalModel(trainer)
+
+    async def main() -> None:
+        async with federation(config) as fed:
+            sessions = [
+                Session(SessionConfig(fed.address, f"b{i}", backoff=FAST), model) for i in (1, 2)
+            ]
+            with pytest.raises(SessionError, match=re.escape(message)) as stopped:
+                await asyncio.gather(*(s.run() for s in sessions))
+            found = f"round \\d+: attack {attack} cannot craft the rows of 2 identities: "
+            assert re.search(found, str(stopped.value))
+
+    run(main())
