@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cyber0 import add_log_level_option, add_version_option
+from cyber0 import add_log_level_option, add_version_option, wire
 from cyber0.common.aggregators import get_aggregator
 from cyber0.common.allocator import keep_freed_memory
 from cyber0.common.attacks import get_attack_against
@@ -248,6 +248,13 @@ def build_sessions(
         raise ValueError(f"--role {args.role} takes exactly one --id; got {len(args.ids)}")
     if args.token and args.token_file:
         raise ValueError("give --token or --token-file, not both")
+    if (args.token or args.token_file) and args.tls_ca is None:
+        host = wire.target_host(args.target)
+        if not wire.is_loopback(host):
+            raise ValueError(
+                f"--target {args.target}: without --tls-ca the token would cross the network "
+                "in plaintext; give --tls-ca (the federator's CA)"
+            )
     _check_connection(args)
     _check_saving(args)
     if trainer is None:

@@ -16,12 +16,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cyber0 import wire
 from cyber0.common.config import ConfigError
 from cyber0.common.tcpinfo import PortTraffic
 from cyber0.v1 import federation_pb2 as pb
 
 from .auth import Authenticator, ClaimedIdentity, build_authenticator, server_credentials
-from .config import FederatorConfig, FederatorSettings, is_loopback, max_receive_bytes
+from .config import FederatorConfig, FederatorSettings, max_receive_bytes
 from .engine import RoundEngine
 from .log import DurableLog
 from .servicer import FederationServicer, add_federation_to_server
@@ -181,7 +182,7 @@ class Federator:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if settings.log_db is None:
             _log.warning("no log file: completed rounds are not durable")
-        if not is_loopback(settings.host):
+        if not wire.is_loopback(settings.host):
             if credentials is None:
                 _log.warning("serving %s in plaintext (insecure: true)", self.address)
             if isinstance(authenticator, ClaimedIdentity):

@@ -169,55 +169,82 @@ class CertificateIdentity:
 
 
 class TokenIdentity:
-    """Per-client secrets: ``hashes`` maps each client id to its token's hex SHA-256."""
+    """Per-client secrets: a file of ``ID SHA256HEX`` lines (``cyber0-certs token`` writes
+    them; blank lines and ``#`` comments are ignored), each the hex SHA-256 of the id's token.
+
+    The file is re-read when its modification time or size changes (checked at every
+    authentication), so ``cyber0-certs token --force ID`` withdraws a leaked token at the
+    client's next call without a restart. A file that cannot be read or parsed at start is a
+    :class:`ConfigError` naming the line; later it refuses everyone (UNAVAILABLE) until it is
+    fixed, as the revocation list does.
+    """
 
     _NOBODY = hash_token("")
 
-    def __init__(self, hashes: Mapping[str, str]) -> None:
-        self._hashes = dict(hashes)
-
-    @classmethod
-    def from_file(cls, path: str) -> TokenIdentity:
-        """Read ``ID SHA256HEX`` lines (``cyber0-certs token`` writes them); blank lines and
-        ``#`` comments are ignored. Raises :class:`ConfigError` naming the bad line."""
-        hashes: dict[str, str] = {}
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._hashes: dict[str, str] = {}
         try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"federator.tokens: cannot read {path}: {exc}") from exc
-        for number, line in enumerate(lines, 1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            parts = text.split()
-            ok = (
-                len(parts) == 2
-                and wire.CLIENT_ID_PATTERN.fullmatch(parts[0]) is not None
-                and len(parts[1]) == 64
-                and all(c in "0123456789abcdef" for c in parts[1])
-            )
-            if not ok:
-                raise ConfigError(
-                    f"federator.tokens: {path}:{number}: expected 'ID SHA256HEX' "
-                    "(64 lowercase hex characters)"
-                )
-            if parts[0] in hashes:
-                raise ConfigError(f"federator.tokens: {path}:{number}: {parts[0]} listed twice")
-            hashes[parts[0]] = parts[1]
-        return cls(hashes)
+            self._refresh()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"federator.tokens: {exc}") from exc
+
+    def _refresh(self) -> None:
+        stat = os.stat(self.path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._hashes = _read_token_hashes(self.path)
+            self._stamp = stamp
+
+    def _current(self) -> Mapping[str, str]:
+        try:
+            self._refresh()
+        except (OSError, ValueError) as exc:
+            _log.error("cannot read the token file: %s", exc)
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                "the federator cannot read its token file; try again later",
+            ) from exc
+        return self._hashes
 
     def authenticate(self, credentials: pb.Credentials, context: grpc.aio.ServicerContext) -> str:
         """The claimed id if its token's hash matches (compared in constant time; an unknown
         id is compared against a dummy so that timing does not reveal who is enrolled)."""
         client_id = check_format(credentials)
-        expected = self._hashes.get(client_id, self._NOBODY)
+        hashes = self._current()
+        expected = hashes.get(client_id, self._NOBODY)
         presented = hashlib.sha256(credentials.token.encode()).hexdigest()
-        if not hmac.compare_digest(presented, expected) or client_id not in self._hashes:
+        if not hmac.compare_digest(presented, expected) or client_id not in hashes:
             raise Refusal(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"unknown client id or wrong token for {client_id!r}",
             )
         return client_id
+
+
+def _read_token_hashes(path: str) -> dict[str, str]:
+    """The id → token hash lines of ``path``; ValueError naming the bad line."""
+    hashes: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.split()
+        ok = (
+            len(parts) == 2
+            and wire.CLIENT_ID_PATTERN.fullmatch(parts[0]) is not None
+            and len(parts[1]) == 64
+            and all(c in "0123456789abcdef" for c in parts[1])
+        )
+        if not ok:
+            raise ValueError(
+                f"{path}:{number}: expected 'ID SHA256HEX' (64 lowercase hex characters)"
+            )
+        if parts[0] in hashes:
+            raise ValueError(f"{path}:{number}: {parts[0]} listed twice")
+        hashes[parts[0]] = parts[1]
+    return hashes
 
 
 class AllOf:
@@ -241,10 +268,18 @@ def _read(setting: str, path: str) -> bytes:
 
 
 def _certificate(setting: str, path: str) -> x509.Certificate:
+    """The one certificate of ``path``. A file holding several is refused: gRPC would trust
+    each (a second client CA) while revocation reads the first, so the others' clients could
+    never be revoked."""
     try:
-        return x509.load_pem_x509_certificate(_read(setting, path))
+        found = x509.load_pem_x509_certificates(_read(setting, path))
     except ValueError as exc:
         raise ConfigError(f"federator.{setting}: {path} is not a PEM certificate: {exc}") from exc
+    if len(found) != 1:
+        raise ConfigError(
+            f"federator.{setting}: {path} holds {len(found)} certificates; give exactly one"
+        )
+    return found[0]
 
 
 def server_credentials(settings: FederatorSettings) -> grpc.ServerCredentials | None:
@@ -291,7 +326,7 @@ def build_authenticator(settings: FederatorSettings) -> Authenticator:
                 raise ConfigError(f"federator.tls_crl: {exc}") from exc
         parts.append(CertificateIdentity(revocations))
     if settings.tokens is not None:
-        parts.append(TokenIdentity.from_file(settings.tokens))
+        parts.append(TokenIdentity(settings.tokens))
     if not parts:
         return ClaimedIdentity()
     return parts[0] if len(parts) == 1 else AllOf(*parts)

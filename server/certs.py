@@ -304,13 +304,34 @@ def cmd_server(
     return list(write_pair(directory, "federator", key, cert))
 
 
-def cmd_client(directory: Path, ids: Sequence[str], days: float, force: bool) -> list[Path]:
-    """Issue one client certificate per id."""
-    ca = Authority.load(directory)
+def _check_ids(ids: Sequence[str]) -> None:
+    """Each id well formed and given once."""
     for client_id in ids:
         check_client_id(client_id)
-    _refuse_overwrite([directory / "clients" / f"{i}.pem" for i in ids], force)
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise CertError(f"{', '.join(repeated)} given more than once")
+
+
+def _certificate_of(directory: Path, client_id: str) -> x509.Certificate:
+    path = directory / "clients" / f"{client_id}.pem"
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertError(f"cannot read the certificate of {client_id}: {exc}") from exc
+
+
+def cmd_client(directory: Path, ids: Sequence[str], days: float, force: bool) -> list[Path]:
+    """Issue one client certificate per id. Re-issuing (``force``) revokes the certificate it
+    replaces, which may have leaked: ``revoke`` can only name an id's current one."""
+    ca = Authority.load(directory)
+    _check_ids(ids)
+    current = [i for i in ids if (directory / "clients" / f"{i}.pem").exists()]
+    _refuse_overwrite([directory / "clients" / f"{i}.pem" for i in current], force)
+    replaced = {_certificate_of(directory, i).serial_number for i in current}
     paths: list[Path] = []
+    if replaced:
+        paths.append(_revoke_serials(directory, ca, replaced))
     end = _now() + datetime.timedelta(days=days)
     for client_id in ids:
         key, cert = ca.issue_client(client_id, not_after=end)
@@ -326,28 +347,37 @@ def load_crl(path: Path) -> x509.CertificateRevocationList:
         raise CertError(f"cannot read the revocation list {path}: {exc}") from exc
 
 
-def cmd_revoke(directory: Path, ids: Sequence[str]) -> list[Path]:
-    """Add the current certificate of each id to ``crl.pem``."""
-    ca = Authority.load(directory)
+def _revoke_serials(directory: Path, ca: Authority, serials: set[int]) -> Path:
+    """Add ``serials`` to ``crl.pem``, which must exist and be the CA's (``init`` writes it):
+    a list started afresh would forget the earlier revocations."""
     crl_path = directory / "crl.pem"
-    serials = set(revoked_serials(load_crl(crl_path))) if crl_path.exists() else set()
-    for client_id in ids:
-        check_client_id(client_id)
-        path = directory / "clients" / f"{client_id}.pem"
-        try:
-            cert = x509.load_pem_x509_certificate(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise CertError(f"cannot read the certificate of {client_id}: {exc}") from exc
-        serials.add(cert.serial_number)
-    write_file(crl_path, ca.crl(serials).public_bytes(serialization.Encoding.PEM))
-    return [crl_path]
+    if not crl_path.exists():
+        raise CertError(
+            f"{crl_path} is missing (init writes it); restore it: a new list would forget "
+            "every earlier revocation"
+        )
+    crl = load_crl(crl_path)
+    public_key = ca.cert.public_key()
+    if crl.issuer != ca.cert.subject or not crl.is_signature_valid(public_key):  # type: ignore[arg-type]
+        raise CertError(f"{crl_path} is not signed by this CA ({ca.cert.subject.rfc4514_string()})")
+    revoked = set(revoked_serials(crl)) | serials
+    write_file(crl_path, ca.crl(revoked).public_bytes(serialization.Encoding.PEM))
+    return crl_path
+
+
+def cmd_revoke(directory: Path, ids: Sequence[str]) -> list[Path]:
+    """Add the current certificate of each id to ``crl.pem`` (an id given twice is revoked
+    once)."""
+    ca = Authority.load(directory)
+    _check_ids(sorted(set(ids)))
+    serials = {_certificate_of(directory, client_id).serial_number for client_id in ids}
+    return [_revoke_serials(directory, ca, serials)]
 
 
 def cmd_token(directory: Path, ids: Sequence[str], force: bool) -> list[Path]:
     """A new random token per id: the secret in ``tokens/ID.token``, its hash in ``tokens.txt``
     (an existing line for the id is replaced)."""
-    for client_id in ids:
-        check_client_id(client_id)
+    _check_ids(ids)
     _refuse_overwrite([directory / "tokens" / f"{i}.token" for i in ids], force)
     table_path = directory / "tokens.txt"
     lines = table_path.read_text().splitlines() if table_path.exists() else []
@@ -364,10 +394,14 @@ def cmd_token(directory: Path, ids: Sequence[str], force: bool) -> list[Path]:
     return [table_path, *paths]
 
 
+MAX_DAYS = 36_500
+"""Longest validity ``--days`` takes (100 years; certificates end before the year 9999)."""
+
+
 def _days(text: str) -> float:
     days = float(text)
-    if not days > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+    if not 0 < days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_DAYS}]; got {text}")
     return days
 
 
@@ -396,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     client = command("client", "issue client certificates (clients/ID.pem, clients/ID.key)")
     client.add_argument("ids", nargs="+", metavar="ID")
     client.add_argument("--days", type=_days, default=LEAF_DAYS, help="validity in days (365)")
-    client.add_argument("--force", action="store_true", help="re-issue existing certificates")
+    client.add_argument(
+        "--force", action="store_true", help="re-issue existing certificates (revokes them)"
+    )
     revoke = command("revoke", "revoke the current certificate of each ID (updates crl.pem)")
     revoke.add_argument("ids", nargs="+", metavar="ID")
     token = command("token", "make a random token per ID (tokens/ID.token, tokens.txt)")

@@ -9,7 +9,6 @@ override file values (see :mod:`cyber0.server.cli`).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,16 +47,6 @@ def max_receive_bytes(plan: TrainingPlan) -> int:
     A message above it is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
     """
     return max(FLOOR_RECEIVE_BYTES, 4 * plan.zo.scalars_per_round + UPDATE_FRAMING_BYTES)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names the loopback interface (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def read_id_list(path: str) -> tuple[str, ...]:
@@ -167,7 +156,7 @@ class FederatorSettings:
             ),
             (
                 "host",
-                tls or self.insecure or is_loopback(self.host),
+                tls or self.insecure or wire.is_loopback(self.host),
                 f"{self.host} is not a loopback address: serve it with TLS (tls_cert, tls_key) "
                 "or, knowingly, with insecure: true",
             ),

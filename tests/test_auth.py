@@ -499,8 +499,101 @@ def test_the_client_command_reads_one_token_and_certificate_per_identity(
     for bad, message in [
         ([*args, "--tls-cert", "x.pem"], "need --tls-ca"),
         ([*args, *tokens, "--token", "t"], "not both"),
+        (
+            [*args, *tokens, "--target", "fed.example.org:50051"],
+            "without --tls-ca the token would cross the network in plaintext",
+        ),
         ([*args, *tls], "go together"),
         ([*args, *tls, "--tls-key", str(tmp_path / "{id}.key")], "cannot read the TLS files of m1"),
     ]:
         with pytest.raises(ValueError, match=message):
             build_sessions(client_parser().parse_args(bad))
+
+
+def test_reissuing_a_certificate_revokes_the_one_it_replaces(tmp_path: Path) -> None:
+    """``client --force ID`` revokes the certificate it replaces (it may have leaked, and
+    ``revoke`` names only an id's current one); ``revoke`` keeps every earlier entry and refuses
+    a missing or foreign list instead of starting a new one; an id given twice to ``client`` or
+    ``token`` is refused; ``--days`` is bounded."""
+    root, other = tmp_path / "pki", tmp_path / "other"
+    for folder in (root, other):
+        assert certs.main(["init", "--out", str(folder)]) == 0
+    assert certs.main(["client", "--out", str(root), "alice", "bob"]) == 0
+
+    def serial(client_id: str) -> int:
+        pem = (root / "clients" / f"{client_id}.pem").read_bytes()
+        return x509.load_pem_x509_certificate(pem).serial_number
+
+    def revoked() -> set[int]:
+        return set(certs.revoked_serials(certs.load_crl(root / "crl.pem")))
+
+    leaked = serial("alice")
+    assert certs.main(["client", "--out", str(root), "alice"]) == 2  # never silently replaced
+    assert certs.main(["client", "--out", str(root), "alice", "--force"]) == 0
+    assert revoked() == {leaked} and serial("alice") != leaked
+    assert certs.main(["revoke", "--out", str(root), "bob"]) == 0
+    assert revoked() == {leaked, serial("bob")}
+    (root / "crl.pem").rename(tmp_path / "moved.pem")
+    assert certs.main(["revoke", "--out", str(root), "alice"]) == 2
+    assert not (root / "crl.pem").exists()
+    (other / "crl.pem").replace(root / "crl.pem")
+    assert certs.main(["revoke", "--out", str(root), "alice"]) == 2
+    assert certs.main(["client", "--out", str(root), "carol", "carol"]) == 2
+    assert certs.main(["token", "--out", str(root), "dave", "dave"]) == 2
+    assert not (root / "clients" / "carol.pem").exists()
+    assert not (root / "tokens.txt").exists()
+    for days in ("inf", "1e12", "0"):
+        with pytest.raises(SystemExit) as exited:
+            certs.main(["client", "--out", str(root), "erin", "--days", days])
+        assert exited.value.code == 2
+
+
+def test_a_client_ca_file_must_hold_one_certificate(pki: PKI, tmp_path: Path) -> None:
+    """Two CAs in ``tls_client_ca``: gRPC would admit the second's clients, whose revocations
+    the federator could not read (it checks the list against the first)."""
+    bundle = tmp_path / "two-cas.pem"
+    bundle.write_bytes(Path(pki.ca).read_bytes() + (pki.other / "ca.pem").read_bytes())
+    config = make_config(**{**pki.settings(), "tls_client_ca": str(bundle)})
+
+    async def start() -> None:
+        federator = Federator(config)
+        try:
+            await federator.start()
+        finally:
+            await federator.stop()
+
+    with pytest.raises(ConfigError, match=r"tls_client_ca: .*two-cas\.pem holds 2 certificates"):
+        run(start())
+
+
+def test_a_new_token_withdraws_the_old_one_without_a_restart(tmp_path: Path) -> None:
+    """The federator re-reads its token file when it changes: after ``token --force c0`` the
+    old (leaked) token is refused at the next call and the new one admitted; a file that stops
+    parsing refuses everyone (UNAVAILABLE) until it is fixed."""
+    root = tmp_path / "pki"
+    assert certs.main(["token", "--out", str(root), "c0", "c1"]) == 0
+    table = root / "tokens.txt"
+
+    def token() -> str:
+        return (root / "tokens" / "c0.token").read_text().strip()
+
+    leaked = token()
+    config = make_config(n=2, f=0, aggregator="mean", rounds=1, tokens=str(table))
+
+    async def main() -> None:
+        async with federation(config) as fed, grpc.aio.insecure_channel(fed.address) as channel:
+            stub = pb_grpc.FederationStub(channel)
+            await stub.Join(join_request("c0", leaked), timeout=5)
+            assert certs.main(["token", "--out", str(root), "c0", "--force"]) == 0
+            error = await refused(stub.Join(join_request("c0", leaked), timeout=5))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            await stub.Join(join_request("c0", token()), timeout=5)
+            good_table = table.read_text()
+            table.write_text("c0 not-a-hash\n")
+            error = await refused(stub.Join(join_request("c0", token()), timeout=5))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert "cannot read its token file" in (error.details() or "")
+            table.write_text(good_table)
+            await stub.Join(join_request("c0", token()), timeout=5)
+
+    run(main())

@@ -7,6 +7,7 @@ as little-endian float32 bytes so that the log, the stream and catch-up carry id
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -35,6 +36,23 @@ _LOSSES = {
     "cross_entropy": pb.LOSS_CROSS_ENTROPY,
     "balanced_cross_entropy": pb.LOSS_BALANCED_CROSS_ENTROPY,
 }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names the loopback interface (``localhost``, 127.0.0.0/8, ``::1``): the
+    only place a party may speak plaintext without saying so (``--insecure``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def target_host(target: str) -> str:
+    """The host of a gRPC target ``HOST:PORT`` (``[V6]:PORT`` too)."""
+    host, sep, port = target.rpartition(":")
+    return host if sep and port.isdigit() else target
 
 
 def _reverse(table: dict[str, int], field: str, value: int) -> str:
