@@ -10,7 +10,7 @@ prints ``{"examples": N, "accuracy": ..., "loss": ..., "round": ..., "digest": .
 ``--predictions``, writes each example's predicted label, one a line, in file order. A file
 without labels (no ``label`` column or key, no ``y``) is only labelled: ``--predictions`` is
 then required, and the line has no accuracy or loss. Exit 2 with the reason when the weights or
-the file cannot be used.
+the file cannot be used (a text model's included: the plan's ``max_length`` over its positions).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cyber0 import add_version_option
 from cyber0.common.datasets import check_dataset_name
-from cyber0.common.hf import is_hf_name, tokenizer_folder
+from cyber0.common.hf import TextClassifier, check_positions, is_hf_name, tokenizer_folder
 from cyber0.common.localdata import (
     LocalDataset,
     LocalTask,
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise ValueError(f"{args.weights}: no plan in its metadata (not a --save-model file)")
     dataset = json.loads(meta["plan"])["dataset"]
     task = _task(meta["model"], dataset, int(meta["num_classes"]), args.data)
+    if isinstance(model, TextClassifier):
+        check_positions(model, task.dataset.max_length)
     labelled = has_labels(args.data)
     if not labelled and args.predictions is None:
         raise ValueError(

@@ -17,9 +17,11 @@ the whole model where ``transformers`` loads it with ``local_files_only``::
 
 Beside them: the tokenizer, and ``cyber0.json`` (model name, head, classes, round, digest, the
 plan, the tokens per sentence it trained with, the prompt's token ids). The folder is also a
-starting point for another federation: ``hf:<folder>`` names it. Prints one JSON line (``out``,
-``head``, ``round``, ``digest``, ``load``: the class to load it with); exit 2 with the reason
-when the weights are not a text model's ``--save-model`` file or ``out`` holds files.
+starting point for another federation: ``hf:<folder>?head=<the same head>`` names it and
+starts from the exported model (a linear head from ``head.safetensors``). Prints one JSON line
+(``out``, ``head``, ``round``, ``digest``, ``load``: the class to load it with); exit 2 with
+the reason when the weights are not a text model's ``--save-model`` file, their plan's
+``max_length`` is over the model's positions, or ``out`` holds files.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from safetensors.torch import save_file
 from cyber0 import add_version_option
 from cyber0.common.datasets import check_dataset_name
 from cyber0.common.hf import (
+    EXPORT_HEAD_FILE,
+    EXPORT_INFO_FILE,
     PROMPT_AFTER,
     PROMPT_BEFORE,
     PROMPT_WORDS,
     TextClassifier,
+    check_positions,
     parse_model_name,
     quiet_transformers,
     tokenizer_folder,
@@ -56,8 +61,6 @@ LOADERS = {
     "cls": "AutoModel",
     "prompt": "AutoModelForMaskedLM",
 }
-HEAD_FILE = "head.safetensors"
-INFO_FILE = "cyber0.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +93,7 @@ def export(weights: str, out: Path) -> dict[str, Any]:
         raise ValueError(f"{weights}: no plan in its metadata (not a --save-model file)")
     plan = json.loads(meta["plan"])
     parsed = check_dataset_name(plan["dataset"], meta["model"])
+    check_positions(model, int(getattr(parsed, "max_length", DEFAULT_MAX_LENGTH)))
     info: dict[str, Any] = {
         "model": meta["model"],
         "head": model.head_kind,
@@ -108,8 +112,8 @@ def export(weights: str, out: Path) -> dict[str, Any]:
             tokenizer.save_pretrained(out)
     if model.head is not None:
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-        save_file(head, out / HEAD_FILE)
-        info["head_file"] = HEAD_FILE
+        save_file(head, out / EXPORT_HEAD_FILE)
+        info["head_file"] = EXPORT_HEAD_FILE
     if model.prompt is not None:
         words = parse_model_name(meta["model"]).words or PROMPT_WORDS
         info["prompt"] = {
@@ -120,7 +124,7 @@ def export(weights: str, out: Path) -> dict[str, Any]:
             "after_ids": list(model.prompt.after),
             "mask_id": model.prompt.mask_id,
         }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (out / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return {
         "out": str(out),
         "head": model.head_kind,

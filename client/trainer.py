@@ -259,9 +259,16 @@ class ZOTrainer:
             self.shards.append(Shard(shard_index, x.to(self.device), y.to(self.device), data))
 
     def _add_task(self, model: nn.Module, data: str | None, task: Task) -> Task:
-        """Keep ``task``, the one reading ``data``, once its examples fit ``model``."""
+        """Keep ``task``, the one reading ``data``, once its examples fit ``model`` (a text
+        model: sentences of the dataset's ``max_length``, prompt included, fit its positions)."""
         if isinstance(task, LocalTask):
             check_fits(model, task.examples[0], task.path)
+        else:
+            from cyber0.common.hf import TextClassifier, check_positions
+            from cyber0.common.text import TextTask
+
+            if isinstance(task, TextTask) and isinstance(model, TextClassifier):
+                check_positions(model, task.dataset.max_length)
         self._tasks[data] = task
         return task
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import localdata, text
-from .hf import is_hf_name
+from .hf import PROMPT_WORDS, is_hf_name, parse_model_name
 from .models import LOGREG_INPUTS, logreg_inputs
 
 
@@ -36,7 +36,8 @@ def check_dataset_name(name: str, model: str) -> object:
     """The parsed ``name`` (its parser's result, e.g. a
     :class:`~cyber0.common.localdata.LocalDataset`); ValueError unless it is a known dataset
     with valid options that ``model`` can read (sentences need a Hugging Face model, MNIST's
-    images logistic regression on 784 inputs)."""
+    images logistic regression on 784 inputs, and a ``head=prompt`` model one label word per
+    class of the dataset)."""
     base = name.partition("?")[0]
     if base not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
@@ -50,4 +51,12 @@ def check_dataset_name(name: str, model: str) -> object:
             f"dataset 'mnist' has {LOGREG_INPUTS} features an example: it needs model logreg "
             f"(inputs={LOGREG_INPUTS}); got model={model!r}"
         )
+    if is_hf_name(model) and parse_model_name(model).head == "prompt":
+        words = parse_model_name(model).words or PROMPT_WORDS
+        classes = parsed.classes if isinstance(parsed, localdata.LocalDataset) else text.NUM_CLASSES
+        if len(words) != classes:
+            raise ValueError(
+                f"model {model!r} has {len(words)} label words ({','.join(words)}) but dataset "
+                f"{name!r} has {classes} classes: give words=w0,w1,... one per class"
+            )
     return parsed

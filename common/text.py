@@ -35,6 +35,7 @@ import bz2
 import csv
 import functools
 import importlib.util
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -187,14 +188,37 @@ def corpus_split() -> Split:
     return Split(**{k: sorted_tensor(v) for k, v in parts.items()})
 
 
+def _config_vocab_size(folder: Path) -> int | None:
+    """``vocab_size`` of the model config saved in ``folder`` (None: no config or no size)."""
+    try:
+        size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) else None
+
+
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(folder: str) -> Any:
+    """The tokenizer saved in ``folder``; ModelUnavailableError naming the folder when it has
+    none: when transformers cannot load one, or the one it loads has fewer than half as many
+    tokens as the model's ``config.vocab_size`` (a folder without tokenizer files gives a
+    tokenizer of special tokens only, which would spell every word as the unknown token)."""
     from transformers import AutoTokenizer
 
-    from .hf import quiet_transformers
+    from .hf import ModelUnavailableError, quiet_transformers
 
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelUnavailableError(f"{folder}: no usable tokenizer ({exc})") from None
+    vocab = _config_vocab_size(Path(folder))
+    if vocab is not None and 2 * len(tokenizer) < vocab:
+        raise ModelUnavailableError(
+            f"{folder}: its tokenizer has {len(tokenizer)} tokens for a model of {vocab} "
+            "(config.json vocab_size): the folder lacks the tokenizer files (tokenizer.json, "
+            "vocab.txt, ...); save the tokenizer beside the model (save_pretrained)"
+        )
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -311,12 +335,19 @@ def _split_examples(part: str, folder: str, max_length: int) -> tuple[Tensor, Te
 
 @dataclass(frozen=True)
 class TextTask:
-    """The client-side task of a text plan: shards and test set, tokenised for one model."""
+    """The client-side task of a text plan: shards and test set, tokenised for one model.
+    ValueError at construction when ``max_length`` is over the positions of the model in
+    ``folder`` (:func:`~cyber0.common.hf.check_folder_positions`)."""
 
     dataset: TextDataset
     folder: Path
     num_classes: int = NUM_CLASSES
     eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        from .hf import check_folder_positions
+
+        check_folder_positions(self.folder, self.dataset.max_length)
 
     def shard_spec(self, plan: TrainingPlan, index: int) -> TextShardSpec:
         """Client ``index``'s shard under ``plan`` (few-shot: ``min_size = min(10, shots)``)."""

@@ -38,14 +38,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def trained(folder: Path, head: str, path: Path) -> hf.TextClassifier:
+def trained(folder: Path, head: str, path: Path, max_length: int = MAX_LENGTH) -> hf.TextClassifier:
     """The model ``hf:folder?head=...`` after 3 rounds of made-up aggregates, saved to ``path``
     as a daemon's ``--save-model`` would."""
     name = f"hf:{folder}?head={head}"
     plan = TrainingPlan(
         seed=5,
         model=name,
-        dataset=f"local?classes={CLASSES}&max_length={MAX_LENGTH}",
+        dataset=f"local?classes={CLASSES}&max_length={max_length}",
         zo=ZOSettings(nu=2, lr=0.05),
     )
     model = build_model(ModelSpec(name, num_classes=CLASSES))
@@ -111,6 +111,31 @@ def test_an_exported_classifier_gives_the_federation_s_logits(
         assert model_digest(again) == model_digest(model)
 
 
+@pytest.mark.parametrize(("kind", "head"), [("bert", "mean"), ("bert", "cls"),
+                                            ("bert", "auto"), ("roberta", "prompt")])  # fmt: skip
+def test_an_export_starts_another_federation_from_the_exported_model(
+    folders: dict[str, Path],
+    kind: str,
+    head: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``hf:<export>?head=<its head>`` builds the trained model bit for bit (a linear head is
+    read from ``head.safetensors``, not drawn again); a head file of other shapes is refused
+    naming it."""
+    model = trained(folders[kind], head, tmp_path / "final.safetensors")
+    out = tmp_path / "export"
+    run_export(tmp_path / "final.safetensors", out, capsys)
+    again = build_model(ModelSpec(f"hf:{out}?head={head}", num_classes=CLASSES))
+    assert model_digest(again) == model_digest(model)
+    batch = text.tokenize(sentences(), out, MAX_LENGTH)
+    with torch.inference_mode():
+        assert torch.equal(again(batch), model(batch))
+    if head in hf.LINEAR_HEADS:
+        with pytest.raises(ValueError, match=r"head\.safetensors: holds .* needs"):
+            build_model(ModelSpec(f"hf:{out}?head={head}", num_classes=CLASSES + 1))
+
+
 def test_an_exported_prompt_model_scores_the_label_words(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -135,8 +160,8 @@ def test_an_exported_prompt_model_scores_the_label_words(
 def test_export_refuses_what_it_cannot_write(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Exit 2 with the reason: a model that is not a text model, a folder that holds files, a
-    weights file without a plan."""
+    """Exit 2 with the reason: a plan whose max_length is over the model's positions, a model
+    that is not a text model, a folder that holds files, a weights file without a plan."""
     logreg = tmp_path / "logreg.safetensors"
     save_weights(
         build_model(ModelSpec("logreg")),
@@ -153,7 +178,9 @@ def test_export_refuses_what_it_cannot_write(
         bare,
         {"model": f"hf:{folders['bert']}", "num_classes": str(CLASSES), "round": "0"},
     )
+    trained(folders["bert"], "mean", tmp_path / "long.safetensors", max_length=81)
     cases = [
+        (tmp_path / "long.safetensors", tmp_path / "c", "max_length=81 is over the 80 tokens"),
         (logreg, tmp_path / "a", "model 'logreg' is not a Hugging Face text model"),
         (tmp_path / "final.safetensors", busy, "exists and is not an empty folder"),
         (bare, tmp_path / "b", "no plan in its metadata"),
@@ -164,4 +191,4 @@ def test_export_refuses_what_it_cannot_write(
     assert (busy / "notes.txt").read_text() == "mine" and sorted(busy.iterdir()) == [
         busy / "notes.txt"
     ]
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / name).exists() for name in "abc")

@@ -80,6 +80,10 @@ def test_sentences_are_read_from_each_format(tmp_path: Path, suffix: str) -> Non
         ("a.jsonl", '{"text": 3, "label": 1}\n', 'line 1: want {"text"'),
         ("a.jsonl", '["ok", 1]\n', 'line 1: want {"text"'),
         ("a.txt", "ok\t1\n", r"a.txt: a text model's examples must be in a .csv/.tsv/.jsonl file"),
+        # a stray quote: lenient CSV quoting merged the rows after it into one sentence
+        ("a.tsv", 'text\tlabel\n"Wow\t1\ndull\t0\nshe said "so" twice\t1\n', "a.tsv: line 2: "),
+        ("a.tsv", 'text\tlabel\nfine\t1\n"Wow\t1\ndull\t0\n', "a.tsv: line 3: unexpected end"),
+        ("a.csv", 'text,label\n"Wow,1\ndull,0\n', "a.csv: line 2: unexpected end of data"),
     ],
 )
 def test_bad_sentence_files_name_the_file_and_line(
@@ -88,6 +92,18 @@ def test_bad_sentence_files_name_the_file_and_line(
     (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(DataFileError, match=named):
         read_sentences(str(tmp_path / name), classes=2)
+
+
+def test_quoted_fields_follow_csv_quoting(tmp_path: Path) -> None:
+    """A field that starts with a quote is quoted (tabs, newlines and doubled quotes inside
+    it); a quote inside an unquoted field is text."""
+    path = tmp_path / "q.tsv"
+    path.write_text('text\tlabel\n"a\tb\nc ""d"""\t1\nshe said "so"\t0\n', encoding="utf-8")
+    texts, labels = read_sentences(str(path), classes=2)
+    assert texts == ['a\tb\nc "d"', 'she said "so"'] and labels.tolist() == [1, 0]
+    (tmp_path / "h.tsv").write_text('"text\tlabel\n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"h\.tsv"):
+        has_labels(str(tmp_path / "h.tsv"))
 
 
 def test_arrays_are_read_as_float32_examples(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ from cyber0.common.models import (
     model_digest,
 )
 from cyber0.common.perturbation import DirectionGenerator, canonical_parameters
-from cyber0.common.plan import TrainingPlan, ZOSettings
+from cyber0.common.plan import TrainingPlan, ZOSettings, plan_json
 
 VOCAB = 120
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -165,6 +165,7 @@ def test_model_names_parse_and_reject_bad_options() -> None:
         ("minilm?lr=1", "unknown option"),
         ("minilm?head=mean&head=cls", "repeated"),
         ("minilm?digest=xyz", "hex"),
+        ("minilm?digest=", "hex"),
     ]:
         with pytest.raises(ValueError, match=message):
             hf.parse_model_name(bad)
@@ -181,6 +182,23 @@ def test_folder_resolution_order(tmp_path: Path) -> None:
     assert hf.resolve_folder(str(tmp_path / "mapped"), {}) == tmp_path / "mapped"
     with pytest.raises(hf.ModelUnavailableError, match=r"has no entry 'nope'.*no folder"):
         hf.resolve_folder("nope", env)
+
+
+def test_model_map_entries_must_be_folders(tmp_path: Path) -> None:
+    """A relative entry is taken from the map file's folder; an entry that is not a folder, or
+    a map that does not parse, is refused naming it (never handed to transformers, which would
+    look the id up in its hub cache)."""
+    (tmp_path / "maps" / "models" / "tiny").mkdir(parents=True)
+    mapping = tmp_path / "maps" / "models.yaml"
+    mapping.write_text("tiny: models/tiny\nacme: acme/tiny\ngone: /nonexistent/rl\n")
+    env = {hf.MODEL_MAP_ENV: str(mapping)}
+    assert hf.resolve_folder("tiny", env) == tmp_path / "maps" / "models" / "tiny"
+    for ref, entry in [("acme", "'acme/tiny'"), ("gone", "'/nonexistent/rl'")]:
+        with pytest.raises(hf.ModelUnavailableError, match=f"entry {ref}: {entry} is not a"):
+            hf.resolve_folder(ref, env)
+    mapping.write_text("tiny: [unclosed\n")
+    with pytest.raises(hf.ModelUnavailableError, match=r"models\.yaml: not a readable YAML"):
+        hf.resolve_folder("tiny", env)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -515,6 +533,87 @@ def test_a_local_plan_tokenises_the_partys_own_sentences(
         ZOTrainer(device=torch.device("cpu"), data=str(tmp_path / "x.npz")).setup(plan, 0, "c0")
 
 
+@needs_corpus
+def test_max_length_over_the_model_s_positions_is_refused_at_setup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """80 positions: BERT takes 80 tokens, RoBERTa 78 (its position ids start after the
+    padding index 1), a prompt 4 fewer. A longer ``max_length`` is refused where the model
+    meets it (a party's setup, ``cyber0-evaluate``, the forward), not at the first long
+    sentence of a round."""
+    from test_localdata import write_sentences
+
+    from cyber0.client import evaluate
+    from cyber0.client.trainer import ZOTrainer
+    from cyber0.common.weights import save_weights
+
+    bert = save_tiny_bert_with_tokenizer(tmp_path / "bert")
+    mlm = save_tiny_bert_with_tokenizer(tmp_path / "mlm", masked_lm=True)
+    roberta = save_tiny_roberta_masked_lm(tmp_path / "roberta")
+    for name, limit in [
+        (f"hf:{bert}?head=auto", 80),
+        (f"hf:{roberta}?head=mean", 78),
+        (f"hf:{mlm}?head=prompt", 76),
+        (f"hf:{roberta}?head=prompt", 74),
+    ]:
+        assert hf.build_text_classifier(name).max_tokens == limit
+    model = hf.build_text_classifier(f"hf:{roberta}?head=mean")
+    hf.check_positions(model, 78)
+    with pytest.raises(ValueError, match=r"max_length=79 is over the 78 tokens .*roberta"):
+        hf.check_positions(model, 79)
+    with pytest.raises(ValueError, match=r"max_length=80 is over the 78 tokens"):
+        model(text.tokenize(["a fine film"], roberta, 80))  # short, but padded too wide
+    # a party's setup: a local plan (the file's width) and the built-in sentences (the folder)
+    path = write_sentences(tmp_path / "mine.csv")
+    for name, dataset, limit in [
+        (f"hf:{bert}?head=mean", "local?classes=2&max_length=81", 80),
+        (f"hf:{mlm}?head=prompt", "local?classes=2&max_length=80", 76),
+        (f"hf:{bert}?head=mean", "rotten_tomatoes?max_length=81", 80),
+        (f"hf:{roberta}?head=mean", "rotten_tomatoes?max_length=80", 78),
+        (f"hf:{mlm}?head=prompt", "rotten_tomatoes?max_length=78", 76),
+    ]:
+        plan = TrainingPlan(seed=1, model=name, dataset=dataset, zo=ZOSettings(nu=1))
+        data = str(path) if dataset.startswith("local") else None
+        with pytest.raises(ValueError, match=rf"max_length=\d+ is over the {limit} tokens"):
+            ZOTrainer(device=torch.device("cpu"), data=data).setup(plan, 0, "c0")
+    # cyber0-evaluate of a model whose plan cuts sentences longer than the model reads
+    name = f"hf:{bert}?head=mean"
+    plan = TrainingPlan(seed=1, model=name, dataset="local?classes=2&max_length=128")
+    metadata = {"model": name, "num_classes": "2", "round": "0", "plan": plan_json(plan)}
+    save_weights(build_model(ModelSpec(name, 2)), tmp_path / "w.safetensors", metadata)
+    argv = ["--weights", str(tmp_path / "w.safetensors"), "--data", str(path)]
+    assert evaluate.main(argv) == 2
+    assert "max_length=128 is over the 80 tokens" in capsys.readouterr().err
+
+
+def test_a_folder_without_its_tokenizer_is_refused(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """transformers gives a folder without tokenizer files a tokenizer of special tokens only,
+    which spells every word as [UNK]: refused, naming the folder, for sentences and prompts."""
+    with pytest.raises(hf.ModelUnavailableError, match=rf"{folders['bert']}: its tokenizer has"):
+        text.tokenize(["a wonderful film", "a dull mess"], folders["bert"], 12)
+    mlm = save_tiny_model(tmp_path / "mlm", "bert", masked_lm=True)
+    with pytest.raises(hf.ModelUnavailableError, match="lacks the tokenizer files"):
+        hf.build_text_classifier(f"hf:{mlm}?head=prompt")
+
+
+def test_a_classifier_of_another_label_count_is_refused(tmp_path: Path) -> None:
+    """A saved sequence classifier keeps its own head only at its own width: another class
+    count is a ValueError naming the folder, both counts and the way out."""
+    from transformers import BertForSequenceClassification
+
+    config = tiny_config("bert")
+    config.num_labels = 3
+    with torch.random.fork_rng():
+        BertForSequenceClassification(config).save_pretrained(tmp_path / "seq3")
+    assert hf.build_text_classifier(f"hf:{tmp_path / 'seq3'}", 3).hf.num_labels == 3
+    with pytest.raises(ValueError, match=r"seq3 is a classifier of 3 labels, the plan has 2 cl"):
+        hf.build_text_classifier(f"hf:{tmp_path / 'seq3'}", 2)
+    # a folder without a classifier gets a new head of any width
+    assert hf.build_text_classifier(f"hf:{save_tiny_model(tmp_path / 'enc', 'bert')}", 3)
+
+
 def test_threads_tokenising_at_once_keep_their_own_settings(tmp_path: Path) -> None:
     """A fast tokenizer keeps padding and truncation in its shared Rust object: while another
     thread pads sentences to 16 tokens, a label word counted without the lock was seen padded
@@ -625,8 +724,36 @@ def test_prompt_head_refuses_what_it_cannot_honour(
         hf.build_text_classifier(f"hf:{no_mask}?head=prompt")
     model = hf.build_text_classifier(f"hf:{bert}?head=prompt")
     long = text.tokenize([" ".join(text.load_corpus().texts[:20])], bert, 80)
-    with pytest.raises(ValueError, match="over the model's 80 positions"):
+    with pytest.raises(ValueError, match=r"over the 76 tokens .* less 4 for the prompt"):
         model(long)
+
+
+@needs_corpus
+def test_label_words_must_be_distinct_known_tokens(prompt_folders: dict[str, Path]) -> None:
+    """The uncased WordPiece vocabulary spells ``great`` and ``GREAT`` as one token, and
+    emoji as [UNK]: two classes would get the same logit."""
+    bert = prompt_folders["bert"]
+    with pytest.raises(ValueError, match=r"\['great', 'GREAT'\] are the same token"):
+        hf.build_text_classifier(f"hf:{bert}?head=prompt&words=great,GREAT")
+    with pytest.raises(ValueError, match=r"\['\U0001f600'\] are the unknown token '\[UNK\]'"):
+        hf.build_text_classifier(f"hf:{bert}?head=prompt&words=great,\U0001f600")
+
+
+def test_the_plan_check_matches_label_words_and_classes() -> None:
+    """The federator's check refuses a prompt whose label words are not one per class of the
+    dataset (every client would fail at setup), naming both."""
+    from cyber0.common.datasets import check_dataset_name
+
+    for model, dataset in [
+        ("minilm?head=prompt&words=bad,okay,good", "local?classes=2"),
+        ("minilm?head=prompt", "local?classes=3"),
+        ("hf:roberta-large?head=prompt&words=bad,good", "local?classes=5"),
+        ("hf:roberta-large?head=prompt&words=bad,okay,good", "rotten_tomatoes"),
+    ]:
+        with pytest.raises(ValueError, match=rf"label words .* but dataset '{re.escape(dataset)}"):
+            check_dataset_name(dataset, model)
+    check_dataset_name("local?classes=3", "minilm?head=prompt&words=bad,okay,good")
+    check_dataset_name("rotten_tomatoes", "hf:roberta-large?head=prompt")
 
 
 @needs_corpus
