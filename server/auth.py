@@ -22,9 +22,9 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import grpc
 from cryptography import x509
@@ -39,6 +39,7 @@ from .config import FederatorSettings
 from .errors import Refusal
 
 _log = logging.getLogger("cyber0.federator")
+T = TypeVar("T")
 
 
 class Authenticator(Protocol):
@@ -76,46 +77,63 @@ class ClaimedIdentity:
         return check_format(credentials)
 
 
-class RevocationList:
-    """The serials revoked by a CRL file signed by the client CA.
+class WatchedFile(Generic[T]):
+    """A file the federator reads at start and again whenever its modification time or size
+    changes (checked at each :meth:`current`), so an operator's edit takes effect at the next
+    call without a restart. ``parse`` turns it into a value (OSError or ValueError when it
+    cannot). At start that error propagates (the caller names the setting); later it refuses
+    everyone with UNAVAILABLE until the file is fixed: the check fails closed."""
 
-    The file is re-read when its modification time or size changes (checked at every
-    authentication), so ``cyber0-certs revoke`` takes effect at the revoked client's next call
-    without a restart. A file that cannot be read or is not signed by the CA refuses everyone
-    (UNAVAILABLE) until it is fixed: revocation fails closed.
-    """
+    def __init__(self, path: Path, what: str, parse: Callable[[Path], T]) -> None:
+        self.path = path
+        self._what = what
+        self._parse = parse
+        self._stamp: tuple[int, int] | None = None
+        self._value = self._reload()
+
+    def _reload(self) -> T:
+        stat = os.stat(self.path)
+        value = self._parse(self.path)
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        return value
+
+    def current(self) -> T:
+        """The parsed file, re-read if it changed; :class:`Refusal` (UNAVAILABLE) when it
+        cannot be read or parsed."""
+        try:
+            stat = os.stat(self.path)
+            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                self._value = self._reload()
+                _log.info("%s %s re-read", self._what, self.path)
+        except (OSError, ValueError) as exc:
+            _log.error("cannot read the %s: %s", self._what, exc)
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the federator cannot read its {self._what}; try again later",
+            ) from exc
+        return self._value
+
+
+class RevocationList:
+    """The serials revoked by a CRL file signed by the client CA, a :class:`WatchedFile`:
+    ``cyber0-certs revoke`` takes effect at the revoked client's next call without a restart,
+    and a file that cannot be read or is not signed by the CA refuses everyone (UNAVAILABLE)
+    until it is fixed (revocation fails closed)."""
 
     def __init__(self, path: Path, ca: x509.Certificate) -> None:
-        self.path = path
         self._ca = ca
-        self._stamp: tuple[int, int] | None = None
-        self._serials: frozenset[int] = frozenset()
-        self._refresh()
+        self._file = WatchedFile(path, "revocation list", self._serials)
 
-    def _refresh(self) -> None:
-        stat = os.stat(self.path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
-            return
-        crl = x509.load_pem_x509_crl(self.path.read_bytes())
+    def _serials(self, path: Path) -> frozenset[int]:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
         public_key = self._ca.public_key()
         if crl.issuer != self._ca.subject or not crl.is_signature_valid(public_key):  # type: ignore[arg-type]
-            raise ValueError(f"{self.path} is not signed by the client CA {self._ca.subject}")
-        self._serials = revoked_serials(crl)
-        self._stamp = stamp
-        _log.info("revocation list %s: %d revoked certificates", self.path, len(self._serials))
+            raise ValueError(f"{path} is not signed by the client CA {self._ca.subject}")
+        return revoked_serials(crl)
 
     def is_revoked(self, serial: int) -> bool:
         """Whether ``serial`` is revoked (re-reading the file if it changed)."""
-        try:
-            self._refresh()
-        except (OSError, ValueError) as exc:
-            _log.error("cannot read the revocation list: %s", exc)
-            raise Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                "the federator cannot read its revocation list; try again later",
-            ) from exc
-        return serial in self._serials
+        return serial in self._file.current()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -172,47 +190,24 @@ class TokenIdentity:
     """Per-client secrets: a file of ``ID SHA256HEX`` lines (``cyber0-certs token`` writes
     them; blank lines and ``#`` comments are ignored), each the hex SHA-256 of the id's token.
 
-    The file is re-read when its modification time or size changes (checked at every
-    authentication), so ``cyber0-certs token --force ID`` withdraws a leaked token at the
+    A :class:`WatchedFile`: ``cyber0-certs token --force ID`` withdraws a leaked token at the
     client's next call without a restart. A file that cannot be read or parsed at start is a
-    :class:`ConfigError` naming the line; later it refuses everyone (UNAVAILABLE) until it is
-    fixed, as the revocation list does.
+    :class:`ConfigError` naming the line; later it refuses everyone (UNAVAILABLE) until fixed.
     """
 
     _NOBODY = hash_token("")
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._hashes: dict[str, str] = {}
         try:
-            self._refresh()
+            self._file = WatchedFile(Path(path), "token file", _read_token_hashes)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"federator.tokens: {exc}") from exc
-
-    def _refresh(self) -> None:
-        stat = os.stat(self.path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._stamp:
-            self._hashes = _read_token_hashes(self.path)
-            self._stamp = stamp
-
-    def _current(self) -> Mapping[str, str]:
-        try:
-            self._refresh()
-        except (OSError, ValueError) as exc:
-            _log.error("cannot read the token file: %s", exc)
-            raise Refusal(
-                grpc.StatusCode.UNAVAILABLE,
-                "the federator cannot read its token file; try again later",
-            ) from exc
-        return self._hashes
 
     def authenticate(self, credentials: pb.Credentials, context: grpc.aio.ServicerContext) -> str:
         """The claimed id if its token's hash matches (compared in constant time; an unknown
         id is compared against a dummy so that timing does not reveal who is enrolled)."""
         client_id = check_format(credentials)
-        hashes = self._current()
+        hashes = self._file.current()
         expected = hashes.get(client_id, self._NOBODY)
         presented = hashlib.sha256(credentials.token.encode()).hexdigest()
         if not hmac.compare_digest(presented, expected) or client_id not in hashes:
@@ -223,10 +218,10 @@ class TokenIdentity:
         return client_id
 
 
-def _read_token_hashes(path: str) -> dict[str, str]:
+def _read_token_hashes(path: Path) -> dict[str, str]:
     """The id → token hash lines of ``path``; ValueError naming the bad line."""
     hashes: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
