@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """The scores of ``args.weights`` on ``args.data`` (predictions written when asked)."""
     if args.predictions is not None and Path(args.predictions).is_dir():
         raise ValueError(f"--predictions {args.predictions}: is a folder; give a file name")
+    for flag, given in (("--data", args.data), ("--weights", args.weights)):
+        if (
+            args.predictions is not None
+            and Path(args.predictions).resolve() == Path(given).resolve()
+        ):
+            raise ValueError(f"--predictions {args.predictions}: is the {flag} file; give another")
     device = resolve_device(args.device)
     model, meta = load_model(args.weights)
     if "plan" not in meta:

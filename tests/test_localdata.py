@@ -299,7 +299,7 @@ def test_cyber0_evaluate_refuses_what_it_cannot_score(
 ) -> None:
     """Exit 2 with the reason: weights without a plan (not a --save-model file), a device torch
     does not know, a file in a format the model does not read, labels the model does not have,
-    a folder as the predictions file."""
+    a folder, the examples or the weights as the predictions file (never overwritten)."""
     from cyber0.client import evaluate
     from cyber0.common.models import ModelSpec, build_model
     from cyber0.common.weights import save_weights
@@ -338,6 +338,14 @@ def test_cyber0_evaluate_refuses_what_it_cannot_score(
                 str(tmp_path / "folder"),
             ],
             "is a folder; give a file name",
+        ),
+        (
+            ["--weights", str(weights), "--data", str(data), "--predictions", str(data)],
+            f"--predictions {data}: is the --data file; give another",
+        ),
+        (
+            ["--weights", str(weights), "--data", str(data), "--predictions", str(weights)],
+            f"--predictions {weights}: is the --weights file; give another",
         ),
     ]:
         assert evaluate.main(argv) == 2
