@@ -391,25 +391,6 @@ def check_positions(model: TextClassifier, max_length: int) -> None:
         raise _too_long(max_length, model.name, *model.limit)
 
 
-def check_folder_positions(folder: Path, max_length: int) -> None:
-    """:func:`check_positions` for the model saved in ``folder`` without its head (a prompt's
-    tokens are not counted), read from its config alone: the model is built on the meta
-    device, no weight is read; ModelUnavailableError naming ``folder`` without a config."""
-    from transformers import AutoConfig, AutoModel
-
-    try:
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"{folder}: no readable model config ({exc})") from None
-    meta = torch.device("meta")
-    with _LOAD_LOCK, quiet_transformers(), torch.random.fork_rng(devices=[]), meta:
-        skeleton = AutoModel.from_config(config)
-    limit = position_limit(skeleton)
-    if limit is not None and max_length > limit[0]:
-        raise _too_long(max_length, str(folder), *limit)
-
-
 def _seeded_init_(params: list[tuple[str, Tensor]], seed: int, std: float) -> None:
     """Weights (≥ 2-D) ~ N(0, std²), biases and 1-D others 0 (LayerNorm weights 1), drawn in
     name order from ``torch.Generator().manual_seed(seed)`` on the CPU."""
@@ -470,15 +451,21 @@ def trainable_subset(model: TextClassifier, train: str) -> set[str]:
     }
 
 
+def saved_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` saved in a model folder, as read (empty when it is missing or not a
+    JSON object)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _check_num_labels(folder: Path, spec: HFModelName, num_classes: int) -> None:
     """ValueError naming ``folder`` and both counts when it holds a sequence classifier
     (``config.architectures``) with another ``num_labels`` than ``num_classes``: its head
     cannot be kept (a folder without a classifier gets a new one of any width)."""
-    config_file = folder / "config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # transformers reports what is wrong with the folder
+    config = saved_config(folder)  # none: transformers reports what is wrong with the folder
     architectures = config.get("architectures") or ()
     if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
         return

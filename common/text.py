@@ -35,7 +35,6 @@ import bz2
 import csv
 import functools
 import importlib.util
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -188,15 +187,6 @@ def corpus_split() -> Split:
     return Split(**{k: sorted_tensor(v) for k, v in parts.items()})
 
 
-def _config_vocab_size(folder: Path) -> int | None:
-    """``vocab_size`` of the model config saved in ``folder`` (None: no config or no size)."""
-    try:
-        size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return size if isinstance(size, int) else None
-
-
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(folder: str) -> Any:
     """The tokenizer saved in ``folder``; ModelUnavailableError naming the folder when it has
@@ -205,15 +195,15 @@ def _load_tokenizer(folder: str) -> Any:
     tokenizer of special tokens only, which would spell every word as the unknown token)."""
     from transformers import AutoTokenizer
 
-    from .hf import ModelUnavailableError, quiet_transformers
+    from .hf import ModelUnavailableError, quiet_transformers, saved_config
 
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelUnavailableError(f"{folder}: no usable tokenizer ({exc})") from None
-    vocab = _config_vocab_size(Path(folder))
-    if vocab is not None and 2 * len(tokenizer) < vocab:
+    vocab = saved_config(Path(folder)).get("vocab_size")
+    if isinstance(vocab, int) and 2 * len(tokenizer) < vocab:
         raise ModelUnavailableError(
             f"{folder}: its tokenizer has {len(tokenizer)} tokens for a model of {vocab} "
             "(config.json vocab_size): the folder lacks the tokenizer files (tokenizer.json, "
@@ -335,19 +325,13 @@ def _split_examples(part: str, folder: str, max_length: int) -> tuple[Tensor, Te
 
 @dataclass(frozen=True)
 class TextTask:
-    """The client-side task of a text plan: shards and test set, tokenised for one model.
-    ValueError at construction when ``max_length`` is over the positions of the model in
-    ``folder`` (:func:`~cyber0.common.hf.check_folder_positions`)."""
+    """The client-side task of a text plan: shards and test set, tokenised for one model
+    (whose positions the trainer checks ``max_length`` against)."""
 
     dataset: TextDataset
     folder: Path
     num_classes: int = NUM_CLASSES
     eval_batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        from .hf import check_folder_positions
-
-        check_folder_positions(self.folder, self.dataset.max_length)
 
     def shard_spec(self, plan: TrainingPlan, index: int) -> TextShardSpec:
         """Client ``index``'s shard under ``plan`` (few-shot: ``min_size = min(10, shots)``)."""
